@@ -1,0 +1,45 @@
+/* engine — the call engine: one loop thread ("engine") that owns every live
+ * call's state machine, all Kaphila commands and all customer webhooks.
+ *
+ * HTTP threads hand it work with the engine_* calls below (a message on the
+ * loop's queue); each call either takes the http_req and replies to it later
+ * (suspending the connection) or returns false when the engine cannot take
+ * more, in which case the caller still owns everything and replies itself.
+ * Start-up recovery (live calls, unprocessed Kaphila events, pending
+ * outbox rows) happens in engine_start. */
+#ifndef TWIGATE_ENGINE_H
+#define TWIGATE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+#include "app.h"
+#include "http.h"
+#include "store.h"
+
+engine *engine_create(app *a, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int engine_start(engine *e);
+/* Stops taking work, lets in-flight deliveries finish for up to grace_ms,
+ * then stops the loop. Live call state is already in the store. */
+void engine_stop(engine *e, int grace_ms);
+void engine_destroy(engine *e);   /* accepts NULL */
+
+/* The call row (status queued) is in the store; originate it on Kaphila and
+ * reply to r with 201 + the Call JSON, or delete the row and reply with the
+ * mapped Twilio error. Takes call->params. */
+__attribute__((warn_unused_result))
+bool engine_originate(engine *e, http_req *r, store_call *call);
+/* Applies a validated update (JSON with optional keys status, url, method,
+ * twiml, fallback_url, fallback_method, status_callback,
+ * status_callback_method, time_limit) and replies with the Call JSON or an
+ * error. Steals upd. */
+__attribute__((warn_unused_result))
+bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
+                   json_t *upd);
+/* A Kaphila event already stored under kevent_id. Steals ev. */
+__attribute__((warn_unused_result))
+bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *ev);
+
+size_t engine_live_calls(const engine *e);
+
+#endif

@@ -1,0 +1,57 @@
+/* loop — one thread's event loop: epoll, timers, a cross-thread message queue
+ * with an eventfd doorbell, and libcurl's multi interface on the same epoll.
+ *
+ * The engine and the simulator each own one loop. Other threads talk to a
+ * loop only through loop_post(); everything else here is called on the loop's
+ * own thread (from a message, timer or transfer callback). */
+#ifndef TWIGATE_LOOP_H
+#define TWIGATE_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+
+typedef struct loop loop;
+typedef struct loop_timer loop_timer;
+
+/* Called on the loop thread for each posted message, in posting order. The
+ * callback owns msg. */
+typedef void (*loop_msg_fn)(loop *l, void *msg);
+typedef void (*loop_timer_fn)(loop *l, void *arg);
+/* Called on the loop thread when a transfer ends; easy has already been
+ * removed from the multi handle and belongs to the callback again. */
+typedef void (*loop_http_fn)(loop *l, CURL *easy, CURLcode rc, void *arg);
+
+/* Cap on queued messages; beyond it loop_post fails (backpressure), because
+ * an unbounded queue turns overload into memory exhaustion. */
+#define LOOP_MAX_QUEUE 65536
+
+loop *loop_create(const char *thread_name, loop_msg_fn on_msg, void *ctx);
+/* Starts the loop thread. */
+__attribute__((warn_unused_result)) int loop_start(loop *l);
+/* Asks the thread to finish (queued messages are still delivered first),
+ * then joins it. Safe to call on a loop that never started. */
+void loop_stop(loop *l);
+/* Frees the loop; pending timers are dropped without firing; transfers
+ * still in flight are cancelled (their callbacks run with CURLE_ABORTED_BY_CALLBACK).
+ * Accepts NULL. */
+void loop_destroy(loop *l);
+void *loop_ctx(loop *l);
+
+/* Any thread. false when the queue is full or the loop is stopping; the
+ * caller keeps ownership of msg in that case. */
+__attribute__((warn_unused_result)) bool loop_post(loop *l, void *msg);
+
+/* Loop thread only. */
+int64_t loop_now_ms(const loop *l);            /* monotonic ms */
+loop_timer *loop_timer_add(loop *l, int64_t delay_ms, loop_timer_fn fn, void *arg);
+/* Cancels a pending timer (no-op for NULL). A timer that has fired is gone;
+ * don't cancel it afterwards. */
+void loop_timer_cancel(loop *l, loop_timer *t);
+/* Starts a transfer on the loop's multi handle. */
+__attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg);
+/* Number of transfers in flight (for metrics and tests). */
+size_t loop_http_active(const loop *l);
+
+#endif

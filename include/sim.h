@@ -1,0 +1,45 @@
+/* sim — the built-in Kaphila simulator.
+ *
+ * An HTTP server that speaks Kaphila's API (kaphila-api.md) on loopback and
+ * posts Kaphila's JSON events to each call's webhookUrl, with realistic
+ * timing (or a fast mode for tests), outcomes chosen by the destination
+ * number, failure injection and a control API (docs/simulator.md). It runs
+ * in-process in twigate when kaphila.url = sim, and as build/kaphila-sim.
+ * Its own threads: libmicrohttpd's, and one loop ("sim") for timers and event
+ * posting. sim_create/sim_destroy from one thread. */
+#ifndef TWIGATE_SIM_H
+#define TWIGATE_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct sim sim;
+
+typedef struct sim_config {
+    const char  *bind_address;    /* "127.0.0.1" */
+    int          port;            /* 0 = pick a free port */
+    const char *const *api_keys;  /* accepted Bearer keys */
+    size_t       n_api_keys;
+    const char  *admin_token;     /* control API from non-loopback peers; NULL = loopback only */
+    bool         fast;            /* all delays divided by 20, floor 1 ms */
+    int          ring_ms;         /* makecall → call.initiated(ringing) */
+    int          answer_ms;       /* ringing → answered (or the failure) */
+    int          tts_ms_per_char; /* playback length of /voice and /gather prompts */
+    int          tts_min_ms;
+    int          play_ms;         /* length of a /play sound */
+    int          amd_ms;          /* MachineDetectionDuration reported */
+    const char  *outcomes;        /* "0001=busy,0002=no-answer,0003=failed,0004=machine" */
+    int          rate_limit;      /* per key per hour, 0 = unlimited */
+    const char  *recordings_dir;  /* where WAV files are written; NULL = a temp dir */
+} sim_config;
+
+/* Fills the defaults documented in docs/simulator.md. */
+void sim_config_defaults(sim_config *c);
+/* NULL on failure, with a reason in err. */
+sim *sim_create(const sim_config *cfg, char *err, size_t errlen);
+/* The bound port (useful when cfg->port was 0). */
+int sim_port(const sim *s);
+/* Stops the server and the loop, frees everything; accepts NULL. */
+void sim_destroy(sim *s);
+
+#endif

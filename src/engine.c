@@ -1,0 +1,1422 @@
+/* engine.c — the call engine on its own loop thread.
+ *
+ * Map of this file:
+ *   1. the call table (hash by CallSid) and call lifetime (refs);
+ *   2. transactions: every state change commits the call row, the outbox
+ *      rows it causes and the Kaphila event it consumes together; the
+ *      deliveries start only after the commit;
+ *   3. status callbacks (contract §8.3) and the AMD callback;
+ *   4. the outbox: one ordered queue per call, delivered with webhook.c;
+ *   5. Kaphila events → the Twilio status ladder (never backwards);
+ *   6. messages from HTTP threads: originate, update, event;
+ *   7. services for the executor (engine_int.h);
+ *   8. start-up recovery and shutdown.
+ *
+ * Status ladder (rank): queued 0 < initiated 1 < ringing 2 < in-progress 3
+ * < terminal 4. An event only ever raises the rank, so duplicated or late
+ * Kaphila events cannot move a call backwards or repeat a callback. */
+#include "engine_int.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calljson.h"
+#include "errors.h"
+#include "log.h"
+#include "phone.h"
+#include "sid.h"
+#include "timefmt.h"
+
+enum { RANK_QUEUED, RANK_INITIATED, RANK_RINGING, RANK_ANSWERED, RANK_OVER };
+enum { CB_INITIATED = 1, CB_RINGING = 2, CB_ANSWERED = 4, CB_COMPLETED = 8 };
+
+/* Hash buckets for live calls and outbox queues (power of two). Chains stay
+ * short up to limits.max_live_calls (20,000 by default). */
+#define ENGINE_BUCKETS 16384
+/* Outbox rows a call can have queued; a call produces at most a dozen. */
+#define ENGINE_MAX_OUTBOX_PER_CALL 256
+
+typedef enum { M_ORIGINATE, M_UPDATE, M_KEVENT, M_RECOVER } mkind;
+
+typedef struct emsg {
+    mkind      k;
+    http_req  *r;
+    store_call call;          /* M_ORIGINATE */
+    json_t    *j;             /* update or event */
+    int64_t    kid;           /* kevent id */
+    char       sid[SID_SIZE];
+    char       account_sid[SID_SIZE];
+} emsg;
+
+typedef struct ob_item {
+    store_outbox    o;
+    struct ob_item *next;
+} ob_item;
+
+typedef struct obq {
+    char        call_sid[SID_SIZE];
+    ob_item    *head, *tail;
+    int         n;
+    bool        busy;
+    struct obq *hnext;
+} obq;
+
+struct engine {
+    app           *a;
+    loop          *l;
+    store_conn    *db;
+    kaphila_client kc;
+    call          *calls[ENGINE_BUCKETS];
+    obq           *queues[ENGINE_BUCKETS];
+    ob_item       *kick_head, *kick_tail;     /* committed in this step, to deliver */
+    atomic_size_t  live;
+    atomic_int     inflight_deliveries;
+    bool           started;
+};
+
+static size_t bucket(const char *sid)
+{
+    size_t h = 2166136261u;
+    for (; *sid; sid++) h = (h ^ (unsigned char)*sid) * 16777619u;
+    return h & (ENGINE_BUCKETS - 1);
+}
+
+/* ---------------------------------------------------------------- 1 */
+
+static call *call_find(engine *e, const char *sid)
+{
+    for (call *c = e->calls[bucket(sid)]; c; c = c->hnext)
+        if (!strcmp(c->row.sid, sid)) return c;
+    return NULL;
+}
+
+static void call_unlink(engine *e, call *c)
+{
+    call **pp = &e->calls[bucket(c->row.sid)];
+    while (*pp && *pp != c) pp = &(*pp)->hnext;
+    if (*pp) {
+        *pp = c->hnext;
+        atomic_fetch_sub(&e->live, 1);
+    }
+    c->hnext = NULL;
+}
+
+static call *call_new(engine *e, store_call *row)
+{
+    call *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->e = e;
+    c->row = *row;                 /* takes row->params */
+    row->params = NULL;
+    c->refs = 1;                   /* the table's reference */
+    c->rank = (int)json_integer_value(json_object_get(c->row.params, "rank"));
+    size_t b = bucket(c->row.sid);
+    c->hnext = e->calls[b];
+    e->calls[b] = c;
+    atomic_fetch_add(&e->live, 1);
+    return c;
+}
+
+void call_ref(call *c) { c->refs++; }
+
+void call_unref(call *c)
+{
+    if (--c->refs > 0) return;
+    exec_free(c);
+    store_call_fini(&c->row);
+    free(c);
+}
+
+bool call_is_over(const call *c) { return c->over; }
+loop *call_loop(call *c) { return c->e->l; }
+const config *call_config(call *c) { return app_config(c->e->a); }
+const config_account *call_account(call *c)
+{
+    return config_account_by_sid(app_config(c->e->a), c->row.account_sid);
+}
+const char *call_public_url(call *c) { return c->e->a->public_url; }
+const char *call_sound_map(call *c)
+{
+    const config *cfg = call_config(c);
+    return cfg->play_sound_map ? cfg->play_sound_map : "";
+}
+const char *call_sound_prefix(call *c)
+{
+    const config *cfg = call_config(c);
+    return cfg->play_sound_prefix ? cfg->play_sound_prefix : "custom/";
+}
+int64_t call_answered_ms(call *c)
+{
+    return c->row.answered_at ? timefmt_now_ms() - c->row.answered_at : 0;
+}
+
+static const char *param_str(const call *c, const char *key)
+{
+    return json_string_value(json_object_get(c->row.params, key));
+}
+
+static int cb_done(const call *c)
+{
+    return (int)json_integer_value(json_object_get(c->row.params, "cb_done"));
+}
+
+/* ---------------------------------------------------------------- 2 */
+
+static bool txn_begin(engine *e)
+{
+    return store_begin(e->db) == STORE_OK;
+}
+
+static void deliver_kicked(engine *e);
+
+/* Persists c (when given), marks kid consumed, commits, then starts the
+ * deliveries the step produced. */
+static bool txn_commit(engine *e, call *c, int64_t kid)
+{
+    if (c) {
+        json_object_set_new(c->row.params, "rank", json_integer(c->rank));
+        if (store_call_update(e->db, &c->row) != STORE_OK) goto fail;
+    }
+    if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK) goto fail;
+    if (store_commit(e->db) != STORE_OK) goto fail;
+    deliver_kicked(e);
+    return true;
+fail:
+    store_rollback(e->db);
+    log_error("engine", "a state change could not be committed; it will be retried from"
+              " the stored event at the next start");
+    while (e->kick_head) {
+        ob_item *it = e->kick_head;
+        e->kick_head = it->next;
+        store_outbox_fini(&it->o);
+        free(it);
+    }
+    e->kick_tail = NULL;
+    return false;
+}
+
+/* ---------------------------------------------------------------- 3 */
+
+static const char *geo_fields[] = {
+    "FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip",
+    "ToCountry", "CallerCity", "CallerState", "CallerZip", "CallerCountry", "CalledCity",
+    "CalledState", "CalledZip", "CalledCountry",
+};
+
+static bool amd_ran(const call *c)
+{
+    return param_str(c, "machine_detection") && c->row.answered_by[0];
+}
+
+void call_voice_params(call *c, form *f)
+{
+    bool ok = form_add(f, "CallSid", c->row.sid) == FORM_OK &&
+              form_add(f, "AccountSid", c->row.account_sid) == FORM_OK &&
+              form_add(f, "From", c->row.from) == FORM_OK &&
+              form_add(f, "To", c->row.to) == FORM_OK &&
+              form_add(f, "Called", c->row.to) == FORM_OK &&
+              form_add(f, "Caller", c->row.from) == FORM_OK &&
+              form_add(f, "CallStatus", c->row.status) == FORM_OK &&
+              form_add(f, "ApiVersion", "2010-04-01") == FORM_OK &&
+              form_add(f, "Direction", c->row.direction) == FORM_OK &&
+              form_add(f, "ForwardedFrom", "") == FORM_OK &&
+              form_add(f, "CallerName", "") == FORM_OK &&
+              form_add(f, "ParentCallSid", c->row.parent_call_sid) == FORM_OK;
+    for (size_t i = 0; ok && i < sizeof geo_fields / sizeof geo_fields[0]; i++)
+        ok = form_add(f, geo_fields[i], "") == FORM_OK;
+    /* Blocking AMD: the result rides on the voice request (§8.1). */
+    if (ok && amd_ran(c) && !json_is_true(json_object_get(c->row.params, "async_amd"))) {
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld",
+                 (long long)json_integer_value(json_object_get(c->row.params, "amd_ms")));
+        ok = form_add(f, "AnsweredBy", c->row.answered_by) == FORM_OK &&
+             form_add(f, "MachineDetectionDuration", ms) == FORM_OK;
+    }
+    if (!ok) log_error("engine", "out of memory building webhook parameters");
+}
+
+/* Queues a delivery in the current transaction. */
+static void outbox_add(engine *e, call *c, const char *kind, const char *url, const char *method,
+                       const form *params)
+{
+    ob_item *it = calloc(1, sizeof *it);
+    buf enc;
+    buf_init(&enc, 1 << 20);
+    if (!it || form_encode(params, &enc) != BUF_OK || !sid_token(it->o.idem)) goto fail;
+    snprintf(it->o.call_sid, sizeof it->o.call_sid, "%s", c->row.sid);
+    snprintf(it->o.account_sid, sizeof it->o.account_sid, "%s", c->row.account_sid);
+    snprintf(it->o.kind, sizeof it->o.kind, "%s", kind);
+    it->o.seq = c->row.cb_seq;
+    it->o.url = strdup(url);
+    it->o.method = strdup(method ? method : "POST");
+    it->o.params = buf_steal(&enc);
+    it->o.created = timefmt_now_ms();
+    if (!it->o.url || !it->o.method || !it->o.params) goto fail;
+    if (store_outbox_insert(e->db, &it->o) != STORE_OK) goto fail;
+    if (e->kick_tail) e->kick_tail->next = it;
+    else e->kick_head = it;
+    e->kick_tail = it;
+    buf_fini(&enc);
+    return;
+fail:
+    log_error("engine", "could not write a %s callback to the outbox", kind);
+    if (it) store_outbox_fini(&it->o);
+    free(it);
+    buf_fini(&enc);
+}
+
+static bool event_requested(const call *c, const char *event)
+{
+    json_t *ev = json_object_get(c->row.params, "status_callback_event");
+    if (!ev || !json_array_size(ev)) return !strcmp(event, "completed");
+    for (size_t i = 0; i < json_array_size(ev); i++)
+        if (!strcmp(json_string_value(json_array_get(ev, i)), event)) return true;
+    return false;
+}
+
+static const char *sip_code(const char *status)
+{
+    if (!strcmp(status, "completed")) return "200";
+    if (!strcmp(status, "busy")) return "486";
+    if (!strcmp(status, "no-answer")) return "480";
+    if (!strcmp(status, "canceled")) return "487";
+    return "500";
+}
+
+/* Emits the status callback for `event` once (inside a transaction). */
+static void status_callback(engine *e, call *c, const char *event, int bit)
+{
+    const char *url = param_str(c, "status_callback");
+    int done = cb_done(c);
+    form f;
+    char seq[16], ts[TIMEFMT_RFC2822_LEN], n[24];
+    if (done & bit) return;
+    json_object_set_new(c->row.params, "cb_done", json_integer(done | bit));
+    if (!url || !event_requested(c, event)) return;
+
+    form_init(&f);
+    call_voice_params(c, &f);
+    /* CallStatus names the event, not the REST status, for these two. */
+    if (bit == CB_INITIATED || bit == CB_RINGING)
+        for (size_t i = 0; i < f.n; i++)
+            if (!strcmp(f.pairs[i].key, "CallStatus")) {
+                char *v = strdup(event);
+                if (v) { free(f.pairs[i].value); f.pairs[i].value = v; }
+            }
+    snprintf(seq, sizeof seq, "%d", c->row.cb_seq);
+    timefmt_rfc2822(timefmt_now_ms(), ts);
+    bool ok = form_add(&f, "CallbackSource", "call-progress-events") == FORM_OK &&
+              form_add(&f, "SequenceNumber", seq) == FORM_OK &&
+              form_add(&f, "Timestamp", ts) == FORM_OK;
+    if (ok && bit == CB_COMPLETED) {
+        int d = c->row.duration > 0 ? c->row.duration : 0;
+        snprintf(n, sizeof n, "%d", d);
+        ok = form_add(&f, "CallDuration", n) == FORM_OK;
+        snprintf(n, sizeof n, "%d", (d + 59) / 60);   /* billed minutes */
+        ok = ok && form_add(&f, "Duration", n) == FORM_OK &&
+             form_add(&f, "SipResponseCode", sip_code(c->row.status)) == FORM_OK;
+    }
+    if (ok && amd_ran(c) && json_is_true(json_object_get(c->row.params, "async_amd"))) {
+        /* Async AMD: the voice request didn't carry it; status callbacks do. */
+        snprintf(n, sizeof n, "%lld", (long long)json_integer_value(json_object_get(c->row.params, "amd_ms")));
+        ok = form_add(&f, "AnsweredBy", c->row.answered_by) == FORM_OK &&
+             form_add(&f, "MachineDetectionDuration", n) == FORM_OK;
+    }
+    if (ok) outbox_add(e, c, "status", url, param_str(c, "status_callback_method"), &f);
+    c->row.cb_seq++;
+    form_fini(&f);
+}
+
+static void amd_callback(engine *e, call *c)
+{
+    const char *url = param_str(c, "async_amd_status_callback");
+    form f;
+    char ms[24];
+    if (!url || !json_is_true(json_object_get(c->row.params, "async_amd"))) return;
+    form_init(&f);
+    snprintf(ms, sizeof ms, "%lld", (long long)json_integer_value(json_object_get(c->row.params, "amd_ms")));
+    if (form_add(&f, "CallSid", c->row.sid) == FORM_OK &&
+        form_add(&f, "AccountSid", c->row.account_sid) == FORM_OK &&
+        form_add(&f, "AnsweredBy", c->row.answered_by) == FORM_OK &&
+        form_add(&f, "MachineDetectionDuration", ms) == FORM_OK)
+        outbox_add(e, c, "amd", url, param_str(c, "async_amd_status_callback_method"), &f);
+    form_fini(&f);
+}
+
+/* ---------------------------------------------------------------- 4 */
+
+static obq *obq_get(engine *e, const char *call_sid, bool create)
+{
+    size_t b = bucket(call_sid);
+    for (obq *q = e->queues[b]; q; q = q->hnext)
+        if (!strcmp(q->call_sid, call_sid)) return q;
+    if (!create) return NULL;
+    obq *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    snprintf(q->call_sid, sizeof q->call_sid, "%s", call_sid);
+    q->hnext = e->queues[b];
+    e->queues[b] = q;
+    return q;
+}
+
+static void obq_drop(engine *e, obq *q)
+{
+    obq **pp = &e->queues[bucket(q->call_sid)];
+    while (*pp && *pp != q) pp = &(*pp)->hnext;
+    if (*pp) *pp = q->hnext;
+    free(q);
+}
+
+static void obq_pump(engine *e, obq *q);
+
+/* Writes the request/response pair of one exchange into the event log. */
+static void log_exchange(engine *e, const char *account_sid, const char *call_sid,
+                         const char *method, const char *url, const form *params,
+                         const webhook_result *res)
+{
+    json_t *p = json_object(), *rq, *rs;
+    char when[TIMEFMT_RFC2822_LEN];
+    for (size_t i = 0; params && i < params->n; i++)
+        json_object_set_new(p, params->pairs[i].key, json_string(params->pairs[i].value));
+    rq = json_pack("{s:s,s:s,s:o}", "method", method, "url", url, "parameters", p);
+    timefmt_rfc2822(timefmt_now_ms(), when);
+    /* Keep the log small: the first 4 KiB of a body is enough to debug. */
+    rs = json_pack("{s:i,s:I,s:s,s:s%,s:s}", "response_code", res->http_status,
+                   "request_duration", (json_int_t)res->duration_ms, "content_type",
+                   res->content_type, "response_body", buf_str(&res->body),
+                   res->body.len > 4096 ? (size_t)4096 : res->body.len, "date_created", when);
+    if (res->error_code && rs) {
+        json_object_set_new(rs, "error_code", json_integer(res->error_code));
+        json_object_set_new(rs, "error_message", json_string(res->error_msg));
+    }
+    if (!rq || !rs || store_event_insert(e->db, account_sid, call_sid, timefmt_now_ms(), rq, rs) != STORE_OK)
+        log_warn("engine", "could not write the call event log");
+    json_decref(rq);
+    json_decref(rs);
+}
+
+static void notify(engine *e, const char *account_sid, const char *call_sid, int code, int level,
+                   const char *message, const char *url, const char *method, const char *vars,
+                   const webhook_result *res)
+{
+    store_notification n = {0};
+    buf msg;
+    char labels[64];
+    buf_init(&msg, 4096);
+    if (!sid_new("NO", n.sid)) return;
+    snprintf(n.account_sid, sizeof n.account_sid, "%s", account_sid);
+    snprintf(n.call_sid, sizeof n.call_sid, "%s", call_sid ? call_sid : "");
+    n.error_code = code;
+    n.log = level;
+    n.date = timefmt_now_ms();
+    if (buf_puts(&msg, "Msg=") == BUF_OK && form_escape(&msg, message) == BUF_OK &&
+        (!url || (buf_puts(&msg, "&url=") == BUF_OK && form_escape(&msg, url) == BUF_OK)))
+        n.message_text = buf_str(&msg);
+    n.request_method = method;
+    n.request_url = url;
+    n.request_variables = vars;
+    if (res) n.response_body = buf_str(&res->body);
+    if (store_notification_insert(e->db, &n) != STORE_OK)
+        log_warn("engine", "could not record notification %d", code);
+    snprintf(labels, sizeof labels, "code=\"%d\"", code);
+    metrics_inc(e->a->metrics, "twigate_notifications_total", labels, 1);
+    log_context(NULL, account_sid, call_sid);
+    log_warn("engine", "notification %d: %s", code, message);
+    buf_fini(&msg);
+}
+
+typedef struct ob_ctx { engine *e; obq *q; ob_item *it; } ob_ctx;
+
+static void ob_done(loop *l, void *arg, const webhook_result *res)
+{
+    (void)l;
+    ob_ctx *x = arg;
+    engine *e = x->e;
+    obq *q = x->q;
+    ob_item *it = x->it;
+    form params;
+    char labels[96];
+
+    atomic_fetch_sub(&e->inflight_deliveries, 1);
+    form_init(&params);
+    if (form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK)
+        log_warn("engine", "outbox row %lld: parameters not decodable", (long long)it->o.id);
+    log_context(NULL, it->o.account_sid, it->o.call_sid);
+    log_exchange(e, it->o.account_sid, it->o.call_sid, it->o.method, res->url, &params, res);
+    if (res->error_code)
+        notify(e, it->o.account_sid, it->o.call_sid, res->error_code, 0, res->error_msg,
+               res->url, it->o.method, it->o.params, res);
+    if (store_outbox_finish(e->db, it->o.id, res->error_code ? "failed" : "done", res->attempts) != STORE_OK)
+        log_warn("engine", "outbox row %lld: state not saved (it may be sent again)", (long long)it->o.id);
+    snprintf(labels, sizeof labels, "kind=\"%s\",outcome=\"%d\"", it->o.kind, res->error_code);
+    metrics_inc(e->a->metrics, "twigate_webhooks_total", labels, 1);
+    snprintf(labels, sizeof labels, "kind=\"%s\"", it->o.kind);
+    metrics_observe(e->a->metrics, "twigate_webhook_seconds", labels, (double)res->duration_ms / 1000.0);
+    form_fini(&params);
+
+    q->head = it->next;
+    if (!q->head) q->tail = NULL;
+    q->n--;
+    q->busy = false;
+    store_outbox_fini(&it->o);
+    free(it);
+    free(x);
+    obq_pump(e, q);
+}
+
+/* Starts the head of q when nothing of this call is in flight: per call,
+ * callbacks leave in SequenceNumber order. */
+static void obq_pump(engine *e, obq *q)
+{
+    while (q->head && !q->busy) {
+        ob_item *it = q->head;
+        const config *cfg = app_config(e->a);
+        const config_account *acct = config_account_by_sid(cfg, it->o.account_sid);
+        form params;
+        ob_ctx *x = NULL;
+        form_init(&params);
+        if (!acct || form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK ||
+            !(x = calloc(1, sizeof *x))) {
+            log_error("engine", "outbox row %lld cannot be sent (account %s gone?)",
+                      (long long)it->o.id, it->o.account_sid);
+            if (store_outbox_finish(e->db, it->o.id, "failed", 0) != STORE_OK)
+                log_warn("engine", "outbox row state not saved");
+            q->head = it->next;
+            if (!q->head) q->tail = NULL;
+            q->n--;
+            store_outbox_fini(&it->o);
+            free(it);
+            form_fini(&params);
+            continue;
+        }
+        webhook_req req = {
+            .url = it->o.url, .method = it->o.method, .params = &params,
+            .auth_token = acct->auth_token, .idem = it->o.idem,
+            .max_response = (size_t)cfg->webhook_max_response, .allow = cfg->webhook_allow,
+            .deny = cfg->webhook_deny,
+        };
+        x->e = e;
+        x->q = q;
+        x->it = it;
+        q->busy = true;
+        atomic_fetch_add(&e->inflight_deliveries, 1);
+        if (webhook_send(e->l, &req, ob_done, x) != 0) {
+            /* A URL that cannot even be requested (11100): record it as a
+             * failed delivery through the normal completion path. */
+            webhook_result fake = {0};
+            snprintf(fake.error_msg, sizeof fake.error_msg, "Invalid URL format");
+            fake.error_code = 11100;
+            buf_init(&fake.body, 1);
+            snprintf(fake.url, sizeof fake.url, "%s", it->o.url);
+            form_fini(&params);
+            ob_done(e->l, x, &fake);   /* pumps the rest of the queue */
+            buf_fini(&fake.body);
+            return;
+        }
+        form_fini(&params);
+    }
+    if (!q->head && !q->busy) obq_drop(e, q);
+}
+
+static void outbox_enqueue(engine *e, ob_item *it)
+{
+    obq *q = obq_get(e, it->o.call_sid, true);
+    if (!q || q->n >= ENGINE_MAX_OUTBOX_PER_CALL) {
+        log_error("engine", "outbox queue for %s is full; row %lld waits for the next start",
+                  it->o.call_sid, (long long)it->o.id);
+        store_outbox_fini(&it->o);
+        free(it);
+        return;
+    }
+    it->next = NULL;
+    if (q->tail) q->tail->next = it;
+    else q->head = it;
+    q->tail = it;
+    q->n++;
+    obq_pump(e, q);
+}
+
+static void deliver_kicked(engine *e)
+{
+    ob_item *it = e->kick_head;
+    e->kick_head = e->kick_tail = NULL;
+    while (it) {
+        ob_item *next = it->next;
+        outbox_enqueue(e, it);
+        it = next;
+    }
+}
+
+/* ---------------------------------------------------------------- 5 */
+
+static void set_status(call *c, const char *status)
+{
+    char labels[48];
+    snprintf(c->row.status, sizeof c->row.status, "%s", status);
+    c->row.date_updated = timefmt_now_ms();
+    snprintf(labels, sizeof labels, "status=\"%s\"", status);
+    metrics_inc(c->e->a->metrics, "twigate_calls_total", labels, 1);
+}
+
+/* Raises the rank to `to` (< RANK_OVER), emitting the callbacks of every
+ * rung passed. Inside a transaction. */
+static void advance(engine *e, call *c, int to)
+{
+    if (c->rank >= to) return;
+    if (c->rank < RANK_INITIATED && to >= RANK_INITIATED) {
+        status_callback(e, c, "initiated", CB_INITIATED);
+    }
+    if (c->rank < RANK_RINGING && to >= RANK_RINGING) {
+        set_status(c, "ringing");
+        /* start_time: when Kaphila reports the call placed (the 201 of a
+         * create still shows null, as on Twilio). */
+        if (!c->row.start_time) c->row.start_time = timefmt_now_ms();
+        status_callback(e, c, "ringing", CB_RINGING);
+    }
+    if (c->rank < RANK_ANSWERED && to >= RANK_ANSWERED) {
+        set_status(c, "in-progress");
+        c->row.answered_at = timefmt_now_ms();
+        status_callback(e, c, "answered", CB_ANSWERED);
+    }
+    c->rank = to;
+}
+
+static void time_limit_fired(loop *l, void *arg);
+
+/* The call reached a terminal status (inside a transaction). */
+static void finish_call(engine *e, call *c, const char *status, int duration)
+{
+    if (c->rank >= RANK_OVER) return;
+    if (c->time_limit) { loop_timer_cancel(e->l, c->time_limit); c->time_limit = NULL; call_unref(c); }
+    set_status(c, status);
+    c->row.end_time = c->row.date_updated;
+    if (!c->row.start_time) c->row.start_time = c->row.end_time;
+    c->row.duration = duration;
+    c->rank = RANK_OVER;
+    c->over = true;
+    status_callback(e, c, "completed", CB_COMPLETED);
+}
+
+/* After the commit of a terminal step: stop the executor and forget the call. */
+static void retire(engine *e, call *c)
+{
+    if (c->x) exec_call_ended(c);
+    call_unlink(e, c);
+    call_unref(c);
+}
+
+static const char *answered_by(const call *c, const char *amd_status)
+{
+    bool end = param_str(c, "machine_detection") &&
+               !strcmp(param_str(c, "machine_detection"), "DetectMessageEnd");
+    if (!amd_status) return "unknown";
+    if (!strcmp(amd_status, "HUMAN") || !strcmp(amd_status, "NOTSURE")) return "human";
+    if (!strcmp(amd_status, "MACHINE")) return end ? "machine_end_other" : "machine_start";
+    return "unknown";
+}
+
+/* Terminal Twilio status for Kaphila's call.ended (kaphila-api.md). */
+static const char *ended_status(const call *c, json_t *ev)
+{
+    const char *st = json_string_value(json_object_get(ev, "status"));
+    const char *cause = json_string_value(json_object_get(ev, "hangupCause"));
+    int q850 = cause ? atoi(cause) : 0;
+    if (json_is_true(json_object_get(ev, "wasAnswered")) || c->rank >= RANK_ANSWERED)
+        return "completed";
+    if (c->cancel_requested) return "canceled";
+    if (q850 == 17 || q850 == 21) return "busy";
+    if (q850 == 18 || q850 == 19) return "no-answer";
+    if (q850 == 1 || q850 == 3 || q850 == 28) return "failed";
+    if (st && (!strcmp(st, "busy") || !strcmp(st, "no-answer") || !strcmp(st, "failed") ||
+               !strcmp(st, "canceled")))
+        return st;
+    return "no-answer";
+}
+
+static void on_answered(engine *e, call *c, json_t *ev)
+{
+    json_t *amd = json_object_get(ev, "amd");
+    if (param_str(c, "machine_detection")) {
+        const char *s = json_string_value(json_object_get(amd, "status"));
+        json_int_t ms = json_integer_value(json_object_get(amd, "durationMs"));
+        snprintf(c->row.answered_by, sizeof c->row.answered_by, "%s", answered_by(c, s));
+        json_object_set_new(c->row.params, "amd_ms", json_integer(ms));
+        if (!amd)
+            call_log(c, "amd-missing", json_pack("{s:s}", "note",
+                     "MachineDetection was requested but Kaphila reported no AMD result"));
+    }
+    advance(e, c, RANK_ANSWERED);
+    amd_callback(e, c);
+}
+
+static void start_time_limit(engine *e, call *c)
+{
+    json_int_t tl = json_integer_value(json_object_get(c->row.params, "time_limit"));
+    if (tl <= 0 || c->time_limit) return;
+    call_ref(c);
+    c->time_limit = loop_timer_add(e->l, (int64_t)tl * 1000, time_limit_fired, c);
+    if (!c->time_limit) call_unref(c);
+}
+
+static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
+{
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    bool answered_now = false, ended_now = false;
+
+    if (!txn_begin(e)) return;
+    if (!strcmp(name, "call.initiated")) {
+        advance(e, c, RANK_RINGING);
+    } else if (!strcmp(name, "call.answered")) {
+        if (c->rank < RANK_ANSWERED) {
+            on_answered(e, c, ev);
+            answered_now = true;
+        }
+    } else if (!strcmp(name, "call.ended")) {
+        if (c->rank < RANK_OVER) {
+            const char *st = ended_status(c, ev);
+            json_t *d = json_object_get(ev, "callDuration");
+            if (!d) d = json_object_get(ev, "duration");
+            int dur = -1;
+            if (!strcmp(st, "completed")) {
+                if (c->rank < RANK_ANSWERED) advance(e, c, RANK_ANSWERED);
+                dur = json_is_integer(d) ? (int)json_integer_value(d)
+                      : (int)((timefmt_now_ms() - c->row.answered_at) / 1000);
+            }
+            finish_call(e, c, st, dur);
+            ended_now = true;
+        }
+    } else if (c->rank < RANK_ANSWERED && (!strncmp(name, "dtmf.", 5) || !strncmp(name, "gather.", 7) ||
+                                          !strcmp(name, "tts.played"))) {
+        log_info("engine", "%s before the call was answered; ignored", name);
+    }
+    if (!txn_commit(e, c, kid)) return;
+
+    if (answered_now) {
+        start_time_limit(e, c);
+        exec_start(c);
+    } else if (ended_now) {
+        retire(e, c);
+    } else if (c->x && strncmp(name, "call.", 5) != 0) {
+        exec_event(c, name, ev);
+    }
+}
+
+/* An event for a call no longer live (late recording events, duplicates
+ * after the end): recorded, nothing moves. */
+static void event_for_gone_call(engine *e, const char *sid, json_t *ev, int64_t kid)
+{
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    log_context(NULL, NULL, sid);
+    log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
+    if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
+        log_warn("engine", "could not mark event %lld done", (long long)kid);
+}
+
+static void handle_kevent(engine *e, emsg *m)
+{
+    call *c = call_find(e, m->sid);
+    log_context(NULL, c ? c->row.account_sid : NULL, m->sid);
+    if (!c) {
+        event_for_gone_call(e, m->sid, m->j, m->kid);
+        return;
+    }
+    call_ref(c);
+    apply_event(e, c, m->j, m->kid);
+    call_unref(c);
+}
+
+/* ---------------------------------------------------------------- 6 */
+
+typedef struct orig_ctx { engine *e; call *c; } orig_ctx;
+
+static void reply_call(http_req *r, int status, const call *c)
+{
+    http_reply_json(r, status, calljson_call(&c->row));
+}
+
+static void on_makecall(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    call *c = arg;
+    engine *e = c->e;
+    http_req *r = c->create_req;
+    c->create_req = NULL;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    metrics_observe(e->a->metrics, "twigate_kaphila_request_seconds", "endpoint=\"/makecall\"",
+                    (double)res->latency_ms / 1000.0);
+
+    if (kaphila_ok(res)) {
+        const char *kid = json_string_value(json_object_get(res->body, "callId"));
+        metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", "endpoint=\"/makecall\",outcome=\"ok\"", 1);
+        if (kid) snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s", kid);
+        if (!c->over && txn_begin(e)) {
+            advance(e, c, RANK_INITIATED);
+            (void)txn_commit(e, c, 0);
+        }
+        if (r) reply_call(r, 201, c);
+        call_unref(c);
+        return;
+    }
+
+    /* Nothing was dialled: the call never existed for the customer. */
+    int code, status;
+    char msg[400], labels[96];
+    kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
+    snprintf(labels, sizeof labels, "endpoint=\"/makecall\",outcome=\"%d\"", res->http_status);
+    metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
+    log_warn("engine", "origination failed: %s", msg);
+    if (store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK)
+        log_error("engine", "could not delete the refused call row");
+    c->over = true;
+    c->rank = RANK_OVER;
+    if (r) http_reply_error(r, code, status, msg);
+    call_unlink(e, c);
+    c->refs--;       /* the table's; the request's reference is still held */
+    call_unref(c);
+}
+
+static void handle_originate(engine *e, emsg *m)
+{
+    const config *cfg = app_config(e->a);
+    const config_account *acct = config_account_by_sid(cfg, m->call.account_sid);
+    char number[PHONE_MAX], hook[1024];
+    json_t *body;
+    call *c;
+
+    log_context(NULL, m->call.account_sid, m->call.sid);
+    if (!acct || atomic_load(&e->live) >= (size_t)cfg->max_live_calls) {
+        if (store_call_delete(e->db, m->call.account_sid, m->call.sid) != STORE_OK)
+            log_warn("engine", "could not delete the refused call row");
+        http_reply_error(m->r, acct ? 20429 : 20003, acct ? 429 : 401,
+                         acct ? "Too many live calls on this gateway (limits.max_live_calls)" : NULL);
+        store_call_fini(&m->call);
+        return;
+    }
+    c = call_new(e, &m->call);
+    if (!c) {
+        if (store_call_delete(e->db, m->call.account_sid, m->call.sid) != STORE_OK)
+            log_warn("engine", "could not delete the refused call row");
+        http_reply_error(m->r, 20500, 500, NULL);
+        store_call_fini(&m->call);
+        return;
+    }
+    c->create_req = m->r;
+    phone_kaphila(c->row.to, number);
+    /* The token authenticates Kaphila's events; CallSid is for humans and
+     * the simulator's control API, never trusted. */
+    snprintf(hook, sizeof hook, "%s/kaphila/events/%s?CallSid=%s", e->a->public_url,
+             c->row.token, c->row.sid);
+    body = json_pack("{s:s,s:s,s:s,s:b,s:I}", "number", number, "webhookUrl", hook,
+                     "callerId", param_str(c, "caller_id") ? param_str(c, "caller_id") : c->row.from,
+                     "useAmd", param_str(c, "machine_detection") != NULL,
+                     "ringTimeout", json_integer_value(json_object_get(c->row.params, "timeout")));
+    call_ref(c);
+    if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/makecall", body,
+                              on_makecall, c) != 0) {
+        kaphila_result res = {.endpoint = "/makecall", .curl_rc = CURLE_FAILED_INIT};
+        on_makecall(e->l, c, &res);
+    }
+    json_decref(body);
+}
+
+typedef struct upd_ctx { call *c; http_req *r; json_t *upd; } upd_ctx;
+
+static void on_update_hangup(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    upd_ctx *u = arg;
+    call *c = u->c;
+    engine *e = c->e;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    /* 404: Kaphila says the call already ended — the hangup's goal holds. */
+    if (!kaphila_ok(res) && res->http_status != 404) {
+        int code, status;
+        char msg[400];
+        kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
+        c->hangup_sent = false;
+        http_reply_error(u->r, code, status, msg);
+        goto out;
+    }
+    if (!c->over && txn_begin(e)) {
+        bool answered = c->rank >= RANK_ANSWERED;
+        finish_call(e, c, answered ? "completed" : "canceled",
+                    answered ? (int)((timefmt_now_ms() - c->row.answered_at) / 1000) : -1);
+        if (txn_commit(e, c, 0)) {
+            reply_call(u->r, 200, c);
+            retire(e, c);
+            goto out;
+        }
+    }
+    reply_call(u->r, 200, c);
+out:
+    json_decref(u->upd);
+    call_unref(c);
+    free(u);
+}
+
+static void handle_update(engine *e, emsg *m)
+{
+    call *c = call_find(e, m->sid);
+    json_t *upd = m->j, *v;
+    const char *key;
+    store_call row = {0};
+
+    log_context(NULL, m->account_sid, m->sid);
+    if (!c || strcmp(c->row.account_sid, m->account_sid) != 0) {
+        /* Ended between the REST read and now: answer from the store. */
+        if (store_call_get(e->db, m->account_sid, m->sid, &row) == STORE_OK) {
+            if (json_object_get(upd, "url") || json_object_get(upd, "twiml"))
+                http_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+            else
+                http_reply_json(m->r, 200, calljson_call(&row));
+            store_call_fini(&row);
+        } else {
+            http_reply_error(m->r, 20404, 404, NULL);
+        }
+        json_decref(upd);
+        return;
+    }
+    if ((json_object_get(upd, "url") || json_object_get(upd, "twiml")) && c->rank != RANK_ANSWERED) {
+        http_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+        json_decref(upd);
+        return;
+    }
+    /* Parameters that take effect for what follows. */
+    json_object_foreach(upd, key, v) {
+        if (!strcmp(key, "status") || !strcmp(key, "url") || !strcmp(key, "twiml") ||
+            !strcmp(key, "method"))
+            continue;
+        json_object_set(c->row.params, key, v);
+    }
+    if (json_object_get(upd, "time_limit") && c->rank == RANK_ANSWERED) {
+        if (c->time_limit) { loop_timer_cancel(e->l, c->time_limit); c->time_limit = NULL; call_unref(c); }
+        json_int_t tl = json_integer_value(json_object_get(upd, "time_limit"));
+        json_int_t elapsed = (timefmt_now_ms() - c->row.answered_at) / 1000;
+        json_object_set_new(c->row.params, "time_limit", json_integer(tl > elapsed ? tl - elapsed : 1));
+        start_time_limit(e, c);
+        json_object_set_new(c->row.params, "time_limit", json_integer(tl));
+    }
+    c->row.date_updated = timefmt_now_ms();
+    if (store_call_update(e->db, &c->row) != STORE_OK)
+        log_warn("engine", "update not persisted");
+
+    const char *st = json_string_value(json_object_get(upd, "status"));
+    if (st && (!strcmp(st, "completed") || (!strcmp(st, "canceled") && c->rank < RANK_ANSWERED))) {
+        upd_ctx *u = calloc(1, sizeof *u);
+        const config_account *acct = call_account(c);
+        if (!u || !acct) {
+            free(u);
+            http_reply_error(m->r, 20500, 500, NULL);
+            json_decref(upd);
+            return;
+        }
+        if (!strcmp(st, "canceled") || c->rank < RANK_ANSWERED) c->cancel_requested = true;
+        u->c = c;
+        u->r = m->r;
+        u->upd = upd;
+        call_ref(c);
+        c->hangup_sent = true;
+        json_t *body = json_pack("{s:s}", "callId", c->row.kaphila_id);
+        if (!c->row.kaphila_id[0]) {
+            /* Not dialled yet (makecall in flight): Kaphila has nothing to hang up. */
+            kaphila_result res = {.endpoint = "/hangup", .http_status = 404};
+            json_decref(body);
+            on_update_hangup(e->l, u, &res);
+            return;
+        }
+        if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/hangup", body,
+                                  on_update_hangup, u) != 0) {
+            kaphila_result res = {.endpoint = "/hangup", .curl_rc = CURLE_FAILED_INIT};
+            on_update_hangup(e->l, u, &res);
+        }
+        json_decref(body);
+        return;
+    }
+    if (json_object_get(upd, "url") || json_object_get(upd, "twiml")) {
+        const char *url = json_string_value(json_object_get(upd, "url"));
+        const char *method = json_string_value(json_object_get(upd, "method"));
+        if (url) {
+            json_object_set_new(c->row.params, "url", json_string(url));
+            json_object_set_new(c->row.params, "method", json_string(method ? method : "POST"));
+        }
+        reply_call(m->r, 200, c);
+        exec_replace(c, url, method ? method : "POST",
+                     json_string_value(json_object_get(upd, "twiml")));
+        json_decref(upd);
+        return;
+    }
+    reply_call(m->r, 200, c);
+    json_decref(upd);
+}
+
+/* ---------------------------------------------------------------- 7 */
+
+typedef struct kc_ctx {
+    call      *c;
+    kaphila_cb cb;
+    void      *arg;
+    char       path[64];
+    json_t    *body;
+} kc_ctx;
+
+static void on_call_kaphila(loop *l, void *arg, const kaphila_result *res)
+{
+    kc_ctx *k = arg;
+    call *c = k->c;
+    engine *e = c->e;
+    webhook_result wr = {0};
+    form p;
+    char labels[96];
+    const char *key;
+    json_t *v;
+
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    snprintf(labels, sizeof labels, "endpoint=\"%s\",outcome=\"%s\"", res->endpoint,
+             kaphila_ok(res) ? "ok" : res->http_status == 429 ? "429" : "error");
+    metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
+    snprintf(labels, sizeof labels, "endpoint=\"%s\"", res->endpoint);
+    metrics_observe(e->a->metrics, "twigate_kaphila_request_seconds", labels, (double)res->latency_ms / 1000.0);
+
+    /* The event log shows Kaphila commands like webhooks (minus the key). */
+    form_init(&p);
+    json_object_foreach(k->body, key, v) {
+        char *s = json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_ENCODE_ANY);
+        if (s && form_add(&p, key, s) != FORM_OK) log_warn("engine", "event log truncated");
+        free(s);
+    }
+    wr.http_status = res->http_status;
+    wr.duration_ms = res->latency_ms;
+    snprintf(wr.content_type, sizeof wr.content_type, "application/json");
+    buf_init(&wr.body, 4096);
+    char *rb = res->body ? json_dumps(res->body, JSON_COMPACT) : NULL;
+    if (rb && buf_puts(&wr.body, rb) != BUF_OK) buf_reset(&wr.body);
+    free(rb);
+    char url[600];
+    snprintf(url, sizeof url, "%s%s", e->kc.base_url, k->path);
+    log_exchange(e, c->row.account_sid, c->row.sid, "POST", url, &p, &wr);
+    form_fini(&p);
+    buf_fini(&wr.body);
+
+    if (!kaphila_ok(res) && !c->over) {
+        int code, status;
+        char msg[400];
+        kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
+        if (!k->cb && strcmp(k->path, "/hangup") != 0) {
+            call_notify(c, code, 0, msg, url, "POST");
+            call_hangup(c, "Kaphila command failed");
+        }
+    }
+    if (k->cb) k->cb(l, k->arg, res);
+    json_decref(k->body);
+    call_unref(c);
+    free(k);
+}
+
+int call_kaphila(call *c, const char *path, json_t *body, kaphila_cb cb, void *arg)
+{
+    engine *e = c->e;
+    const config_account *acct = call_account(c);
+    kc_ctx *k = calloc(1, sizeof *k);
+    if (!k || !acct || !body) {
+        free(k);
+        json_decref(body);
+        return -1;
+    }
+    json_object_set_new(body, "callId", json_string(c->row.kaphila_id));
+    k->c = c;
+    k->cb = cb;
+    k->arg = arg;
+    k->body = body;
+    snprintf(k->path, sizeof k->path, "%s", path);
+    call_ref(c);
+    if (kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", path, body, on_call_kaphila, k) != 0) {
+        kaphila_result res = {.endpoint = "other", .curl_rc = CURLE_FAILED_INIT};
+        on_call_kaphila(e->l, k, &res);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct wh_ctx {
+    call      *c;
+    webhook_cb cb;
+    void      *arg;
+    char      *method;
+    form       params;
+    bool       twiml;
+} wh_ctx;
+
+static void on_call_webhook(loop *l, void *arg, const webhook_result *res)
+{
+    wh_ctx *w = arg;
+    call *c = w->c;
+    engine *e = c->e;
+    char labels[96];
+    buf vars;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    log_exchange(e, c->row.account_sid, c->row.sid, w->method, res->url, &w->params, res);
+    snprintf(labels, sizeof labels, "kind=\"%s\",outcome=\"%d\"", w->twiml ? "twiml" : "other",
+             res->error_code);
+    metrics_inc(e->a->metrics, "twigate_webhooks_total", labels, 1);
+    if (w->twiml)
+        metrics_observe(e->a->metrics, "twigate_twiml_fetch_seconds", NULL, (double)res->duration_ms / 1000.0);
+    if (res->error_code) {
+        buf_init(&vars, 1 << 16);
+        if (form_encode(&w->params, &vars) != BUF_OK) buf_reset(&vars);
+        notify(e, c->row.account_sid, c->row.sid, res->error_code, 0, res->error_msg, res->url,
+               w->method, buf_str(&vars), res);
+        buf_fini(&vars);
+    }
+    w->cb(l, w->arg, res);
+    form_fini(&w->params);
+    free(w->method);
+    call_unref(c);
+    free(w);
+}
+
+int call_webhook(call *c, const char *url, const char *method, const form *params,
+                 bool twiml_fetch, webhook_cb cb, void *arg)
+{
+    const config *cfg = call_config(c);
+    const config_account *acct = call_account(c);
+    wh_ctx *w = calloc(1, sizeof *w);
+    if (!w || !acct) { free(w); return -1; }
+    form_init(&w->params);
+    for (size_t i = 0; params && i < params->n; i++)
+        if (form_add(&w->params, params->pairs[i].key, params->pairs[i].value) != FORM_OK) goto fail;
+    w->c = c;
+    w->cb = cb;
+    w->arg = arg;
+    w->twiml = twiml_fetch;
+    w->method = strdup(method ? method : "POST");
+    if (!w->method) goto fail;
+    webhook_req req = {
+        .url = url, .method = w->method, .params = &w->params, .auth_token = acct->auth_token,
+        .max_response = twiml_fetch ? (size_t)cfg->max_twiml_bytes : (size_t)cfg->webhook_max_response,
+        .allow = cfg->webhook_allow, .deny = cfg->webhook_deny, .follow_redirects = twiml_fetch,
+    };
+    call_ref(c);
+    if (webhook_send(c->e->l, &req, on_call_webhook, w) != 0) {
+        call_unref(c);
+        goto fail;
+    }
+    return 0;
+fail:
+    form_fini(&w->params);
+    free(w->method);
+    free(w);
+    return -1;
+}
+
+static void on_hangup_done(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    call *c = arg;
+    if (!kaphila_ok(res) && res->http_status != 404 && !c->over) {
+        char msg[400];
+        int code, status;
+        kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
+        call_notify(c, code, 0, msg, NULL, NULL);
+        c->hangup_sent = false;   /* a later attempt may succeed */
+    }
+}
+
+void call_hangup(call *c, const char *why)
+{
+    if (c->over || c->hangup_sent) return;
+    c->hangup_sent = true;
+    call_log(c, "hangup", json_pack("{s:s}", "reason", why ? why : ""));
+    if (call_kaphila(c, "/hangup", json_object(), on_hangup_done, c) != 0)
+        c->hangup_sent = false;
+}
+
+void call_notify(call *c, int code, int level, const char *message, const char *url,
+                 const char *method)
+{
+    notify(c->e, c->row.account_sid, c->row.sid, code, level, message, url, method, NULL, NULL);
+    call_log(c, "notification", json_pack("{s:i,s:s,s:s?}", "error_code", code, "message",
+                                           message, "url", url));
+}
+
+void call_log(call *c, const char *what, json_t *detail)
+{
+    json_t *rq = json_pack("{s:s,s:s,s:o}", "method", "TWIGATE", "url", what, "parameters",
+                           detail ? detail : json_object());
+    char when[TIMEFMT_RFC2822_LEN];
+    timefmt_rfc2822(timefmt_now_ms(), when);
+    json_t *rs = json_pack("{s:i,s:i,s:s}", "response_code", 0, "request_duration", 0,
+                           "date_created", when);
+    if (!rq || !rs ||
+        store_event_insert(c->e->db, c->row.account_sid, c->row.sid, timefmt_now_ms(), rq, rs) != STORE_OK)
+        log_warn("engine", "could not write the call event log");
+    json_decref(rq);
+    json_decref(rs);
+}
+
+void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t end_ms,
+                        const char *rsc_url, const char *rsc_method, int rsc_events)
+{
+    engine *e = c->e;
+    char url[768], dur[24], start[TIMEFMT_RFC2822_LEN];
+    form f;
+    int secs = (int)((end_ms - start_ms + 500) / 1000);
+    snprintf(url, sizeof url, "%s" API_PREFIX "/Accounts/%s/Recordings/%s", e->a->public_url,
+             c->row.account_sid, re_sid);
+    snprintf(dur, sizeof dur, "%d", secs);
+    timefmt_rfc2822(c->row.answered_at + start_ms, start);
+    call_log(c, "record", json_pack("{s:s,s:I,s:I}", "recording_sid", re_sid, "start_ms",
+                                    (json_int_t)start_ms, "end_ms", (json_int_t)end_ms));
+    /* recordingStatusCallbackEvent bit 2 = completed (twiml.h TREC_EV_COMPLETED). */
+    if (!rsc_url || !(rsc_events & 2)) return;
+    form_init(&f);
+    if (form_add(&f, "AccountSid", c->row.account_sid) == FORM_OK &&
+        form_add(&f, "CallSid", c->row.sid) == FORM_OK &&
+        form_add(&f, "RecordingSid", re_sid) == FORM_OK &&
+        form_add(&f, "RecordingUrl", url) == FORM_OK &&
+        form_add(&f, "RecordingStatus", "completed") == FORM_OK &&
+        form_add(&f, "RecordingDuration", dur) == FORM_OK &&
+        form_add(&f, "RecordingChannels", "1") == FORM_OK &&
+        form_add(&f, "RecordingStartTime", start) == FORM_OK &&
+        form_add(&f, "RecordingSource", "RecordVerb") == FORM_OK &&
+        form_add(&f, "ErrorCode", "0") == FORM_OK && txn_begin(e)) {
+        outbox_add(e, c, "recording", rsc_url, rsc_method, &f);
+        (void)txn_commit(e, NULL, 0);
+    }
+    form_fini(&f);
+}
+
+static void time_limit_fired(loop *l, void *arg)
+{
+    (void)l;
+    call *c = arg;
+    c->time_limit = NULL;
+    if (!c->over) {
+        log_context(NULL, c->row.account_sid, c->row.sid);
+        call_log(c, "time-limit", json_pack("{s:I}", "time_limit",
+                 json_integer_value(json_object_get(c->row.params, "time_limit"))));
+        call_hangup(c, "TimeLimit reached");
+    }
+    call_unref(c);
+}
+
+/* ---------------------------------------------------------------- 8 */
+
+static void recover_call(store_call *row, void *arg)
+{
+    engine *e = arg;
+    store_call copy = *row;
+    row->params = json_incref(row->params);   /* the caller frees its own */
+    call *c = call_new(e, &copy);
+    if (!c) return;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    if (!c->row.kaphila_id[0]) {
+        /* Crashed between the insert and Kaphila's answer: we cannot know
+         * whether it was dialled, and nobody was told it exists. */
+        c->pending_fail = true;
+    } else if (c->rank >= RANK_ANSWERED) {
+        /* The TwiML program counter is not persisted: end the call cleanly
+         * rather than replay the customer's application from the top. */
+        c->pending_hangup = true;
+    }
+}
+
+static void recover_kevent(int64_t id, const char *call_sid, const char *body, void *arg)
+{
+    engine *e = arg;
+    json_t *ev = json_loads(body, 0, NULL);
+    emsg m = {.k = M_KEVENT, .kid = id, .j = ev};
+    snprintf(m.sid, sizeof m.sid, "%s", call_sid);
+    if (!ev || !json_is_object(ev) || !json_is_string(json_object_get(ev, "event"))) {
+        if (store_kevent_done(e->db, id) != STORE_OK) log_warn("engine", "bad stored event %lld", (long long)id);
+    } else {
+        handle_kevent(e, &m);
+    }
+    json_decref(ev);
+}
+
+static void recover_outbox(store_outbox *o, void *arg)
+{
+    engine *e = arg;
+    ob_item *it = calloc(1, sizeof *it);
+    if (!it) return;
+    it->o = *o;
+    o->url = o->method = o->params = NULL;   /* moved */
+    outbox_enqueue(e, it);
+}
+
+static void recover(engine *e)
+{
+    if (store_call_each_live(e->db, recover_call, e) != STORE_OK)
+        log_error("engine", "could not load live calls");
+    if (store_kevent_each_pending(e->db, recover_kevent, e) != STORE_OK)
+        log_error("engine", "could not replay stored Kaphila events");
+    /* Calls whose fate is unknowable are settled after the replay, which
+     * may have ended them already. */
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
+        call *c = e->calls[b];
+        while (c) {
+            call *next = c->hnext;
+            log_context(NULL, c->row.account_sid, c->row.sid);
+            if (c->pending_fail && !c->over && txn_begin(e)) {
+                notify(e, c->row.account_sid, c->row.sid, 20500, 0,
+                       "twigate stopped before Kaphila confirmed this call; marked failed",
+                       NULL, NULL, NULL, NULL);
+                finish_call(e, c, "failed", -1);
+                if (txn_commit(e, c, 0)) retire(e, c);
+            } else if (c->pending_hangup && !c->over) {
+                call_notify(c, 20500, 1, "twigate restarted during this call; the TwiML"
+                            " program cannot be resumed, so the call is ended", NULL, NULL);
+                call_hangup(c, "restart");
+            }
+            c = next;
+        }
+    }
+    if (store_outbox_each_pending(e->db, recover_outbox, e) != STORE_OK)
+        log_error("engine", "could not load the outbox");
+    log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
+}
+
+static void on_msg(loop *l, void *msg)
+{
+    engine *e = loop_ctx(l);
+    emsg *m = msg;
+    if (!e->db) e->db = store_conn_acquire(e->a->store);
+    if (!e->db) {
+        log_error("engine", "no database connection; message dropped");
+        if (m->r) http_reply_error(m->r, 20503, 503, NULL);
+        goto out;
+    }
+    switch (m->k) {
+    case M_ORIGINATE: handle_originate(e, m); break;
+    case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
+    case M_KEVENT:    handle_kevent(e, m); break;
+    case M_RECOVER:   recover(e); break;
+    }
+out:
+    log_context_clear();
+    json_decref(m->j);
+    free(m);
+}
+
+engine *engine_create(app *a, char *err, size_t errlen)
+{
+    engine *e = calloc(1, sizeof *e);
+    if (!e) { snprintf(err, errlen, "out of memory"); return NULL; }
+    const config *cfg = app_config(a);
+    e->a = a;
+    e->kc.base_url = a->kaphila_url;
+    e->kc.timeout_ms = cfg->kaphila_timeout_ms;
+    e->kc.connect_ms = cfg->kaphila_connect_ms;
+    e->l = loop_create("engine", on_msg, e);
+    if (!e->l) {
+        snprintf(err, errlen, "cannot create the engine loop");
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static bool post(engine *e, emsg *m)
+{
+    if (loop_post(e->l, m)) return true;
+    free(m);
+    return false;
+}
+
+int engine_start(engine *e)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) return -1;
+    m->k = M_RECOVER;
+    if (loop_start(e->l) != 0) { free(m); return -1; }
+    e->started = true;
+    return post(e, m) ? 0 : -1;
+}
+
+bool engine_originate(engine *e, http_req *r, store_call *call_row)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) return false;
+    m->k = M_ORIGINATE;
+    m->r = r;
+    m->call = *call_row;
+    if (!loop_post(e->l, m)) { free(m); return false; }
+    call_row->params = NULL;   /* moved */
+    return true;
+}
+
+bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
+                   json_t *upd)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) { json_decref(upd); return false; }
+    m->k = M_UPDATE;
+    m->r = r;
+    m->j = upd;
+    snprintf(m->sid, sizeof m->sid, "%s", call_sid);
+    snprintf(m->account_sid, sizeof m->account_sid, "%s", account_sid);
+    if (!loop_post(e->l, m)) { json_decref(upd); free(m); return false; }
+    return true;
+}
+
+bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *ev)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) { json_decref(ev); return false; }
+    m->k = M_KEVENT;
+    m->kid = kevent_id;
+    m->j = ev;
+    snprintf(m->sid, sizeof m->sid, "%s", call_sid);
+    if (!loop_post(e->l, m)) { json_decref(ev); free(m); return false; }
+    return true;
+}
+
+size_t engine_live_calls(const engine *e) { return e ? atomic_load(&e->live) : 0; }
+
+typedef struct drain_ctx { engine *e; int64_t deadline; atomic_bool done; } drain_ctx;
+
+void engine_stop(engine *e, int grace_ms)
+{
+    if (!e || !e->started) return;
+    /* Let in-flight deliveries finish, bounded by the grace period;
+     * whatever is still pending stays in the outbox for the next start. */
+    int64_t deadline = timefmt_mono_ms() + grace_ms;
+    while (atomic_load(&e->inflight_deliveries) > 0 && timefmt_mono_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    loop_stop(e->l);
+    e->started = false;
+}
+
+void engine_destroy(engine *e)
+{
+    if (!e) return;
+    loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
+        while (e->calls[b]) {
+            call *c = e->calls[b];
+            e->calls[b] = c->hnext;
+            c->hnext = NULL;
+            if (c->create_req) http_reply_error(c->create_req, 20503, 503, "twigate is stopping");
+            c->create_req = NULL;
+            call_unref(c);
+        }
+        while (e->queues[b]) {
+            obq *q = e->queues[b];
+            e->queues[b] = q->hnext;
+            while (q->head) {
+                ob_item *it = q->head;
+                q->head = it->next;
+                store_outbox_fini(&it->o);
+                free(it);
+            }
+            free(q);
+        }
+    }
+    store_conn_release(e->db);
+    free(e);
+}

@@ -1,0 +1,116 @@
+/* engine_int.h — the engine's private interface between the call state
+ * machine (engine.c) and the TwiML executor (exec.c). Everything here runs
+ * on the engine's loop thread only.
+ *
+ * A `call` lives while its Twilio status is not terminal, plus as long as
+ * any asynchronous operation still holds a reference (call_ref/call_unref):
+ * every Kaphila request, webhook or timer callback that receives a call
+ * pointer owns one reference and must check call_is_over() first. */
+#ifndef TWIGATE_ENGINE_INT_H
+#define TWIGATE_ENGINE_INT_H
+
+#include <stdbool.h>
+#include <jansson.h>
+#include "config.h"
+#include "engine.h"
+#include "form.h"
+#include "kaphila.h"
+#include "loop.h"
+#include "store.h"
+#include "webhook.h"
+
+typedef struct call call;
+typedef struct exec exec;   /* the executor's per-call state (exec.c) */
+
+struct call {
+    engine     *e;
+    store_call  row;          /* authoritative copy; persisted by the engine */
+    int         refs;
+    int         rank;         /* progress: see engine.c (never moves backwards) */
+    bool        over;         /* terminal status reached */
+    bool        hangup_sent;  /* /hangup requested once */
+    bool        cancel_requested;
+    bool        pending_fail;     /* recovery: dialled state unknown */
+    bool        pending_hangup;   /* recovery: answered, program lost */
+    http_req   *create_req;   /* REST create waiting for /makecall */
+    exec       *x;            /* NULL until the executor starts */
+    loop_timer *time_limit;   /* TimeLimit timer */
+    int         redirects;    /* TwiML documents fetched (cap: limits.max_redirects) */
+    call       *hnext;        /* hash chain */
+};
+
+/* ---- services of the engine for the executor ---- */
+loop                 *call_loop(call *c);
+const config         *call_config(call *c);
+const config_account *call_account(call *c);     /* NULL if removed by a reload */
+void call_ref(call *c);
+void call_unref(call *c);
+bool call_is_over(const call *c);
+
+/* A Kaphila command for this call (body stolen; "callId" is added). cb may
+ * be NULL; when set it runs once, and the call holds a reference until
+ * then. Failures (including 429) are logged in the call's event log and
+ * returned to cb; a failure with no cb ends the call with a notification. */
+int call_kaphila(call *c, const char *path, json_t *body, kaphila_cb cb, void *arg);
+
+/* Fills f with the standard voice request parameters of contract §8.1 for
+ * this call (CallSid, AccountSid, From, To, Called, Caller, CallStatus,
+ * ApiVersion, Direction, the geo fields as empty strings, AnsweredBy when
+ * AMD ran …). */
+void call_voice_params(call *c, form *f);
+
+/* A signed request to a customer URL on the call's behalf; the call's event
+ * log gets the request/response, and a failure gets a notification with the
+ * webhook's error code (11200, 11205 …). cb runs once with the call held. */
+int call_webhook(call *c, const char *url, const char *method, const form *params,
+                 bool twiml_fetch, webhook_cb cb, void *arg);
+
+/* Ends the call on Kaphila (idempotent). The terminal status arrives with
+ * Kaphila's call.ended event; reject_busy marks a <Reject reason="busy">. */
+void call_hangup(call *c, const char *why);
+
+/* A notification (Twilio debugger entry) for this call plus an event-log
+ * line. level: 0 ERROR, 1 WARNING. */
+void call_notify(call *c, int code, int level, const char *message, const char *url,
+                 const char *method);
+
+/* An event-log line for something twigate decided on its own (not an HTTP
+ * exchange): request {method:"TWIGATE", url:what, parameters:detail}. */
+void call_log(call *c, const char *what, json_t *detail /* stolen, may be NULL */);
+
+/* Public URL of twigate (for RecordingUrl values). */
+const char *call_public_url(call *c);
+
+/* <Play> URL → Kaphila sound name settings (config play.sound_map and
+ * play.sound_prefix; see docs/twiml.md). Never NULL. */
+const char *call_sound_map(call *c);
+const char *call_sound_prefix(call *c);
+
+/* Milliseconds since the call was answered (0 before). Recording windows
+ * of <Record> are expressed on this clock. */
+int64_t call_answered_ms(call *c);
+
+/* A <Record> window of the call's bridge recording ended: persist a
+ * Recording resource (source RecordVerb, sid re_sid), and send the
+ * recordingStatusCallback the verb asked for. start/end are
+ * call_answered_ms() values. */
+void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t end_ms,
+                        const char *rsc_url, const char *rsc_method, int rsc_events);
+
+/* ---- the executor (exec.c), called by the engine ---- */
+/* The call was answered: fetch the Url (or run the inline Twiml) and go. */
+void exec_start(call *c);
+/* A Kaphila event for an answered call: dtmf.received, gather.*, tts.played,
+ * recording.*. ev is borrowed. */
+void exec_event(call *c, const char *name, json_t *ev);
+/* REST update with Url (+method) or Twiml on a live call: abandon the
+ * current verb and run the new document. */
+void exec_replace(call *c, const char *url, const char *method, const char *twiml);
+/* The call ended (far-end hang-up, Kaphila failure, time limit): stop
+ * everything, send what Twilio sends on hang-up (e.g. a <Record> action
+ * with Digits=hangup), release resources. Called once. */
+void exec_call_ended(call *c);
+/* Frees c->x (the engine calls it when the call is freed). */
+void exec_free(call *c);
+
+#endif

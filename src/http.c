@@ -1,0 +1,419 @@
+/* http.c — libmicrohttpd glue: request collection, routing, suspend/resume.
+ *
+ * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
+ * access_cb collects the body and dispatches, completed_cb frees); routing;
+ * replies (which may come from any thread and resume a suspended connection);
+ * server start/stop.
+ *
+ * We take the raw URI from MHD's URI log callback rather than MHD's parsed
+ * arguments because the query must be decoded with form semantics
+ * (repeated keys kept, "StartTime%3E" as a key) exactly like bodies are. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "errors.h"
+#include "log.h"
+#include "timefmt.h"
+
+/* A raw URI longer than this is refused (414): every real Twilio URI,
+ * including a list URI carrying all filters, is far shorter. */
+#define HTTP_MAX_URI 8192
+/* Header bytes per connection (MHD's memory pool): Twilio SDK requests
+ * carry under 1 KiB of headers. */
+#define HTTP_CONN_MEMORY (64 * 1024)
+/* Idle keep-alive connections are closed after this many seconds. */
+#define HTTP_IDLE_TIMEOUT_S 60
+
+struct http_server {
+    struct MHD_Daemon *d;
+    http_config        cfg;
+    int                port;
+    atomic_uint_fast64_t next_id;
+};
+
+struct http_req {
+    http_server           *srv;
+    struct MHD_Connection *conn;
+    char                  *uri;         /* raw, as received */
+    char                  *path;        /* uri up to '?' */
+    const char            *method;
+    const char            *route;
+    form                   query;
+    buf                    body;
+    bool                   started, too_big, bad_query, uri_too_long, dispatched;
+    bool                   suspended;
+    char                   request_id[24];
+    char                  *auth_user, *auth_pass;
+    int64_t                t0_us;
+    pthread_mutex_t        lock;        /* guards resp/status between threads */
+    struct MHD_Response   *resp;
+    int                    status;
+};
+
+/* ---- accessors ---- */
+
+const char *http_method(const http_req *r)    { return r->method; }
+const char *http_path(const http_req *r)      { return r->path; }
+const char *http_raw_uri(const http_req *r)   { return r->uri; }
+const form *http_query(const http_req *r)     { return &r->query; }
+const buf  *http_body(const http_req *r)      { return &r->body; }
+const char *http_request_id(const http_req *r){ return r->request_id; }
+const char *http_route_name(const http_req *r){ return r->route ? r->route : "none"; }
+
+const char *http_header(const http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+bool http_peer_is_loopback(const http_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    if (ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ci->client_addr;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127);
+    }
+    return false;
+}
+
+bool http_basic_auth(http_req *r, const char **user, const char **pass)
+{
+    if (!r->auth_user) {
+        char *p = NULL;
+        char *u = MHD_basic_auth_get_username_password(r->conn, &p);
+        if (!u || !p) {
+            MHD_free(u);
+            MHD_free(p);
+            return false;
+        }
+        r->auth_user = strdup(u);
+        r->auth_pass = strdup(p);
+        /* Wipe MHD's copy of the secret before handing the memory back. */
+        memset(p, 0, strlen(p));
+        MHD_free(u);
+        MHD_free(p);
+        if (!r->auth_user || !r->auth_pass) return false;
+    }
+    *user = r->auth_user;
+    *pass = r->auth_pass;
+    return true;
+}
+
+/* ---- replies ---- */
+
+static void set_response(http_req *r, int status, struct MHD_Response *resp,
+                         const char *content_type, const char *const *headers)
+{
+    if (!resp) {
+        log_error("http", "cannot allocate a response");
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        status = 500;
+        if (!resp) return;
+    }
+    if (content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    pthread_mutex_lock(&r->lock);
+    bool resume = r->suspended;
+    r->resp = resp;
+    r->status = status;
+    r->suspended = false;
+    pthread_mutex_unlock(&r->lock);
+    if (resume) MHD_resume_connection(r->conn);
+}
+
+void http_suspend(http_req *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void http_reply(http_req *r, int status, const char *content_type, const char *body,
+                size_t len, const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
+    set_response(r, status, resp, content_type, headers);
+}
+
+void http_reply_owned(http_req *r, int status, const char *content_type, char *body,
+                      size_t len, const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) free(body);
+    set_response(r, status, resp, content_type, headers);
+}
+
+void http_reply_json(http_req *r, int status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        http_reply_error(r, 20500, 500, NULL);
+        return;
+    }
+    http_reply_owned(r, status, "application/json", s, strlen(s), NULL);
+}
+
+void http_reply_error_h(http_req *r, int code, int status, const char *message,
+                        const char *const *headers)
+{
+    if (!status) status = twerr_http_status(code);
+    char *s = twerr_render(code, status, message);
+    if (!s) {
+        http_reply(r, 500, "application/json", "{}", 2, headers);
+        return;
+    }
+    http_reply_owned(r, status, "application/json", s, strlen(s), headers);
+}
+
+void http_reply_error(http_req *r, int code, int status, const char *message)
+{
+    http_reply_error_h(r, code, status, message, NULL);
+}
+
+/* ---- routing ---- */
+
+/* Matches path against pattern where '*' matches a non-empty run of
+ * characters other than '/' and the pattern's next literal character. */
+static bool match(const char *pat, const char *path, http_match *m)
+{
+    m->n = 0;
+    while (*pat) {
+        if (*pat == '*') {
+            char stop = pat[1];
+            const char *start = path;
+            size_t n;
+            while (*path && *path != '/' && *path != stop) path++;
+            /* ".json" after a capture: the capture stops at the last '.'. */
+            n = (size_t)(path - start);
+            if (n == 0 || n >= HTTP_CAPTURE_LEN || m->n >= HTTP_MAX_CAPTURES) return false;
+            memcpy(m->cap[m->n], start, n);
+            m->cap[m->n][n] = '\0';
+            m->n++;
+            pat++;
+            continue;
+        }
+        if (*pat != *path) return false;
+        pat++;
+        path++;
+    }
+    return *path == '\0';
+}
+
+static void dispatch(http_req *r)
+{
+    const http_config *cfg = &r->srv->cfg;
+    http_match m;
+    bool path_matched = false;
+
+    log_context(r->request_id, NULL, NULL);
+    if (r->uri_too_long) {
+        http_reply_error(r, 414, 414, "Request-URI too long");
+        goto out;
+    }
+    if (r->too_big) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "Request body exceeds %zu bytes", cfg->max_body);
+        http_reply_error(r, 413, 413, msg);
+        goto out;
+    }
+    if (r->bad_query) {
+        http_reply_error(r, 400, 400, "Malformed query string");
+        goto out;
+    }
+    for (const http_route *rt = cfg->routes; rt && rt->pattern; rt++) {
+        if (!match(rt->pattern, r->path, &m)) continue;
+        path_matched = true;
+        if (rt->method && strcmp(rt->method, r->method) != 0) continue;
+        r->route = rt->name;
+        rt->fn(cfg->ctx, r, &m);
+        goto out;
+    }
+    if (path_matched) {
+        r->route = "method_not_allowed";
+        http_reply_error(r, 20004, 405, NULL);
+        goto out;
+    }
+    r->route = "not_found";
+    m.n = 0;
+    cfg->not_found(cfg->ctx, r, &m);
+out:
+    log_context_clear();
+}
+
+/* ---- MHD callbacks ---- */
+
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    http_server *s = cls;
+    http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->t0_us = timefmt_mono_ms() * 1000;
+    pthread_mutex_init(&r->lock, NULL);
+    form_init(&r->query);
+    buf_init(&r->body, s->cfg.max_body);
+    snprintf(r->request_id, sizeof r->request_id, "RQ%012llx",
+             (unsigned long long)atomic_fetch_add(&s->next_id, 1));
+    if (strlen(uri) > HTTP_MAX_URI) {
+        r->uri_too_long = true;
+        r->uri = strdup("");
+        r->path = strdup("");
+    } else {
+        const char *q = strchr(uri, '?');
+        r->uri = strdup(uri);
+        r->path = q ? strndup(uri, (size_t)(q - uri)) : strdup(uri);
+        if (q && form_parse(&r->query, q + 1, strlen(q + 1)) != FORM_OK) r->bad_query = true;
+    }
+    return r;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    (void)cls; (void)url; (void)version; (void)conn;
+    http_req *r = *con_cls;
+    if (!r || !r->uri || !r->path) return MHD_NO;   /* out of memory: drop */
+
+    if (!r->started) {
+        r->started = true;
+        r->method = method;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->too_big && buf_append(&r->body, upload_data, *upload_data_size) != BUF_OK)
+            r->too_big = true;   /* keep reading so we can answer 413 cleanly */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    pthread_mutex_lock(&r->lock);
+    bool suspended = r->suspended;
+    struct MHD_Response *resp = r->resp;
+    pthread_mutex_unlock(&r->lock);
+    if (suspended) return MHD_YES;  /* spurious wake-up before the reply */
+
+    if (!r->dispatched) {
+        r->dispatched = true;
+        dispatch(r);
+        pthread_mutex_lock(&r->lock);
+        suspended = r->suspended;
+        resp = r->resp;
+        pthread_mutex_unlock(&r->lock);
+        if (suspended) return MHD_YES;
+    }
+    if (!resp) return MHD_NO;       /* a handler that did not reply: close */
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
+    return ret;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    http_server *s = cls;
+    http_req *r = *con_cls;
+    if (!r) return;
+    if (r->dispatched) {
+        int64_t us = timefmt_mono_ms() * 1000 - r->t0_us;
+        if (s->cfg.observe) s->cfg.observe(s->cfg.ctx, http_route_name(r), r->status, us);
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            log_debug("http", "%s %s ended early (%d)", r->method, r->path, (int)toe);
+    }
+    if (r->resp) MHD_destroy_response(r->resp);
+    form_fini(&r->query);
+    buf_fini(&r->body);
+    if (r->auth_pass) memset(r->auth_pass, 0, strlen(r->auth_pass));
+    free(r->auth_user);
+    free(r->auth_pass);
+    free(r->uri);
+    free(r->path);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    log_warn("mhd", "%s", line);
+}
+
+http_server *http_start(const http_config *cfg, char *err, size_t errlen)
+{
+    http_server *s = calloc(1, sizeof *s);
+    struct sockaddr_in sa;
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    s->cfg = *cfg;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->address, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "listen.address: '%s' is not an IPv4 address", cfg->address);
+        free(s);
+        return NULL;
+    }
+    s->d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG,
+        (uint16_t)cfg->port, NULL, NULL, access_cb, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 0 ? cfg->threads : 1),
+        MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_END);
+    if (!s->d) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use or not permitted)",
+                 cfg->address, cfg->port);
+        free(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    return s;
+}
+
+int http_port(const http_server *s) { return s->port; }
+
+void http_quiesce(http_server *s)
+{
+    if (s && s->d) MHD_quiesce_daemon(s->d);
+}
+
+void http_stop(http_server *s)
+{
+    if (!s) return;
+    if (s->d) MHD_stop_daemon(s->d);
+    free(s);
+}

@@ -1,0 +1,550 @@
+/* loop — epoll event loop with a message queue, a timer heap and libcurl multi.
+ *
+ * Map of this file:
+ *   - queue: a growable ring of void* under a mutex, capped at LOOP_MAX_QUEUE;
+ *     the eventfd doorbell is rung only when the ring goes from empty to
+ *     non-empty, so a burst of posts costs one write(2).
+ *   - timers: a binary min-heap ordered by (due, seq); every timer records its
+ *     heap index so cancel is O(log n). seq keeps equal deadlines FIFO.
+ *   - http: curl's socket API. curl tells us which fds to watch (sock_cb) and
+ *     when it next wants a timeout (timer_cb); we feed epoll readiness back
+ *     through curl_multi_socket_action and collect finished transfers with
+ *     curl_multi_info_read. Each transfer has an xfer record on a list so
+ *     loop_destroy can abort the ones still in flight.
+ *   - run(): the thread body; epoll_wait with timeout = min(next timer, curl
+ *     deadline), then fds, then curl timeout, then timers, then messages.
+ */
+#include "loop.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Initial ring size; it doubles on demand up to LOOP_MAX_QUEUE, so an idle
+ * loop costs half a kilobyte rather than the full cap. */
+#define QUEUE_INITIAL 64
+/* Messages handed over per lock acquisition, so producers aren't locked out
+ * while the loop runs callbacks. */
+#define DRAIN_BATCH 256
+/* Messages delivered per loop iteration before timers and sockets get a turn;
+ * a flood of posts must not starve timers. */
+#define DRAIN_BUDGET 4096
+/* epoll events collected per epoll_wait. */
+#define EPOLL_BATCH 256
+/* pthread names are limited to 16 bytes including the NUL. */
+#define NAME_MAX_LEN 15
+
+/* heap index of a timer whose callback is running: not in the heap, and
+ * cancelling it then is a harmless no-op. */
+#define TIMER_FIRING ((size_t)-1)
+
+struct loop_timer {
+    int64_t       due;
+    uint64_t      seq;
+    size_t        idx;
+    loop_timer_fn fn;
+    void         *arg;
+};
+
+typedef struct xfer {
+    struct xfer *prev, *next;
+    CURL        *easy;
+    loop_http_fn done;
+    void        *arg;
+    void        *user_private;   /* the caller's CURLOPT_PRIVATE, restored before done */
+} xfer;
+
+struct loop {
+    char        name[NAME_MAX_LEN + 1];
+    loop_msg_fn on_msg;
+    void       *ctx;
+
+    int       epfd;
+    int       evfd;
+    pthread_t thread;
+    bool      started;
+    bool      joined;
+
+    /* Queue: everything below up to `stopping` is guarded by mu. */
+    pthread_mutex_t mu;
+    void  **ring;
+    size_t  ring_cap;
+    size_t  head;
+    size_t  count;
+    bool    stopping;
+
+    /* Timers (loop thread only). */
+    loop_timer **heap;
+    size_t       heap_len;
+    size_t       heap_cap;
+    uint64_t     timer_seq;
+
+    /* HTTP (loop thread only). */
+    CURLM  *multi;
+    int64_t curl_due;    /* -1 = curl wants no timeout */
+    xfer   *xfers;
+    size_t  n_xfers;
+    bool    destroying;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static bool timer_before(const loop_timer *a, const loop_timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_set(loop *l, size_t i, loop_timer *t)
+{
+    l->heap[i] = t;
+    t->idx = i;
+}
+
+static void heap_up(loop *l, size_t i)
+{
+    loop_timer *t = l->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(t, l->heap[parent]))
+            break;
+        heap_set(l, i, l->heap[parent]);
+        i = parent;
+    }
+    heap_set(l, i, t);
+}
+
+static void heap_down(loop *l, size_t i)
+{
+    loop_timer *t = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->heap_len)
+            break;
+        if (c + 1 < l->heap_len && timer_before(l->heap[c + 1], l->heap[c]))
+            c++;
+        if (!timer_before(l->heap[c], t))
+            break;
+        heap_set(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_set(l, i, t);
+}
+
+/* Removes the timer at index i from the heap (does not free it). */
+static void heap_remove(loop *l, size_t i)
+{
+    assert(i < l->heap_len);
+    loop_timer *last = l->heap[--l->heap_len];
+    if (i == l->heap_len)
+        return;
+    heap_set(l, i, last);
+    if (i > 0 && timer_before(last, l->heap[(i - 1) / 2]))
+        heap_up(l, i);
+    else
+        heap_down(l, i);
+}
+
+loop_timer *loop_timer_add(loop *l, int64_t delay_ms, loop_timer_fn fn, void *arg)
+{
+    assert(fn);
+    if (l->heap_len == l->heap_cap) {
+        size_t ncap = l->heap_cap ? l->heap_cap * 2 : 64;
+        loop_timer **nh = realloc(l->heap, ncap * sizeof *nh);
+        if (!nh)
+            return NULL;
+        l->heap = nh;
+        l->heap_cap = ncap;
+    }
+    loop_timer *t = malloc(sizeof *t);
+    if (!t)
+        return NULL;
+    t->due = mono_ms() + (delay_ms > 0 ? delay_ms : 0);
+    t->seq = l->timer_seq++;
+    t->fn = fn;
+    t->arg = arg;
+    l->heap[l->heap_len] = t;
+    t->idx = l->heap_len++;
+    heap_up(l, t->idx);
+    return t;
+}
+
+void loop_timer_cancel(loop *l, loop_timer *t)
+{
+    if (!t || t->idx == TIMER_FIRING)
+        return;
+    assert(t->idx < l->heap_len && l->heap[t->idx] == t);
+    heap_remove(l, t->idx);
+    free(t);
+}
+
+/* Fires due timers. Only timers that existed when the pass began may fire,
+ * so a callback re-arming itself with delay 0 cannot spin the loop forever. */
+static void run_timers(loop *l)
+{
+    uint64_t seq_limit = l->timer_seq;
+    int64_t now = mono_ms();
+    while (l->heap_len > 0) {
+        loop_timer *t = l->heap[0];
+        if (t->due > now || t->seq >= seq_limit)
+            break;
+        heap_remove(l, 0);
+        t->idx = TIMER_FIRING;
+        t->fn(l, t->arg);
+        free(t);
+    }
+}
+
+/* ms until the next timer or curl deadline; -1 = none. */
+static int next_timeout(loop *l)
+{
+    int64_t due = -1;
+    if (l->heap_len > 0)
+        due = l->heap[0]->due;
+    if (l->curl_due >= 0 && (due < 0 || l->curl_due < due))
+        due = l->curl_due;
+    if (due < 0)
+        return -1;
+    int64_t d = due - mono_ms();
+    if (d < 0)
+        d = 0;
+    if (d > 60000)   /* bounded so int never overflows; waking once a minute is free */
+        d = 60000;
+    return (int)d;
+}
+
+/* ---------------------------------------------------------------- queue */
+
+static void ring_doorbell(loop *l)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the loop will wake. */
+    ssize_t r = write(l->evfd, &one, sizeof one);
+    (void)r;
+}
+
+bool loop_post(loop *l, void *msg)
+{
+    bool ok = false, wake = false;
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping || l->count >= LOOP_MAX_QUEUE)
+        goto out;
+    if (l->count == l->ring_cap) {
+        size_t ncap = l->ring_cap * 2;
+        if (ncap > LOOP_MAX_QUEUE)
+            ncap = LOOP_MAX_QUEUE;
+        void **nr = malloc(ncap * sizeof *nr);
+        if (!nr)
+            goto out;
+        for (size_t i = 0; i < l->count; i++)
+            nr[i] = l->ring[(l->head + i) % l->ring_cap];
+        free(l->ring);
+        l->ring = nr;
+        l->ring_cap = ncap;
+        l->head = 0;
+    }
+    l->ring[(l->head + l->count) % l->ring_cap] = msg;
+    wake = l->count++ == 0;
+    ok = true;
+out:
+    pthread_mutex_unlock(&l->mu);
+    if (wake)
+        ring_doorbell(l);
+    return ok;
+}
+
+/* Delivers up to DRAIN_BUDGET messages. Returns true when the queue is empty
+ * and the loop has been asked to stop. *more is set when messages remain. */
+static bool run_messages(loop *l, bool *more)
+{
+    void *batch[DRAIN_BATCH];
+    size_t delivered = 0;
+    *more = false;
+    for (;;) {
+        size_t n = 0;
+        pthread_mutex_lock(&l->mu);
+        if (l->count == 0) {
+            bool stop = l->stopping;
+            pthread_mutex_unlock(&l->mu);
+            return stop;
+        }
+        if (delivered >= DRAIN_BUDGET) {
+            pthread_mutex_unlock(&l->mu);
+            *more = true;
+            return false;
+        }
+        while (n < DRAIN_BATCH && l->count > 0) {
+            batch[n++] = l->ring[l->head];
+            l->head = (l->head + 1) % l->ring_cap;
+            l->count--;
+        }
+        pthread_mutex_unlock(&l->mu);
+        for (size_t i = 0; i < n; i++)
+            l->on_msg(l, batch[i]);
+        delivered += n;
+    }
+}
+
+/* ---------------------------------------------------------------- http */
+
+static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    loop *l = userp;
+    if (what == CURL_POLL_REMOVE) {
+        /* ENOENT/EBADF when curl already closed the fd: nothing to undo. */
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    ev.data.fd = s;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev) < 0) {
+        if (errno != ENOENT || epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* curl must not be re-entered from here, so the deadline is only recorded;
+ * run() acts on it. */
+static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    loop *l = userp;
+    l->curl_due = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    return 0;
+}
+
+static void xfer_unlink(loop *l, xfer *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        l->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    l->n_xfers--;
+}
+
+/* Detaches x from the multi handle and the list, then runs its callback. */
+static void xfer_finish(loop *l, xfer *x, CURLcode rc)
+{
+    curl_multi_remove_handle(l->multi, x->easy);
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x->user_private);
+    xfer_unlink(l, x);
+    CURL *easy = x->easy;
+    loop_http_fn done = x->done;
+    void *arg = x->arg;
+    free(x);
+    done(l, easy, rc, arg);
+}
+
+static void collect_done(loop *l)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(l->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        xfer *x = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        assert(x && x->easy == m->easy_handle);
+        /* m is invalid once the handle is removed; copy what we need first. */
+        xfer_finish(l, x, m->data.result);
+    }
+}
+
+int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
+{
+    if (l->destroying || !easy || !done)
+        return -1;
+    xfer *x = calloc(1, sizeof *x);
+    if (!x)
+        return -1;
+    x->easy = easy;
+    x->done = done;
+    x->arg = arg;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x->user_private);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+    /* Signals are process-wide; a loop thread must not use them for timeouts. */
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    if (curl_multi_add_handle(l->multi, easy) != CURLM_OK) {
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, x->user_private);
+        free(x);
+        return -1;
+    }
+    x->next = l->xfers;
+    if (l->xfers)
+        l->xfers->prev = x;
+    l->xfers = x;
+    l->n_xfers++;
+    return 0;
+}
+
+size_t loop_http_active(const loop *l)
+{
+    return l->n_xfers;
+}
+
+/* ---------------------------------------------------------------- thread */
+
+static void *run(void *arg)
+{
+    loop *l = arg;
+    struct epoll_event evs[EPOLL_BATCH];
+    bool more = false;
+    int running;
+
+    pthread_setname_np(pthread_self(), l->name);
+    for (;;) {
+        int timeout = more ? 0 : next_timeout(l);
+        int n = epoll_wait(l->epfd, evs, EPOLL_BATCH, timeout);
+        if (n < 0 && errno != EINTR)
+            break;   /* only EBADF/EINVAL: a broken loop, nothing to retry */
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == l->evfd) {
+                uint64_t v;
+                ssize_t r = read(l->evfd, &v, sizeof v);
+                (void)r;
+                continue;
+            }
+            int flags = 0;
+            if (evs[i].events & EPOLLIN)
+                flags |= CURL_CSELECT_IN;
+            if (evs[i].events & EPOLLOUT)
+                flags |= CURL_CSELECT_OUT;
+            if (evs[i].events & (EPOLLERR | EPOLLHUP))
+                flags |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(l->multi, fd, flags, &running);
+        }
+        if (n > 0)
+            collect_done(l);
+        if (l->curl_due >= 0 && l->curl_due <= mono_ms()) {
+            l->curl_due = -1;
+            curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            collect_done(l);
+        }
+        run_timers(l);
+        if (run_messages(l, &more))
+            break;
+    }
+    return NULL;
+}
+
+loop *loop_create(const char *thread_name, loop_msg_fn on_msg, void *ctx)
+{
+    assert(on_msg);
+    loop *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->epfd = l->evfd = -1;
+    l->curl_due = -1;
+    l->on_msg = on_msg;
+    l->ctx = ctx;
+    snprintf(l->name, sizeof l->name, "%s", thread_name ? thread_name : "loop");
+    pthread_mutex_init(&l->mu, NULL);
+    /* Reference-counted and thread-safe in curl >= 7.84; paired in destroy. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    l->ring_cap = QUEUE_INITIAL;
+    l->ring = malloc(l->ring_cap * sizeof *l->ring);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->multi = curl_multi_init();
+    if (!l->ring || l->epfd < 0 || l->evfd < 0 || !l->multi)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->evfd};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) < 0)
+        goto fail;
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    return l;
+fail:
+    loop_destroy(l);
+    return NULL;
+}
+
+int loop_start(loop *l)
+{
+    if (l->started)
+        return -1;
+    if (pthread_create(&l->thread, NULL, run, l) != 0)
+        return -1;
+    l->started = true;
+    return 0;
+}
+
+void loop_stop(loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stopping = true;
+    pthread_mutex_unlock(&l->mu);
+    if (l->started) {
+        if (!l->joined) {
+            ring_doorbell(l);
+            pthread_join(l->thread, NULL);
+            l->joined = true;
+        }
+        return;
+    }
+    /* Never started: the caller stands in for the loop thread so that
+     * messages posted before start still reach their owner. */
+    bool more;
+    while (!run_messages(l, &more))
+        ;
+}
+
+void loop_destroy(loop *l)
+{
+    if (!l)
+        return;
+    loop_stop(l);
+    l->destroying = true;
+    /* Callbacks may cancel or add timers; timers are freed after them. */
+    while (l->xfers)
+        xfer_finish(l, l->xfers, CURLE_ABORTED_BY_CALLBACK);
+    for (size_t i = 0; i < l->heap_len; i++)
+        free(l->heap[i]);
+    free(l->heap);
+    if (l->multi)
+        curl_multi_cleanup(l->multi);
+    if (l->evfd >= 0)
+        close(l->evfd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    free(l->ring);
+    pthread_mutex_destroy(&l->mu);
+    curl_global_cleanup();
+    free(l);
+}
+
+void *loop_ctx(loop *l)
+{
+    return l->ctx;
+}
+
+int64_t loop_now_ms(const loop *l)
+{
+    (void)l;
+    return mono_ms();
+}

@@ -1,0 +1,273 @@
+/* rest.c — the route table, authentication, and the small endpoints:
+ * Account, health, readiness, metrics, and the Kaphila event receiver.
+ * The Calls family lives in rest_calls.c. */
+#include "rest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "calljson.h"
+#include "engine.h"
+#include "errors.h"
+#include "log.h"
+#include "metrics.h"
+#include "sid.h"
+#include "timefmt.h"
+
+#define ACCOUNT_PATH API_PREFIX "/Accounts/*"
+/* Kaphila's event payloads are small objects; anything bigger is refused. */
+#define KEVENT_MAX_BYTES (64 * 1024)
+
+static const char *const www_auth[] = {"WWW-Authenticate", "Basic realm=\"Twilio API\"", NULL};
+
+const config_account *rest_auth(app *a, http_req *r, const char *path_account_sid)
+{
+    const config *cfg = app_config(a);
+    const config_account *acct = config_account_by_sid(cfg, path_account_sid);
+    const char *user = NULL, *pass = NULL;
+    bool ok = false;
+
+    if (http_basic_auth(r, &user, &pass) && acct) {
+        if (sid_equal_ct(user, acct->sid))
+            ok = sid_equal_ct(pass, acct->auth_token);
+        else if (acct->api_key_sid && sid_equal_ct(user, acct->api_key_sid))
+            ok = sid_equal_ct(pass, acct->api_key_secret);
+    }
+    if (!ok) {
+        log_info("rest", "authentication failed for %s", http_path(r));
+        http_reply_error_h(r, 20003, 401, "Authenticate", www_auth);
+        return NULL;
+    }
+    log_context(http_request_id(r), acct->sid, NULL);
+    return acct;
+}
+
+bool rest_body_form(app *a, http_req *r, form *out)
+{
+    const config *cfg = app_config(a);
+    const buf *b = http_body(r);
+    const char *ct = http_header(r, "Content-Type");
+    form_status fs;
+
+    form_init(out);
+    if (b->len && (!ct || strncasecmp(ct, "application/x-www-form-urlencoded", 33) != 0)) {
+        http_reply_error(r, 415, 415,
+                         "Request bodies must be application/x-www-form-urlencoded");
+        return false;
+    }
+    fs = form_parse(out, buf_str(b), b->len);
+    if (fs == FORM_OK && out->n > (size_t)cfg->max_params) fs = FORM_ERR_TOO_MANY;
+    if (fs != FORM_OK) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s",
+                 fs == FORM_ERR_TOO_MANY ? "Too many parameters in the request"
+                 : fs == FORM_ERR_TOO_LONG ? "A parameter value is too long"
+                 : "The request body is not valid form encoding");
+        form_fini(out);
+        http_reply_error(r, 400, 400, msg);
+        return false;
+    }
+    return true;
+}
+
+bool rest_paging_parse(http_req *r, rest_paging *p)
+{
+    const form *q = http_query(r);
+    const char *ps = form_get(q, "PageSize"), *pg = form_get(q, "Page");
+    char *end;
+    p->page_size = 50;
+    p->page = 0;
+    p->token = form_get(q, "PageToken");
+    if (p->token && !*p->token) p->token = NULL;
+    if (ps) {
+        long n = strtol(ps, &end, 10);
+        if (!*ps || *end || n < 1 || n > 1000) {
+            http_reply_error(r, 21200, 400, "PageSize must be an integer between 1 and 1000");
+            return false;
+        }
+        p->page_size = (int)n;
+    }
+    if (pg) {
+        long n = strtol(pg, &end, 10);
+        if (!*pg || *end || n < 0 || n > 100000000L) {
+            http_reply_error(r, 21200, 400, "Page must be a non-negative integer");
+            return false;
+        }
+        p->page = (int)n;
+    }
+    return true;
+}
+
+/* ---- Account ---- */
+
+static void account_fetch(void *ctx, http_req *r, const http_match *m)
+{
+    app *a = ctx;
+    char sid[HTTP_CAPTURE_LEN];
+    snprintf(sid, sizeof sid, "%s", m->cap[0]);
+    const config_account *acct = rest_auth(a, r, sid);
+    if (!acct) return;
+    http_reply_json(r, 200, calljson_account(acct, a->started_ms));
+}
+
+/* ---- health, readiness, metrics ---- */
+
+static void healthz(void *ctx, http_req *r, const http_match *m)
+{
+    (void)ctx; (void)m;
+    http_reply(r, 200, "text/plain", "ok\n", 3, NULL);
+}
+
+static void readyz(void *ctx, http_req *r, const http_match *m)
+{
+    (void)m;
+    app *a = ctx;
+    store_conn *c = store_conn_acquire(a->store);
+    bool db_ok = false;
+    if (c) {
+        int64_t pending = 0, oldest = 0;
+        db_ok = store_outbox_stats(c, &pending, &oldest) == STORE_OK;
+        store_conn_release(c);
+    }
+    bool draining = atomic_load(&a->draining);
+    if (!db_ok || draining) {
+        http_reply(r, 503, "text/plain", draining ? "draining\n" : "database unavailable\n",
+                   draining ? 9 : 21, NULL);
+        return;
+    }
+    http_reply(r, 200, "text/plain", "ready\n", 6, NULL);
+}
+
+static void metrics_handler(void *ctx, http_req *r, const http_match *m)
+{
+    (void)m;
+    app *a = ctx;
+    const config *cfg = app_config(a);
+    size_t len = 0;
+    char *text;
+    if (cfg->metrics_token && *cfg->metrics_token) {
+        const char *h = http_header(r, "Authorization");
+        char want[512];
+        snprintf(want, sizeof want, "Bearer %s", cfg->metrics_token);
+        if (!h || !sid_equal_ct(h, want)) {
+            http_reply(r, 401, "text/plain", "unauthorized\n", 13, NULL);
+            return;
+        }
+    }
+    metrics_gauge(a->metrics, "twigate_live_calls", NULL, (double)engine_live_calls(a->engine));
+    store_conn *c = store_conn_acquire(a->store);
+    if (c) {
+        int64_t pending = 0, oldest = 0;
+        if (store_outbox_stats(c, &pending, &oldest) == STORE_OK) {
+            metrics_gauge(a->metrics, "twigate_outbox_pending", NULL, (double)pending);
+            metrics_gauge(a->metrics, "twigate_outbox_oldest_seconds", NULL,
+                          pending ? (double)(timefmt_now_ms() - oldest) / 1000.0 : 0);
+        }
+        store_conn_release(c);
+    }
+    text = metrics_render(a->metrics, &len);
+    if (!text) {
+        http_reply(r, 500, "text/plain", "", 0, NULL);
+        return;
+    }
+    http_reply_owned(r, 200, "text/plain; version=0.0.4", text, len, NULL);
+}
+
+void rest_observe(void *ctx, const char *route, int status, int64_t usec)
+{
+    app *a = ctx;
+    char labels[128];
+    snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", route, status);
+    metrics_inc(a->metrics, "twigate_http_requests_total", labels, 1);
+    snprintf(labels, sizeof labels, "route=\"%s\"", route);
+    metrics_observe(a->metrics, "twigate_http_request_seconds", labels, (double)usec / 1e6);
+}
+
+/* ---- Kaphila events ---- */
+
+/* POST /kaphila/events/{token}: the token authenticates the sender (Kaphila
+ * signs nothing). The raw body is committed before we answer 200, so an event
+ * Kaphila believes delivered is never lost; the engine then applies it. */
+static void kaphila_event(void *ctx, http_req *r, const http_match *m)
+{
+    app *a = ctx;
+    const buf *b = http_body(r);
+    store_conn *c = NULL;
+    store_call call = {0};
+    json_t *ev = NULL;
+    int64_t id = 0;
+    store_status st;
+    char label[96];
+
+    c = store_conn_acquire(a->store);
+    if (!c) { http_reply(r, 503, "application/json", "{\"success\":false}", 17, NULL); goto out; }
+    st = store_call_get_by_token(c, m->cap[0], &call);
+    if (st == STORE_NOTFOUND) {
+        http_reply(r, 404, "application/json", "{\"success\":false,\"error\":\"unknown call\"}", 40, NULL);
+        goto out;
+    }
+    if (st != STORE_OK) { http_reply(r, 503, "application/json", "{\"success\":false}", 17, NULL); goto out; }
+    log_context(http_request_id(r), call.account_sid, call.sid);
+    if (b->len > KEVENT_MAX_BYTES || !(ev = json_loadb(buf_str(b), b->len, 0, NULL)) ||
+        !json_is_object(ev) || !json_is_string(json_object_get(ev, "event"))) {
+        log_warn("kaphila", "event that is not a JSON object with an event name (%zu bytes)", b->len);
+        http_reply(r, 400, "application/json", "{\"success\":false,\"error\":\"bad event\"}", 37, NULL);
+        goto out;
+    }
+    snprintf(label, sizeof label, "event=\"%.48s\"", json_string_value(json_object_get(ev, "event")));
+    for (char *p = label + 7; *p; p++) if (*p == '\\' || *p == '\n') *p = '_';
+    metrics_inc(a->metrics, "twigate_kaphila_events_total", label, 1);
+    if (store_kevent_insert(c, call.sid, buf_str(b), b->len, &id) != STORE_OK) {
+        http_reply(r, 503, "application/json", "{\"success\":false}", 17, NULL);
+        goto out;
+    }
+    http_reply(r, 200, "application/json", "{\"success\":true}", 16, NULL);
+    if (!engine_kevent(a->engine, id, call.sid, ev))
+        log_error("kaphila", "engine queue full; event %lld stays pending until restart",
+                  (long long)id);
+    ev = NULL;   /* stolen by engine_kevent, or dropped by it */
+out:
+    json_decref(ev);
+    store_call_fini(&call);
+    store_conn_release(c);
+}
+
+void rest_not_found(void *ctx, http_req *r, const http_match *m)
+{
+    (void)ctx; (void)m;
+    const char *path = http_path(r);
+    char msg[512];
+    if (strncmp(path, API_PREFIX "/", sizeof API_PREFIX) == 0) {
+        const char *res = strrchr(path, '/');
+        snprintf(msg, sizeof msg,
+                 "The requested resource %.300s was not found. twigate serves the Voice API"
+                 " (Accounts, Calls, Recordings, Notifications); %.80s is not supported",
+                 path, res ? res + 1 : path);
+    } else {
+        snprintf(msg, sizeof msg, "The requested resource %.300s was not found", path);
+    }
+    http_reply_error(r, 20404, 404, msg);
+}
+
+static const http_route routes[] = {
+    {"GET",    ACCOUNT_PATH ".json", account_fetch, "account_fetch"},
+    {"GET",    ACCOUNT_PATH "/Calls.json", rest_calls_list, "calls_list"},
+    {"POST",   ACCOUNT_PATH "/Calls.json", rest_calls_create, "calls_create"},
+    {"GET",    ACCOUNT_PATH "/Calls/*.json", rest_call_fetch, "call_fetch"},
+    {"POST",   ACCOUNT_PATH "/Calls/*.json", rest_call_update, "call_update"},
+    {"DELETE", ACCOUNT_PATH "/Calls/*.json", rest_call_delete, "call_delete"},
+    {"GET",    ACCOUNT_PATH "/Calls/*/Events.json", rest_call_events, "call_events"},
+    {"GET",    ACCOUNT_PATH "/Calls/*/Notifications.json", rest_notifications_list, "call_notifications"},
+    {"GET",    ACCOUNT_PATH "/Calls/*/Notifications/*.json", rest_notification_fetch, "call_notification"},
+    {"GET",    ACCOUNT_PATH "/Notifications.json", rest_notifications_list, "notifications"},
+    {"GET",    ACCOUNT_PATH "/Notifications/*.json", rest_notification_fetch, "notification"},
+    {"POST",   "/kaphila/events/*", kaphila_event, "kaphila_event"},
+    {"GET",    "/healthz", healthz, "healthz"},
+    {"GET",    "/readyz", readyz, "readyz"},
+    {"GET",    "/metrics", metrics_handler, "metrics"},
+    {NULL, NULL, NULL, NULL},
+};
+
+const http_route *rest_routes(void) { return routes; }

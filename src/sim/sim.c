@@ -1,0 +1,663 @@
+/* sim — lifecycle, the libmicrohttpd glue and the request pipeline.
+ *
+ * Every request takes the same path: the MHD handler collects the body
+ * (capped), suspends the connection and posts the sim_req to the "sim"
+ * loop. On the loop: injected latency (a timer, no thread blocks), then
+ * routing — /sim/... to the control API, /health, else Bearer auth, injected
+ * failures, the rate limit and the Kaphila endpoint. The loop fills in the
+ * answer and resumes the connection; the handler, called again by MHD,
+ * queues the response. MHD never waits on the loop and the loop never waits
+ * on MHD. */
+#include "sim_int.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sid.h"
+
+/* MHD worker threads: requests are cheap (the loop does the work), two
+ * keep one slow client from holding up the rest. */
+#define SIM_HTTP_THREADS 2
+/* Connections per daemon; the sim must take as many as twigate can open. */
+#define SIM_MAX_CONNECTIONS 4096
+#define SIM_HTTP_TIMEOUT_S 60
+#define HOUR_MS (3600LL * 1000)
+
+void sim_config_defaults(sim_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->bind_address = "127.0.0.1";
+    c->port = 0;
+    c->fast = false;
+    c->ring_ms = 1000;
+    c->answer_ms = 3000;
+    c->tts_ms_per_char = 60;
+    c->tts_min_ms = 500;
+    c->play_ms = 3000;
+    c->amd_ms = 2500;
+    c->outcomes = "0001=busy,0002=no-answer,0003=failed,0004=machine";
+    c->rate_limit = 0;
+    c->recordings_dir = NULL;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+int64_t sim_delay(const sim *s, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    if (!s->cfg.fast)
+        return ms;
+    ms /= SIM_FAST_DIVISOR;
+    return ms < 1 ? 1 : ms;
+}
+
+int64_t sim_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sim_iso_ms(int64_t ms, char out[32])
+{
+    if (ms < 0)
+        ms = 0;
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
+void sim_iso_now(char out[32])
+{
+    sim_iso_ms(sim_wall_ms(), out);
+}
+
+int sim_key_index(const sim *s, const char *key)
+{
+    if (!key)
+        return -1;
+    for (size_t i = 0; i < s->n_keys; i++)
+        if (sid_equal_ct(key, s->keys[i].key))
+            return (int)i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- replies */
+
+static void reply_reset(sim_req *r)
+{
+    free(r->resp);
+    r->resp = NULL;
+    r->resp_len = 0;
+    if (r->resp_fd >= 0)
+        close(r->resp_fd);
+    r->resp_fd = -1;
+    r->content_range[0] = 0;
+}
+
+void sim_reply_json(sim_req *r, unsigned status, json_t *obj)
+{
+    reply_reset(r);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!text) {
+        text = strdup("{\"success\":false,\"error\":\"Out of memory\"}");
+        status = 500;
+    }
+    r->status = status;
+    r->resp = text;
+    r->resp_len = text ? strlen(text) : 0;
+    r->resp_type = "application/json; charset=utf-8";
+    r->state = SIM_REQ_ANSWERED;
+}
+
+void sim_reply_error(sim_req *r, unsigned status, const char *msg, const char *code)
+{
+    json_t *o = json_pack("{s:b, s:s}", "success", 0, "error", msg);
+    if (o && code)
+        json_object_set_new(o, "code", json_string(code));
+    sim_reply_json(r, status, o);
+}
+
+void sim_reply_fd(sim_req *r, unsigned status, int fd, uint64_t off, uint64_t len)
+{
+    reply_reset(r);
+    r->status = status;
+    r->resp_fd = fd;
+    r->fd_off = off;
+    r->fd_len = len;
+    r->resp_type = "audio/wav";
+    r->state = SIM_REQ_ANSWERED;
+}
+
+json_t *sim_req_json(sim_req *r)
+{
+    json_error_t err;
+    json_t *o = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &err);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        sim_reply_error(r, 400, "Invalid JSON body", NULL);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------------- MHD side */
+
+static char *header_dup(struct MHD_Connection *c, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+    return v ? strdup(v) : NULL;
+}
+
+static bool peer_is_loopback(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+static void req_free(sim_req *r)
+{
+    if (!r)
+        return;
+    reply_reset(r);
+    buf_fini(&r->body);
+    free(r->method);
+    free(r->path);
+    free(r->bearer);
+    free(r->admin);
+    free(r->range);
+    free(r->ctype);
+    free(r);
+}
+
+static sim_req *req_new(sim *s, struct MHD_Connection *conn, const char *url, const char *method)
+{
+    sim_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->kind = SIM_MSG_REQ;
+    r->s = s;
+    r->conn = conn;
+    r->resp_fd = -1;
+    buf_init(&r->body, SIM_MAX_BODY);
+    r->method = strdup(method);
+    r->path = strdup(url);
+    if (!r->method || !r->path) {
+        req_free(r);
+        return NULL;
+    }
+    /* Express-style routers ignore one trailing slash. */
+    size_t plen = strlen(r->path);
+    if (plen > 1 && r->path[plen - 1] == '/')
+        r->path[plen - 1] = 0;
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        r->bearer = strdup(auth);
+    }
+    r->admin = header_dup(conn, "X-Sim-Admin-Token");
+    r->range = header_dup(conn, MHD_HTTP_HEADER_RANGE);
+    r->ctype = header_dup(conn, MHD_HTTP_HEADER_CONTENT_TYPE);
+    r->loopback = peer_is_loopback(conn);
+    return r;
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, sim_req *r)
+{
+    struct MHD_Response *resp;
+    if (r->resp_fd >= 0) {
+        resp = MHD_create_response_from_fd_at_offset64(r->fd_len, r->resp_fd, r->fd_off);
+        if (resp)
+            r->resp_fd = -1;   /* MHD closes it */
+    } else {
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
+                                               r->resp ? MHD_RESPMEM_MUST_FREE
+                                                       : MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            r->resp = NULL;    /* MHD frees it */
+    }
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->resp_type);
+    if (r->content_range[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, r->content_range);
+    if (strcmp(r->resp_type, "audio/wav") == 0)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    enum MHD_Result ret = MHD_queue_response(conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    sim *s = cls;
+    sim_req *r = *con_cls;
+    if (!r) {
+        r = req_new(s, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->too_big && buf_append(&r->body, upload, *upload_size) != BUF_OK)
+            r->too_big = true;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == SIM_REQ_ANSWERED)
+        return send_reply(conn, r);
+    if (r->state == SIM_REQ_PENDING)
+        return MHD_YES;   /* the loop still owns r; it will resume us */
+    if (r->too_big) {
+        sim_reply_error(r, 413, "Request body too large", NULL);
+        return send_reply(conn, r);
+    }
+    if (atomic_load(&s->closing)) {
+        sim_reply_error(r, 503, "Simulator shutting down", NULL);
+        return send_reply(conn, r);
+    }
+    /* Suspend before posting, so the loop can never resume a connection
+     * that isn't suspended yet. */
+    r->state = SIM_REQ_PENDING;
+    MHD_suspend_connection(conn);
+    if (!loop_post(s->loop, r)) {
+        sim_reply_error(r, 503, "Simulator overloaded", NULL);
+        MHD_resume_connection(conn);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    req_free(*con_cls);
+    *con_cls = NULL;
+}
+
+/* ---------------------------------------------------------------- loop side */
+
+static bool is_rate_limited_path(const char *path)
+{
+    static const char *const limited[] = {"/makecall", "/batchcall", "/voice",
+                                          "/play",     "/gather",    "/hangup"};
+    for (size_t i = 0; i < sizeof limited / sizeof *limited; i++)
+        if (strcmp(path, limited[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool rule_matches(const sim_rule *rule, int key, const char *path)
+{
+    if (rule->key >= 0 && rule->key != key)
+        return false;
+    if (!rule->endpoint[0])
+        return true;
+    size_t n = strlen(rule->endpoint);
+    return strncmp(path, rule->endpoint, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+static void reply_injected(sim_req *r, int status)
+{
+    bool originate = strcmp(r->path, "/makecall") == 0 || strcmp(r->path, "/batchcall") == 0;
+    switch (status) {
+    case 401:
+        sim_reply_error(r, 401, "Invalid API key", NULL);
+        break;
+    case 402:
+        sim_reply_error(r, 402, "Insufficient credits", NULL);
+        break;
+    case 429:
+        sim_reply_error(r, 429, "Rate limit exceeded", NULL);
+        break;
+    case 503:
+        sim_reply_error(r, 503, "No trunks assigned to this API key", NULL);
+        break;
+    default:
+        if (originate)
+            sim_reply_error(r, 500, "Failed to originate call", "ORIGINATION_FAILED");
+        else
+            sim_reply_error(r, 500, "Internal server error", NULL);
+        break;
+    }
+}
+
+/* Consumes one use of the first matching rule; its status, or 0. */
+static int take_injection(sim *s, int key, const char *path)
+{
+    for (size_t i = 0; i < s->n_rules; i++) {
+        sim_rule *rule = &s->rules[i];
+        if (!rule_matches(rule, key, path))
+            continue;
+        int status = rule->status;
+        if (rule->count > 0 && --rule->count == 0) {
+            memmove(&s->rules[i], &s->rules[i + 1], (s->n_rules - i - 1) * sizeof *rule);
+            s->n_rules--;
+        }
+        return status;
+    }
+    return 0;
+}
+
+/* One fixed window per key per hour, as "N requests per hour". */
+static bool rate_limited(sim *s, int key)
+{
+    if (s->cfg.rate_limit <= 0)
+        return false;
+    sim_key *k = &s->keys[key];
+    int64_t now = loop_now_ms(s->loop);
+    if (k->window_count == 0 || now - k->window_start_ms >= HOUR_MS) {
+        k->window_start_ms = now;
+        k->window_count = 0;
+    }
+    if (k->window_count >= s->cfg.rate_limit)
+        return true;
+    k->window_count++;
+    return false;
+}
+
+static bool is_control(const char *path)
+{
+    return strncmp(path, "/sim/", 5) == 0 || strcmp(path, "/sim") == 0;
+}
+
+static void process(sim *s, sim_req *r)
+{
+    if (is_control(r->path)) {
+        sim_control_route(s, r);
+    } else if (strcmp(r->path, "/health") == 0) {
+        if (strcmp(r->method, "GET") == 0)
+            sim_api_health(s, r);
+        else
+            sim_reply_error(r, 404, "Endpoint not found", NULL);
+    } else {
+        int key = sim_key_index(s, r->bearer);
+        int injected = key >= 0 ? take_injection(s, key, r->path) : 0;
+        if (key < 0)
+            sim_reply_error(r, 401, r->bearer ? "Invalid API key" : "API key required", NULL);
+        else if (injected)
+            reply_injected(r, injected);
+        else if (is_rate_limited_path(r->path) && rate_limited(s, key))
+            sim_reply_error(r, 429, "Rate limit exceeded", NULL);
+        else {
+            s->keys[key].last_used_ms = sim_wall_ms();
+            sim_api_route(s, r, key);
+        }
+    }
+    if (r->state != SIM_REQ_ANSWERED)
+        sim_reply_error(r, 500, "Internal server error", NULL);
+    MHD_resume_connection(r->conn);
+}
+
+static void delayed_unlink(sim *s, sim_req *r)
+{
+    if (r->dprev)
+        r->dprev->dnext = r->dnext;
+    else
+        s->delayed = r->dnext;
+    if (r->dnext)
+        r->dnext->dprev = r->dprev;
+    r->dprev = r->dnext = NULL;
+}
+
+static void on_delay_over(loop *l, void *arg)
+{
+    sim *s = loop_ctx(l);
+    sim_req *r = arg;
+    r->delay = NULL;
+    delayed_unlink(s, r);
+    process(s, r);
+}
+
+static int latency_for(const sim *s, const sim_req *r)
+{
+    if (is_control(r->path))
+        return 0;   /* the control API must stay responsive while testing latency */
+    int key = sim_key_index(s, r->bearer);
+    if (key >= 0 && s->latency_key_ms[key] >= 0)
+        return s->latency_key_ms[key];
+    return s->latency_all_ms;
+}
+
+static void on_msg(loop *l, void *msg)
+{
+    sim *s = loop_ctx(l);
+    sim_req *r = msg;
+    assert(r->kind == SIM_MSG_REQ);
+    int ms = atomic_load(&s->closing) ? 0 : latency_for(s, r);
+    if (ms > 0) {
+        r->delay = loop_timer_add(l, ms, on_delay_over, r);
+        if (r->delay) {
+            r->dnext = s->delayed;
+            if (s->delayed)
+                s->delayed->dprev = r;
+            s->delayed = r;
+            return;
+        }
+    }
+    process(s, r);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void remove_own_recdir(sim *s)
+{
+    if (!s->own_recdir)
+        return;
+    DIR *d = opendir(s->recdir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", s->recdir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(s->recdir);
+}
+
+static int prepare_recdir(sim *s, const char *dir, char *err, size_t errlen)
+{
+    if (!dir || !*dir) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(s->recdir, sizeof s->recdir, "%s/kaphila-sim-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(s->recdir)) {
+            snprintf(err, errlen, "cannot create a recordings directory: %s", strerror(errno));
+            return -1;
+        }
+        s->own_recdir = true;
+        return 0;
+    }
+    if (strlen(dir) >= sizeof s->recdir - 80) {
+        snprintf(err, errlen, "recordings directory path too long");
+        return -1;
+    }
+    snprintf(s->recdir, sizeof s->recdir, "%s", dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int start_http(sim *s, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    const char *addr = s->cfg.bind_address ? s->cfg.bind_address : "127.0.0.1";
+    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)s->cfg.port);
+    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)s->cfg.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "bad bind address %s", addr);
+        return -1;
+    }
+    s->mhd = MHD_start_daemon(flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SIM_HTTP_THREADS,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)SIM_MAX_CONNECTIONS,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SIM_HTTP_TIMEOUT_S,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d", addr, s->cfg.port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : s->cfg.port;
+    return 0;
+}
+
+sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
+{
+    sim *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->closing, false);
+    s->cfg = *cfg;
+    s->bind_copy = strdup(cfg->bind_address ? cfg->bind_address : "127.0.0.1");
+    s->admin_copy = cfg->admin_token && *cfg->admin_token ? strdup(cfg->admin_token) : NULL;
+    s->outcomes_copy = strdup(cfg->outcomes ? cfg->outcomes : "");
+    s->cfg.bind_address = s->bind_copy;
+    s->cfg.admin_token = s->admin_copy;
+    s->cfg.outcomes = s->outcomes_copy;
+    s->cfg.api_keys = NULL;   /* copied into keys[] below */
+    s->cfg.recordings_dir = NULL;
+    if (!s->bind_copy || !s->outcomes_copy || (cfg->admin_token && *cfg->admin_token && !s->admin_copy)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (cfg->n_api_keys == 0) {
+        snprintf(err, errlen, "at least one API key is required");
+        goto fail;
+    }
+    s->keys = calloc(cfg->n_api_keys, sizeof *s->keys);
+    s->latency_key_ms = calloc(cfg->n_api_keys, sizeof *s->latency_key_ms);
+    if (!s->keys || !s->latency_key_ms) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->n_keys = cfg->n_api_keys;
+    int64_t now = sim_wall_ms();
+    for (size_t i = 0; i < s->n_keys; i++) {
+        s->keys[i].key = strdup(cfg->api_keys[i] ? cfg->api_keys[i] : "");
+        if (!s->keys[i].key) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        s->keys[i].credits = SIM_INITIAL_CREDITS;
+        s->keys[i].created_ms = now;
+        s->latency_key_ms[i] = -1;
+    }
+    if (prepare_recdir(s, cfg->recordings_dir, err, errlen) != 0)
+        goto fail;
+    s->loop = loop_create("sim", on_msg, s);
+    if (!s->loop || sim_calls_create(s) != 0) {
+        snprintf(err, errlen, "cannot create the sim loop");
+        goto fail;
+    }
+    if (loop_start(s->loop) != 0) {
+        snprintf(err, errlen, "cannot start the sim loop thread");
+        goto fail;
+    }
+    if (start_http(s, err, errlen) != 0)
+        goto fail;
+    log_info("sim", "kaphila-sim listening on %s port %d (recordings in %s)", s->cfg.bind_address,
+             s->port, s->recdir);
+    return s;
+fail:
+    sim_destroy(s);
+    return NULL;
+}
+
+int sim_port(const sim *s)
+{
+    return s->port;
+}
+
+void sim_destroy(sim *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->closing, true);
+    if (s->loop) {
+        /* Requests already posted are still answered; later posts fail and
+         * their handlers answer 503 themselves. */
+        loop_stop(s->loop);
+        /* The loop thread is gone: its state is ours now. Requests waiting
+         * out injected latency are answered so MHD can stop. */
+        while (s->delayed) {
+            sim_req *r = s->delayed;
+            delayed_unlink(s, r);
+            loop_timer_cancel(s->loop, r->delay);
+            r->delay = NULL;
+            sim_reply_error(r, 503, "Simulator shutting down", NULL);
+            MHD_resume_connection(r->conn);
+        }
+    }
+    if (s->mhd)
+        MHD_stop_daemon(s->mhd);
+    sim_calls_destroy(s);   /* before loop_destroy: cancels timers on the loop */
+    loop_destroy(s->loop);  /* aborts event POSTs in flight; frees their orphaned calls */
+    remove_own_recdir(s);
+    if (s->keys)
+        for (size_t i = 0; i < s->n_keys; i++)
+            free(s->keys[i].key);
+    free(s->keys);
+    free(s->latency_key_ms);
+    free(s->bind_copy);
+    free(s->admin_copy);
+    free(s->outcomes_copy);
+    free(s);
+}

@@ -1,0 +1,221 @@
+/* sim_int — what the simulator's files share; not part of the public API.
+ *
+ * Threads: the MHD threads only touch sim_req (the request they received)
+ * and the immutable parts of struct sim (config, keys, loop, closing flag).
+ * Everything else — calls, keys' counters, injections, transcripts — lives
+ * on the "sim" loop thread and is touched only there (or by sim_destroy
+ * after that thread has been joined).
+ *
+ * Files: sim.c (lifecycle, MHD glue, routing, auth, rate limit, injection,
+ * latency, replies), sim_api.c (Kaphila endpoints), sim_control.c (/sim/...),
+ * sim_calls.c (call table, state machine, events, transcripts),
+ * sim_wav.c (WAV files). */
+#ifndef TWIGATE_SIM_INT_H
+#define TWIGATE_SIM_INT_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "loop.h"
+#include "sim.h"
+
+/* Caps, each with its reason. */
+#define SIM_MAX_BODY         65536    /* Kaphila bodies are tiny; a TTS text is < 4 KB */
+#define SIM_MAX_ENDED_CALLS  100000   /* ended calls kept for transcripts; oldest evicted */
+#define SIM_MAX_LIVE_CALLS   50000    /* beyond it /makecall fails like a full trunk */
+#define SIM_MAX_TRANSCRIPT   2000     /* events + requests kept per call; a loop of /voice can't grow memory */
+#define SIM_MAX_PLAYBACKS    256      /* queued playbacks per call */
+#define SIM_MAX_DIGITS       256      /* keys waiting to be pressed per call */
+#define SIM_MAX_GATHER       64       /* numDigits upper bound */
+#define SIM_MAX_RULES        64       /* failure-injection rules */
+#define SIM_MAX_LATENCY_MS   60000    /* injected latency; beyond it clients just time out */
+#define SIM_MAX_TEXT         4096     /* /voice and /gather text */
+#define SIM_MAX_CALL_MS      (4LL * 3600 * 1000)   /* hard max call length, as a trunk would enforce */
+#define SIM_EVENT_TIMEOUT_MS 5000     /* Kaphila's webhook timeout */
+#define SIM_WAV_MAX_SECONDS  60       /* audio written per recording; keeps the sim's disk use and loop stalls small */
+#define SIM_MAX_LISTED_FILES 1000     /* GET /recordings files[] */
+#define SIM_INITIAL_CREDITS  100000.0 /* per key; one credit per answered call */
+#define SIM_CALL_ID_SIZE     32
+#define SIM_FAST_DIVISOR     20
+
+typedef struct sim_call sim_call;
+
+/* One HTTP request, from the MHD handler to the loop and back. The handler
+ * owns it until it suspends the connection and posts it; from then on the
+ * loop owns it until it resumes the connection; after that the handler
+ * (and MHD's completion callback, which frees it) owns it again. */
+typedef struct sim_req {
+    int                    kind;       /* SIM_MSG_REQ; first member for dispatch */
+    sim                   *s;
+    struct MHD_Connection *conn;
+    char                  *method;
+    char                  *path;
+    char                  *bearer;     /* key from "Authorization: Bearer", or NULL */
+    char                  *admin;      /* X-Sim-Admin-Token, or NULL */
+    char                  *range;      /* Range header, or NULL */
+    char                  *ctype;      /* Content-Type, or NULL */
+    bool                   loopback;
+    buf                    body;
+    bool                   too_big;
+    int                    state;      /* SIM_REQ_* */
+    struct sim_req        *dnext;      /* on the loop's delayed list while latency runs */
+    struct sim_req        *dprev;
+    loop_timer            *delay;
+    /* The answer, filled on the loop. */
+    unsigned               status;
+    char                  *resp;       /* heap; JSON text unless resp_fd >= 0 */
+    size_t                 resp_len;
+    const char            *resp_type;
+    int                    resp_fd;    /* file body: fd, offset, length */
+    uint64_t               fd_off;
+    uint64_t               fd_len;
+    char                   content_range[96];
+} sim_req;
+
+enum { SIM_MSG_REQ = 1 };
+enum { SIM_REQ_NEW = 0, SIM_REQ_PENDING, SIM_REQ_ANSWERED };
+
+typedef struct sim_key {
+    char   *key;
+    double  credits;
+    long    total_calls;
+    long    successful_calls;
+    int64_t created_ms;
+    int64_t last_used_ms;
+    int64_t window_start_ms;   /* fixed one-hour rate-limit window */
+    long    window_count;
+} sim_key;
+
+typedef struct sim_rule {
+    int  key;          /* index into keys, -1 = every key */
+    int  status;
+    long count;        /* -1 = until cleared */
+    char endpoint[64]; /* "" = every endpoint */
+} sim_rule;
+
+struct sim {
+    /* Immutable after sim_create. */
+    sim_config  cfg;            /* strings point into the copies below */
+    char       *bind_copy;
+    char       *admin_copy;
+    char       *outcomes_copy;
+    char        recdir[512];
+    bool        own_recdir;
+    loop       *loop;
+    struct MHD_Daemon *mhd;
+    int         port;
+    atomic_bool closing;
+
+    /* Loop thread only. */
+    sim_key    *keys;
+    size_t      n_keys;
+    sim_rule    rules[SIM_MAX_RULES];
+    size_t      n_rules;
+    int         latency_all_ms;
+    int        *latency_key_ms;   /* per key, -1 = use latency_all_ms */
+    sim_req    *delayed;          /* requests waiting out injected latency */
+    struct sim_calls *calls;
+    uint64_t    call_counter;
+    uint64_t    playback_counter;
+};
+
+/* ---- sim.c: replies (loop thread) ---- */
+/* Answers r with obj serialised (obj is stolen). */
+void sim_reply_json(sim_req *r, unsigned status, json_t *obj);
+/* Kaphila's error envelope; code may be NULL. */
+void sim_reply_error(sim_req *r, unsigned status, const char *msg, const char *code);
+/* Answers r with a file body; fd is handed over to r. */
+void sim_reply_fd(sim_req *r, unsigned status, int fd, uint64_t off, uint64_t len);
+/* Parses r's body as a JSON object; on failure answers 400 and returns NULL. */
+json_t *sim_req_json(sim_req *r);
+/* Index of r's bearer key, or -1. */
+int sim_key_index(const sim *s, const char *key);
+int64_t sim_delay(const sim *s, int64_t ms);   /* fast-mode scaling */
+void sim_iso_now(char out[32]);                /* ISO 8601 UTC with ms */
+int64_t sim_wall_ms(void);                     /* CLOCK_REALTIME ms */
+void sim_iso_ms(int64_t wall_ms, char out[32]);
+
+/* ---- sim_api.c: Kaphila endpoints (loop thread) ---- */
+/* key is the index of the authenticated key. Answers r. */
+void sim_api_route(sim *s, sim_req *r, int key);
+/* GET /health (no auth). */
+void sim_api_health(sim *s, sim_req *r);
+
+/* ---- sim_control.c: /sim/... (loop thread) ---- */
+void sim_control_route(sim *s, sim_req *r);
+
+/* ---- sim_calls.c: the call table and state machine (loop thread) ---- */
+typedef struct sim_call_params {
+    const char *number;
+    const char *webhook;      /* NULL = events are recorded, not posted */
+    const char *caller_id;
+    const char *voice;
+    bool        use_amd;
+    int         ring_timeout_s;
+    int         key;
+} sim_call_params;
+
+typedef enum {
+    SIM_OK = 0,
+    SIM_ERR_NOT_FOUND,      /* unknown or evicted call */
+    SIM_ERR_ENDED,          /* call no longer live */
+    SIM_ERR_NOT_ANSWERED,
+    SIM_ERR_FULL,           /* a per-call cap */
+    SIM_ERR_NOMEM,
+    SIM_ERR_INVALID,
+} sim_status;
+
+int  sim_calls_create(sim *s);
+void sim_calls_destroy(sim *s);
+/* Forgets every call (timers cancelled, unsent events dropped). */
+void sim_calls_reset(sim *s);
+size_t sim_calls_live(const sim *s);
+/* By Kaphila callId or by the CallSid found in its webhookUrl. */
+sim_call *sim_call_find(const sim *s, const char *id);
+sim_call *sim_call_originate(sim *s, const sim_call_params *p);
+/* Adds a line to the call's request transcript (body borrowed, may be NULL). */
+void sim_call_note_request(sim_call *c, const sim_req *r, const json_t *body);
+
+const char *sim_call_id(const sim_call *c);
+const char *sim_call_status(const sim_call *c);
+bool        sim_call_live(const sim_call *c);
+bool        sim_call_answered(const sim_call *c);
+int         sim_call_key(const sim_call *c);
+
+__attribute__((warn_unused_result))
+sim_status sim_call_hangup_api(sim_call *c);
+__attribute__((warn_unused_result))
+sim_status sim_call_hangup_far(sim_call *c);
+/* Queues a playback (text for TTS, else file); id_out receives its id. */
+__attribute__((warn_unused_result))
+sim_status sim_call_play(sim_call *c, const char *text, const char *file, char id_out[32]);
+__attribute__((warn_unused_result))
+sim_status sim_call_gather(sim_call *c, const char *text, int num_digits, int timeout_ms);
+__attribute__((warn_unused_result))
+sim_status sim_call_press(sim_call *c, const char *digits);
+__attribute__((warn_unused_result))
+sim_status sim_call_stop_recording(sim_call *c);
+
+/* JSON views (new references). */
+json_t *sim_call_summary(const sim_call *c);      /* GET /calls entries */
+json_t *sim_call_detail(const sim_call *c);       /* GET /calls/:id */
+json_t *sim_call_recording(const sim_call *c);    /* {callId, recordingId, filename, active}, NULL if none */
+json_t *sim_call_transcript(const sim_call *c);   /* GET /sim/calls/:id */
+json_t *sim_call_brief(const sim_call *c);        /* GET /sim/calls entries */
+json_t *sim_call_log(const sim_call *c);          /* /api/call-logs entries */
+/* Iterates calls in creation order (oldest first). */
+sim_call *sim_calls_first(const sim *s);
+sim_call *sim_calls_next(const sim_call *c);
+/* File name (in recdir) of the call's recording, "" if none. */
+const char *sim_call_recording_file(const sim_call *c);
+
+/* ---- sim_wav.c ---- */
+/* Writes seconds (capped at SIM_WAV_MAX_SECONDS) of a deterministic tone
+ * as 8 kHz 16-bit mono PCM to path, atomically (temp file + rename). */
+__attribute__((warn_unused_result))
+int sim_wav_write(const char *path, int seconds);
+
+#endif

@@ -1,0 +1,829 @@
+/* store.c — SQLite persistence.
+ *
+ * Map of this file: schema and migrations; the connection pool; the
+ * prepared-statement cache; then one section per table (calls, kevents,
+ * outbox, call events, notifications). Every statement is prepared once per
+ * connection (stmt_get) and reset after use, so a request costs no SQL
+ * compilation. */
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "timefmt.h"
+
+/* A connection per concurrently active thread: the HTTP pool, the engine,
+ * and a few for start-up/tests. More than this means a leak of connections. */
+#define STORE_MAX_CONNS 64
+/* How long a writer waits for another writer before giving up. WAL lets
+ * readers proceed; writers serialise, and each transaction is short. */
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+enum stmt_id {
+    S_CALL_INSERT, S_CALL_GET, S_CALL_GET_TOKEN, S_CALL_UPDATE, S_CALL_DELETE, S_CALL_ID,
+    S_CALL_LIVE, S_KEV_INSERT, S_KEV_DONE, S_KEV_PENDING, S_OB_INSERT, S_OB_FINISH,
+    S_OB_PENDING, S_OB_STATS, S_EV_INSERT, S_NO_INSERT, S_NO_GET,
+    S_BEGIN, S_COMMIT, S_ROLLBACK,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_CALL_INSERT] =
+        "INSERT INTO calls(sid, account_sid, parent_call_sid, to_num, from_num, status,"
+        " direction, answered_by, date_created, date_updated, start_time, end_time,"
+        " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+    [S_CALL_GET] = "SELECT * FROM calls WHERE sid = ?1 AND account_sid = ?2",
+    [S_CALL_GET_TOKEN] = "SELECT * FROM calls WHERE token = ?1",
+    [S_CALL_UPDATE] =
+        "UPDATE calls SET status=?2, answered_by=?3, date_updated=?4, start_time=?5,"
+        " end_time=?6, answered_at=?7, duration=?8, kaphila_id=?9, cb_seq=?10, params=?11"
+        " WHERE sid = ?1",
+    [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
+    [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
+    [S_CALL_LIVE] =
+        "SELECT * FROM calls WHERE status IN ('queued','ringing','in-progress') ORDER BY id",
+    [S_KEV_INSERT] = "INSERT INTO kevents(call_sid, received_at, body) VALUES(?1, ?2, ?3)",
+    [S_KEV_DONE] = "UPDATE kevents SET done = 1 WHERE id = ?1",
+    [S_KEV_PENDING] = "SELECT id, call_sid, body FROM kevents WHERE done = 0 ORDER BY id",
+    [S_OB_INSERT] =
+        "INSERT INTO outbox(call_sid, account_sid, kind, seq, url, method, params, idem,"
+        " created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+    [S_OB_FINISH] = "UPDATE outbox SET state = ?2, attempts = ?3 WHERE id = ?1",
+    [S_OB_PENDING] =
+        "SELECT id, call_sid, account_sid, kind, seq, url, method, params, idem, created"
+        " FROM outbox WHERE state = 'pending' ORDER BY id",
+    [S_OB_STATS] = "SELECT count(*), min(created) FROM outbox WHERE state = 'pending'",
+    [S_EV_INSERT] =
+        "INSERT INTO call_events(account_sid, call_sid, ts, request, response)"
+        " VALUES(?1,?2,?3,?4,?5)",
+    [S_NO_INSERT] =
+        "INSERT INTO notifications(sid, account_sid, call_sid, error_code, log, date,"
+        " message_text, request_method, request_url, request_variables, response_body,"
+        " response_headers) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+    [S_NO_GET] = "SELECT * FROM notifications WHERE sid = ?1 AND account_sid = ?2",
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+};
+
+/* Schema migrations; index i takes user_version i to i+1. Never edit a
+ * released step: append a new one. */
+static const char *const migrations[] = {
+    "CREATE TABLE calls("
+    "  id INTEGER PRIMARY KEY,"
+    "  sid TEXT NOT NULL UNIQUE,"
+    "  account_sid TEXT NOT NULL,"
+    "  parent_call_sid TEXT NOT NULL DEFAULT '',"
+    "  to_num TEXT NOT NULL, from_num TEXT NOT NULL,"
+    "  status TEXT NOT NULL, direction TEXT NOT NULL,"
+    "  answered_by TEXT NOT NULL DEFAULT '',"
+    "  date_created INTEGER NOT NULL, date_updated INTEGER NOT NULL,"
+    "  start_time INTEGER NOT NULL DEFAULT 0, end_time INTEGER NOT NULL DEFAULT 0,"
+    "  answered_at INTEGER NOT NULL DEFAULT 0,"
+    "  duration INTEGER NOT NULL DEFAULT -1, queue_time INTEGER NOT NULL DEFAULT 0,"
+    "  kaphila_id TEXT NOT NULL DEFAULT '',"
+    "  token TEXT NOT NULL UNIQUE,"
+    "  cb_seq INTEGER NOT NULL DEFAULT 0,"
+    "  params TEXT NOT NULL DEFAULT '{}');"
+    "CREATE INDEX calls_acct ON calls(account_sid, id);"
+    "CREATE INDEX calls_acct_status ON calls(account_sid, status, id);"
+    "CREATE INDEX calls_acct_to ON calls(account_sid, to_num, id);"
+    "CREATE INDEX calls_acct_from ON calls(account_sid, from_num, id);"
+    "CREATE INDEX calls_acct_parent ON calls(account_sid, parent_call_sid, id)"
+    "  WHERE parent_call_sid != '';"
+    "CREATE INDEX calls_live ON calls(status) WHERE status IN ('queued','ringing','in-progress');"
+    "CREATE TABLE kevents("
+    "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL, received_at INTEGER NOT NULL,"
+    "  body TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX kevents_pending ON kevents(id) WHERE done = 0;"
+    "CREATE TABLE outbox("
+    "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL, account_sid TEXT NOT NULL,"
+    "  kind TEXT NOT NULL, seq INTEGER NOT NULL, url TEXT NOT NULL, method TEXT NOT NULL,"
+    "  params TEXT NOT NULL, idem TEXT NOT NULL, created INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX outbox_pending ON outbox(id) WHERE state = 'pending';"
+    "CREATE TABLE call_events("
+    "  id INTEGER PRIMARY KEY, account_sid TEXT NOT NULL, call_sid TEXT NOT NULL,"
+    "  ts INTEGER NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL);"
+    "CREATE INDEX call_events_call ON call_events(call_sid, id);"
+    "CREATE TABLE notifications("
+    "  id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, account_sid TEXT NOT NULL,"
+    "  call_sid TEXT NOT NULL DEFAULT '', error_code INTEGER NOT NULL, log INTEGER NOT NULL,"
+    "  date INTEGER NOT NULL, message_text TEXT NOT NULL DEFAULT '',"
+    "  request_method TEXT NOT NULL DEFAULT '', request_url TEXT NOT NULL DEFAULT '',"
+    "  request_variables TEXT NOT NULL DEFAULT '', response_body TEXT NOT NULL DEFAULT '',"
+    "  response_headers TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX notifications_acct ON notifications(account_sid, id);"
+    "CREATE INDEX notifications_call ON notifications(call_sid, id) WHERE call_sid != '';",
+};
+#define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
+
+struct store_conn {
+    store        *owner;
+    sqlite3      *db;
+    sqlite3_stmt *stmts[S_COUNT];
+    store_conn   *next_free;
+};
+
+struct store {
+    char           *path;
+    pthread_mutex_t lock;
+    store_conn     *free_list;
+    int             n_conns;
+};
+
+static store_status map_rc(sqlite3 *db, int rc, const char *what)
+{
+    switch (rc) {
+    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW: return STORE_OK;
+    case SQLITE_CONSTRAINT: return STORE_CONFLICT;
+    case SQLITE_BUSY: case SQLITE_LOCKED:
+        log_warn("store", "%s: database busy", what);
+        return STORE_BUSY;
+    default:
+        log_error("store", "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        return STORE_ERROR;
+    }
+}
+
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+    }
+    return rc;
+}
+
+static sqlite3 *open_db(const char *path, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database %s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    /* NORMAL in WAL mode: commits survive a process crash (kill -9); only
+     * an OS crash or power loss can lose the last transactions. */
+    if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                     " PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;", err, errlen)) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > (int)N_MIGRATIONS) {
+        snprintf(err, errlen, "database schema version %d is newer than this twigate (%zu)",
+                 version, N_MIGRATIONS);
+        return -1;
+    }
+    for (size_t i = (size_t)version; i < N_MIGRATIONS; i++) {
+        char sql[64];
+        if (exec_sql(db, "BEGIN IMMEDIATE", err, errlen)) return -1;
+        if (exec_sql(db, migrations[i], err, errlen)) {
+            char ignore[16];
+            exec_sql(db, "ROLLBACK", ignore, sizeof ignore);
+            return -1;
+        }
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%zu", i + 1);
+        if (exec_sql(db, sql, err, errlen) || exec_sql(db, "COMMIT", err, errlen)) return -1;
+    }
+    return 0;
+}
+
+store *store_open(const char *path, char *err, size_t errlen)
+{
+    store *s = calloc(1, sizeof *s);
+    sqlite3 *db = NULL;
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    s->path = strdup(path);
+    pthread_mutex_init(&s->lock, NULL);
+    if (!s->path) { snprintf(err, errlen, "out of memory"); goto fail; }
+    db = open_db(path, err, errlen);
+    if (!db) goto fail;
+    if (migrate(db, err, errlen)) goto fail;
+    sqlite3_close(db);
+    return s;
+fail:
+    sqlite3_close(db);
+    store_close(s);
+    return NULL;
+}
+
+static void conn_free(store_conn *c)
+{
+    for (int i = 0; i < S_COUNT; i++) sqlite3_finalize(c->stmts[i]);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+void store_close(store *s)
+{
+    if (!s) return;
+    while (s->free_list) {
+        store_conn *c = s->free_list;
+        s->free_list = c->next_free;
+        conn_free(c);
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s->path);
+    free(s);
+}
+
+store_conn *store_conn_acquire(store *s)
+{
+    store_conn *c;
+    char err[256];
+    pthread_mutex_lock(&s->lock);
+    c = s->free_list;
+    if (c) {
+        s->free_list = c->next_free;
+        pthread_mutex_unlock(&s->lock);
+        c->next_free = NULL;
+        return c;
+    }
+    if (s->n_conns >= STORE_MAX_CONNS) {
+        pthread_mutex_unlock(&s->lock);
+        log_error("store", "connection cap %d reached", STORE_MAX_CONNS);
+        return NULL;
+    }
+    s->n_conns++;
+    pthread_mutex_unlock(&s->lock);
+
+    c = calloc(1, sizeof *c);
+    if (c) c->db = open_db(s->path, err, sizeof err);
+    if (!c || !c->db) {
+        if (c) log_error("store", "%s", err);
+        free(c);
+        pthread_mutex_lock(&s->lock);
+        s->n_conns--;
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
+    c->owner = s;
+    return c;
+}
+
+void store_conn_release(store_conn *c)
+{
+    if (!c) return;
+    store *s = c->owner;
+    pthread_mutex_lock(&s->lock);
+    c->next_free = s->free_list;
+    s->free_list = c;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static sqlite3_stmt *stmt_get(store_conn *c, enum stmt_id id)
+{
+    if (!c->stmts[id] &&
+        sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                           &c->stmts[id], NULL) != SQLITE_OK) {
+        log_error("store", "prepare %d: %s", (int)id, sqlite3_errmsg(c->db));
+        return NULL;
+    }
+    return c->stmts[id];
+}
+
+/* Runs a statement that returns no rows; always resets it. */
+static store_status step_done(store_conn *c, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    store_status r = map_rc(c->db, rc == SQLITE_ROW ? SQLITE_DONE : rc, what);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+static store_status simple(store_conn *c, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = stmt_get(c, id);
+    return st ? step_done(c, st, what) : STORE_ERROR;
+}
+
+store_status store_begin(store_conn *c)  { return simple(c, S_BEGIN, "begin"); }
+store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
+void store_rollback(store_conn *c)
+{
+    if (!sqlite3_get_autocommit(c->db)) (void)simple(c, S_ROLLBACK, "rollback");
+}
+
+/* ---- binding helpers ---- */
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+static void copy_col(sqlite3_stmt *st, int i, char *out, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(out, size, "%s", t ? (const char *)t : "");
+}
+
+/* ---- calls ---- */
+
+void store_call_fini(store_call *c)
+{
+    if (!c) return;
+    json_decref(c->params);
+    c->params = NULL;
+}
+
+/* Column order of "SELECT *" on calls, fixed by the CREATE TABLE above. */
+enum { C_ID, C_SID, C_ACCT, C_PARENT, C_TO, C_FROM, C_STATUS, C_DIR, C_ANSWERED_BY,
+       C_CREATED, C_UPDATED, C_START, C_END, C_ANSWERED_AT, C_DURATION, C_QUEUE, C_KID,
+       C_TOKEN, C_CBSEQ, C_PARAMS };
+
+static void read_call(sqlite3_stmt *st, store_call *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(st, C_ID);
+    copy_col(st, C_SID, out->sid, sizeof out->sid);
+    copy_col(st, C_ACCT, out->account_sid, sizeof out->account_sid);
+    copy_col(st, C_PARENT, out->parent_call_sid, sizeof out->parent_call_sid);
+    copy_col(st, C_TO, out->to, sizeof out->to);
+    copy_col(st, C_FROM, out->from, sizeof out->from);
+    copy_col(st, C_STATUS, out->status, sizeof out->status);
+    copy_col(st, C_DIR, out->direction, sizeof out->direction);
+    copy_col(st, C_ANSWERED_BY, out->answered_by, sizeof out->answered_by);
+    out->date_created = sqlite3_column_int64(st, C_CREATED);
+    out->date_updated = sqlite3_column_int64(st, C_UPDATED);
+    out->start_time = sqlite3_column_int64(st, C_START);
+    out->end_time = sqlite3_column_int64(st, C_END);
+    out->answered_at = sqlite3_column_int64(st, C_ANSWERED_AT);
+    out->duration = sqlite3_column_int(st, C_DURATION);
+    out->queue_time = sqlite3_column_int(st, C_QUEUE);
+    copy_col(st, C_KID, out->kaphila_id, sizeof out->kaphila_id);
+    copy_col(st, C_TOKEN, out->token, sizeof out->token);
+    out->cb_seq = sqlite3_column_int(st, C_CBSEQ);
+    const char *p = (const char *)sqlite3_column_text(st, C_PARAMS);
+    out->params = p ? json_loads(p, 0, NULL) : NULL;
+    if (!out->params) out->params = json_object();
+}
+
+store_status store_call_insert(store_conn *c, store_call *call)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_INSERT);
+    char *params = NULL;
+    store_status r;
+    if (!st) return STORE_ERROR;
+    params = json_dumps(call->params ? call->params : json_object(), JSON_COMPACT);
+    if (!params) return STORE_ERROR;
+    bind_text(st, 1, call->sid);
+    bind_text(st, 2, call->account_sid);
+    bind_text(st, 3, call->parent_call_sid);
+    bind_text(st, 4, call->to);
+    bind_text(st, 5, call->from);
+    bind_text(st, 6, call->status);
+    bind_text(st, 7, call->direction);
+    bind_text(st, 8, call->answered_by);
+    sqlite3_bind_int64(st, 9, call->date_created);
+    sqlite3_bind_int64(st, 10, call->date_updated);
+    sqlite3_bind_int64(st, 11, call->start_time);
+    sqlite3_bind_int64(st, 12, call->end_time);
+    sqlite3_bind_int64(st, 13, call->answered_at);
+    sqlite3_bind_int(st, 14, call->duration);
+    sqlite3_bind_int(st, 15, call->queue_time);
+    bind_text(st, 16, call->kaphila_id);
+    bind_text(st, 17, call->token);
+    sqlite3_bind_int(st, 18, call->cb_seq);
+    bind_text(st, 19, params);
+    r = step_done(c, st, "call insert");
+    if (r == STORE_OK) call->id = sqlite3_last_insert_rowid(c->db);
+    free(params);
+    return r;
+}
+
+static store_status get_one_call(store_conn *c, sqlite3_stmt *st, store_call *out)
+{
+    int rc = sqlite3_step(st);
+    store_status r;
+    if (rc == SQLITE_ROW) {
+        read_call(st, out);
+        r = STORE_OK;
+    } else {
+        r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "call get");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+store_status store_call_get(store_conn *c, const char *account_sid, const char *sid,
+                            store_call *out)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_GET);
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, sid);
+    bind_text(st, 2, account_sid);
+    return get_one_call(c, st, out);
+}
+
+store_status store_call_get_by_token(store_conn *c, const char *token, store_call *out)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_GET_TOKEN);
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, token);
+    return get_one_call(c, st, out);
+}
+
+store_status store_call_update(store_conn *c, const store_call *call)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_UPDATE);
+    char *params = NULL;
+    store_status r;
+    if (!st) return STORE_ERROR;
+    params = json_dumps(call->params ? call->params : json_object(), JSON_COMPACT);
+    if (!params) return STORE_ERROR;
+    bind_text(st, 1, call->sid);
+    bind_text(st, 2, call->status);
+    bind_text(st, 3, call->answered_by);
+    sqlite3_bind_int64(st, 4, call->date_updated);
+    sqlite3_bind_int64(st, 5, call->start_time);
+    sqlite3_bind_int64(st, 6, call->end_time);
+    sqlite3_bind_int64(st, 7, call->answered_at);
+    sqlite3_bind_int(st, 8, call->duration);
+    bind_text(st, 9, call->kaphila_id);
+    sqlite3_bind_int(st, 10, call->cb_seq);
+    bind_text(st, 11, params);
+    r = step_done(c, st, "call update");
+    if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
+    free(params);
+    return r;
+}
+
+store_status store_call_delete(store_conn *c, const char *account_sid, const char *sid)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_DELETE);
+    store_status r;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, sid);
+    bind_text(st, 2, account_sid);
+    r = step_done(c, st, "call delete");
+    if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
+    return r;
+}
+
+store_status store_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_ID);
+    store_status r;
+    int rc;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, sid);
+    bind_text(st, 2, account_sid);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) { *id = sqlite3_column_int64(st, 0); r = STORE_OK; }
+    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "call id");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+                             int64_t offset, int limit, store_call *out, int *n_out)
+{
+    /* Built per request because the filter set varies; the WHERE clause
+     * always leads with account_sid and orders by id, so SQLite walks one of
+     * the (account_sid, <filter>, id) indexes backwards and stops after
+     * `limit` rows: the cost does not grow with the page number. */
+    char sql[768];
+    int n = 0, idx = 1, rc;
+    sqlite3_stmt *st = NULL;
+    store_status r = STORE_OK;
+    int len = snprintf(sql, sizeof sql, "SELECT * FROM calls WHERE account_sid = ?%d", idx++);
+#define ADD(cond) len += snprintf(sql + len, sizeof sql - (size_t)len, " AND " cond, idx++)
+    if (f->to && *f->to) ADD("to_num = ?%d");
+    if (f->from && *f->from) ADD("from_num = ?%d");
+    if (f->parent_call_sid && *f->parent_call_sid) ADD("parent_call_sid = ?%d");
+    if (f->status && *f->status) ADD("status = ?%d");
+    if (f->start_from) ADD("start_time >= ?%d");
+    if (f->start_to) ADD("start_time != 0 AND start_time < ?%d");
+    if (f->end_from) ADD("end_time >= ?%d");
+    if (f->end_to) ADD("end_time != 0 AND end_time < ?%d");
+    if (before_id > 0 && offset <= 0) ADD("id < ?%d");
+#undef ADD
+    len += snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT ?%d", idx++);
+    if (offset > 0) snprintf(sql + len, sizeof sql - (size_t)len, " OFFSET ?%d", idx++);
+
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return map_rc(c->db, sqlite3_errcode(c->db), "call list prepare");
+    idx = 1;
+    bind_text(st, idx++, f->account_sid);
+    if (f->to && *f->to) bind_text(st, idx++, f->to);
+    if (f->from && *f->from) bind_text(st, idx++, f->from);
+    if (f->parent_call_sid && *f->parent_call_sid) bind_text(st, idx++, f->parent_call_sid);
+    if (f->status && *f->status) bind_text(st, idx++, f->status);
+    if (f->start_from) sqlite3_bind_int64(st, idx++, f->start_from);
+    if (f->start_to) sqlite3_bind_int64(st, idx++, f->start_to);
+    if (f->end_from) sqlite3_bind_int64(st, idx++, f->end_from);
+    if (f->end_to) sqlite3_bind_int64(st, idx++, f->end_to);
+    if (before_id > 0 && offset <= 0) sqlite3_bind_int64(st, idx++, before_id);
+    sqlite3_bind_int(st, idx++, limit);
+    if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
+
+    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++]);
+    if (n < limit && rc != SQLITE_DONE) r = map_rc(c->db, rc, "call list");
+    sqlite3_finalize(st);
+    *n_out = n;
+    return r;
+}
+
+store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
+                                  void *arg)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_LIVE);
+    int rc;
+    if (!st) return STORE_ERROR;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_call call;
+        read_call(st, &call);
+        cb(&call, arg);
+        store_call_fini(&call);
+    }
+    sqlite3_reset(st);
+    return map_rc(c->db, rc, "live calls");
+}
+
+/* ---- raw Kaphila events ---- */
+
+store_status store_kevent_insert(store_conn *c, const char *call_sid, const char *body,
+                                 size_t len, int64_t *id)
+{
+    sqlite3_stmt *st = stmt_get(c, S_KEV_INSERT);
+    store_status r;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, call_sid);
+    sqlite3_bind_int64(st, 2, timefmt_now_ms());
+    sqlite3_bind_text(st, 3, body, (int)len, SQLITE_STATIC);
+    r = step_done(c, st, "kevent insert");
+    if (r == STORE_OK && id) *id = sqlite3_last_insert_rowid(c->db);
+    return r;
+}
+
+store_status store_kevent_done(store_conn *c, int64_t id)
+{
+    sqlite3_stmt *st = stmt_get(c, S_KEV_DONE);
+    if (!st) return STORE_ERROR;
+    sqlite3_bind_int64(st, 1, id);
+    return step_done(c, st, "kevent done");
+}
+
+store_status store_kevent_each_pending(store_conn *c,
+        void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg)
+{
+    sqlite3_stmt *st = stmt_get(c, S_KEV_PENDING);
+    int rc;
+    if (!st) return STORE_ERROR;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+           (const char *)sqlite3_column_text(st, 2), arg);
+    sqlite3_reset(st);
+    return map_rc(c->db, rc, "pending kevents");
+}
+
+/* ---- outbox ---- */
+
+void store_outbox_fini(store_outbox *o)
+{
+    if (!o) return;
+    free(o->url);
+    free(o->method);
+    free(o->params);
+    o->url = o->method = o->params = NULL;
+}
+
+store_status store_outbox_insert(store_conn *c, store_outbox *o)
+{
+    sqlite3_stmt *st = stmt_get(c, S_OB_INSERT);
+    store_status r;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, o->call_sid);
+    bind_text(st, 2, o->account_sid);
+    bind_text(st, 3, o->kind);
+    sqlite3_bind_int(st, 4, o->seq);
+    bind_text(st, 5, o->url);
+    bind_text(st, 6, o->method);
+    bind_text(st, 7, o->params);
+    bind_text(st, 8, o->idem);
+    sqlite3_bind_int64(st, 9, o->created);
+    r = step_done(c, st, "outbox insert");
+    if (r == STORE_OK) o->id = sqlite3_last_insert_rowid(c->db);
+    return r;
+}
+
+store_status store_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
+{
+    sqlite3_stmt *st = stmt_get(c, S_OB_FINISH);
+    if (!st) return STORE_ERROR;
+    sqlite3_bind_int64(st, 1, id);
+    bind_text(st, 2, state);
+    sqlite3_bind_int(st, 3, attempts);
+    return step_done(c, st, "outbox finish");
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return strdup(t ? (const char *)t : "");
+}
+
+store_status store_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
+                                       void *arg)
+{
+    sqlite3_stmt *st = stmt_get(c, S_OB_PENDING);
+    int rc;
+    if (!st) return STORE_ERROR;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_outbox o = {0};
+        o.id = sqlite3_column_int64(st, 0);
+        copy_col(st, 1, o.call_sid, sizeof o.call_sid);
+        copy_col(st, 2, o.account_sid, sizeof o.account_sid);
+        copy_col(st, 3, o.kind, sizeof o.kind);
+        o.seq = sqlite3_column_int(st, 4);
+        o.url = dup_col(st, 5);
+        o.method = dup_col(st, 6);
+        o.params = dup_col(st, 7);
+        copy_col(st, 8, o.idem, sizeof o.idem);
+        o.created = sqlite3_column_int64(st, 9);
+        if (o.url && o.method && o.params) cb(&o, arg);
+        store_outbox_fini(&o);
+    }
+    sqlite3_reset(st);
+    return map_rc(c->db, rc, "pending outbox");
+}
+
+store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)
+{
+    sqlite3_stmt *st = stmt_get(c, S_OB_STATS);
+    int rc;
+    if (!st) return STORE_ERROR;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *pending = sqlite3_column_int64(st, 0);
+        *oldest_ms = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return map_rc(c->db, rc, "outbox stats");
+}
+
+/* ---- call events ---- */
+
+store_status store_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
+                                int64_t ts, json_t *request, json_t *response)
+{
+    sqlite3_stmt *st = stmt_get(c, S_EV_INSERT);
+    char *rq = NULL, *rs = NULL;
+    store_status r = STORE_ERROR;
+    if (!st) return STORE_ERROR;
+    rq = json_dumps(request, JSON_COMPACT);
+    rs = json_dumps(response, JSON_COMPACT);
+    if (!rq || !rs) goto out;
+    bind_text(st, 1, account_sid);
+    bind_text(st, 2, call_sid);
+    sqlite3_bind_int64(st, 3, ts);
+    bind_text(st, 4, rq);
+    bind_text(st, 5, rs);
+    r = step_done(c, st, "event insert");
+out:
+    free(rq);
+    free(rs);
+    return r;
+}
+
+store_status store_event_list(store_conn *c, const char *account_sid, const char *call_sid,
+                              int64_t after_id, int64_t offset, int limit, json_t *out_arr,
+                              int64_t *last_id)
+{
+    /* Oldest first, as a log reads; keyset on id like the call list. */
+    const char *sql = offset > 0
+        ? "SELECT id, request, response FROM call_events WHERE call_sid = ?1 AND"
+          " account_sid = ?2 ORDER BY id LIMIT ?3 OFFSET ?4"
+        : "SELECT id, request, response FROM call_events WHERE call_sid = ?1 AND"
+          " account_sid = ?2 AND id > ?4 ORDER BY id LIMIT ?3";
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return map_rc(c->db, sqlite3_errcode(c->db), "event list prepare");
+    bind_text(st, 1, call_sid);
+    bind_text(st, 2, account_sid);
+    sqlite3_bind_int(st, 3, limit);
+    sqlite3_bind_int64(st, 4, offset > 0 ? offset : after_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *rq = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+        json_t *rs = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
+        *last_id = sqlite3_column_int64(st, 0);
+        json_array_append_new(out_arr, json_pack("{s:I,s:o?,s:o?}", "id",
+                                                 (json_int_t)*last_id, "request", rq,
+                                                 "response", rs));
+    }
+    sqlite3_finalize(st);
+    return map_rc(c->db, rc, "event list");
+}
+
+/* ---- notifications ---- */
+
+store_status store_notification_insert(store_conn *c, const store_notification *n)
+{
+    sqlite3_stmt *st = stmt_get(c, S_NO_INSERT);
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, n->sid);
+    bind_text(st, 2, n->account_sid);
+    bind_text(st, 3, n->call_sid);
+    sqlite3_bind_int(st, 4, n->error_code);
+    sqlite3_bind_int(st, 5, n->log);
+    sqlite3_bind_int64(st, 6, n->date);
+    bind_text(st, 7, n->message_text);
+    bind_text(st, 8, n->request_method);
+    bind_text(st, 9, n->request_url);
+    bind_text(st, 10, n->request_variables);
+    bind_text(st, 11, n->response_body);
+    bind_text(st, 12, n->response_headers);
+    return step_done(c, st, "notification insert");
+}
+
+static json_t *row_object(sqlite3_stmt *st)
+{
+    json_t *o = json_object();
+    int n = sqlite3_column_count(st);
+    for (int i = 0; i < n; i++) {
+        const char *name = sqlite3_column_name(st, i);
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER:
+            json_object_set_new(o, name, json_integer(sqlite3_column_int64(st, i)));
+            break;
+        case SQLITE_NULL:
+            json_object_set_new(o, name, json_null());
+            break;
+        default:
+            json_object_set_new(o, name, json_string((const char *)sqlite3_column_text(st, i)));
+        }
+    }
+    return o;
+}
+
+store_status store_notification_list(store_conn *c, const char *account_sid,
+                                     const char *call_sid, int64_t before_id, int64_t offset,
+                                     int limit, json_t *out_arr, int64_t *last_id)
+{
+    char sql[320];
+    sqlite3_stmt *st = NULL;
+    int rc, idx = 1;
+    snprintf(sql, sizeof sql,
+             "SELECT * FROM notifications WHERE account_sid = ?1%s%s ORDER BY id DESC LIMIT ?3%s",
+             call_sid && *call_sid ? " AND call_sid = ?2" : " AND ?2 = ?2",
+             before_id > 0 && offset <= 0 ? " AND id < ?4" : " AND ?4 = ?4",
+             offset > 0 ? " OFFSET ?5" : " OFFSET 0 * ?5");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return map_rc(c->db, sqlite3_errcode(c->db), "notification list prepare");
+    bind_text(st, idx++, account_sid);
+    bind_text(st, idx++, call_sid ? call_sid : "");
+    sqlite3_bind_int(st, idx++, limit);
+    sqlite3_bind_int64(st, idx++, before_id);
+    sqlite3_bind_int64(st, idx++, offset);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *last_id = sqlite3_column_int64(st, 0);
+        json_array_append_new(out_arr, row_object(st));
+    }
+    sqlite3_finalize(st);
+    return map_rc(c->db, rc, "notification list");
+}
+
+store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
+                                    json_t **out)
+{
+    sqlite3_stmt *st = stmt_get(c, S_NO_GET);
+    store_status r;
+    int rc;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, sid);
+    bind_text(st, 2, account_sid);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) { *out = row_object(st); r = STORE_OK; }
+    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "notification get");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}

@@ -1,0 +1,127 @@
+"""pytest fixtures for twigate's integration tests.
+
+  accounts            session: two accounts "a" (with an SK API key) and "b",
+                      random SIDs/tokens, shared by every daemon of the run
+  twigate             module: a daemon with the built-in simulator in fast mode
+  make_twigate        function: factory make_twigate(overrides={}, external_sim=None)
+  make_twigate_module module: the same factory, for module fixtures with
+                      their own configuration
+  kaphila_sim         function: a started standalone build/kaphila-sim
+  twigate_ext         function: a daemon driving that external kaphila-sim
+                      (so twigate can be restarted while calls live on)
+  receiver            function: a WebhookReceiver validating signatures with
+                      the accounts' tokens
+  client, client_b    the twilio-python Client of account a / b on `twigate`
+
+Every daemon is stopped with SIGTERM at teardown and must exit 0 with no
+sanitizer report in its log."""
+
+import os
+
+import pytest
+
+from harness import KaphilaSim, Twigate, WebhookReceiver, make_accounts
+
+# The SDK rewrites the host when a region/edge is set, and requests honours
+# proxies from the environment; neither may touch 127.0.0.1.
+for _k in ("TWILIO_REGION", "TWILIO_EDGE"):
+    os.environ.pop(_k, None)
+for _k in ("NO_PROXY", "no_proxy"):
+    _cur = os.environ.get(_k, "")
+    os.environ[_k] = ",".join(x for x in (_cur, "127.0.0.1,localhost") if x)
+
+
+class _Pool:
+    def __init__(self, tmp_path_factory, accounts, label):
+        self._tmp = tmp_path_factory
+        self._accounts = accounts
+        self._label = label
+        self.procs = []
+
+    def twigate(self, overrides=None, external_sim=None, accounts=None, start=True,
+                extra_args=()):
+        tg = Twigate(self._tmp.mktemp(self._label), accounts or self._accounts,
+                     overrides=overrides, external_sim=external_sim,
+                     extra_args=extra_args)
+        self.procs.append(tg)
+        if start:
+            tg.start()
+        return tg
+
+    def kaphila_sim(self, keys=None, **kw):
+        keys = keys or [a.kaphila_key for a in self._accounts.values()]
+        sim = KaphilaSim(self._tmp.mktemp("kaphila-sim"), keys, **kw)
+        self.procs.append(sim)
+        sim.start()
+        return sim
+
+    def close(self):
+        errors = []
+        # Twigate first, then the simulators it talks to.
+        for p in sorted(self.procs, key=lambda p: isinstance(p, KaphilaSim)):
+            if isinstance(p, Twigate) and p.running:
+                p.end_live_calls()
+            try:
+                p.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        self.procs.clear()
+        if errors:
+            pytest.fail("daemon teardown failed:\n" + "\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def accounts():
+    return make_accounts()
+
+
+@pytest.fixture(scope="module")
+def make_twigate_module(tmp_path_factory, accounts):
+    pool = _Pool(tmp_path_factory, accounts, "twigate")
+    yield pool.twigate
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def twigate(make_twigate_module):
+    return make_twigate_module()
+
+
+@pytest.fixture
+def make_twigate(tmp_path_factory, accounts):
+    pool = _Pool(tmp_path_factory, accounts, "twigate-fn")
+    yield pool.twigate
+    pool.close()
+
+
+@pytest.fixture
+def kaphila_sim(tmp_path_factory, accounts):
+    pool = _Pool(tmp_path_factory, accounts, "sim")
+    yield pool.kaphila_sim()
+    pool.close()
+
+
+@pytest.fixture
+def twigate_ext(kaphila_sim, make_twigate):
+    # kaphila_sim first, so twigate is torn down before its Kaphila.
+    return make_twigate(external_sim=kaphila_sim)
+
+
+@pytest.fixture
+def receiver(accounts):
+    r = WebhookReceiver({a.sid: a.auth_token for a in accounts.values()})
+    yield r
+    r.close()
+    # Safety net: whatever a test asserted, every webhook twigate sent must
+    # carry a signature the SDK's RequestValidator accepts.
+    r.assert_all_valid()
+
+
+@pytest.fixture
+def client(twigate):
+    return twigate.client("a")
+
+
+@pytest.fixture
+def client_b(twigate):
+    return twigate.client("b")
