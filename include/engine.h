@@ -42,4 +42,10 @@ bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *e
 
 size_t engine_live_calls(const engine *e);
 
+/* Runs fn(e, arg) on the engine thread (for modules such as recordings that
+ * need the loop: Kaphila downloads, callbacks). false = queue full; the
+ * caller keeps arg. */
+__attribute__((warn_unused_result))
+bool engine_submit(engine *e, void (*fn)(engine *e, void *arg), void *arg);
+
 #endif

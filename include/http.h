@@ -82,6 +82,10 @@ void http_reply(http_req *r, int status, const char *content_type, const char *b
 /* Takes ownership of body (malloc'd). */
 void http_reply_owned(http_req *r, int status, const char *content_type, char *body,
                       size_t len, const char *const *headers);
+/* Sends len bytes of the file fd from offset (zero-copy, for media such
+ * as recordings). Takes ownership of fd. */
+void http_reply_fd(http_req *r, int status, const char *content_type, int fd, uint64_t offset,
+                   uint64_t len, const char *const *headers);
 /* Steals the reference to j. */
 void http_reply_json(http_req *r, int status, json_t *j);
 /* Twilio's JSON error body from the errors catalogue; message NULL = title.

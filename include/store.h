@@ -68,6 +68,11 @@ void   store_close(store *s);                 /* accepts NULL; all conns release
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);
 
+/* The raw SQLite handle, for sibling modules that own their own tables
+ * (recordings.c): they prepare their statements on it and follow the same
+ * rules (one thread at a time, short transactions). */
+struct sqlite3 *store_conn_sqlite(store_conn *c);
+
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_commit(store_conn *c);
 void store_rollback(store_conn *c);
@@ -77,6 +82,9 @@ __attribute__((warn_unused_result))
 store_status store_call_insert(store_conn *c, store_call *call);   /* sets call->id */
 __attribute__((warn_unused_result))
 store_status store_call_get(store_conn *c, const char *account_sid, const char *sid, store_call *out);
+/* By SID alone, for internal use (the engine); REST uses store_call_get. */
+__attribute__((warn_unused_result))
+store_status store_call_get_by_sid(store_conn *c, const char *sid, store_call *out);
 __attribute__((warn_unused_result))
 store_status store_call_get_by_token(store_conn *c, const char *token, store_call *out);
 /* Writes every mutable column of call (status, times, duration, answered_by,

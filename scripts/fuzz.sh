@@ -79,6 +79,11 @@ if [ "$build_failed" -ne 0 ]; then
   echo "fuzz: compiling the library sources failed" >&2
   exit 1
 fi
+# An archive, as in the Makefile: each target pulls in only the objects it
+# needs, so one module's unresolved symbols cannot break unrelated targets.
+lib="$OUT/libtwigate-fuzz.a"
+rm -f "$lib"
+ar rcs "$lib" "${objs[@]}"
 
 # --- targets ---
 targets=()
@@ -87,7 +92,7 @@ for t in fuzz/fuzz_*.c; do
   name=$(basename "$t" .c)
   name=${name#fuzz_}
   # shellcheck disable=SC2086
-  if ! $CLANG $CFLAGS -fsanitize=fuzzer,$SAN "$t" "${objs[@]}" -o "$OUT/fuzz_$name" $LIBS; then
+  if ! $CLANG $CFLAGS -fsanitize=fuzzer,$SAN "$t" "$lib" -o "$OUT/fuzz_$name" $LIBS; then
     echo "fuzz: building fuzz_$name failed" >&2
     exit 1
   fi

@@ -39,7 +39,7 @@ enum { CB_INITIATED = 1, CB_RINGING = 2, CB_ANSWERED = 4, CB_COMPLETED = 8 };
 /* Outbox rows a call can have queued; a call produces at most a dozen. */
 #define ENGINE_MAX_OUTBOX_PER_CALL 256
 
-typedef enum { M_ORIGINATE, M_UPDATE, M_KEVENT, M_RECOVER } mkind;
+typedef enum { M_ORIGINATE, M_UPDATE, M_KEVENT, M_RECOVER, M_CALLBACK } mkind;
 
 typedef struct emsg {
     mkind      k;
@@ -49,6 +49,8 @@ typedef struct emsg {
     int64_t    kid;           /* kevent id */
     char       sid[SID_SIZE];
     char       account_sid[SID_SIZE];
+    void     (*fn)(engine *e, void *arg);   /* M_CALLBACK */
+    void      *arg;
 } emsg;
 
 typedef struct ob_item {
@@ -696,12 +698,15 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
 
     if (answered_now) {
         start_time_limit(e, c);
+        rec_call_answered(c);
         exec_start(c);
     } else if (ended_now) {
         retire(e, c);
     } else if (c->x && strncmp(name, "call.", 5) != 0) {
         exec_event(c, name, ev);
     }
+    if (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended"))
+        rec_kaphila_event(e, c->row.account_sid, c->row.sid, name, ev);
 }
 
 /* An event for a call no longer live (late recording events, duplicates
@@ -709,10 +714,17 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
 static void event_for_gone_call(engine *e, const char *sid, json_t *ev, int64_t kid)
 {
     const char *name = json_string_value(json_object_get(ev, "event"));
+    store_call row = {0};
     log_context(NULL, NULL, sid);
     log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
         log_warn("engine", "could not mark event %lld done", (long long)kid);
+    /* Kaphila reports the recording after the call has ended. */
+    if (name && (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended")) &&
+        store_call_get_by_sid(e->db, sid, &row) == STORE_OK) {
+        rec_kaphila_event(e, row.account_sid, sid, name, ev);
+        store_call_fini(&row);
+    }
 }
 
 static void handle_kevent(engine *e, emsg *m)
@@ -1156,38 +1168,6 @@ void call_log(call *c, const char *what, json_t *detail)
     json_decref(rs);
 }
 
-void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t end_ms,
-                        const char *rsc_url, const char *rsc_method, int rsc_events)
-{
-    engine *e = c->e;
-    char url[768], dur[24], start[TIMEFMT_RFC2822_LEN];
-    form f;
-    int secs = (int)((end_ms - start_ms + 500) / 1000);
-    snprintf(url, sizeof url, "%s" API_PREFIX "/Accounts/%s/Recordings/%s", e->a->public_url,
-             c->row.account_sid, re_sid);
-    snprintf(dur, sizeof dur, "%d", secs);
-    timefmt_rfc2822(c->row.answered_at + start_ms, start);
-    call_log(c, "record", json_pack("{s:s,s:I,s:I}", "recording_sid", re_sid, "start_ms",
-                                    (json_int_t)start_ms, "end_ms", (json_int_t)end_ms));
-    /* recordingStatusCallbackEvent bit 2 = completed (twiml.h TREC_EV_COMPLETED). */
-    if (!rsc_url || !(rsc_events & 2)) return;
-    form_init(&f);
-    if (form_add(&f, "AccountSid", c->row.account_sid) == FORM_OK &&
-        form_add(&f, "CallSid", c->row.sid) == FORM_OK &&
-        form_add(&f, "RecordingSid", re_sid) == FORM_OK &&
-        form_add(&f, "RecordingUrl", url) == FORM_OK &&
-        form_add(&f, "RecordingStatus", "completed") == FORM_OK &&
-        form_add(&f, "RecordingDuration", dur) == FORM_OK &&
-        form_add(&f, "RecordingChannels", "1") == FORM_OK &&
-        form_add(&f, "RecordingStartTime", start) == FORM_OK &&
-        form_add(&f, "RecordingSource", "RecordVerb") == FORM_OK &&
-        form_add(&f, "ErrorCode", "0") == FORM_OK && txn_begin(e)) {
-        outbox_add(e, c, "recording", rsc_url, rsc_method, &f);
-        (void)txn_commit(e, NULL, 0);
-    }
-    form_fini(&f);
-}
-
 static void time_limit_fired(loop *l, void *arg)
 {
     (void)l;
@@ -1200,6 +1180,45 @@ static void time_limit_fired(loop *l, void *arg)
         call_hangup(c, "TimeLimit reached");
     }
     call_unref(c);
+}
+
+engine       *call_engine(call *c) { return c->e; }
+store_conn   *engine_db(engine *e) { return e->db; }
+loop         *engine_loop(engine *e) { return e->l; }
+const config *engine_config(engine *e) { return app_config(e->a); }
+const char   *engine_public_url(engine *e) { return e->a->public_url; }
+const char   *engine_kaphila_url(engine *e) { return e->kc.base_url; }
+
+void engine_enqueue_callback(engine *e, const char *account_sid, const char *call_sid,
+                             const char *kind, const char *url, const char *method,
+                             const form *params)
+{
+    /* outbox_add wants a call for its identity and sequence; a stand-in
+     * carrying just those is enough. */
+    call *live = call_find(e, call_sid);
+    call tmp = {0};
+    call *c = live ? live : &tmp;
+    if (!live) {
+        snprintf(tmp.row.sid, sizeof tmp.row.sid, "%s", call_sid);
+        snprintf(tmp.row.account_sid, sizeof tmp.row.account_sid, "%s", account_sid);
+    }
+    if (!txn_begin(e)) return;
+    outbox_add(e, c, kind, url, method, params);
+    (void)txn_commit(e, NULL, 0);
+}
+
+int engine_kaphila(engine *e, const char *account_sid, const char *method, const char *path,
+                   json_t *body, kaphila_cb cb, void *arg)
+{
+    const config_account *acct = config_account_by_sid(app_config(e->a), account_sid);
+    if (!acct) return -1;
+    return kaphila_call(e->l, &e->kc, acct->kaphila_key, method, path, body, cb, arg);
+}
+
+void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,
+                   int level, const char *message, const char *url)
+{
+    notify(e, account_sid, call_sid, code, level, message, url, NULL, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- 8 */
@@ -1294,6 +1313,7 @@ static void on_msg(loop *l, void *msg)
     case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
     case M_KEVENT:    handle_kevent(e, m); break;
     case M_RECOVER:   recover(e); break;
+    case M_CALLBACK:  m->fn(e, m->arg); break;
     }
 out:
     log_context_clear();
@@ -1375,6 +1395,17 @@ bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *e
 }
 
 size_t engine_live_calls(const engine *e) { return e ? atomic_load(&e->live) : 0; }
+
+bool engine_submit(engine *e, void (*fn)(engine *e, void *arg), void *arg)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) return false;
+    m->k = M_CALLBACK;
+    m->fn = fn;
+    m->arg = arg;
+    if (!loop_post(e->l, m)) { free(m); return false; }
+    return true;
+}
 
 typedef struct drain_ctx { engine *e; int64_t deadline; atomic_bool done; } drain_ctx;
 

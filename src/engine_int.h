@@ -90,6 +90,34 @@ const char *call_sound_prefix(call *c);
  * of <Record> are expressed on this clock. */
 int64_t call_answered_ms(call *c);
 
+/* ---- engine-level services (no live call needed) ---- */
+engine       *call_engine(call *c);
+store_conn   *engine_db(engine *e);              /* the engine thread's connection */
+loop         *engine_loop(engine *e);
+const config *engine_config(engine *e);
+const char   *engine_public_url(engine *e);
+const char   *engine_kaphila_url(engine *e);
+/* Writes a delivery to the outbox in its own transaction and starts it
+ * (ordered after the call's earlier deliveries). kind: "status", "amd",
+ * "recording". Must not be called inside another engine transaction. */
+void engine_enqueue_callback(engine *e, const char *account_sid, const char *call_sid,
+                             const char *kind, const char *url, const char *method,
+                             const form *params);
+/* A Kaphila request with an account's key, not tied to a live call. */
+int engine_kaphila(engine *e, const char *account_sid, const char *method, const char *path,
+                   json_t *body, kaphila_cb cb, void *arg);
+/* A notification not tied to a live call (call_sid may be NULL). */
+void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,
+                   int level, const char *message, const char *url);
+
+/* ---- recordings (recordings.c), called by the engine after commits ---- */
+/* The call was answered: with Record=true the call's recording starts
+ * (a Recording resource, source OutboundAPI, status in-progress). */
+void rec_call_answered(call *c);
+/* Kaphila's recording.* events, and call.ended (whose "recording" object
+ * names the file), whether or not the call is still live. */
+void rec_kaphila_event(engine *e, const char *account_sid, const char *call_sid,
+                       const char *name, json_t *ev);
 /* A <Record> window of the call's bridge recording ended: persist a
  * Recording resource (source RecordVerb, sid re_sid), and send the
  * recordingStatusCallback the verb asked for. start/end are

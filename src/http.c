@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "errors.h"
 #include "log.h"
@@ -159,6 +160,14 @@ void http_reply_owned(http_req *r, int status, const char *content_type, char *b
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) free(body);
+    set_response(r, status, resp, content_type, headers);
+}
+
+void http_reply_fd(http_req *r, int status, const char *content_type, int fd, uint64_t offset,
+                   uint64_t len, const char *const *headers)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, offset);
+    if (!resp) close(fd);
     set_response(r, status, resp, content_type, headers);
 }
 

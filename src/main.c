@@ -141,7 +141,8 @@ static void reload(app *a, const options *o)
         log_error("main", "SIGHUP: new configuration refused, keeping the old one: %s", err);
         return;
     }
-    if (!config_reload_compatible(cur, next, err, sizeof err)) {
+    if (config_bind_port(next, http_port(a->http), err, sizeof err) ||
+        !config_reload_compatible(cur, next, err, sizeof err)) {
         log_error("main", "SIGHUP: %s needs a restart; keeping the old configuration", err);
         config_destroy(next);
         return;
@@ -227,14 +228,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "twigate: listen: %s\n", err);
         goto out;
     }
-    /* public_url defaults to the listen address; with port 0 only now do we
-     * know the port. */
-    if (cfg->listen_port == 0 && strstr(cfg->public_url, ":0") &&
-        strlen(cfg->public_url) >= 2 && !strcmp(cfg->public_url + strlen(cfg->public_url) - 2, ":0"))
-        snprintf(a.public_url, sizeof a.public_url, "%.*s:%d",
-                 (int)(strlen(cfg->public_url) - 2), cfg->public_url, http_port(a.http));
-    else
-        snprintf(a.public_url, sizeof a.public_url, "%s", cfg->public_url);
+    /* With listen.port = 0 only now is the port known, and with it the
+     * default public_url. */
+    if (config_bind_port(cfg, http_port(a.http), err, sizeof err)) {
+        fprintf(stderr, "twigate: %s\n", err);
+        goto out;
+    }
+    snprintf(a.public_url, sizeof a.public_url, "%s", cfg->public_url);
     if (engine_start(a.engine) != 0) {
         fprintf(stderr, "twigate: cannot start the engine\n");
         goto out;

@@ -41,6 +41,11 @@ const config_account *rest_auth(app *a, http_req *r, const char *path_account_si
         return NULL;
     }
     log_context(http_request_id(r), acct->sid, NULL);
+    /* The same parameter cap as for bodies applies to query strings. */
+    if (http_query(r)->n > (size_t)cfg->max_params) {
+        http_reply_error(r, 400, 400, "Too many query parameters in the request");
+        return NULL;
+    }
     return acct;
 }
 

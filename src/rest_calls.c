@@ -562,13 +562,13 @@ static json_t *notification_json(json_t *row, bool full)
     json_object_set_new(o, "error_code", json_string(code));
     json_object_set_new(o, "log", json_string(log_s));
     json_object_set_new(o, "message_date", calljson_time(date));
+    json_object_set_new(o, "message_text", json_incref(json_object_get(row, "message_text")));
     json_object_set_new(o, "more_info", json_string(more));
     json_object_set_new(o, "request_method", json_incref(json_object_get(row, "request_method")));
     json_object_set_new(o, "request_url", json_incref(json_object_get(row, "request_url")));
     json_object_set_new(o, "sid", json_string(sid));
     json_object_set_new(o, "uri", json_string(uri));
     if (full) {
-        json_object_set_new(o, "message_text", json_incref(json_object_get(row, "message_text")));
         json_object_set_new(o, "request_variables", json_incref(json_object_get(row, "request_variables")));
         json_object_set_new(o, "response_body", json_incref(json_object_get(row, "response_body")));
         json_object_set_new(o, "response_headers", json_incref(json_object_get(row, "response_headers")));

@@ -24,7 +24,7 @@
 #define STORE_BUSY_TIMEOUT_MS 5000
 
 enum stmt_id {
-    S_CALL_INSERT, S_CALL_GET, S_CALL_GET_TOKEN, S_CALL_UPDATE, S_CALL_DELETE, S_CALL_ID,
+    S_CALL_INSERT, S_CALL_GET, S_CALL_GET_SID, S_CALL_GET_TOKEN, S_CALL_UPDATE, S_CALL_DELETE, S_CALL_ID,
     S_CALL_LIVE, S_KEV_INSERT, S_KEV_DONE, S_KEV_PENDING, S_OB_INSERT, S_OB_FINISH,
     S_OB_PENDING, S_OB_STATS, S_EV_INSERT, S_NO_INSERT, S_NO_GET,
     S_BEGIN, S_COMMIT, S_ROLLBACK,
@@ -38,6 +38,7 @@ static const char *const stmt_sql[S_COUNT] = {
         " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params)"
         " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
     [S_CALL_GET] = "SELECT * FROM calls WHERE sid = ?1 AND account_sid = ?2",
+    [S_CALL_GET_SID] = "SELECT * FROM calls WHERE sid = ?1",
     [S_CALL_GET_TOKEN] = "SELECT * FROM calls WHERE token = ?1",
     [S_CALL_UPDATE] =
         "UPDATE calls SET status=?2, answered_by=?3, date_updated=?4, start_time=?5,"
@@ -119,7 +120,22 @@ static const char *const migrations[] = {
     "  request_variables TEXT NOT NULL DEFAULT '', response_body TEXT NOT NULL DEFAULT '',"
     "  response_headers TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX notifications_acct ON notifications(account_sid, id);"
-    "CREATE INDEX notifications_call ON notifications(call_sid, id) WHERE call_sid != '';",
+    "CREATE INDEX notifications_call ON notifications(call_sid, id) WHERE call_sid != '';"
+    /* Recordings (recordings.c owns the SQL). A RecordVerb recording is a
+     * window [offset_ms, offset_ms + duration) of the call's bridge file. */
+    "CREATE TABLE recordings("
+    "  id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, account_sid TEXT NOT NULL,"
+    "  call_sid TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,"
+    "  channels INTEGER NOT NULL DEFAULT 1, track TEXT NOT NULL DEFAULT 'both',"
+    "  date_created INTEGER NOT NULL, date_updated INTEGER NOT NULL,"
+    "  start_time INTEGER NOT NULL, duration INTEGER NOT NULL DEFAULT -1,"
+    "  offset_ms INTEGER NOT NULL DEFAULT 0, window_ms INTEGER NOT NULL DEFAULT -1,"
+    "  kaphila_call_id TEXT NOT NULL DEFAULT '', kaphila_recording_id TEXT NOT NULL DEFAULT '',"
+    "  filename TEXT NOT NULL DEFAULT '', error_code INTEGER NOT NULL DEFAULT 0,"
+    "  callback_url TEXT NOT NULL DEFAULT '', callback_method TEXT NOT NULL DEFAULT 'POST',"
+    "  callback_events INTEGER NOT NULL DEFAULT 2, deleted INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX recordings_acct ON recordings(account_sid, id);"
+    "CREATE INDEX recordings_call ON recordings(call_sid, id);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -322,6 +338,8 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
     return st ? step_done(c, st, what) : STORE_ERROR;
 }
 
+struct sqlite3 *store_conn_sqlite(store_conn *c) { return c->db; }
+
 store_status store_begin(store_conn *c)  { return simple(c, S_BEGIN, "begin"); }
 store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
 void store_rollback(store_conn *c)
@@ -438,6 +456,14 @@ store_status store_call_get(store_conn *c, const char *account_sid, const char *
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     bind_text(st, 2, account_sid);
+    return get_one_call(c, st, out);
+}
+
+store_status store_call_get_by_sid(store_conn *c, const char *sid, store_call *out)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_GET_SID);
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, sid);
     return get_one_call(c, st, out);
 }
 

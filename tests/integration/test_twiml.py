@@ -1,151 +1,729 @@
-"""TwiML execution (contract §11), observed from both sides: the requests
-twigate makes to Kaphila (the simulator's record of the call) and the
-webhook requests the application receives."""
+"""The TwiML executor end to end (contract §8, §10.3-10.4, §11; docs/twiml.md):
+IVRs written with twilio-python's VoiceResponse run on the built-in simulator
+in fast mode, and every test checks both sides:
 
-import json
+  * the customer side: the webhook requests the receiver got (routes, order,
+    methods, parameters; every signature is validated with the SDK's
+    RequestValidator by the receiver fixture), and the notifications;
+  * the Kaphila side: the simulator's transcript of what twigate asked
+    Kaphila to do (GET /sim/calls/{CallSid}: /voice, /play, /hangup bodies).
 
-from harness import DEFAULT_FROM, LIVE_TWIML, fresh_number, wait_for
+Fast mode divides the simulator's delays by 20 (a TTS character takes 3 ms,
+a sound file 150 ms, a key press 5 ms); twigate's own timers (<Pause>,
+<Gather> timeout, <Record> maxLength, TimeLimit) run in real time, so the
+tests use 1-2 s values for them.
+
+Helpers defined here rather than in the harness: kaphila_requests /
+wait_kaphila (the transcript filtered to call-control commands), notes (the
+call's notifications with their message text) and event_urls (the call's
+event log)."""
+
+import re
+import time
+import urllib.parse
+
+import pytest
+from twilio.twiml.voice_response import VoiceResponse
+
+from harness import DEFAULT_FROM, fresh_number, wait_for
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+APP_ERROR = "We're sorry, an application error has occurred. Goodbye."
+CONTROL = ("/voice", "/play", "/hangup", "/gather")
 
 
-def kaphila_requests(tg, sid, path=None):
-    reqs = tg.sim_get(sid)["requests"]
-    return [r for r in reqs if path is None or r["path"] == path]
+# ------------------------------------------------------------------ helpers
+
+def create(client, receiver, path, **kw):
+    return client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, url=receiver.url(path),
+                               **kw)
+
+
+def finish(tg, client, sid, timeout=15):
+    call = tg.wait_for_status(client, sid, TERMINAL, timeout=timeout)
+    # Commands sent just before the end reach the transcript a moment later.
+    time.sleep(0.2)
+    return call
+
+
+def kaphila_requests(tg, sid, paths=CONTROL):
+    """[(path, body without callId)] of the call-control commands twigate
+    sent to Kaphila, in order."""
+    out = []
+    for q in tg.sim_get(sid)["requests"]:
+        if q["path"] in paths:
+            body = dict(q.get("body") or {})
+            body.pop("callId", None)
+            out.append((q["path"], body))
+    return out
 
 
 def spoken(tg, sid):
-    """Text of every /voice (TTS) request of the call, in order."""
-    return [json.dumps(r["body"]) for r in kaphila_requests(tg, sid, "/voice")]
+    return [b["text"] for p, b in kaphila_requests(tg, sid, ("/voice",))]
 
 
-def run(tg, client, url, **kw):
-    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, url=url, **kw)
-    return call.sid
+def wait_kaphila(tg, sid, predicate, timeout=10, what="transcript condition"):
+    """Polls the transcript until predicate(kaphila_requests) is true."""
+    return wait_for(lambda: predicate(kaphila_requests(tg, sid)) and kaphila_requests(tg, sid),
+                    timeout, message=what)
 
 
-def test_gather_num_digits_posts_action(twigate, client, receiver):
-    receiver.set("/g1", '<Response><Gather action="/g1-done" numDigits="3" timeout="3">'
-                        '<Say>Enter code</Say></Gather><Say>No input</Say></Response>')
-    receiver.set("/g1-done", "<Response><Say>Thanks</Say></Response>")
-    sid = run(twigate, client, receiver.url("/g1"))
-    wait_for(lambda: kaphila_requests(twigate, sid, "/gather"), 10,
-             message="no /gather sent to Kaphila")
-    twigate.sim_digits(sid, "123")
-    r = receiver.wait_for_requests("/g1-done", 1, call_sid=sid)[0]
-    assert r.method == "POST"
-    assert r.params["Digits"] == "123"
-    assert r.params["CallStatus"] == "in-progress"
-    assert r.params.get("FinishedOnKey", "") == ""
-    assert r.valid
-    done = twigate.wait_for_status(client, sid, TERMINAL)
+def wait_spoken(tg, sid, text, timeout=10):
+    return wait_kaphila(tg, sid, lambda reqs: ("/voice", {"text": text}) in reqs, timeout,
+                        f"/voice {text!r} never sent")
+
+
+def notes(tg, sid):
+    """The call's notifications, oldest first: [{error_code, log, message_text,
+    request_url}] (message_text decoded from Twilio's form encoding)."""
+    r = tg.http("GET", f"{tg.account_uri()}/Calls/{sid}/Notifications.json",
+                params={"PageSize": 1000})
+    assert r.status_code == 200, r.text
+    out = []
+    for n in reversed(r.json()["notifications"]):
+        full = tg.http("GET", n["uri"])
+        assert full.status_code == 200, full.text
+        body = full.json()
+        text = body.get("message_text") or ""
+        msg = urllib.parse.parse_qs(text).get("Msg", [""])[0]
+        out.append({"error_code": body["error_code"], "log": body["log"], "message": msg,
+                    "request_url": body.get("request_url")})
+    return out
+
+
+def event_urls(tg, sid):
+    """The `url` of each request in the call's event log (webhooks, Kaphila
+    commands and twigate's own decisions, which use method TWIGATE)."""
+    r = tg.http("GET", f"{tg.account_uri()}/Calls/{sid}/Events.json", params={"PageSize": 1000})
+    assert r.status_code == 200, r.text
+    return [(e["request"].get("method"), e["request"].get("url")) for e in r.json()["events"]]
+
+
+def routes(receiver, sid):
+    return [r.route for r in receiver.requests(call_sid=sid)]
+
+
+def assert_in_progress_request(req, sid, method="POST"):
+    assert req.valid, f"bad signature on {req.method} {req.url}"
+    assert req.method == method, (req.method, req.url)
+    p = req.params
+    assert p["CallSid"] == sid
+    assert p["CallStatus"] == "in-progress", p
+    assert p["Direction"] == "outbound-api", p
+    assert p["ApiVersion"] == "2010-04-01"
+    assert not req.duplicate_keys, req.duplicate_keys
+
+
+def twiml(build):
+    r = VoiceResponse()
+    build(r)
+    return str(r)
+
+
+# ------------------------------------------------------------------ <Say>, <Play>, <Pause>
+
+def test_say_merging_loops_and_end_of_document(twigate, client, receiver):
+    """Consecutive <Say>s and a Say's loop go out as one /voice; a <Pause>
+    splits speech; the end of the document hangs up."""
+    def build(r):
+        r.say("Hello", loop=3)
+        r.say("Welcome to Acme.")
+        r.say("Goodbye!")
+        r.pause(length=1)
+        r.say("After the pause")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    done = finish(twigate, client, call.sid)
     assert done.status == "completed"
-    said = spoken(twigate, sid)
-    assert any("Thanks" in s for s in said), said
-    assert not any("No input" in s for s in said), said
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Hello. Hello. Hello. Welcome to Acme. Goodbye!"}),
+        ("/voice", {"text": "After the pause"}),
+        ("/hangup", {}),
+    ]
+    # The <Pause length="1"> separated the two requests in real time.
+    reqs = twigate.sim_get(call.sid)["requests"]
+    t = [q["t_ms"] for q in reqs if q["path"] == "/voice"]
+    assert t[1] - t[0] >= 950, t
+    assert routes(receiver, call.sid) == ["/voice"]
+    assert_in_progress_request(receiver.requests("/voice", call_sid=call.sid)[0], call.sid)
+
+
+def test_say_voice_and_language_reported_once(twigate, client, receiver):
+    def build(r):
+        r.say("One", voice="Polly.Joanna", language="en-US")
+        r.pause(length=0)
+        r.say("Two", voice="alice")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert spoken(twigate, call.sid) == ["One", "Two"]    # spoken anyway
+    got = [n for n in notes(twigate, call.sid) if n["error_code"] == "12200"]
+    assert len(got) == 1, got
+    assert got[0]["log"] == "1"
+    assert "Polly.Joanna" in got[0]["message"] and "Kaphila" in got[0]["message"], got
+
+
+def test_play_maps_urls_to_sounds_and_loops(twigate, client, receiver):
+    """<Play> URL → Kaphila sound (play.sound_prefix "custom/" + basename
+    without extension, relative URLs resolved first); loop=N sends N /play;
+    <Play digits> is reported and skipped."""
+    def build(r):
+        r.play("https://cdn.example.com/audio/welcome.mp3", loop=2)
+        r.play("sounds/menu.wav")
+        r.play(digits="1234")
+        r.say("Done")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/play", {"file": "custom/welcome"}),
+        ("/play", {"file": "custom/welcome"}),
+        ("/play", {"file": "custom/menu"}),
+        ("/voice", {"text": "Done"}),
+        ("/hangup", {}),
+    ]
+    got = [n for n in notes(twigate, call.sid) if n["error_code"] == "12200"]
+    assert len(got) == 1 and "digits" in got[0]["message"], got
+
+
+@pytest.fixture
+def quick_tts(make_twigate):
+    """A daemon whose simulator speaks 20 characters a millisecond, for texts
+    of thousands of characters."""
+    return make_twigate(overrides={"sim.tts_ms_per_char": 1})
+
+
+def test_long_speech_is_split_at_word_boundaries(quick_tts, receiver):
+    tg, client = quick_tts, quick_tts.client("a")
+    words = " ".join(f"word{i}" for i in range(900))           # ~7.6 kB
+    receiver.set("/voice", twiml(lambda r: r.say(words)))
+    call = create(client, receiver, "/voice")
+    finish(tg, client, call.sid)
+    texts = spoken(tg, call.sid)
+    assert len(texts) == 2, [len(t) for t in texts]
+    assert all(len(t.encode()) <= 4000 for t in texts)
+    assert " ".join(texts) == words                              # cut between words
+    assert kaphila_requests(tg, call.sid)[-1] == ("/hangup", {})
+
+
+def test_say_loop_zero_is_capped(quick_tts, receiver):
+    """loop="0" repeats until the call ends, capped at 1000 like <Play>."""
+    tg, client = quick_tts, quick_tts.client("a")
+    receiver.set("/voice", twiml(lambda r: r.say("Hi", loop=0)))
+    call = create(client, receiver, "/voice")
+    finish(tg, client, call.sid)
+    assert spoken(tg, call.sid) == [". ".join(["Hi"] * 1000)]
+
+
+def test_kaphila_refusing_speech_ends_the_call(twigate, client, receiver):
+    """A Kaphila failure mid-call (429: the hourly rate limit) is a
+    notification and the call is hung up."""
+    twigate.sim_fail(429, count=1, endpoint="/voice")
+    try:
+        receiver.set("/voice", twiml(lambda r: (r.say("Rate limited"), r.say("x"),
+                                                 r.pause(length=1), r.say("never"))))
+        call = create(client, receiver, "/voice")
+        done = finish(twigate, client, call.sid)
+    finally:
+        twigate.sim_clear_fail()
+    assert done.status == "completed"
+    # The simulator refuses injected failures before a call sees them, so
+    # its transcript shows only the hang-up; twigate's event log shows both.
+    assert kaphila_requests(twigate, call.sid) == [("/hangup", {})]
+    sent = [u for m, u in event_urls(twigate, call.sid) if m == "POST" and u.startswith(
+        twigate.sim_url)]
+    assert [u[len(twigate.sim_url):] for u in sent
+            if u[len(twigate.sim_url):] in CONTROL] == ["/voice", "/hangup"]
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["20429"], got
+
+
+# ------------------------------------------------------------------ <Gather>
+
+def test_menu_digits_branch(twigate, client, receiver):
+    """The classic IVR: a menu with nested prompts, one key, the action's
+    TwiML replaces the document (the Say after the Gather never runs)."""
+    def menu(req):
+        def build(r):
+            g = r.gather(num_digits=1, action="/menu/choice", timeout=5)
+            g.say("Welcome to Acme.")
+            g.say("Press 1 for sales, 2 for support.")
+            r.say("We did not get your choice.")
+        return twiml(build)
+
+    def choice(req):
+        def build(r):
+            if req.params.get("Digits") == "2":
+                r.say("Connecting you to support.")
+                r.hangup()
+                r.say("never")
+            else:
+                r.say("Sales is closed.")
+        return twiml(build)
+    receiver.set("/menu", menu)
+    receiver.set("/menu/choice", choice)
+    call = create(client, receiver, "/menu")
+    wait_spoken(twigate, call.sid, "Welcome to Acme. Press 1 for sales, 2 for support.")
+    twigate.sim_digits(call.sid, "2")
+    done = finish(twigate, client, call.sid)
+    assert done.status == "completed"
+
+    assert routes(receiver, call.sid) == ["/menu", "/menu/choice"]
+    act = receiver.requests("/menu/choice", call_sid=call.sid)[0]
+    assert_in_progress_request(act, call.sid)
+    assert act.params["Digits"] == "2"
+    assert act.params["FinishedOnKey"] == ""
+    assert act.params["msg"] == "Gather End"
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Welcome to Acme. Press 1 for sales, 2 for support."}),
+        ("/voice", {"text": "Connecting you to support."}),
+        ("/hangup", {}),
+    ]
 
 
 def test_gather_finish_on_key(twigate, client, receiver):
-    receiver.set("/g2", '<Response><Gather action="/g2-done" timeout="3">'
-                        '<Say>Enter</Say></Gather></Response>')
-    receiver.set("/g2-done", "<Response><Hangup/></Response>")
-    sid = run(twigate, client, receiver.url("/g2"))
-    wait_for(lambda: kaphila_requests(twigate, sid, "/gather"), 10)
-    twigate.sim_digits(sid, "42#")
-    r = receiver.wait_for_requests("/g2-done", 1, call_sid=sid)[0]
-    assert r.params["Digits"] == "42"
-    assert r.params["FinishedOnKey"] == "#"
-    twigate.wait_for_status(client, sid, TERMINAL)
+    """finishOnKey ends input at once; the key is not part of Digits."""
+    def build(r):
+        g = r.gather(finish_on_key="#", timeout=5, action="/pin", method="GET")
+        g.say("Enter your PIN, then press pound.")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/pin", twiml(lambda r: r.say("Thank you")))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Enter your PIN, then press pound.")
+    t0 = time.monotonic()
+    twigate.sim_digits(call.sid, "1234#")
+    finish(twigate, client, call.sid)
+    act = receiver.requests("/pin", call_sid=call.sid)
+    assert len(act) == 1
+    assert_in_progress_request(act[0], call.sid, method="GET")
+    assert act[0].query["Digits"] == ["1234"]
+    assert act[0].query["FinishedOnKey"] == ["#"]
+    assert act[0].query["msg"] == ["Gather End"]
+    assert act[0].t - t0 < 2.0, "finishOnKey must not wait for the 5 s timeout"
+    assert spoken(twigate, call.sid) == ["Enter your PIN, then press pound.", "Thank you"]
 
 
-def test_gather_without_input_falls_through(twigate, client, receiver):
-    receiver.set("/g3", '<Response><Gather action="/g3-never" timeout="1">'
-                        '<Say>Anyone</Say></Gather><Say>Fell through</Say></Response>')
-    sid = run(twigate, client, receiver.url("/g3"))
-    done = twigate.wait_for_status(client, sid, TERMINAL, timeout=15)
-    assert done.status == "completed"
-    assert receiver.requests("/g3-never") == []
-    assert any("Fell through" in s for s in spoken(twigate, sid))
+def test_gather_timeout_after_partial_input(twigate, client, receiver):
+    """With neither numDigits nor finishOnKey reached, the timeout after the
+    last key submits what was entered (FinishedOnKey empty)."""
+    def build(r):
+        g = r.gather(timeout=1, action="/partial")
+        g.say("Enter your account number.")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/partial", twiml(lambda r: r.hangup()))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Enter your account number.")
+    t0 = time.monotonic()
+    twigate.sim_digits(call.sid, "42")
+    finish(twigate, client, call.sid)
+    act = receiver.requests("/partial", call_sid=call.sid)
+    assert len(act) == 1
+    assert act[0].params["Digits"] == "42"
+    assert act[0].params["FinishedOnKey"] == ""
+    assert 0.9 <= act[0].t - t0 < 3.0, act[0].t - t0
+    assert kaphila_requests(twigate, call.sid)[-1] == ("/hangup", {})
 
 
-def test_redirect_fetches_new_document(twigate, client, receiver):
-    receiver.set("/r1", "<Response><Redirect>/r2?step=2</Redirect>"
-                        "<Say>Unreached</Say></Response>")
-    receiver.set("/r2", "<Response><Say>Landed</Say></Response>")
-    sid = run(twigate, client, receiver.url("/r1"))
-    twigate.wait_for_status(client, sid, TERMINAL)
-    r = receiver.wait_for_requests("/r2", 1, call_sid=sid)[0]
-    assert r.method == "POST" and r.query["step"] == ["2"]
-    assert r.params["CallStatus"] == "in-progress"
-    assert r.valid
-    said = spoken(twigate, sid)
-    assert any("Landed" in s for s in said) and not any("Unreached" in s for s in said)
+def test_gather_falls_through_without_input(twigate, client, receiver):
+    """No input before the timeout: no action request; the next verb runs.
+    The timeout starts only after the prompt (and its nested <Pause>)."""
+    def build(r):
+        g = r.gather(timeout=1, action="/never")
+        g.say("Press any key.")
+        g.pause(length=1)
+        r.say("We did not receive any input. Goodbye.")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert routes(receiver, call.sid) == ["/voice"]
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Press any key."}),
+        ("/voice", {"text": "We did not receive any input. Goodbye."}),
+        ("/hangup", {}),
+    ]
+    t = [q["t_ms"] for q in twigate.sim_get(call.sid)["requests"] if q["path"] == "/voice"]
+    assert t[1] - t[0] >= 1900, f"prompt pause (1 s) + timeout (1 s) not both waited: {t}"
 
 
-def test_hangup_stops_the_document(twigate, client, receiver):
-    receiver.set("/h", "<Response><Hangup/><Say>After hangup</Say></Response>")
-    sid = run(twigate, client, receiver.url("/h"))
-    done = twigate.wait_for_status(client, sid, TERMINAL)
-    assert done.status == "completed"
-    assert spoken(twigate, sid) == []
-    assert "/hangup" in [r["path"] for r in kaphila_requests(twigate, sid)]
+def test_gather_action_on_empty_result(twigate, client, receiver):
+    def build(r):
+        r.gather(timeout=1, action="/empty", action_on_empty_result=True)
+        r.say("not reached")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/empty", twiml(lambda r: r.say("Empty result handled")))
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    act = receiver.requests("/empty", call_sid=call.sid)
+    assert len(act) == 1
+    assert act[0].params["Digits"] == ""
+    assert act[0].params["FinishedOnKey"] == ""
+    assert act[0].params["msg"] == "Gather End"
+    assert spoken(twigate, call.sid) == ["Empty result handled"]
 
 
-def test_end_of_document_hangs_up(twigate, client, receiver):
-    receiver.set("/end", "<Response><Say>Only this</Say></Response>")
-    sid = run(twigate, client, receiver.url("/end"))
-    done = twigate.wait_for_status(client, sid, TERMINAL)
-    assert done.status == "completed"
-    paths = [r["path"] for r in kaphila_requests(twigate, sid)]
-    assert paths.index("/voice") < paths.index("/hangup"), paths
+def test_gather_finish_key_alone_is_empty_input(twigate, client, receiver):
+    """finishOnKey pressed before any digit ends the gather with empty input:
+    without actionOnEmptyResult that falls through to the next verb."""
+    def build(r):
+        r.gather(timeout=5, action="/never").say("Press pound.")
+        r.say("Fell through")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Press pound.")
+    t0 = time.monotonic()
+    twigate.sim_digits(call.sid, "#")
+    wait_spoken(twigate, call.sid, "Fell through")
+    assert time.monotonic() - t0 < 3.0, "the 5 s timeout must not be waited for"
+    finish(twigate, client, call.sid)
+    assert routes(receiver, call.sid) == ["/voice"]
 
 
-def test_consecutive_says_are_one_tts_request(twigate, client, receiver):
-    # kaphila-api.md: Kaphila rate-limits, merge consecutive <Say> texts.
-    receiver.set("/says", "<Response><Say>One</Say><Say>Two</Say></Response>")
-    sid = run(twigate, client, receiver.url("/says"))
-    twigate.wait_for_status(client, sid, TERMINAL)
-    said = spoken(twigate, sid)
-    assert len(said) == 1, said
-    assert said[0].index("One") < said[0].index("Two")
+def test_gather_empty_finish_on_key_disables_it(twigate, client, receiver):
+    def build(r):
+        r.gather(finish_on_key="", num_digits=3, timeout=5, action="/keys").say("Three keys.")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/keys", twiml(lambda r: r.hangup()))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Three keys.")
+    twigate.sim_digits(call.sid, "#5*")
+    finish(twigate, client, call.sid)
+    act = receiver.requests("/keys", call_sid=call.sid)
+    assert len(act) == 1
+    assert act[0].params["Digits"] == "#5*"
+    assert act[0].params["FinishedOnKey"] == ""
 
 
-def test_pause_separates_says(twigate, client, receiver):
-    receiver.set("/pause", '<Response><Say>Before</Say><Pause length="1"/>'
-                           '<Say>After</Say></Response>')
-    sid = run(twigate, client, receiver.url("/pause"))
-    twigate.wait_for_status(client, sid, TERMINAL, timeout=15)
-    said = spoken(twigate, sid)
-    assert len(said) == 2 and "Before" in said[0] and "After" in said[1], said
+def test_gather_speech_reported_and_falls_through(twigate, client, receiver):
+    def build(r):
+        r.gather(input="speech", timeout=1, action="/never").say("Say something.")
+        r.say("No speech here.")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Say something.")
+    twigate.sim_digits(call.sid, "5")       # speech-only gathers ignore keys
+    finish(twigate, client, call.sid)
+    assert routes(receiver, call.sid) == ["/voice"]
+    assert spoken(twigate, call.sid) == ["Say something.", "No speech here."]
+    got = [n for n in notes(twigate, call.sid) if n["error_code"] == "12200"]
+    assert len(got) == 1 and "speech" in got[0]["message"], got
 
 
-def test_live_call_redirected_through_rest(twigate, client, receiver):
-    receiver.set("/moved", "<Response><Say>Moved</Say></Response>")
-    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML)
-    twigate.wait_for_status(client, call.sid, "in-progress")
-    client.calls(call.sid).update(url=receiver.url("/moved"))
-    r = receiver.wait_for_requests("/moved", 1, call_sid=call.sid)[0]
-    assert r.params["CallStatus"] == "in-progress" and r.valid
-    done = twigate.wait_for_status(client, call.sid, TERMINAL)
-    assert done.status == "completed"
-    assert any("Moved" in s for s in spoken(twigate, call.sid))
+# ------------------------------------------------------------------ <Record>
+
+RECORDING_URL = re.compile(r"^(?P<base>.+)/2010-04-01/Accounts/(?P<ac>AC[0-9a-f]{32})"
+                           r"/Recordings/(?P<re>RE[0-9a-f]{32})$")
 
 
-def test_live_call_replaced_with_twiml_through_rest(twigate, client):
-    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML)
-    twigate.wait_for_status(client, call.sid, "in-progress")
-    client.calls(call.sid).update(twiml="<Response><Say>Replaced</Say></Response>")
-    done = twigate.wait_for_status(client, call.sid, TERMINAL)
-    assert done.status == "completed"
-    assert any("Replaced" in s for s in spoken(twigate, call.sid))
+def check_recording_params(tg, p):
+    m = RECORDING_URL.match(p["RecordingUrl"])
+    assert m, p["RecordingUrl"]
+    assert m["base"] == tg.base_url
+    assert m["ac"] == tg.accounts["a"].sid
+    assert m["re"] == p["RecordingSid"]
+    assert p["RecordingDuration"].isdigit() and int(p["RecordingDuration"]) >= 1, p
 
 
-def test_far_end_hangup_ends_call(twigate, client, receiver):
-    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML,
-                               status_callback=receiver.url("/fe"))
-    twigate.wait_for_status(client, call.sid, "in-progress")
+def test_record_finish_on_key(twigate, client, receiver):
+    def build(r):
+        r.say("Leave a message after the beep.")
+        r.record(action="/rec/done", finish_on_key="#", max_length=30, timeout=0)
+        r.say("not reached")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/rec/done", twiml(lambda r: r.say("Thanks for your message.")))
+    call = create(client, receiver, "/voice")
+    wait_kaphila(twigate, call.sid, lambda q: ("/play", {"file": "beep"}) in q,
+                 what="no beep")
+    time.sleep(1.3)
+    twigate.sim_digits(call.sid, "1")         # not in finishOnKey: recorded as sound
+    twigate.sim_digits(call.sid, "#")
+    finish(twigate, client, call.sid)
+    act = receiver.requests("/rec/done", call_sid=call.sid)
+    assert len(act) == 1
+    assert_in_progress_request(act[0], call.sid)
+    p = act[0].params
+    check_recording_params(twigate, p)
+    assert p["Digits"] == "#"
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Leave a message after the beep."}),
+        ("/play", {"file": "beep"}),
+        ("/voice", {"text": "Thanks for your message."}),
+        ("/hangup", {}),
+    ]
+    # timeout="0" and no transcription: nothing to report but the untrimmed
+    # recording, which is an event-log line, not a notification.
+    assert notes(twigate, call.sid) == []
+    assert ("TWIGATE", "twiml/unsupported/Record") in event_urls(twigate, call.sid)
+
+
+def test_record_caller_hangs_up(twigate, client, receiver):
+    """Hang-up ends the recording: the action still gets the recording, with
+    Digits=hangup and CallStatus=completed (contract §8.5)."""
+    def build(r):
+        r.record(action="/rec/hup", max_length=30, play_beep=False)
+    receiver.set("/voice", twiml(build))
+    receiver.set("/rec/hup", twiml(lambda r: r.say("ignored: the call is over")))
+    call = create(client, receiver, "/voice")
+    receiver.wait_for_requests("/voice", call_sid=call.sid)
+    time.sleep(1.3)
     twigate.sim_hangup(call.sid)
-    done = twigate.wait_for_status(client, call.sid, TERMINAL)
+    done = finish(twigate, client, call.sid)
     assert done.status == "completed"
-    r = receiver.wait_for_requests("/fe", 1, call_sid=call.sid)[0]
-    assert r.params["CallStatus"] == "completed" and r.valid
+    act = receiver.wait_for_requests("/rec/hup", call_sid=call.sid)
+    p = act[0].params
+    check_recording_params(twigate, p)
+    assert p["Digits"] == "hangup"
+    assert p["CallStatus"] == "completed"
+    time.sleep(0.3)
+    assert kaphila_requests(twigate, call.sid) == []      # nothing after the hang-up
+
+
+def test_record_max_length(twigate, client, receiver):
+    def build(r):
+        r.record(action="/rec/max", max_length=2, play_beep=False, finish_on_key="",
+                 transcribe=True)
+    receiver.set("/voice", twiml(build))
+    receiver.set("/rec/max", twiml(lambda r: r.hangup()))
+    call = create(client, receiver, "/voice")
+    first = receiver.wait_for_requests("/voice", call_sid=call.sid)[0]
+    twigate.sim_digits(call.sid, "5")         # finishOnKey="" : no key ends it
+    act = receiver.wait_for_requests("/rec/max", call_sid=call.sid, timeout=10)[0]
+    assert 1.8 <= act.t - first.t < 4.0, act.t - first.t
+    p = act.params
+    check_recording_params(twigate, p)
+    assert p["RecordingDuration"] == "2", p
+    assert "Digits" not in p, "maxLength ended it: no key to report"
+    finish(twigate, client, call.sid)
+    # The default timeout (5 s of silence) and transcribe cannot be honoured.
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["12200", "12200"], got
+    assert all(n["log"] == "1" for n in got), got
+    assert "timeout" in got[0]["message"] and "transcri" in got[1]["message"], got
+
+
+def test_record_empty_falls_through(twigate, client, receiver):
+    """A key right away leaves an empty recording: no action request, and
+    execution continues with the next verb (contract §11.6)."""
+    def build(r):
+        r.record(action="/never", play_beep=False, max_length=10)
+        r.say("Nothing was recorded.")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    receiver.wait_for_requests("/voice", call_sid=call.sid)
+    time.sleep(0.1)
+    twigate.sim_digits(call.sid, "9")
+    finish(twigate, client, call.sid)
+    assert routes(receiver, call.sid) == ["/voice"]
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Nothing was recorded."}),
+        ("/hangup", {}),
+    ]
+
+
+# ------------------------------------------------------------------ <Redirect>, <Hangup>, <Reject>
+
+def test_redirect_chain(twigate, client, receiver):
+    receiver.set("/r1", twiml(lambda r: (r.redirect("/r2"), r.say("never"))))
+    receiver.set("/r2", twiml(lambda r: (r.say("Two"), r.redirect("r3?step=3", method="GET"))))
+    receiver.set("/r3", twiml(lambda r: (r.say("Three"), r.hangup(), r.say("never"))))
+    call = create(client, receiver, "/r1")
+    finish(twigate, client, call.sid)
+    reqs = receiver.requests(call_sid=call.sid)
+    assert [(r.route, r.method) for r in reqs] == [("/r1", "POST"), ("/r2", "POST"),
+                                                   ("/r3", "GET")]
+    for r in reqs:
+        assert_in_progress_request(r, call.sid, method=r.method)
+    assert reqs[2].query["step"] == ["3"]            # relative URL resolved, query kept
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Two"}),
+        ("/voice", {"text": "Three"}),
+        ("/hangup", {}),
+    ]
+
+
+def test_redirect_cap(make_twigate, receiver):
+    tg = make_twigate(overrides={"limits.max_redirects": 3})
+    client = tg.client("a")
+    receiver.set("/loop", twiml(lambda r: r.redirect("/loop")))
+    call = create(client, receiver, "/loop")
+    finish(tg, client, call.sid)
+    assert routes(receiver, call.sid) == ["/loop"] * 4      # the Url + 3 redirects
+    assert kaphila_requests(tg, call.sid) == [("/hangup", {})]
+    got = [n for n in notes(tg, call.sid) if n["error_code"] == "11215"]
+    assert len(got) == 1 and got[0]["log"] == "0", notes(tg, call.sid)
+
+
+def test_reject_hangs_up_answered_call(twigate, client, receiver):
+    receiver.set("/voice", twiml(lambda r: (r.reject(reason="busy"), r.say("never"))))
+    call = create(client, receiver, "/voice")
+    done = finish(twigate, client, call.sid)
+    assert done.status == "completed"      # outbound-api: already answered
+    assert kaphila_requests(twigate, call.sid) == [("/hangup", {})]
+
+
+# ------------------------------------------------------------------ failures
+
+def test_fallback_url_on_500(twigate, client, receiver):
+    receiver.set("/broken", "<Response><Say>never</Say></Response>", status=500)
+    receiver.set("/fallback", twiml(lambda r: r.say("Fallback speaking.")))
+    call = create(client, receiver, "/broken", fallback_url=receiver.url("/fallback"))
+    finish(twigate, client, call.sid)
+    assert routes(receiver, call.sid) == ["/broken", "/fallback"]
+    fb = receiver.requests("/fallback", call_sid=call.sid)[0]
+    assert_in_progress_request(fb, call.sid)
+    assert fb.params["ErrorCode"] == "11200"
+    assert fb.params["ErrorUrl"] == receiver.url("/broken")
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Fallback speaking."}), ("/hangup", {})]
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["11200"], got
+    assert got[0]["request_url"] == receiver.url("/broken")
+
+
+def test_fallback_failing_too_gives_application_error(twigate, client, receiver):
+    receiver.set("/broken", "x", status=503)
+    receiver.set("/fb", "<Response><Say>unclosed</Response>")
+    call = create(client, receiver, "/broken", fallback_url=receiver.url("/fb"),
+                  fallback_method="GET")
+    finish(twigate, client, call.sid)
+    assert [(r.route, r.method) for r in receiver.requests(call_sid=call.sid)] == [
+        ("/broken", "POST"), ("/fb", "GET")]
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": APP_ERROR}), ("/hangup", {})]
+    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["11200", "12100"]
+
+
+def test_invalid_twiml_without_fallback(twigate, client, receiver):
+    receiver.set("/bad", "<Response><Say>Hello</Say><Pause></Response>")
+    call = create(client, receiver, "/bad")
+    done = finish(twigate, client, call.sid)
+    assert done.status == "completed"
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": APP_ERROR}), ("/hangup", {})]
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["12100"], got
+    assert got[0]["log"] == "0"
+    assert got[0]["request_url"] == receiver.url("/bad")
+
+
+def test_wrong_root_is_12102(twigate, client, receiver):
+    receiver.set("/bad", "<Reply><Say>Hello</Say></Reply>")
+    call = create(client, receiver, "/bad")
+    finish(twigate, client, call.sid)
+    assert spoken(twigate, call.sid) == [APP_ERROR]
+    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["12102"]
+
+
+def test_schema_warnings_do_not_stop_the_call(twigate, client, receiver):
+    receiver.set("/voice", '<Response><Say colour="blue">Still spoken</Say><Bogus/></Response>')
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert spoken(twigate, call.sid) == ["Still spoken"]
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["12200", "12200"], got
+    assert all(n["log"] == "1" for n in got)
+
+
+@pytest.mark.parametrize("ctype,body,expect", [
+    ("text/plain; charset=utf-8", "Thanks for calling.\nGoodbye.",
+     [("/voice", {"text": "Thanks for calling. Goodbye."}), ("/hangup", {})]),
+    ("audio/mpeg", "ID3...", [("/play", {"file": "custom/hold"}), ("/hangup", {})]),
+    ("application/xml", "<Response><Say>xml</Say></Response>",
+     [("/voice", {"text": "xml"}), ("/hangup", {})]),
+    ("text/html", "<Response><Say>html</Say></Response>",
+     [("/voice", {"text": "html"}), ("/hangup", {})]),
+])
+def test_content_types(twigate, client, receiver, ctype, body, expect):
+    receiver.set("/media/hold.mp3", body, content_type=ctype)
+    call = create(client, receiver, "/media/hold.mp3")
+    finish(twigate, client, call.sid)
+    assert kaphila_requests(twigate, call.sid) == expect
+    assert notes(twigate, call.sid) == []
+
+
+@pytest.mark.parametrize("ctype", ["application/json", None])
+def test_unusable_content_type_is_12300(twigate, client, receiver, ctype):
+    receiver.set("/voice", "<Response><Say>never</Say></Response>", content_type=ctype)
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert spoken(twigate, call.sid) == [APP_ERROR]
+    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["12300"]
+
+
+def test_unsupported_verb_is_reported_and_skipped(twigate, client, receiver):
+    def build(r):
+        r.say("Before")
+        r.dial("+15558675310")
+        r.say("After")
+    receiver.set("/voice", twiml(build))
+    call = create(client, receiver, "/voice")
+    finish(twigate, client, call.sid)
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Before"}), ("/voice", {"text": "After"}), ("/hangup", {})]
+    got = notes(twigate, call.sid)
+    assert [n["error_code"] for n in got] == ["12200"], got
+    assert got[0]["log"] == "0"
+    assert "<Dial>" in got[0]["message"] and "not supported on Kaphila" in got[0]["message"]
+    assert got[0]["request_url"] == receiver.url("/voice")
+    assert ("TWIGATE", "twiml/unsupported/verb") in event_urls(twigate, call.sid)
+
+
+# ------------------------------------------------------------------ live control, hang-ups, limits
+
+def test_live_redirect_with_twiml(twigate, client, receiver):
+    receiver.set("/voice", twiml(lambda r: (r.say("Please hold."), r.pause(length=600))))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Please hold.")
+    time.sleep(0.3)
+    client.calls(call.sid).update(twiml=twiml(lambda r: r.say("You were redirected.")))
+    done = finish(twigate, client, call.sid)
+    assert done.status == "completed"
+    assert kaphila_requests(twigate, call.sid) == [
+        ("/voice", {"text": "Please hold."}),
+        ("/voice", {"text": "You were redirected."}),
+        ("/hangup", {}),
+    ]
+
+
+def test_live_redirect_with_url_abandons_gather(twigate, client, receiver):
+    def build(r):
+        r.gather(timeout=600, action="/never").say("Waiting for a key.")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/new", twiml(lambda r: r.say("New document.")))
+    call = create(client, receiver, "/voice")
+    wait_spoken(twigate, call.sid, "Waiting for a key.")
+    client.calls(call.sid).update(url=receiver.url("/new"), method="GET")
+    wait_spoken(twigate, call.sid, "New document.")
+    twigate.sim_digits(call.sid, "1")       # the abandoned gather must not take it
+    finish(twigate, client, call.sid)
+    reqs = receiver.requests(call_sid=call.sid)
+    assert [(r.route, r.method) for r in reqs] == [("/voice", "POST"), ("/new", "GET")]
+    assert_in_progress_request(reqs[1], call.sid, method="GET")
+
+
+def test_caller_hangs_up_mid_say(twigate, client, receiver):
+    long_text = "This is a very long announcement. " * 60        # ~6 s in fast mode
+    receiver.set("/voice", twiml(lambda r: (r.say(long_text.strip()), r.pause(length=1),
+                                            r.say("After"))))
+    call = create(client, receiver, "/voice",
+                  status_callback=receiver.url("/status"))
+    wait_kaphila(twigate, call.sid, lambda q: len(q) == 1, what="no /voice")
+    twigate.sim_hangup(call.sid)
+    done = finish(twigate, client, call.sid)
+    assert done.status == "completed"
+    time.sleep(1.5)                       # past the Pause, had the document gone on
+    assert [p for p, b in kaphila_requests(twigate, call.sid)] == ["/voice"]
+    assert routes(receiver, call.sid) == ["/voice", "/status"]
+    assert receiver.requests("/status", call_sid=call.sid)[0].params["CallStatus"] == "completed"
+
+
+def test_time_limit_ends_call(twigate, client, receiver):
+    long_text = "Words that take a long time to say. " * 80       # ~9 s in fast mode
+    receiver.set("/voice", twiml(lambda r: r.say(long_text.strip())))
+    call = create(client, receiver, "/voice", time_limit=1)
+    first = receiver.wait_for_requests("/voice", call_sid=call.sid)[0]
+    done = finish(twigate, client, call.sid)
+    ended = time.monotonic()
+    assert done.status == "completed"
+    assert ended - first.t < 3.5, ended - first.t
+    assert int(done.duration) <= 2, done.duration
+    assert [p for p, b in kaphila_requests(twigate, call.sid)] == ["/voice", "/hangup"]

@@ -2,6 +2,7 @@
 JSON error (never HTML), and the daemon stays up."""
 
 import pytest
+import requests
 
 from harness import DEFAULT_FROM, SHORT_TWIML, assert_twilio_error, fresh_number
 
@@ -89,6 +90,28 @@ def test_too_many_query_params_is_400(tg):
     params = [(f"X{i}", "1") for i in range(MAX_PARAMS + 10)]
     r = tg.http("GET", tg.account_uri() + "/Calls.json", params=params)
     assert_twilio_error(r, 400)
+
+
+@pytest.mark.parametrize("n", [1000, 3000])
+def test_huge_query_string_is_answered(tg, n):
+    """A request line with thousands of parameters must get a 4xx answer
+    promptly - not a connection left hanging until the client gives up."""
+    params = [(f"X{i}", "1") for i in range(n)]
+    try:
+        r = tg.http("GET", tg.account_uri() + "/Calls.json", params=params, timeout=3)
+    except requests.exceptions.Timeout:
+        pytest.fail(f"no response within 3 s to a GET with {n} query parameters "
+                    f"(connection left hanging)")
+    assert 400 <= r.status_code < 500, r.status_code
+
+
+def test_huge_header_is_answered(tg):
+    try:
+        r = tg.http("GET", tg.account_uri() + "/Calls.json", timeout=3,
+                    headers={f"X-Filler-{i}": "v" * 100 for i in range(400)})
+    except requests.exceptions.Timeout:
+        pytest.fail("no response within 3 s to a request with 40 KB of headers")
+    assert r.status_code in (200, 400, 413, 431), r.status_code
 
 
 @pytest.mark.parametrize("ctype,payload", [

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_list_envelope,
-                     assert_matches_schema, assert_rfc2822, free_port, fresh_number,
+                     assert_matches_schema, response_schema, assert_rfc2822, free_port, fresh_number,
                      wait_for)
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
@@ -45,9 +45,10 @@ def assert_webhook_headers(req):
     assert req.header("I-Twilio-Idempotency-Token"), req.headers
     assert req.signature, "no X-Twilio-Signature"
     assert req.valid, f"signature does not validate: {req.method} {req.url} {req.params}"
+    assert req.header("Accept") == "*/*", req.headers             # contract §13.10
     if req.method == "POST":
-        ctype = req.header("Content-Type", "")
-        assert ctype.split(";")[0].strip() == "application/x-www-form-urlencoded", ctype
+        ctype = req.header("Content-Type", "").lower().replace(" ", "")
+        assert ctype == "application/x-www-form-urlencoded;charset=utf-8", ctype
 
 
 def by_seq(reqs):
@@ -285,9 +286,14 @@ def test_unreachable_receiver_logs_notification(twigate, client, which):
     assert n["request_url"] == dead, n
     assert n["request_method"] == "POST"
     assert n["more_info"] == f"https://www.twilio.com/docs/errors/{n['error_code']}", n
-    assert n["message_text"], n
     assert n["log"] in ("0", "1"), n
     assert_rfc2822(n["date_created"], "date_created")
+    # The full record (GET on its uri) carries the message and validates.
+    r = twigate.http("GET", n["uri"])
+    assert r.status_code == 200, r.text
+    full = r.json()
+    assert_matches_schema(n["uri"], "get", 200, full)
+    assert full["sid"] == n["sid"] and full["message_text"], full
     sdk = client.calls(call.sid).notifications.list()
     assert [x.error_code for x in sdk] == [x["error_code"] for x in body["notifications"]]
     # ... and in the account-wide list
@@ -295,6 +301,11 @@ def test_unreachable_receiver_logs_notification(twigate, client, which):
                      params={"PageSize": 1000})
     assert r.status_code == 200
     assert n["sid"] in [x["sid"] for x in r.json()["notifications"]]
+    # Twilio's list items carry every field of the list schema too
+    # (call_notification: message_text, message_date, ...; spec example readFull).
+    missing = set(response_schema(NOTIFS, "get", 200)["properties"]["notifications"]
+                  ["items"]["properties"]) - set(n)
+    assert not missing, f"notification list item lacks {sorted(missing)}"
 
 
 # ---------------------------------------------------------------- durability
@@ -334,9 +345,12 @@ def test_kill9_with_deliveries_pending_loses_nothing(make_twigate, receiver):
     assert client.calls(call.sid).fetch().status == "completed"
 
 
-def test_live_call_survives_twigate_restart(twigate_ext, receiver):
-    """External kaphila-sim: twigate dies (kill -9) while calls are up and
-    comes back; the calls are still tracked and end properly."""
+def test_live_calls_reconciled_after_twigate_crash(twigate_ext, receiver):
+    """External kaphila-sim: twigate dies (kill -9) while two calls are up at
+    Kaphila and comes back.  Whether it resumes them or ends them (the TwiML
+    program is in memory), no call may be left dangling: each ends at both
+    ends, with end_time/duration, and the final status callback goes out
+    exactly once, continuing the sequence."""
     tg = twigate_ext
     client = tg.client()
     calls = [client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML,
@@ -348,19 +362,41 @@ def test_live_call_survives_twigate_restart(twigate_ext, receiver):
     for c in calls:
         receiver.wait_for_requests("/live", 3, call_sid=c.sid)
     tg.kill9()
+    for c in calls:    # Kaphila still has them up
+        assert tg.sim_get(c.sid)["status"] not in ("completed", "ended", "failed"), \
+            tg.sim_get(c.sid)
     tg.start()
-    for c in calls:
-        assert client.calls(c.sid).fetch().status == "in-progress"
-    # one ends from the far end, one through REST
-    tg.sim_hangup(calls[0].sid)
-    client.calls(calls[1].sid).update(status="completed")
+    after = {c.sid: client.calls(c.sid).fetch().status for c in calls}
+    assert set(after.values()) <= {"in-progress", "completed"}, after
+    # still-live calls are ended the two usual ways: far end, and REST
+    if after[calls[0].sid] == "in-progress":
+        tg.sim_hangup(calls[0].sid)
+    if after[calls[1].sid] == "in-progress":
+        client.calls(calls[1].sid).update(status="completed")
     for c in calls:
         done = tg.wait_for_status(client, c.sid, TERMINAL)
         assert done.status == "completed"
         assert done.duration is not None and done.end_time is not None
-        got = receiver.wait_for_requests(
+        wait_for(lambda: tg.sim_get(c.sid)["status"] == "completed", 5,
+                 message=f"Kaphila call of {c.sid} not ended")
+        final = receiver.wait_for_requests(
             "/live", 1, call_sid=c.sid, predicate=lambda r: r.params["CallStatus"] == "completed")
-        assert got[0].params["SequenceNumber"] == "3"
-        assert got[0].params["CallDuration"] == done.duration
-    assert "/hangup" in [q["path"] for q in tg.sim_get(calls[1].sid)["requests"]]
+        assert final[0].params["SequenceNumber"] == "3"
+        assert final[0].params["CallDuration"] == done.duration
+        if after[c.sid] == "completed":
+            # ended by twigate on recovery: it must say so
+            notes = client.calls(c.sid).notifications.list()
+            assert notes, "call ended on recovery without a notification"
+    time.sleep(0.3)
+    for c in calls:
+        # A callback whose answer twigate had not recorded when it was killed
+        # may be delivered again (at least once) - with the same token.
+        by_number = {}
+        for r in receiver.requests("/live", call_sid=c.sid):
+            by_number.setdefault(r.params["SequenceNumber"], []).append(r)
+        assert sorted(by_number) == ["0", "1", "2", "3"], sorted(by_number)
+        for seq, reqs in by_number.items():
+            tokens = {r.header("I-Twilio-Idempotency-Token") for r in reqs}
+            assert len(tokens) == 1, f"#{seq} redelivered with a new idempotency token"
+            assert len({r.params["CallStatus"] for r in reqs}) == 1
     receiver.assert_all_valid()
