@@ -78,10 +78,12 @@ bench:
 
 PREFIX  ?= /usr/local
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/twigate
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/twigate \
+	           $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 755 $(BUILD)/twigate $(DESTDIR)$(PREFIX)/sbin/twigate
 	install -m 755 $(BUILD)/kaphila-sim $(DESTDIR)$(PREFIX)/bin/kaphila-sim
 	install -m 644 conf/twigate.conf $(DESTDIR)/etc/twigate/twigate.conf.sample
+	install -m 644 docs/twigate.8 $(DESTDIR)$(PREFIX)/share/man/man8/twigate.8
 
 clean:
 	rm -rf build build-san build-bench build-fuzz

@@ -122,6 +122,11 @@ static const key_def KEYS[] = {
     INT("webhook.max_response_bytes", webhook_max_response, "1048576", 1024, 67108864, true,
         "Largest webhook response read; the rest is cut off (11200)"),
 
+    STR("play.sound_map", play_sound_map, "", true, NULL,
+        "<Play> URLs mapped to Kaphila sound names: URL=sound,URL=sound (exact URL match)"),
+    STR("play.sound_prefix", play_sound_prefix, "custom/", true, NULL,
+        "Prefix for unmapped <Play> URLs: prefix + the URL's file name without extension"),
+
     STR("log.level", log_level, "info", true, check_log_level,
         "Least severe level logged: debug, info, warn or error"),
     BOOL("log.json", log_json, "false", true,

@@ -28,9 +28,13 @@
 /* A raw URI longer than this is refused (414): every real Twilio URI,
  * including a list URI carrying all filters, is far shorter. */
 #define HTTP_MAX_URI 8192
-/* Header bytes per connection (MHD's memory pool): Twilio SDK requests
- * carry under 1 KiB of headers. */
-#define HTTP_CONN_MEMORY (64 * 1024)
+/* MHD's per-connection memory pool holds the request line, the headers and
+ * one record per query argument (~48 bytes each). 1 MiB lets a URI up to
+ * HTTP_MAX_URI with thousands of arguments reach our 414/400 answers; when
+ * the pool overflows, libmicrohttpd 0.9.75 gives up on the connection
+ * without answering (closed at the idle timeout) — docs/api.md. The pool is
+ * mapped lazily, so idle connections cost no resident memory. */
+#define HTTP_CONN_MEMORY (1024 * 1024)
 /* Idle keep-alive connections are closed after this many seconds. */
 #define HTTP_IDLE_TIMEOUT_S 60
 
@@ -50,7 +54,8 @@ struct http_req {
     const char            *route;
     form                   query;
     buf                    body;
-    bool                   started, too_big, bad_query, uri_too_long, dispatched;
+    bool                   started, too_big, uri_too_long, dispatched;
+    form_status            query_status;
     bool                   suspended;
     char                   request_id[24];
     char                  *auth_user, *auth_pass;
@@ -245,8 +250,10 @@ static void dispatch(http_req *r)
         http_reply_error(r, 413, 413, msg);
         goto out;
     }
-    if (r->bad_query) {
-        http_reply_error(r, 400, 400, "Malformed query string");
+    if (r->query_status != FORM_OK) {
+        http_reply_error(r, 400, 400, r->query_status == FORM_ERR_TOO_MANY
+                                          ? "Too many query parameters in the request"
+                                          : "Malformed query string");
         goto out;
     }
     for (const http_route *rt = cfg->routes; rt && rt->pattern; rt++) {
@@ -292,7 +299,7 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
         const char *q = strchr(uri, '?');
         r->uri = strdup(uri);
         r->path = q ? strndup(uri, (size_t)(q - uri)) : strdup(uri);
-        if (q && form_parse(&r->query, q + 1, strlen(q + 1)) != FORM_OK) r->bad_query = true;
+        if (q) r->query_status = form_parse(&r->query, q + 1, strlen(q + 1));
     }
     return r;
 }

@@ -100,7 +100,8 @@ void rec_wav_window(const rec_wav *w, int64_t start_ms, int64_t len_ms, uint64_t
     if (len_ms < 0) {
         e = total;
     } else {
-        int64_t end_ms = (start_ms > 0 ? start_ms : 0) + (len_ms < WAV_MAX_MS ? len_ms : WAV_MAX_MS);
+        int64_t from = start_ms > -WAV_MAX_MS ? start_ms : -WAV_MAX_MS;
+        int64_t end_ms = from + (len_ms < WAV_MAX_MS ? len_ms : WAV_MAX_MS);
         e = ms_to_frames(w, end_ms);
         if (e > total) e = total;
         if (e < s) e = s;

@@ -329,18 +329,20 @@ bool rec_cache_dir(const config *cfg, char out[PATH_MAX])
 bool rec_bridge_path(const config *cfg, const char *call_sid, char out[PATH_MAX])
 {
     char dir[PATH_MAX];
+    int n;
     if (!rec_cache_dir(cfg, dir) || !sid_valid(call_sid, "CA")) return false;
-    snprintf(out, PATH_MAX, "%s/%s.wav", dir, call_sid);
-    return true;
+    n = snprintf(out, PATH_MAX, "%s/%s.wav", dir, call_sid);
+    return n > 0 && n < PATH_MAX;
 }
 
 bool rec_media_path(const config *cfg, const rec_row *r, char out[PATH_MAX])
 {
     char dir[PATH_MAX];
+    int n;
     if (!rec_is_window(r)) return rec_bridge_path(cfg, r->call_sid, out);
     if (!rec_cache_dir(cfg, dir) || !sid_valid(r->sid, "RE")) return false;
-    snprintf(out, PATH_MAX, "%s/%s.wav", dir, r->sid);
-    return true;
+    n = snprintf(out, PATH_MAX, "%s/%s.wav", dir, r->sid);
+    return n > 0 && n < PATH_MAX;
 }
 
 /* ---- JSON ---- */

@@ -311,3 +311,20 @@ def test_events_and_notifications_of_a_call(twigate, client, receiver):
         "get", 200, notes)
     assert notes["notifications"] == []      # a healthy call logs nothing
     assert client.calls(call.sid).notifications.list() == []
+
+
+# ------------------------------------------------------------- persistence
+
+def test_calls_survive_a_graceful_restart(make_twigate):
+    tg = make_twigate()
+    client = tg.client()
+    to = fresh_number()
+    sids = [client.calls.create(to=to, from_=DEFAULT_FROM, twiml=SHORT_TWIML).sid
+            for _ in range(2)]
+    for sid in sids:
+        tg.wait_for_status(client, sid, TERMINAL)
+    before = {sid: fetch_raw(tg, sid) for sid in sids}
+    tg.restart()                      # SIGTERM, exit 0 asserted, same db
+    after = {sid: fetch_raw(tg, sid) for sid in sids}
+    assert after == before
+    assert [c.sid for c in tg.client().calls.list(to=to)] == list(reversed(sids))
