@@ -278,9 +278,14 @@ out:
 
 /* ---- MHD callbacks ---- */
 
-static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+/* Marks a URI longer than HTTP_MAX_URI. No request is allocated for it in
+ * uri_cb, because libmicrohttpd may then fail the request on its own
+ * (pool overflow) without ever calling completed_cb, which would leak it;
+ * access_cb allocates when (and only if) it is reached. */
+static char too_long_marker;
+
+static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char *uri)
 {
-    http_server *s = cls;
     http_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->srv = s;
@@ -291,7 +296,7 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
     buf_init(&r->body, s->cfg.max_body);
     snprintf(r->request_id, sizeof r->request_id, "RQ%012llx",
              (unsigned long long)atomic_fetch_add(&s->next_id, 1));
-    if (strlen(uri) > HTTP_MAX_URI) {
+    if (!uri) {
         r->uri_too_long = true;
         r->uri = strdup("");
         r->path = strdup("");
@@ -304,12 +309,19 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
     return r;
 }
 
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    if (strlen(uri) > HTTP_MAX_URI) return &too_long_marker;
+    return req_new(cls, conn, uri);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
                                  void **con_cls)
 {
-    (void)cls; (void)url; (void)version; (void)conn;
+    (void)url; (void)version;
+    if (*con_cls == &too_long_marker) *con_cls = req_new(cls, conn, NULL);
     http_req *r = *con_cls;
     if (!r || !r->uri || !r->path) return MHD_NO;   /* out of memory: drop */
 
@@ -351,7 +363,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     http_server *s = cls;
     http_req *r = *con_cls;
-    if (!r) return;
+    if (!r || *con_cls == (void *)&too_long_marker) return;
     if (r->dispatched) {
         int64_t us = timefmt_mono_ms() * 1000 - r->t0_us;
         if (s->cfg.observe) s->cfg.observe(s->cfg.ctx, http_route_name(r), r->status, us);

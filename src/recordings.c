@@ -223,12 +223,14 @@ static void unload(call_recs *cr)
     cr->n = 0;
 }
 
-/* Writes the rows flagged in `dirty` in one transaction, then sends their
- * callbacks (the outbox write is its own transaction and must come after).
- * why[i], when set, is a notification for a row that became absent because
- * of Kaphila's file; a window too short to hold audio is the caller's own
- * doing (an empty <Record>) and is not worth a debugger entry. */
-static void save(engine *e, rec_row *rows, int n, const bool *dirty, const char *const *why)
+/* Writes the rows flagged in `dirty` in one transaction. With announce
+ * (every flagged row has just become completed or absent), then sends
+ * their callbacks: the outbox write is its own transaction and must come
+ * after. why[i], when set, is a notification for a row that became absent
+ * because of Kaphila's file; a window too short to hold audio is the
+ * caller's own doing (an empty <Record>) and is not worth a debugger entry. */
+static void save(engine *e, rec_row *rows, int n, const bool *dirty, bool announce,
+                 const char *const *why)
 {
     store_conn *db = engine_db(e);
     bool txn = store_begin(db) == STORE_OK, ok = true;
@@ -240,7 +242,7 @@ static void save(engine *e, rec_row *rows, int n, const bool *dirty, const char 
         log_error("recordings", "recording state not saved; no callbacks sent");
         return;
     }
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; announce && i < n; i++) {
         if (!dirty[i]) continue;
         if (status_is(&rows[i], "absent") && why && why[i]) notify_absent(e, &rows[i], why[i]);
         if (status_is(&rows[i], "completed") || status_is(&rows[i], "absent"))
@@ -397,7 +399,7 @@ static void bridge_stopped(engine *e, const char *call_sid, const char *filename
             dirty[i] = true;
         }
     }
-    save(e, cr.rows, cr.n, dirty, NULL);
+    save(e, cr.rows, cr.n, dirty, false, NULL);
 out:
     free(dirty);
     unload(&cr);
@@ -543,7 +545,7 @@ static void all_absent(engine *e, const char *call_sid, int code, const char *wh
         dirty[i] = true;
         whys[i] = why;
     }
-    save(e, cr.rows, cr.n, dirty, whys);
+    save(e, cr.rows, cr.n, dirty, true, whys);
 out:
     free(whys);
     free(dirty);
@@ -701,6 +703,7 @@ static fetch_result start_fetch(engine *e, const call_recs *cr, rec_job *j, int 
     curl_easy_setopt(d->easy, CURLOPT_NOSIGNAL, 1L);
     if (loop_http_start(engine_loop(e), d->easy, on_download, d) != 0) goto fail_claimed;
     d->job = j;
+    log_context(NULL, d->account_sid, d->call_sid);
     log_info("recordings", "downloading the bridge recording from Kaphila (%s)", src);
     return FETCH_STARTED;
 fail_claimed:
@@ -905,7 +908,7 @@ static void finalize(engine *e, const char *call_sid)
     for (int i = 0; i < cr.n; i++)
         if (pending(&cr.rows[i], final))
             dirty[i] = settle(e, &b, &cr.rows[i], end, now, &whys[i]);
-    save(e, cr.rows, cr.n, dirty, whys);
+    save(e, cr.rows, cr.n, dirty, true, whys);
 out:
     bridge_close(&b);
 out_unload:

@@ -148,6 +148,7 @@ struct store_conn {
 
 struct store {
     char           *path;
+    sqlite3        *keeper;      /* holds a :memory: database alive */
     pthread_mutex_t lock;
     store_conn     *free_list;
     int             n_conns;
@@ -182,7 +183,8 @@ static sqlite3 *open_db(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+                                 SQLITE_OPEN_URI,
                              NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open database %s: %s", path,
@@ -233,13 +235,22 @@ store *store_open(const char *path, char *err, size_t errlen)
     store *s = calloc(1, sizeof *s);
     sqlite3 *db = NULL;
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
-    s->path = strdup(path);
     pthread_mutex_init(&s->lock, NULL);
+    if (!strcmp(path, ":memory:")) {
+        /* Every pooled connection must see the same database: a named
+         * shared-cache memory database, kept alive by s->keeper. */
+        char uri[96];
+        snprintf(uri, sizeof uri, "file:twigate-mem-%p?mode=memory&cache=shared", (void *)s);
+        s->path = strdup(uri);
+    } else {
+        s->path = strdup(path);
+    }
     if (!s->path) { snprintf(err, errlen, "out of memory"); goto fail; }
-    db = open_db(path, err, errlen);
+    db = open_db(s->path, err, errlen);
     if (!db) goto fail;
     if (migrate(db, err, errlen)) goto fail;
-    sqlite3_close(db);
+    if (!strncmp(s->path, "file:twigate-mem-", 17)) s->keeper = db;
+    else sqlite3_close(db);
     return s;
 fail:
     sqlite3_close(db);
@@ -262,6 +273,7 @@ void store_close(store *s)
         s->free_list = c->next_free;
         conn_free(c);
     }
+    sqlite3_close(s->keeper);
     pthread_mutex_destroy(&s->lock);
     free(s->path);
     free(s);

@@ -455,6 +455,31 @@ def test_record_finish_on_key(twigate, client, receiver):
     assert ("TWIGATE", "twiml/unsupported/Record") in event_urls(twigate, call.sid)
 
 
+def test_record_status_callback(twigate, client, receiver):
+    """recordingStatusCallback of a <Record>: the window becomes a Recording
+    resource (source RecordVerb) with the SID the action got."""
+    def build(r):
+        r.record(action="/rec/done", finish_on_key="#", play_beep=False, timeout=0,
+                 recording_status_callback="/rsc",
+                 recording_status_callback_event="in-progress completed")
+    receiver.set("/voice", twiml(build))
+    receiver.set("/rec/done", twiml(lambda r: r.hangup()))
+    call = create(client, receiver, "/voice")
+    receiver.wait_for_requests("/voice", call_sid=call.sid)
+    time.sleep(1.3)
+    twigate.sim_digits(call.sid, "#")
+    act = receiver.wait_for_requests("/rec/done", call_sid=call.sid)[0].params
+    finish(twigate, client, call.sid)
+    got = receiver.wait_for_requests("/rsc", 2, call_sid=call.sid, timeout=15)
+    assert [r.params["RecordingStatus"] for r in got] == ["in-progress", "completed"]
+    done = got[1].params
+    assert got[1].valid and got[1].method == "POST"
+    assert done["RecordingSid"] == act["RecordingSid"]
+    assert done["RecordingUrl"] == act["RecordingUrl"]
+    assert done["RecordingSource"] == "RecordVerb"
+    assert done["RecordingDuration"] == act["RecordingDuration"]
+
+
 def test_record_caller_hangs_up(twigate, client, receiver):
     """Hang-up ends the recording: the action still gets the recording, with
     Digits=hangup and CallStatus=completed (contract §8.5)."""

@@ -86,6 +86,15 @@ def test_too_many_params_is_400(tg):
     assert_twilio_error(r, 400)
 
 
+def test_too_many_query_params_is_400(tg):
+    # limits.max_params caps query strings as well as form bodies.
+    params = [(f"X{i}", "1") for i in range(MAX_PARAMS + 10)]
+    r = tg.http("GET", tg.account_uri() + "/Calls.json", params=params)
+    assert_twilio_error(r, 400)
+    few = [(f"X{i}", "1") for i in range(MAX_PARAMS - 10)]
+    assert tg.http("GET", tg.account_uri() + "/Calls.json", params=few).status_code == 200
+
+
 @pytest.mark.parametrize("n", [1000, 3000])
 def test_huge_query_string_is_answered(tg, n):
     """A request line with thousands of parameters must get a 4xx answer
