@@ -20,6 +20,8 @@ void     metrics_destroy(metrics *m);   /* accepts NULL */
 
 void metrics_inc(metrics *m, const char *name, const char *labels, double v);
 void metrics_gauge(metrics *m, const char *name, const char *labels, double v);
+/* Sets a counter from a monotonic count kept elsewhere (e.g. the store's). */
+void metrics_counter_set(metrics *m, const char *name, const char *labels, double v);
 /* Histogram of seconds with fixed buckets from 0.5 ms to 30 s. */
 void metrics_observe(metrics *m, const char *name, const char *labels, double seconds);
 /* The exposition text (caller frees), with HELP/TYPE lines from the

@@ -63,6 +63,8 @@ typedef struct store_call_filter {
 } store_call_filter;
 
 store *store_open(const char *path, char *err, size_t errlen);
+/* Times a statement gave up on a lock after the busy timeout (metrics). */
+uint64_t store_busy_count(const store *s);
 void   store_close(store *s);                 /* accepts NULL; all conns released */
 
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */

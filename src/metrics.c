@@ -51,7 +51,8 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_outbox_pending", "Webhook deliveries written but not yet done"},
     {"twigate_outbox_oldest_seconds", "Age of the oldest pending delivery"},
     {"twigate_kaphila_events_total", "Kaphila events received by name"},
-    {"twigate_sqlite_busy_total", "SQLite lock contention beyond the busy timeout"},
+    {"twigate_sqlite_busy_total", "Statements that gave up on an SQLite lock after the busy timeout (monotonic)"},
+    {"twigate_notifications_total", "Notifications (Twilio debugger entries) recorded, by error code"},
     {"twigate_metrics_dropped_total", "Series dropped because the table was full"},
 };
 
@@ -115,6 +116,15 @@ void metrics_gauge(metrics *m, const char *name, const char *labels, double v)
     pthread_mutex_lock(&m->lock);
     series *s = find(m, name, labels ? labels : "", K_GAUGE);
     if (s) s->value = v;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_counter_set(metrics *m, const char *name, const char *labels, double v)
+{
+    if (!m) return;
+    pthread_mutex_lock(&m->lock);
+    series *s = find(m, name, labels ? labels : "", K_COUNTER);
+    if (s && v > s->value) s->value = v;
     pthread_mutex_unlock(&m->lock);
 }
 

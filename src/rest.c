@@ -172,6 +172,7 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
         }
         store_conn_release(c);
     }
+    metrics_counter_set(a->metrics, "twigate_sqlite_busy_total", NULL, (double)store_busy_count(a->store));
     text = metrics_render(a->metrics, &len);
     if (!text) {
         http_reply(r, 500, "text/plain", "", 0, NULL);

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +153,23 @@ struct store {
     pthread_mutex_t lock;
     store_conn     *free_list;
     int             n_conns;
+    atomic_uint_fast64_t busy;
 };
+
+static store_status map_rc(sqlite3 *db, int rc, const char *what);
+
+/* Every statement of a connection goes through here, so contention is
+ * counted per store. */
+static store_status map_rc_c(store_conn *c, int rc, const char *what)
+{
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) atomic_fetch_add(&c->owner->busy, 1);
+    return map_rc(c->db, rc, what);
+}
+
+uint64_t store_busy_count(const store *s)
+{
+    return atomic_load(&((store *)s)->busy);
+}
 
 static store_status map_rc(sqlite3 *db, int rc, const char *what)
 {
@@ -338,7 +355,7 @@ static sqlite3_stmt *stmt_get(store_conn *c, enum stmt_id id)
 static store_status step_done(store_conn *c, sqlite3_stmt *st, const char *what)
 {
     int rc = sqlite3_step(st);
-    store_status r = map_rc(c->db, rc == SQLITE_ROW ? SQLITE_DONE : rc, what);
+    store_status r = map_rc_c(c, rc == SQLITE_ROW ? SQLITE_DONE : rc, what);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r;
@@ -454,7 +471,7 @@ static store_status get_one_call(store_conn *c, sqlite3_stmt *st, store_call *ou
         read_call(st, out);
         r = STORE_OK;
     } else {
-        r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "call get");
+        r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc_c(c, rc, "call get");
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -534,7 +551,7 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     bind_text(st, 2, account_sid);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) { *id = sqlite3_column_int64(st, 0); r = STORE_OK; }
-    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "call id");
+    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc_c(c, rc, "call id");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r;
@@ -567,7 +584,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     if (offset > 0) snprintf(sql + len, sizeof sql - (size_t)len, " OFFSET ?%d", idx++);
 
     if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return map_rc(c->db, sqlite3_errcode(c->db), "call list prepare");
+        return map_rc_c(c, sqlite3_errcode(c->db), "call list prepare");
     idx = 1;
     bind_text(st, idx++, f->account_sid);
     if (f->to && *f->to) bind_text(st, idx++, f->to);
@@ -583,7 +600,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
 
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++]);
-    if (n < limit && rc != SQLITE_DONE) r = map_rc(c->db, rc, "call list");
+    if (n < limit && rc != SQLITE_DONE) r = map_rc_c(c, rc, "call list");
     sqlite3_finalize(st);
     *n_out = n;
     return r;
@@ -602,7 +619,7 @@ store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, vo
         store_call_fini(&call);
     }
     sqlite3_reset(st);
-    return map_rc(c->db, rc, "live calls");
+    return map_rc_c(c, rc, "live calls");
 }
 
 /* ---- raw Kaphila events ---- */
@@ -639,7 +656,7 @@ store_status store_kevent_each_pending(store_conn *c,
         cb(sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
            (const char *)sqlite3_column_text(st, 2), arg);
     sqlite3_reset(st);
-    return map_rc(c->db, rc, "pending kevents");
+    return map_rc_c(c, rc, "pending kevents");
 }
 
 /* ---- outbox ---- */
@@ -710,7 +727,7 @@ store_status store_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o
         store_outbox_fini(&o);
     }
     sqlite3_reset(st);
-    return map_rc(c->db, rc, "pending outbox");
+    return map_rc_c(c, rc, "pending outbox");
 }
 
 store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)
@@ -724,7 +741,7 @@ store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest
         *oldest_ms = sqlite3_column_int64(st, 1);
     }
     sqlite3_reset(st);
-    return map_rc(c->db, rc, "outbox stats");
+    return map_rc_c(c, rc, "outbox stats");
 }
 
 /* ---- call events ---- */
@@ -764,7 +781,7 @@ store_status store_event_list(store_conn *c, const char *account_sid, const char
     sqlite3_stmt *st = NULL;
     int rc;
     if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return map_rc(c->db, sqlite3_errcode(c->db), "event list prepare");
+        return map_rc_c(c, sqlite3_errcode(c->db), "event list prepare");
     bind_text(st, 1, call_sid);
     bind_text(st, 2, account_sid);
     sqlite3_bind_int(st, 3, limit);
@@ -778,7 +795,7 @@ store_status store_event_list(store_conn *c, const char *account_sid, const char
                                                  "response", rs));
     }
     sqlite3_finalize(st);
-    return map_rc(c->db, rc, "event list");
+    return map_rc_c(c, rc, "event list");
 }
 
 /* ---- notifications ---- */
@@ -835,7 +852,7 @@ store_status store_notification_list(store_conn *c, const char *account_sid,
              before_id > 0 && offset <= 0 ? " AND id < ?4" : " AND ?4 = ?4",
              offset > 0 ? " OFFSET ?5" : " OFFSET 0 * ?5");
     if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return map_rc(c->db, sqlite3_errcode(c->db), "notification list prepare");
+        return map_rc_c(c, sqlite3_errcode(c->db), "notification list prepare");
     bind_text(st, idx++, account_sid);
     bind_text(st, idx++, call_sid ? call_sid : "");
     sqlite3_bind_int(st, idx++, limit);
@@ -846,7 +863,7 @@ store_status store_notification_list(store_conn *c, const char *account_sid,
         json_array_append_new(out_arr, row_object(st));
     }
     sqlite3_finalize(st);
-    return map_rc(c->db, rc, "notification list");
+    return map_rc_c(c, rc, "notification list");
 }
 
 store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
@@ -860,7 +877,7 @@ store_status store_notification_get(store_conn *c, const char *account_sid, cons
     bind_text(st, 2, account_sid);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) { *out = row_object(st); r = STORE_OK; }
-    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(c->db, rc, "notification get");
+    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc_c(c, rc, "notification get");
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r;

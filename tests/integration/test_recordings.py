@@ -221,6 +221,9 @@ def test_record_true_end_to_end(twigate, client, receiver):
     assert r.content == sim_wav(twigate, call.sid)
     fmt, pcm = wav_parts(r.content)
     assert fmt[1] == 1 and fmt[2] == 8000 and len(pcm) >= 16000
+    # Kaphila's late events (recording.completed after call.ended) send nothing more.
+    time.sleep(0.3)
+    assert len(receiver.requests("/rsc", call_sid=call.sid)) == 2
 
 
 def test_record_true_default_events_and_get_method(twigate, client, receiver):
