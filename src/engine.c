@@ -27,6 +27,7 @@
 #include "errors.h"
 #include "log.h"
 #include "phone.h"
+#include "recordings.h"
 #include "sid.h"
 #include "timefmt.h"
 
@@ -1045,9 +1046,9 @@ int call_kaphila(call *c, const char *path, json_t *body, kaphila_cb cb, void *a
     snprintf(k->path, sizeof k->path, "%s", path);
     call_ref(c);
     if (kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", path, body, on_call_kaphila, k) != 0) {
+        /* Reported through the callback like any other failure. */
         kaphila_result res = {.endpoint = "other", .curl_rc = CURLE_FAILED_INIT};
         on_call_kaphila(e->l, k, &res);
-        return -1;
     }
     return 0;
 }
@@ -1295,6 +1296,7 @@ static void recover(engine *e)
     }
     if (store_outbox_each_pending(e->db, recover_outbox, e) != STORE_OK)
         log_error("engine", "could not load the outbox");
+    rec_recover(e);
     log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
 }
 

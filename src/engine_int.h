@@ -49,8 +49,10 @@ bool call_is_over(const call *c);
 
 /* A Kaphila command for this call (body stolen; "callId" is added). cb may
  * be NULL; when set it runs once, and the call holds a reference until
- * then. Failures (including 429) are logged in the call's event log and
- * returned to cb; a failure with no cb ends the call with a notification. */
+ * then. Failures (including 429, and requests that could not even start)
+ * are logged in the call's event log and returned to cb; a failure with no
+ * cb ends the call with a notification. Returns -1 only when nothing was
+ * attempted (no account any more, out of memory): then cb does not run. */
 int call_kaphila(call *c, const char *path, json_t *body, kaphila_cb cb, void *arg);
 
 /* Fills f with the standard voice request parameters of contract §8.1 for
@@ -66,7 +68,7 @@ int call_webhook(call *c, const char *url, const char *method, const form *param
                  bool twiml_fetch, webhook_cb cb, void *arg);
 
 /* Ends the call on Kaphila (idempotent). The terminal status arrives with
- * Kaphila's call.ended event; reject_busy marks a <Reject reason="busy">. */
+ * Kaphila's call.ended event. */
 void call_hangup(call *c, const char *why);
 
 /* A notification (Twilio debugger entry) for this call plus an event-log

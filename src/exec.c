@@ -731,6 +731,26 @@ static void fetch_doc(exec *x, const char *url, const char *method, const form *
     form_fini(&f);
 }
 
+/* The loop guard: a call follows at most limits.max_redirects documents
+ * after its first one — <Redirect>s and <Gather>/<Record> actions, the steps
+ * a document can take by itself (the fallback and REST updates do not
+ * count). Past it: 11215 and hang-up. */
+static bool follow_allowed(exec *x, const char *what)
+{
+    call *c = x->c;
+    char msg[256];
+    if (c->redirects < call_config(c)->max_redirects) {
+        c->redirects++;
+        return true;
+    }
+    snprintf(msg, sizeof msg, "Too many redirects: the call already followed %d documents"
+             " (<Redirect> and actions; limits.max_redirects); %s not requested, hanging up",
+             c->redirects, what);
+    call_notify(c, CODE_TOO_MANY_REDIRECTS, LEVEL_ERROR, msg, doc_url(x), doc_method(x));
+    hangup(x, "too many redirects");
+    return false;
+}
+
 /* An action URL: the attribute resolved against the document, or the
  * document's own URL (Twilio's default for <Gather> and <Record>). NULL
  * (with a notification) when there is none. */
@@ -981,11 +1001,11 @@ static void gather_finish(exec *x, char key)
     }
     form extra;
     form_init(&extra);
-    if (add(&extra, "msg", "Gather End") && add(&extra, "Digits", x->digits) &&
-        add(&extra, "FinishedOnKey", fok))
-        fetch_doc(x, url, twiml_method_name(g->method), &extra, false);
-    else
+    if (!add(&extra, "msg", "Gather End") || !add(&extra, "Digits", x->digits) ||
+        !add(&extra, "FinishedOnKey", fok))
         internal_failure(x, "out of memory");
+    else if (follow_allowed(x, "the <Gather> action"))
+        fetch_doc(x, url, twiml_method_name(g->method), &extra, false);
     form_fini(&extra);
     free(url);
 }
@@ -1143,7 +1163,8 @@ static void record_end(exec *x, const char *digits, bool hung_up)
     if (!ok) {
         internal_failure(x, "out of memory");
     } else if (!hung_up) {
-        fetch_doc(x, url, twiml_method_name(r->method), &extra, false);
+        if (follow_allowed(x, "the <Record> action"))
+            fetch_doc(x, url, twiml_method_name(r->method), &extra, false);
     } else {
         /* The call is over: Twilio still posts the action (CallStatus
          * completed, Digits hangup); its answer is not executed. */
@@ -1187,24 +1208,15 @@ static void record_key(exec *x, char d)
 
 static void redirect(exec *x, const twiml_verb *v)
 {
-    call *c = x->c;
-    const config *cfg = call_config(c);
     char msg[256];
-    if (c->redirects >= cfg->max_redirects) {
-        snprintf(msg, sizeof msg, "Too many redirects: the call followed %d <Redirect> verbs"
-                 " (limits.max_redirects); hanging up", c->redirects);
-        call_notify(c, CODE_TOO_MANY_REDIRECTS, LEVEL_ERROR, msg, doc_url(x),
-                    doc_method(x));
-        hangup(x, "too many redirects");
+    if (!follow_allowed(x, "the <Redirect>"))
         return;
-    }
-    c->redirects++;
     char *url = url_resolve(x->doc_url, v->u.redirect.url);
     if (!url) {
         snprintf(msg, sizeof msg, "Invalid URL format: <Redirect>%.150s</Redirect> is not an"
                  " http(s) URL%s", v->u.redirect.url,
                  x->doc_url ? "" : " (relative URLs need a document URL)");
-        call_notify(c, CODE_BAD_URL, LEVEL_ERROR, msg, doc_url(x), doc_method(x));
+        call_notify(x->c, CODE_BAD_URL, LEVEL_ERROR, msg, doc_url(x), doc_method(x));
         fetch_failed(x, CODE_BAD_URL, v->u.redirect.url, false);
         return;
     }

@@ -356,11 +356,12 @@ out:
     rec_rows_free(rows, n);
 }
 
-/* Kaphila's bridge recording of the call stopped (the call ended, or
- * POST /recordings/:callId/stop): windows still open end with it, the
- * Record=true recording waits for the file. Also records Kaphila's names
- * for the file on every row of the call. dur_s < 0: not given. */
-static void bridge_stopped(engine *e, const char *call_sid, const char *filename,
+/* Something Kaphila said about the call's bridge recording. Its names for
+ * the file (filename, recordingId) are kept on every row of the call. With
+ * ended (the call ended, or POST /recordings/:callId/stop), windows still
+ * open end where the bridge ended and the Record=true recording waits for
+ * the file (processing), with Kaphila's duration dur_s (< 0: not given). */
+static void bridge_event(engine *e, const char *call_sid, const char *filename,
                            const char *krec, int dur_s, bool ended)
 {
     call_recs cr;
@@ -419,12 +420,12 @@ void rec_kaphila_event(engine *e, const char *account_sid, const char *call_sid,
     const char *krec = safe_name(json_string_value(json_object_get(ev, "recordingId")));
     log_context(NULL, account_sid, call_sid);
     if (!strcmp(name, "recording.started")) {
-        bridge_stopped(e, call_sid, NULL, krec, -1, false);
+        bridge_event(e, call_sid, NULL, krec, -1, false);
     } else if (!strcmp(name, "call.ended")) {
         json_t *rec = json_object_get(ev, "recording");
         json_t *d = json_object_get(ev, "callDuration");
         if (!d) d = json_object_get(ev, "duration");
-        bridge_stopped(e, call_sid,
+        bridge_event(e, call_sid,
                        safe_name(json_string_value(json_object_get(rec, "filename"))),
                        safe_name(json_string_value(json_object_get(rec, "recordingId"))),
                        json_is_integer(d) ? (int)json_integer_value(d) : -1, true);
@@ -433,10 +434,10 @@ void rec_kaphila_event(engine *e, const char *account_sid, const char *call_sid,
         if (json_is_object(rec) && !json_is_true(json_object_get(rec, "active")))
             kick(e, call_sid, 0);
     } else if (!strcmp(name, "recording.stopped")) {
-        bridge_stopped(e, call_sid, NULL, krec, -1, true);
+        bridge_event(e, call_sid, NULL, krec, -1, true);
     } else if (!strcmp(name, "recording.completed")) {
         json_t *d = json_object_get(ev, "duration");
-        bridge_stopped(e, call_sid, NULL, krec,
+        bridge_event(e, call_sid, NULL, krec,
                        json_is_integer(d) ? (int)json_integer_value(d) : -1, true);
         kick(e, call_sid, 0);
     } else {
@@ -1197,7 +1198,7 @@ static void on_stop(loop *l, void *arg, const kaphila_result *res)
         }
     }
     job_reply_row(e, j, 200, &r);
-    bridge_stopped(e, call_sid, NULL, NULL, -1, true);
+    bridge_event(e, call_sid, NULL, NULL, -1, true);
     /* The file is final when Kaphila reports recording.completed; if it
      * had nothing active to stop, it already was. */
     if (ended || res->http_status == 404) kick(e, call_sid, 0);

@@ -13,6 +13,7 @@
 #include "errors.h"
 #include "log.h"
 #include "metrics.h"
+#include "recordings.h"
 #include "sid.h"
 #include "timefmt.h"
 
@@ -267,6 +268,19 @@ static const http_route routes[] = {
     {"GET",    ACCOUNT_PATH "/Calls/*/Events.json", rest_call_events, "call_events"},
     {"GET",    ACCOUNT_PATH "/Calls/*/Notifications.json", rest_notifications_list, "call_notifications"},
     {"GET",    ACCOUNT_PATH "/Calls/*/Notifications/*.json", rest_notification_fetch, "call_notification"},
+    /* Literal Twilio.CURRENT before the wildcard; ".json" before the bare
+     * media path ({RE}, {RE}.wav, {RE}.mp3), which would otherwise swallow it. */
+    {"GET",    ACCOUNT_PATH "/Calls/*/Recordings.json", rec_call_list, "call_recordings"},
+    {"POST",   ACCOUNT_PATH "/Calls/*/Recordings.json", rec_call_create, "call_recording_create"},
+    {"GET",    ACCOUNT_PATH "/Calls/*/Recordings/Twilio.CURRENT.json", rec_call_current_fetch, "call_recording_current"},
+    {"POST",   ACCOUNT_PATH "/Calls/*/Recordings/Twilio.CURRENT.json", rec_call_current_update, "call_recording_current_update"},
+    {"GET",    ACCOUNT_PATH "/Calls/*/Recordings/*.json", rec_call_fetch, "call_recording"},
+    {"POST",   ACCOUNT_PATH "/Calls/*/Recordings/*.json", rec_call_update, "call_recording_update"},
+    {"DELETE", ACCOUNT_PATH "/Calls/*/Recordings/*.json", rec_call_delete, "call_recording_delete"},
+    {"GET",    ACCOUNT_PATH "/Recordings.json", rec_list, "recordings"},
+    {"GET",    ACCOUNT_PATH "/Recordings/*.json", rec_fetch, "recording"},
+    {"DELETE", ACCOUNT_PATH "/Recordings/*.json", rec_delete, "recording_delete"},
+    {"GET",    ACCOUNT_PATH "/Recordings/*", rec_media, "recording_media"},
     {"GET",    ACCOUNT_PATH "/Notifications.json", rest_notifications_list, "notifications"},
     {"GET",    ACCOUNT_PATH "/Notifications/*.json", rest_notification_fetch, "notification"},
     {"POST",   "/kaphila/events/*", kaphila_event, "kaphila_event"},

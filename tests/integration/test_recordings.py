@@ -634,6 +634,28 @@ def test_record_verb_window(twigate, client, receiver):
     assert not os.path.exists(os.path.join(cache, call.sid + ".wav"))
 
 
+def test_transient_download_failure_is_retried(twigate, client, receiver):
+    """Kaphila failing the download once (HTTP 500) only delays the
+    recording: twigate retries in the background and the completed callback
+    still goes out, once."""
+    call = start_call(twigate, client, record=True,
+                      recording_status_callback=receiver.url("/rsc-retry"))
+    time.sleep(1.2)
+    twigate.sim_fail(500, count=1, endpoint="/recordings", key=twigate.accounts["a"].kaphila_key)
+    try:
+        hang_up(twigate, client, call.sid)
+        sid = only_recording(twigate, call.sid)["sid"]
+        time.sleep(0.3)
+        assert wait_recording(twigate, sid, ("processing",))["status"] == "processing"
+        done = receiver.wait_for_requests("/rsc-retry", call_sid=call.sid, timeout=10)
+        check_callback(twigate, done[0], "completed", "OutboundAPI", sid, call.sid)
+    finally:
+        twigate.sim_clear_fail()
+    assert media(twigate, sid).content == sim_wav(twigate, call.sid)
+    time.sleep(0.3)
+    assert len(receiver.requests("/rsc-retry", call_sid=call.sid)) == 1
+
+
 # ---------------------------------------------------------------- absent
 
 @pytest.fixture

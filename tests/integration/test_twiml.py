@@ -577,6 +577,24 @@ def test_redirect_cap(make_twigate, receiver):
     assert len(got) == 1 and got[0]["log"] == "0", notes(tg, call.sid)
 
 
+def test_action_requests_count_against_the_cap(make_twigate, receiver):
+    """<Gather> actions are documents the call follows by itself, too."""
+    tg = make_twigate(overrides={"limits.max_redirects": 2})
+    client = tg.client("a")
+    receiver.set("/menu", twiml(lambda r: r.gather(num_digits=1, action="/menu", timeout=5)
+                                .say("Press a key.")))
+    call = create(client, receiver, "/menu")
+    for n in (1, 2, 3):
+        wait_kaphila(tg, call.sid, lambda q, n=n: q.count(("/voice", {"text": "Press a key."})) == n,
+                     what=f"prompt {n} never played")
+        tg.sim_digits(call.sid, str(n))
+    finish(tg, client, call.sid)
+    reqs = receiver.requests("/menu", call_sid=call.sid)
+    assert [r.params.get("Digits") for r in reqs] == [None, "1", "2"]   # the 3rd is refused
+    assert kaphila_requests(tg, call.sid)[-1] == ("/hangup", {})
+    assert [n["error_code"] for n in notes(tg, call.sid)] == ["11215"]
+
+
 def test_reject_hangs_up_answered_call(twigate, client, receiver):
     receiver.set("/voice", twiml(lambda r: (r.reject(reason="busy"), r.say("never"))))
     call = create(client, receiver, "/voice")
