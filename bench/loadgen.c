@@ -284,6 +284,7 @@ typedef struct client {
     int      nidle;
     /* counters */
     long     sent, done, ok, non2xx, errors, reconnects;
+    long     due;    /* open loop: requests that fell due (sent or not) */
     samples  lat;
     int64_t  first_send, last_done;
     /* supplied by the mode: builds request `tag`; returns 0 to hold it back */
@@ -577,6 +578,10 @@ static void drive(client *cl, long total, double rate, double dur_s, double drai
                 while (next < total && client_send(cl, next, now_ns())) next++;
             }
         }
+        if (period && !cl->due && (t >= end || next >= total || stop_flag)) {
+            long d = (long)((end - t0 + period - 1) / period);
+            cl->due = d < total ? d : total;
+        }
         if (!sending && !client_inflight(cl)) break;
         if (!sending && t > end + (int64_t)(drain_s * 1e9)) break;
         if (stop_flag && t > end) break;
@@ -595,9 +600,9 @@ static void drive(client *cl, long total, double rate, double dur_s, double drai
 static void print_client(const char *prefix, client *cl, int64_t t0, int64_t t_end)
 {
     double el = (double)(t_end - t0) / 1e9;
-    printf("%ssent=%ld done=%ld ok=%ld non2xx=%ld errors=%ld inflight=%d elapsed_s=%.3f "
+    printf("%sdue=%ld sent=%ld done=%ld ok=%ld non2xx=%ld errors=%ld inflight=%d elapsed_s=%.3f "
            "rate=%.1f ok_rate=%.1f p50=%.3f p90=%.3f p99=%.3f p999=%.3f max=%.3f\n",
-           prefix, cl->sent, cl->done, cl->ok, cl->non2xx, cl->errors, client_inflight(cl), el,
+           prefix, cl->due ? cl->due : cl->sent, cl->sent, cl->done, cl->ok, cl->non2xx, cl->errors, client_inflight(cl), el,
            el > 0 ? (double)cl->done / el : 0, el > 0 ? (double)cl->ok / el : 0,
            sm_pct(&cl->lat, 50), sm_pct(&cl->lat, 90), sm_pct(&cl->lat, 99),
            sm_pct(&cl->lat, 99.9), sm_pct(&cl->lat, 100));
@@ -1109,7 +1114,7 @@ static int mode_live(opts *o)
     for (int i = 0; i < 5; i++) loop_once(&cl, 2);
     l.rss0_kb = o->pid ? rss_kb(o->pid) : -1;
     int64_t t0 = now_ns();
-    double ramp_s = o->calls / o->create_rate + 30;
+    double ramp_s = o->create_rate > 0 ? o->calls / o->create_rate + 30 : 120;
     drive(&cl, o->calls, o->create_rate, ramp_s, 30, NULL, NULL);
     int64_t t_created = now_ns();
     /* Wait until every created call runs its loop (fetched /live once). */

@@ -51,10 +51,10 @@ void rec_call_current_fetch(void *ctx, http_req *r, const http_match *m);
 void rec_call_current_update(void *ctx, http_req *r, const http_match *m);
 
 /* ---- engine thread ---- */
-/* Start-up: finishes what a restart interrupted — recordings whose bridge
- * file is final but which were never completed (a download cut short)
- * are fetched again, so their callbacks still go out. Optional: without it
- * such a recording completes on the first media request. */
+/* Start-up (the engine's recovery): finishes what a stop interrupted —
+ * recordings whose bridge file is final but which were never completed (a
+ * download cut short, failing) are fetched again, so their callbacks still
+ * go out. */
 void rec_recover(engine *e);
 
 /* ---- pure helpers (any thread) ---- */

@@ -19,6 +19,9 @@
 #   6. conf/twigate.service: systemd-analyze verify (else a key sanity check),
 #      and its ExecStart arguments parse.
 #
+# Private mount namespaces (root + unshare) let the entrypoint and the unit be
+# checked unmodified; CHECK_DOCKER_NO_NS=1 forces the fallbacks used without.
+#
 # Exit status: 0 when nothing failed. Lines start with "ok", "FAIL", "skip"
 # or "note"; the last lines list what could not be checked on this machine.
 set -u
@@ -32,9 +35,12 @@ ENTRY=$ROOT/scripts/docker-entrypoint.sh
 
 failures=0
 notchecked=""
+hc_tool=""
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/check-docker.XXXXXX")
-DAEMON_PID=""
+DAEMON_PID=""    # the background job running the entrypoint
+TWIG_PID=""      # twigate's own PID, as the stub saw it
 cleanup() {
+    [ -n "$TWIG_PID" ] && kill "$TWIG_PID" 2>/dev/null
     if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; fi
     rm -rf "$TMP"
 }
@@ -142,25 +148,44 @@ elif [ "$(apt-cache stats 2>/dev/null | awk -F: '/^Total package names/ { gsub(/
     skip "package names (apt lists are empty: run apt-get update)"
 else
     [ "$codename" = bookworm ] || note "apt answers come from '$codename', not bookworm"
+    # One apt-cache call for all names (each call costs most of a second).
+    # shellcheck disable=SC2046
+    apt-cache show --no-all-versions $(cut -f2 "$TMP/pkgs" | sort -u) 2>/dev/null |
+        sed -n 's/^Package: //p' | sort -u >"$TMP/resolved"
     while IFS="$(printf '\t')" read -r stage pkg; do
-        if apt-cache show --no-all-versions "$pkg" >/dev/null 2>&1; then ok "$stage: $pkg resolves"
-        else fail "$stage: package '$pkg' does not resolve with apt-cache show"; fi
+        if grep -qx "$pkg" "$TMP/resolved"; then ok "$stage: $pkg resolves"
+        else fail "$stage: package '$pkg' does not resolve with apt-cache show (unknown or purely virtual)"; fi
     done <"$TMP/pkgs"
 fi
 
 # ------------------------------------------------------ 3. libraries -> packages
 echo "== libraries"
-pkg_of() {   # file -> owning package (no :arch), or empty
-    f=$(readlink -f "$1")
-    for p in "$f" "/usr$f" "$(echo "$f" | sed 's|^/usr||')"; do
-        r=$(dpkg -S "$p" 2>/dev/null | head -n 1 | cut -d: -f1) && [ -n "$r" ] && { echo "$r"; return; }
-    done
+# Owning packages of files, with one dpkg -S call: "path package" lines in
+# $TMP/owners for each path on stdin (usr-merged paths tried both ways).
+owners() {
+    while read -r f; do
+        r=$(readlink -f "$f")
+        case $r in /usr/*) alt=${r#/usr} ;; *) alt=/usr$r ;; esac
+        echo "$f $r"; echo "$f $alt"
+    done | sort -u >"$TMP/owners.try"
+    # shellcheck disable=SC2046
+    dpkg -S $(cut -d' ' -f2 "$TMP/owners.try" | sort -u) 2>/dev/null |
+        sed -n 's/^\([^:,]*\)\(:[^:]*\)\{0,1\}: \(.*\)$/\3 \1/p' >"$TMP/owners.found"
+    awk 'NR == FNR { own[$1] = $2; next } ($2 in own) && !seen[$1]++ { print $1, own[$2] }' \
+        "$TMP/owners.found" "$TMP/owners.try" >"$TMP/owners"
 }
+pkg_of() { awk -v f="$1" '$1 == f { print $2; exit }' "$TMP/owners"; }
 if ! have dpkg || ! have apt-cache; then
     skip "library to package mapping (needs dpkg and apt-cache)"
 else
     # pkg-config modules of the Makefile -> the build stage's -dev packages.
     mods=$(sed -n 's/^PKGS[[:space:]]*:*=[[:space:]]*//p' "$ROOT/Makefile")
+    {
+        for m in $mods; do echo "$(pkg-config --variable=pcfiledir "$m" 2>/dev/null)/$m.pc"; done
+        for b in twigate kaphila-sim; do
+            ldd "$BUILD/$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+        done
+    } | owners
     for m in $mods; do
         pc=$(pkg-config --variable=pcfiledir "$m" 2>/dev/null)/$m.pc
         p=$(pkg_of "$pc")
@@ -234,21 +259,32 @@ done
 exec "$BUILD/twigate" "\$@"
 EOF
 chmod 755 "$STUBDIR/twigate"
-ENTRY_RUN=""
-if [ "$(id -u)" = 0 ] && have unshare && unshare -m true 2>/dev/null; then
+# run-entry.sh records its PID, then becomes the entrypoint: the stub seeing
+# the same PID proves the chain of execs reaches twigate.
+use_ns=0
+if [ -z "${CHECK_DOCKER_NO_NS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && unshare -m true 2>/dev/null; then
     # A private mount namespace shows the stub at /usr/sbin/twigate, so the
     # entrypoint runs unmodified; nothing changes outside this process tree.
-    ENTRY_RUN="unshare -m sh -c 'mount --bind \"\$0\" /usr/sbin && exec sh -c \"echo \\\$\\\$ >\\\"\$1\\\"; exec \\\"\$2\\\" \\\"\\\$@\\\"\" \"\$@\"' $STUBDIR $TMP/shell.pid $ENTRY"
-    note "entrypoint runs unmodified, with the stub bind-mounted on /usr/sbin in a private mount namespace"
+    use_ns=1
+    target=$ENTRY
+    note "the entrypoint runs unmodified, with the stub bind-mounted on /usr/sbin in a private mount namespace"
 else
     sed "s|/usr/sbin/twigate|$STUBDIR/twigate|g" "$ENTRY" >"$TMP/entry.sh"
     chmod 755 "$TMP/entry.sh"
-    ENTRY_RUN="sh -c 'echo \$\$ >\"\$0\"; exec \"\$1\" \"\$@\"' $TMP/shell.pid $TMP/entry.sh"
+    target=$TMP/entry.sh
     note "no private mount namespace (needs root and unshare): running a copy of the entrypoint with /usr/sbin/twigate rewritten to the stub"
+    notchecked="$notchecked
+  - the entrypoint file unmodified (a copy with the binary path rewritten ran)"
 fi
+printf '#!/bin/sh\necho $$ >"%s"\nexec "%s" "$@"\n' "$TMP/shell.pid" "$target" >"$TMP/run-entry.sh"
+chmod 755 "$TMP/run-entry.sh"
 run_entry() {   # run_entry ARGS... (environment from the caller)
     : >"$TMP/stub.argv"
-    eval "$ENTRY_RUN \"\$@\""
+    if [ $use_ns = 1 ]; then
+        unshare -m sh -c 'mount --bind "$0" /usr/sbin && exec "$@"' "$STUBDIR" "$TMP/run-entry.sh" "$@"
+    else
+        "$TMP/run-entry.sh" "$@"
+    fi
 }
 
 cp "$ROOT/conf/twigate.conf" "$TMP/mounted.conf"
@@ -285,11 +321,14 @@ esac
 # with the image's HEALTHCHECK command. Loopback instead of the image's
 # 0.0.0.0, so the check exposes nothing.
 if [ -n "$hc" ] && have "$hc_tool"; then
+    : >"$TMP/shell.pid"
     (
         cd "$TMP" || exit 1
-        exec env $envs TWIGATE_LISTEN_ADDRESS=127.0.0.1 TWIGATE_LISTEN_PORT=0 TWIGATE_SIM_PORT=0 \
-            TWIGATE_DB_PATH="$TMP/image.db" TWIGATE_CONFIG="$TMP/mounted.conf" \
-            sh -c "$ENTRY_RUN" >"$TMP/daemon.out" 2>"$TMP/daemon.err"
+        # shellcheck disable=SC2086
+        export $envs
+        export TWIGATE_LISTEN_ADDRESS=127.0.0.1 TWIGATE_LISTEN_PORT=0 TWIGATE_SIM_PORT=0 \
+            TWIGATE_DB_PATH="$TMP/image.db" TWIGATE_CONFIG="$TMP/mounted.conf"
+        run_entry >"$TMP/daemon.out" 2>"$TMP/daemon.err"
     ) &
     DAEMON_PID=$!
     port=""
@@ -299,6 +338,7 @@ if [ -n "$hc" ] && have "$hc_tool"; then
         [ -n "$port" ] || sleep 0.1
         i=$((i + 1))
     done
+    TWIG_PID=$(cut -d' ' -f1 "$TMP/stub.argv" 2>/dev/null)
     if [ -z "$port" ]; then
         fail "twigate started through the entrypoint did not come up: $(tail -n 3 "$TMP/daemon.err")"
     else
@@ -312,6 +352,11 @@ if [ -n "$hc" ] && have "$hc_tool"; then
         while [ $i -lt 150 ] && kill -0 "$tpid" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
         wait "$DAEMON_PID"; rc=$?
         DAEMON_PID=""
+        if [ -n "$TWIG_PID" ] && kill -0 "$TWIG_PID" 2>/dev/null; then
+            fail "twigate (PID $TWIG_PID) still runs after SIGTERM to the entrypoint's PID"
+            kill "$TWIG_PID"
+        fi
+        TWIG_PID=""
         if [ $rc -eq 0 ]; then ok "SIGTERM to the container's main process stops twigate with exit 0"
         else fail "twigate exited with $rc after SIGTERM (log: $(tail -n 3 "$TMP/daemon.err"))"; fi
         if TWIGATE_LISTEN_PORT=$port sh -c "$hc_run" >/dev/null 2>&1; then
@@ -362,7 +407,8 @@ if grep -q '^DynamicUser=yes' "$UNIT"; then
     note "DynamicUser=yes: /etc/twigate/twigate.conf must be readable by a transient UID (world-readable) to be loaded, and again on every SIGHUP"
 fi
 if have systemd-analyze; then
-    if [ "$(id -u)" = 0 ] && have unshare && unshare -m true 2>/dev/null && [ -x "$DEST/usr/sbin/twigate" ]; then
+    if [ -z "${CHECK_DOCKER_NO_NS:-}" ] && [ "$(id -u)" = 0 ] && have unshare && unshare -m true 2>/dev/null &&
+        [ -x "$DEST/usr/sbin/twigate" ]; then
         # verify checks that ExecStart's binary exists and that man:twigate(8)
         # resolves: show it the installed tree, in a private mount namespace.
         if MANPATH=$DEST/usr/share/man unshare -m sh -c 'mount --bind "$0" /usr/sbin && exec systemd-analyze verify "$1"' \
@@ -379,6 +425,8 @@ if have systemd-analyze; then
             grep . >"$TMP/verify.rest"
         if [ -s "$TMP/verify.rest" ]; then fail "systemd-analyze verify: $(cat "$TMP/verify.rest")"
         else ok "systemd-analyze verify (ignoring the not-installed /usr/sbin/twigate and man page)"; fi
+        notchecked="$notchecked
+  - that systemd finds ExecStart's binary and man:twigate(8) at their installed paths"
     fi
 else
     # No systemd-analyze: every line is a comment, a [Section] or Key=value

@@ -1197,6 +1197,9 @@ static void on_stop(loop *l, void *arg, const kaphila_result *res)
             goto out;
         }
     }
+    /* The answer to Status=stopped is "stopped", even when Kaphila's
+     * recording.stopped overtook this reply and already moved it on. */
+    if (status_is(&r, "processing")) snprintf(r.status, sizeof r.status, "stopped");
     job_reply_row(e, j, 200, &r);
     bridge_event(e, call_sid, NULL, NULL, -1, true);
     /* The file is final when Kaphila reports recording.completed; if it

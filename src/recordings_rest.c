@@ -482,12 +482,12 @@ void rec_media(void *ctx, http_req *r, const http_match *m)
     if (!acct) return;
     /* {RE}, {RE}.wav or {RE}.mp3 (.json is the metadata route). */
     dot = strchr(m->cap[1], '.');
-    snprintf(sid, sizeof sid, "%.*s", dot ? (int)(dot - m->cap[1]) : (int)strlen(m->cap[1]),
-             m->cap[1]);
-    if ((dot && strcmp(dot, ".wav") && strcmp(dot, ".mp3")) || strlen(m->cap[1]) - (dot ? strlen(dot) : 0) != SID_LEN) {
+    if ((dot ? (size_t)(dot - m->cap[1]) : strlen(m->cap[1])) != SID_LEN ||
+        (dot && strcmp(dot, ".wav") && strcmp(dot, ".mp3"))) {
         rec_not_found(r, acct->sid, NULL, m->cap[1]);
         return;
     }
+    snprintf(sid, sizeof sid, "%.*s", SID_LEN, m->cap[1]);
     if (!load_row(a, r, acct->sid, NULL, sid, false, &row)) return;
     if (dot && !strcmp(dot, ".mp3")) {
         snprintf(msg, sizeof msg, "The requested resource %s was not found: twigate does not"

@@ -635,9 +635,9 @@ def test_record_verb_window(twigate, client, receiver):
 
 
 def test_transient_download_failure_is_retried(twigate, client, receiver):
-    """Kaphila failing the download once (HTTP 500) only delays the
-    recording: twigate retries in the background and the completed callback
-    still goes out, once."""
+    """Kaphila failing the download (HTTP 500) only delays the recording:
+    twigate tries again (on Kaphila's next event about the file, or on a
+    timer) and the completed callback still goes out, once."""
     call = start_call(twigate, client, record=True,
                       recording_status_callback=receiver.url("/rsc-retry"))
     time.sleep(1.2)
@@ -645,15 +645,40 @@ def test_transient_download_failure_is_retried(twigate, client, receiver):
     try:
         hang_up(twigate, client, call.sid)
         sid = only_recording(twigate, call.sid)["sid"]
-        time.sleep(0.3)
-        assert wait_recording(twigate, sid, ("processing",))["status"] == "processing"
-        done = receiver.wait_for_requests("/rsc-retry", call_sid=call.sid, timeout=10)
+        done = receiver.wait_for_requests("/rsc-retry", call_sid=call.sid, timeout=15)
         check_callback(twigate, done[0], "completed", "OutboundAPI", sid, call.sid)
     finally:
         twigate.sim_clear_fail()
+    assert f"{call.sid} bridge download failed (attempt 1)" in twigate.log_text()
+    assert wait_recording(twigate, sid)["status"] == "completed"
     assert media(twigate, sid).content == sim_wav(twigate, call.sid)
     time.sleep(0.3)
     assert len(receiver.requests("/rsc-retry", call_sid=call.sid)) == 1
+
+
+def test_restart_finishes_waiting_recordings(twigate_ext, receiver):
+    """A recording still waiting for Kaphila's file when twigate stops is
+    finished at the next start: the download is retried, the completed
+    callback goes out (external simulator, so the file outlives twigate)."""
+    tg = twigate_ext
+    client = tg.client()
+    call = start_call(tg, client, record=True,
+                      recording_status_callback=receiver.url("/rsc-restart"))
+    time.sleep(1.2)
+    tg.sim_fail(500, count=-1, endpoint="/recordings")
+    try:
+        hang_up(tg, client, call.sid)
+        sid = only_recording(tg, call.sid)["sid"]
+        wait_for(lambda: f"{call.sid} bridge download failed" in tg.log_text(), 5)
+        assert wait_recording(tg, sid, ("processing",))["status"] == "processing"
+        tg.stop()
+    finally:
+        tg.sim_clear_fail()
+    assert receiver.requests("/rsc-restart", call_sid=call.sid) == []
+    tg.start()
+    done = receiver.wait_for_requests("/rsc-restart", call_sid=call.sid, timeout=10)
+    check_callback(tg, done[0], "completed", "OutboundAPI", sid, call.sid)
+    assert media(tg, sid).content == sim_wav(tg, call.sid)
 
 
 # ---------------------------------------------------------------- absent

@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# bench/run.sh BUILD_DIR — every benchmark of docs/performance.md, on loopback.
+#
+# Runs each figure BENCH_RUNS times (median), next to its baseline measured in
+# the same run (nginx serving the same bytes, the Prism mock of Twilio's
+# OpenAPI document, or twigate itself in the reference condition), prints one
+# table and writes it with the exact commands to bench/results/latest.md.
+# `make bench` builds BUILD_DIR with -O2 -DNDEBUG first; this script builds
+# only its own driver (bench/loadgen.c) and starts nothing it does not stop.
+#
+# Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS per throughput run (5),
+# BENCH_SUSTAIN_SECONDS (30), BENCH_LIVE_CALLS (10000), BENCH_FETCH_ROWS
+# (100000), BENCH_GROWTH_ROWS (1000000), BENCH_ONLY (comma list of fetch,
+# create,slow,relay,live,growth,footprint), BENCH_KEEP=1 keeps the work dir.
+set -euo pipefail
+
+BUILD=${1:-build-bench}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+cd "$ROOT"
+BIN=$ROOT/$BUILD/twigate
+SIMBIN=$ROOT/$BUILD/kaphila-sim
+RUNS=${BENCH_RUNS:-3}
+SECS=${BENCH_SECONDS:-5}
+SUSTAIN=${BENCH_SUSTAIN_SECONDS:-30}
+LIVE_CALLS=${BENCH_LIVE_CALLS:-10000}
+FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
+GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
+ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint}
+
+# The demo account of conf/twigate.conf (public, for the simulator only).
+AC=ACde000000000000000000000000000001
+TOKEN=de000000000000000000000000000001
+AUTH=$AC:$TOKEN
+API=/2010-04-01/Accounts/$AC
+OAI=$(realpath -m "$ROOT/../shared/twilio-oai/twilio_api_v2010.json")
+[ -f "$OAI" ] || OAI=/work/shared/twilio-oai/twilio_api_v2010.json
+
+for f in "$BIN" "$SIMBIN"; do
+  [ -x "$f" ] || { echo "bench: $f missing; run make bench" >&2; exit 2; }
+done
+for t in wrk nginx sqlite3 curl cc node; do
+  command -v "$t" >/dev/null || { echo "bench: $t missing; run scripts/install-deps.sh bench" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d /tmp/twigate-bench.XXXXXX)
+chmod 755 "$WORK"          # nginx workers (user nobody) read the static file
+RESULTS=$BENCH/results
+mkdir -p "$RESULTS"
+CMDS=$WORK/commands.md
+DETAILS=$WORK/details.md
+TABLE=$WORK/table.tsv
+: > "$CMDS"; : > "$DETAILS"; : > "$TABLE"
+T_START=$(date +%s)
+
+# ---- processes: every one we start is recorded and stopped at exit ---------
+
+PIDS=()
+cleanup() {
+  local p
+  [ ${#PIDS[@]} -gt 0 ] || PIDS=()
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in its own process group (so its children go with it).
+spawn() { # out err cmd...
+  local out=$1 err=$2; shift 2
+  setsid "$@" >"$out" 2>"$err" &
+  SPAWNED=$!
+  PIDS+=("$SPAWNED")
+}
+
+stop() { # pid [grace seconds]
+  local p=$1 g=${2:-5} i keep=()
+  for i in "${PIDS[@]}"; do [ "$i" = "$p" ] || keep+=("$i"); done
+  PIDS=("${keep[@]}")
+  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || return 0
+  for ((i = 0; i < g * 20; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL -- "-$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+log() { printf '[%4ds] %s\n' $(($(date +%s) - T_START)) "$*" >&2; }
+
+# Records the exact command in the commands list, then runs it.
+run() {
+  printf '%q ' "$@" >> "$CMDS"; printf '\n' >> "$CMDS"
+  "$@"
+}
+section() { printf '\n### %s\n\n' "$1" >> "$CMDS"; }
+detail() { printf '%s\n' "$*" >> "$DETAILS"; }
+
+# key=value lookup in a line of loadgen/wrk output.
+kv() { sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" <<< " $1"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+calc() { awk "BEGIN {printf \"%.${2:-1}f\", $1}"; }
+ge() { awk "BEGIN {exit !($1 >= $2)}"; }
+le() { awk "BEGIN {exit !($1 <= $2)}"; }
+
+# row figure value baseline ratio target met
+row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TABLE"; }
+yesno() { if "$@"; then echo yes; else echo NO; fi; }
+
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
+
+# ---- twigate instances -----------------------------------------------------
+
+# start_twigate NAME DB [--set k=v]...: sets TW_PID TW_PORT TW_SIM (sim port or "").
+start_twigate() {
+  local name=$1 db=$2 i; shift 2
+  cat > "$WORK/$name.conf" <<EOF
+[listen]
+address = 127.0.0.1
+port = 0
+[db]
+path = $db
+[kaphila]
+url = sim
+[sim]
+fast = true
+[shutdown]
+grace_ms = 1000
+[account.demo]
+sid = $AC
+auth_token = $TOKEN
+kaphila_key = ak_live_demo
+EOF
+  printf '# twigate %s: %s --config %s %s   (config: listen.port=0, db.path=%s, kaphila.url=sim, sim.fast=true, shutdown.grace_ms=1000, the demo account)\n' \
+    "$name" "$BIN" "$name.conf" "$*" "$(basename "$db")" >> "$CMDS"
+  spawn "$WORK/$name.out" "$WORK/$name.log" "$BIN" --config "$WORK/$name.conf" "$@"
+  TW_PID=$SPAWNED
+  for ((i = 0; i < 200; i++)); do
+    grep -q 'listening on' "$WORK/$name.out" 2>/dev/null && break
+    kill -0 "$TW_PID" 2>/dev/null || { cat "$WORK/$name.log" >&2; echo "bench: twigate $name died" >&2; exit 1; }
+    sleep 0.05
+  done
+  TW_PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/$name.out")
+  TW_SIM=$(sed -n 's/^Kaphila: http:\/\/127\.0\.0\.1:\([0-9]*\) (built-in.*/\1/p' "$WORK/$name.out")
+  [ -n "$TW_PORT" ] || { echo "bench: twigate $name did not start" >&2; exit 1; }
+}
+
+# CPU seconds by thread name of a process ("engine 1.23 MHD-worker 2.5 ...").
+cpu_snap() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(cut -d')' -f2 "$t/stat" 2>/dev/null | awk '{print $12 + $13}')"
+  done | awk '{a[$1] += $2} END {for (k in a) printf "%s %d\n", k, a[k]}' | sort
+}
+cpu_diff() { # before after ops → "thread=µs/op ..."
+  local hz; hz=$(getconf CLK_TCK)
+  join <(echo "$1") <(echo "$2") | awk -v n="$3" -v hz="$hz" \
+    '{d = ($3 - $2) / hz; if (d > 0) printf "%s=%.0fµs ", $1, d * 1e6 / (n > 0 ? n : 1)}'
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+live_count() { sql "$1" "SELECT count(*) FROM calls WHERE status IN ('queued','ringing','in-progress')"; }
+# Waits until no call is live (0), or gives up (1) after max_seconds or when
+# the number of live calls has not moved for 3 s (calls stuck: reported).
+wait_drained() { # db max_seconds
+  local i n last=-1 still=0
+  for ((i = 0; i < $2 * 5; i++)); do
+    n=$(live_count "$1")
+    [ "$n" = 0 ] && return 0
+    if [ "$n" = "$last" ]; then still=$((still + 1)); [ $still -ge 15 ] && return 1; else still=0; fi
+    last=$n
+    sleep 0.2
+  done
+  return 1
+}
+
+# One real call through the simulator, so that seeded rows copy a row twigate wrote.
+template_call() { # port db
+  curl -sf -u "$AUTH" "http://127.0.0.1:$1$API/Calls.json" --data-urlencode To=+14155550100 \
+    --data-urlencode From=+14155550199 --data-urlencode 'Twiml=<Response><Hangup/></Response>' \
+    -o /dev/null
+  wait_drained "$2" 10 || { echo "bench: template call did not complete" >&2; exit 1; }
+}
+
+# seed DB N: N completed/busy/no-answer/failed/canceled calls copied from the
+# first row (the template), one transaction, 1 s apart in date_created,
+# statuses 70/10/10/5/5 %, 10,000 distinct To numbers.
+seed() {
+  sql "$1" <<EOF
+PRAGMA synchronous=OFF;
+PRAGMA cache_size=-262144;
+BEGIN;
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $2),
+     t AS (SELECT * FROM calls ORDER BY id LIMIT 1)
+INSERT INTO calls(sid, account_sid, parent_call_sid, to_num, from_num, status, direction,
+                  answered_by, date_created, date_updated, start_time, end_time, answered_at,
+                  duration, queue_time, kaphila_id, token, cb_seq, params)
+SELECT printf('CA%08x%024x', (i * 2654435761) % 4294967296, i), t.account_sid, '',
+       printf('+1415555%04d', i % 10000), t.from_num,
+       CASE WHEN i % 20 < 14 THEN 'completed' WHEN i % 20 < 16 THEN 'busy'
+            WHEN i % 20 < 18 THEN 'no-answer' WHEN i % 20 = 18 THEN 'failed' ELSE 'canceled' END,
+       t.direction, '', t.date_created - ($2 + 1 - i) * 1000, t.date_created - ($2 + 1 - i) * 1000 + 400,
+       t.date_created - ($2 + 1 - i) * 1000 + 50, t.date_created - ($2 + 1 - i) * 1000 + 400,
+       t.date_created - ($2 + 1 - i) * 1000 + 200, 0, 0, printf('seed.%d', i),
+       printf('seed%040d', i), t.cb_seq, t.params
+FROM g, t;
+COMMIT;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+}
+
+# make_db NAME ROWS: a database with one real call plus ROWS seeded ones.
+make_db() {
+  local db=$WORK/$1.db
+  start_twigate "$1-seed" "$db"
+  template_call "$TW_PORT" "$db"
+  stop "$TW_PID"
+  section "database $1.db: one call through the simulator, then $2 rows seeded"
+  printf 'sqlite3 %s.db < seed.sql   # INSERT … SELECT from a recursive CTE, see bench/run.sh seed()\n' "$1" >> "$CMDS"
+  if [ "$2" -gt 0 ]; then seed "$db" "$2" >/dev/null; fi
+}
+
+# ---- load generators -------------------------------------------------------
+
+LOADGEN=$ROOT/$BUILD/bench/loadgen
+mkdir -p "$(dirname "$LOADGEN")"
+cc -std=c11 -O2 -Wall -Wextra -o "$LOADGEN" "$BENCH/loadgen.c"
+
+# wrk_run URL [wrk args]: prints the WRK summary line; env BENCH_AUTH/BODY.
+wrk_run() {
+  local url=$1; shift
+  local envs=(BENCH_DIR="$BENCH" BENCH_AUTH="${BENCH_AUTH:-}")
+  [ -z "${BENCH_BODY:-}" ] || envs+=(BENCH_BODY="$BENCH_BODY")
+  run env "${envs[@]}" wrk "$@" "$url" | grep '^WRK ' || echo "WRK requests=0 duration_us=1 non2xx=0"
+}
+wrk_rps() { awk -v r="$(kv "$1" requests)" -v s="$(kv "$1" non2xx)" -v d="$(kv "$1" duration_us)" \
+  'BEGIN {printf "%.0f", (r - s) / (d / 1e6)}'; }
+
+FORM_HANGUP='To=%2B14155550100&From=%2B14155550199&Twiml=%3CResponse%3E%3CHangup%2F%3E%3C%2FResponse%3E'
+
+# ---- Prism, started early: it takes a few seconds --------------------------
+
+PRISM_PID=
+if want fetch; then
+  if [ ! -x "$BENCH/node_modules/.bin/prism" ]; then
+    log "installing the Prism baseline (npm ci in bench/)"
+    (cd "$BENCH" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  PRISM_PORT=$(free_port)
+  spawn "$WORK/prism.out" "$WORK/prism.log" "$BENCH/node_modules/.bin/prism" mock -h 127.0.0.1 \
+    -p "$PRISM_PORT" "$OAI"
+  PRISM_PID=$SPAWNED
+  printf '# Prism: %s mock -h 127.0.0.1 -p %s %s\n' "bench/node_modules/.bin/prism" "$PRISM_PORT" "$OAI" >> "$CMDS"
+fi
+
+# =============================================================================
+# 1. Fetch a call from FETCH_ROWS calls: twigate vs nginx (same bytes) vs Prism
+# =============================================================================
+if want fetch; then
+  log "fetch: seeding $FETCH_ROWS calls"
+  make_db fetch "$FETCH_ROWS"
+  section "1. fetch"
+  start_twigate fetch "$WORK/fetch.db"
+  F_PID=$TW_PID F_PORT=$TW_PORT
+  SID=$(sql "$WORK/fetch.db" "SELECT sid FROM calls ORDER BY id LIMIT 1 OFFSET $((FETCH_ROWS / 2))")
+  FPATH=$API/Calls/$SID.json
+  # nginx serves the very bytes twigate answers, as a static file, same Content-Type.
+  mkdir -p "$WORK/www$(dirname "$FPATH")" "$WORK/nginx"
+  curl -sf -u "$AUTH" "http://127.0.0.1:$F_PORT$FPATH" -o "$WORK/www$FPATH"
+  chmod -R a+rX "$WORK/www"
+  NGINX_PORT=$(free_port)
+  cat > "$WORK/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx/body;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $WORK/www;
+    default_type application/json;
+    types { }
+  }
+}
+EOF
+  cp "$WORK/nginx/nginx.conf" "$WORK/nginx.conf.used"
+  printf '# nginx: nginx -c nginx.conf (worker_processes 2, access_log off, sendfile, the response file under root, default_type application/json)\n' >> "$CMDS"
+  spawn "$WORK/nginx/out" "$WORK/nginx/err" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
+  NGINX_PID=$SPAWNED
+  for ((i = 0; i < 100; i++)); do curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT$FPATH" && break; sleep 0.05; done
+  for ((i = 0; i < 600; i++)); do curl -s -o /dev/null -u "$AUTH" "http://127.0.0.1:$PRISM_PORT$FPATH" && break; sleep 0.1; done
+  cmp -s <(curl -s -u "$AUTH" "http://127.0.0.1:$F_PORT$FPATH") <(curl -s "http://127.0.0.1:$NGINX_PORT$FPATH") ||
+    { echo "bench: nginx does not serve twigate's bytes" >&2; exit 1; }
+  detail "- fetch: $(wc -c < "$WORK/www$FPATH")-byte body, Content-Type $(curl -s -o /dev/null -w '%{content_type}' -u "$AUTH" "http://127.0.0.1:$F_PORT$FPATH") from twigate and nginx; Prism answers its own example ($(curl -s -u "$AUTH" "http://127.0.0.1:$PRISM_PORT$FPATH" | wc -c) bytes)"
+  export BENCH_AUTH=$AUTH
+  # warm-up: caches, connections, JIT
+  for u in "http://127.0.0.1:$F_PORT$FPATH" "http://127.0.0.1:$NGINX_PORT$FPATH" "http://127.0.0.1:$PRISM_PORT$FPATH"; do
+    BENCH_DIR=$BENCH wrk -t2 -c50 -d1s -s "$BENCH/wrk/fetch.lua" "$u" >/dev/null
+  done
+  tw=() ng=() pr=() tw_p99=() ng_p99=() pr_p99=()
+  for ((r = 1; r <= RUNS; r++)); do
+    log "fetch: run $r/$RUNS"
+    o=$(wrk_run "http://127.0.0.1:$F_PORT$FPATH" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/fetch.lua")
+    tw+=("$(wrk_rps "$o")"); tw_p99+=("$(kv "$o" p99_us)")
+    o=$(wrk_run "http://127.0.0.1:$NGINX_PORT$FPATH" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/fetch.lua")
+    ng+=("$(wrk_rps "$o")"); ng_p99+=("$(kv "$o" p99_us)")
+    o=$(wrk_run "http://127.0.0.1:$PRISM_PORT$FPATH" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/fetch.lua")
+    pr+=("$(wrk_rps "$o")"); pr_p99+=("$(kv "$o" p99_us)")
+  done
+  TW=$(median "${tw[@]}") NG=$(median "${ng[@]}") PR=$(median "${pr[@]}")
+  detail "- fetch req/s per run: twigate ${tw[*]}; nginx ${ng[*]}; Prism ${pr[*]} (p99 µs: twigate ${tw_p99[*]}; nginx ${ng_p99[*]}; Prism ${pr_p99[*]})"
+  detail "- fetch: twigate RSS after the runs $(($(rss_kb "$F_PID") / 1024)) MB (50 keep-alive connections)"
+  row "Fetch a call, ${FETCH_ROWS} calls stored (req/s)" "$TW" "nginx $NG" "$(calc "$TW / $NG" 2)" "≥ 0.50 × nginx" \
+    "$(yesno ge "$(calc "$TW / $NG" 4)" 0.5)"
+  row "Fetch a call vs Prism (req/s)" "$TW" "Prism $PR" "$(calc "$TW / ($PR > 0 ? $PR : 1)" 0)×" "≥ 100 × Prism" \
+    "$(yesno ge "$(calc "$TW / ($PR > 0 ? $PR : 1)" 4)" 100)"
+  FETCH_TW=$TW
+  stop "$F_PID"; stop "$NGINX_PID"; stop "$PRISM_PID"
+  unset BENCH_AUTH
+fi
+
+# =============================================================================
+# 2. Create on the simulator (fast mode): sustained, durable, p99 at 1,000/s
+# 3. Create with a slow Kaphila (+100 ms per response), 500 clients
+# =============================================================================
+if want create || want slow; then
+  start_twigate create "$WORK/create.db"
+  C_PID=$TW_PID C_PORT=$TW_PORT C_SIM=$TW_SIM
+  CURL_CREATE="http://127.0.0.1:$C_PORT$API/Calls.json"
+  export BENCH_AUTH=$AUTH BENCH_BODY=$FORM_HANGUP
+  section "2. create (simulator in fast mode, Twiml <Response><Hangup/></Response>)"
+  BENCH_DIR=$BENCH wrk -t2 -c50 -d1s -s "$BENCH/wrk/create.lua" "$CURL_CREATE" >/dev/null
+  wait_drained "$WORK/create.db" 20 || true
+fi
+if want create; then
+  log "create: sustained ${SUSTAIN}s"
+  rows0=$(sql "$WORK/create.db" "SELECT count(*) FROM calls")
+  c0=$(cpu_snap "$C_PID")
+  o=$(wrk_run "$CURL_CREATE" -t2 -c50 -d"${SUSTAIN}s" --timeout 10s -s "$BENCH/wrk/create.lua")
+  c1=$(cpu_snap "$C_PID")
+  ok=$(( $(kv "$o" requests) - $(kv "$o" non2xx) ))
+  CREATE_RATE=$(wrk_rps "$o")
+  drained=yes; wait_drained "$WORK/create.db" 30 || drained=no
+  rows1=$(sql "$WORK/create.db" "SELECT count(*) FROM calls")
+  done1=$(sql "$WORK/create.db" "SELECT count(*) FROM calls WHERE id > (SELECT max(id) FROM calls) - $((rows1 - rows0)) AND status = 'completed'")
+  added=$((rows1 - rows0))
+  stuck=$(live_count "$WORK/create.db")
+  [ "$stuck" = 0 ] || detail "- create: $stuck calls still live after the drain: $(sql "$WORK/create.db" "SELECT status || ' ' || count(*) FROM calls WHERE status IN ('queued','ringing','in-progress') GROUP BY status" | tr '\n' ' '); twigate's log says: $(grep -v ' INFO ' "$WORK/create.log" | sed 's/^[^ ]* //; s/CA[0-9a-f]\{32\}/CA…/g' | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';')"
+  detail "- create sustained: $(kv "$o" requests) responses, $ok × 201, non-2xx $(kv "$o" non2xx), socket errors connect/read/write/timeout $(kv "$o" connect)/$(kv "$o" read)/$(kv "$o" write)/$(kv "$o" timeout); p50 $(calc "$(kv "$o" p50_us) / 1000") ms, p99 $(calc "$(kv "$o" p99_us) / 1000") ms; rows added $added (completed $done1; all calls ended: $drained)"
+  detail "- create sustained, CPU per call by thread: $(cpu_diff "$c0" "$c1" "$ok")"
+  row "Create, sustained ${SUSTAIN} s, 50 clients (calls/s)" "$CREATE_RATE" "—" "—" "≥ 2000" "$(yesno ge "$CREATE_RATE" 2000)"
+  # Every 201 is a stored row; rows beyond the 201s are requests still in
+  # flight when wrk stopped (at most one per connection).
+  row "Create: rows stored / 201s answered" "$added / $ok" "—" "—" "rows ≥ 201s (≤ +50 in flight)" \
+    "$(yesno test "$added" -ge "$ok" -a "$((added - ok))" -le 50)"
+  p99s=() rates=()
+  for ((r = 1; r <= RUNS; r++)); do
+    log "create: 1,000 calls/s open loop, run $r/$RUNS"
+    o=$(run "$LOADGEN" load -u "$CURL_CREATE" -X POST -H "Authorization: Basic $(printf %s "$AUTH" | base64 -w0)" \
+        -b "$FORM_HANGUP" -r 1000 -d "$SECS" -c 256 -D 20)
+    p99s+=("$(kv "$o" p99)"); rates+=("$(kv "$o" ok_rate)")
+    detail "- create at 1,000/s, run $r: $o"
+    wait_drained "$WORK/create.db" 30 || true
+  done
+  P99=$(median "${p99s[@]}")
+  row "Create p99 at 1,000 calls/s, open loop (ms)" "$P99" "—" "—" "< 20" "$(yesno le "$P99" 20)"
+fi
+if want slow; then
+  section "3. create with a slow Kaphila (+100 ms on every simulator response)"
+  [ -n "${CREATE_RATE:-}" ] || {
+    o=$(wrk_run "$CURL_CREATE" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/create.lua"); CREATE_RATE=$(wrk_rps "$o")
+    wait_drained "$WORK/create.db" 30 || true; }
+  run curl -sf -X POST "http://127.0.0.1:$C_SIM/sim/latency" -d '{"ms":100}' -o /dev/null
+  sl=()
+  for ((r = 1; r <= RUNS; r++)); do
+    log "slow Kaphila: run $r/$RUNS"
+    o=$(wrk_run "$CURL_CREATE" -t2 -c500 -d"${SECS}s" --timeout 10s -s "$BENCH/wrk/create.lua")
+    sl+=("$(wrk_rps "$o")")
+    detail "- slow Kaphila run $r: $o"
+    wait_drained "$WORK/create.db" 30 || true
+  done
+  run curl -sf -X POST "http://127.0.0.1:$C_SIM/sim/latency" -d '{"ms":0}' -o /dev/null
+  SL=$(median "${sl[@]}")
+  row "Create, Kaphila +100 ms, 500 clients (calls/s)" "$SL" "fast Kaphila $CREATE_RATE" "$(calc "$SL / $CREATE_RATE" 2)" "≥ 1500" "$(yesno ge "$SL" 1500)"
+fi
+if want create || want slow; then
+  stop "$C_PID"
+  unset BENCH_AUTH BENCH_BODY
+fi
+
+# =============================================================================
+# 4. Event relay: Kaphila events in → signed status callbacks out
+# =============================================================================
+if want relay; then
+  section "4. event relay (the simulator rings after 10 min, so only our events move the calls)"
+  start_twigate relay "$WORK/relay.db" --set sim.ring_ms=600000 --set sim.answer_ms=600000 --set sim.fast=false
+  R_PID=$TW_PID R_PORT=$TW_PORT
+  RECV_PORT=$(free_port)
+  RELAY_FORM="To=%2B14155550100&From=%2B14155550199&Timeout=300&Twiml=%3CResponse%3E%3CPause%20length%3D%22600%22%2F%3E%3C%2FResponse%3E&StatusCallback=http%3A%2F%2F127.0.0.1%3A$RECV_PORT%2Fcb&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed"
+  relay_calls() { # n → tokens file
+    run "$LOADGEN" load -u "http://127.0.0.1:$R_PORT$API/Calls.json" -X POST \
+      -H "Authorization: Basic $(printf %s "$AUTH" | base64 -w0)" -b "$RELAY_FORM" -r 0 -c 50 -n "$1" -d 120 >/dev/null
+    sql "$WORK/relay.db" "SELECT token, sid, kaphila_id FROM calls WHERE status = 'queued' AND kaphila_id != ''" > "$WORK/tokens"
+  }
+  thr=() ins=() lat=() cpu=
+  for ((r = 1; r <= RUNS; r++)); do
+    log "relay: throughput run $r/$RUNS"
+    relay_calls 3000
+    c0=$(cpu_snap "$R_PID")
+    o=$(run "$LOADGEN" relay -u "http://127.0.0.1:$R_PORT" -f "$WORK/tokens" -l "$RECV_PORT" -r 0 -c 32 -d 60 -D 20)
+    c1=$(cpu_snap "$R_PID")
+    thr+=("$(kv "$o" e2e_rate)"); ins+=("$(kv "$o" in_rate)")
+    detail "- relay closed loop (32 connections), run $r: $o"
+    cpu=$(cpu_diff "$c0" "$c1" "$(kv "$o" matched)")
+  done
+  detail "- relay, CPU per event by thread (last run): $cpu"
+  for ((r = 1; r <= RUNS; r++)); do
+    log "relay: latency at 1,000 events/s, run $r/$RUNS"
+    relay_calls 1000
+    o=$(run "$LOADGEN" relay -u "http://127.0.0.1:$R_PORT" -f "$WORK/tokens" -l "$RECV_PORT" -r 1000 -c 64 -d 60 -D 20)
+    lat+=("$(kv "$o" p99)")
+    detail "- relay at 1,000 events/s, run $r: $o"
+  done
+  THR=$(median "${thr[@]}") INS=$(median "${ins[@]}") LAT=$(median "${lat[@]}")
+  row "Event relay, events in → callbacks received (events/s)" "$THR" "ingest only $INS" "—" "≥ 5000" "$(yesno ge "$THR" 5000)"
+  row "Event relay p99, event sent → callback received, at 1,000/s (ms)" "$LAT" "—" "—" "< 5" "$(yesno le "$LAT" 5)"
+  stop "$R_PID"
+fi
+
+# =============================================================================
+# 5. Live calls: LIVE_CALLS calls looping Say/Gather/Pause, sim out of process
+# =============================================================================
+if want live; then
+  section "5. live calls (kaphila-sim standalone, fast mode; TwiML served by loadgen)"
+  spawn "$WORK/sim.out" "$WORK/sim.log" "$SIMBIN" --key ak_live_demo --port 0 --fast
+  SIM_PID=$SPAWNED
+  printf '# %s --key ak_live_demo --port 0 --fast\n' "$SIMBIN" >> "$CMDS"
+  for ((i = 0; i < 100; i++)); do grep -q listening "$WORK/sim.out" 2>/dev/null && break; sleep 0.05; done
+  SIM_PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/sim.out")
+  start_twigate live "$WORK/live.db" --set "kaphila.url=http://127.0.0.1:$SIM_PORT"
+  L_PID=$TW_PID L_PORT=$TW_PORT
+  sleep 1
+  log "live: $LIVE_CALLS calls"
+  o=$(run "$LOADGEN" live -u "http://127.0.0.1:$L_PORT$API/" -a "$AUTH" -l "$(free_port)" -n "$LIVE_CALLS" \
+      -r 0 -c 64 -h 18 -p 5 -g 10 -P "$L_PID")
+  detail "- live calls: $o"
+  detail "- live calls: twigate threads $(ls /proc/"$L_PID"/task | wc -l), open fds $(ls /proc/"$L_PID"/fd | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
+  PER=$(kv "$o" per_call_kb)
+  row "Live calls: RSS per live call, $(kv "$o" looping) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
+    "$(if [ "$(kv "$o" looping)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
+  row "Live calls: Pause timer lateness p99 / max (ms)" "$(kv "$o" late_p99) / $(kv "$o" late_max)" "$(kv "$o" pauses) pauses" "—" "all ≤ 50" \
+    "$(yesno test "$(kv "$o" late_over_50)" = 0 -a "$(kv "$o" pauses)" -gt 0)"
+  stop "$L_PID" 3; stop "$SIM_PID"
+fi
+
+# =============================================================================
+# 6. Growth: 1M calls vs an empty database; list pages at 1M
+# =============================================================================
+if want growth; then
+  log "growth: seeding $GROWTH_ROWS calls"
+  make_db empty 0
+  make_db big "$GROWTH_ROWS"
+  section "6. growth"
+  start_twigate empty "$WORK/empty.db"; E_PID=$TW_PID E_PORT=$TW_PORT
+  start_twigate big "$WORK/big.db"; B_PID=$TW_PID B_PORT=$TW_PORT
+  E_SID=$(sql "$WORK/empty.db" "SELECT sid FROM calls ORDER BY id LIMIT 1")
+  B_SID=$(sql "$WORK/big.db" "SELECT sid FROM calls ORDER BY id LIMIT 1 OFFSET $((GROWTH_ROWS / 2))")
+  export BENCH_AUTH=$AUTH BENCH_BODY=$FORM_HANGUP
+  for p in "$E_PORT" "$B_PORT"; do
+    BENCH_DIR=$BENCH wrk -t2 -c50 -d1s -s "$BENCH/wrk/fetch.lua" "http://127.0.0.1:$p$API/Calls/$E_SID.json" >/dev/null || true
+  done
+  ef=() bf=() ec=() bc=()
+  for ((r = 1; r <= RUNS; r++)); do
+    log "growth: run $r/$RUNS"
+    ef+=("$(wrk_rps "$(wrk_run "http://127.0.0.1:$E_PORT$API/Calls/$E_SID.json" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/fetch.lua")")")
+    bf+=("$(wrk_rps "$(wrk_run "http://127.0.0.1:$B_PORT$API/Calls/$B_SID.json" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/fetch.lua")")")
+    ec+=("$(wrk_rps "$(wrk_run "http://127.0.0.1:$E_PORT$API/Calls.json" -t2 -c50 -d"${SECS}s" --timeout 10s -s "$BENCH/wrk/create.lua")")")
+    wait_drained "$WORK/empty.db" 30 || true
+    bc+=("$(wrk_rps "$(wrk_run "http://127.0.0.1:$B_PORT$API/Calls.json" -t2 -c50 -d"${SECS}s" --timeout 10s -s "$BENCH/wrk/create.lua")")")
+    wait_drained "$WORK/big.db" 30 || true
+  done
+  detail "- growth fetch req/s: empty ${ef[*]}; $GROWTH_ROWS ${bf[*]}. create calls/s: empty ${ec[*]}; $GROWTH_ROWS ${bc[*]}"
+  EF=$(median "${ef[@]}") BF=$(median "${bf[@]}") EC=$(median "${ec[@]}") BC=$(median "${bc[@]}")
+  row "Fetch with $GROWTH_ROWS calls (req/s)" "$BF" "empty DB $EF" "$(calc "$BF / $EF" 2)" "≥ 0.80 × empty" "$(yesno ge "$(calc "$BF / $EF" 4)" 0.8)"
+  row "Create with $GROWTH_ROWS calls (calls/s)" "$BC" "empty DB $EC" "$(calc "$BC / $EC" 2)" "≥ 0.80 × empty" "$(yesno ge "$(calc "$BC / $EC" 4)" 0.8)"
+  # List pages: 50 calls with Status=busy (10% of the rows). Page 1,000 by the
+  # PageToken twigate puts in next_page_uri (PA + the SID of the previous
+  # page's last call; checked below against page 0's own next_page_uri), and
+  # by Page=1000 alone (the offset fallback).
+  L=http://127.0.0.1:$B_PORT$API/Calls.json
+  next0=$(curl -sf -u "$AUTH" "$L?Status=busy&PageSize=50" | sed -n 's/.*"next_page_uri": *"\([^"]*\)".*/\1/p')
+  tok0=PA$(sql "$WORK/big.db" "SELECT sid FROM calls WHERE account_sid = '$AC' AND status = 'busy' ORDER BY id DESC LIMIT 1 OFFSET 49")
+  [[ "$next0" == *"PageToken=$tok0"* ]] || { echo "bench: page token scheme changed: $next0" >&2; exit 1; }
+  tok999=PA$(sql "$WORK/big.db" "SELECT sid FROM calls WHERE account_sid = '$AC' AND status = 'busy' ORDER BY id DESC LIMIT 1 OFFSET $((999 * 50 - 1))")
+  authh="Authorization: Basic $(printf %s "$AUTH" | base64 -w0)"
+  list() { run "$LOADGEN" load -u "$1" -H "$authh" -r 0 -c 1 -n 300 -d 60; }
+  o1=$(list "$L?Status=busy&PageSize=50")
+  o2=$(list "$L?Status=busy&PageSize=50&Page=1000&PageToken=$tok999")
+  o3=$(list "$L?Status=busy&PageSize=50&Page=1000")
+  for o in "$o1" "$o2" "$o3"; do [ "$(kv "$o" ok)" = 300 ] || { echo "bench: list failed: $o" >&2; exit 1; }; done
+  detail "- list, 300 sequential requests each: first page: $o1"
+  detail "- list page 1000 by PageToken: $o2"
+  detail "- list page 1000 by Page only (offset): $o3"
+  row "List page 0, PageSize=50 Status=busy, $GROWTH_ROWS calls (p50 / p99 ms)" "$(kv "$o1" p50) / $(kv "$o1" p99)" "—" "—" "< 5" "$(yesno le "$(kv "$o1" p50)" 5)"
+  row "List page 1,000 via next_page_uri token (p50 / p99 ms)" "$(kv "$o2" p50) / $(kv "$o2" p99)" "—" "—" "< 5" "$(yesno le "$(kv "$o2" p50)" 5)"
+  row "List page 1,000 via Page=1000 only, offset (p50 / p99 ms)" "$(kv "$o3" p50) / $(kv "$o3" p99)" "—" "—" "< 5" "$(yesno le "$(kv "$o3" p50)" 5)"
+  stop "$E_PID"; stop "$B_PID"
+  unset BENCH_AUTH BENCH_BODY
+fi
+
+# =============================================================================
+# 7. Footprint: idle RSS, start-up to serving
+# =============================================================================
+if want footprint; then
+  section "7. footprint"
+  # Production shape: an external Kaphila (nothing is asked of it while idle).
+  make_db foot 0
+  start_twigate idle "$WORK/foot.db" --set kaphila.url=http://127.0.0.1:9
+  sleep 1
+  IDLE=$(rss_kb "$TW_PID")
+  stop "$TW_PID"
+  start_twigate idlesim "$WORK/foot-sim.db"
+  sleep 1
+  IDLE_SIM=$(rss_kb "$TW_PID")
+  stop "$TW_PID"
+  row "Idle RSS, external Kaphila (MB)" "$(calc "$IDLE / 1024" 1)" "with built-in sim $(calc "$IDLE_SIM / 1024" 1)" "—" "< 20" "$(yesno le "$IDLE" 20480)"
+  SP=$(free_port)
+  o=$(run "$LOADGEN" startup -u "http://127.0.0.1:$SP/healthz" -n 20 -- "$BIN" --config "$WORK/idle.conf" \
+      --set "listen.port=$SP" --set kaphila.url=http://127.0.0.1:9)
+  detail "- start-up, exec → first 200 from /healthz, 20 runs, existing empty database: $o"
+  row "Start-up to serving /healthz (ms, median of 20)" "$(kv "$o" p50)" "—" "—" "< 100" "$(yesno le "$(kv "$o" p50)" 100)"
+fi
+
+# ---- the table ------------------------------------------------------------
+
+{
+  echo "| figure | median | baseline (same run) | ratio | target | met? |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$TABLE"
+} > "$WORK/table.md"
+
+echo
+column -t -s $'\t' -N figure,median,baseline,ratio,target,met "$TABLE" 2>/dev/null || cat "$TABLE"
+echo
+
+ELAPSED=$(($(date +%s) - T_START))
+{
+  echo "# twigate benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Build \`$BUILD\` ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', with local changes')), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Runs per figure: $RUNS (median), $SECS s each; sustained create $SUSTAIN s once; whole run ${ELAPSED} s."
+  echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), Prism $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$BENCH/node_modules/@stoplight/prism-cli/package.json" 2>/dev/null | head -1), node $(node --version)."
+  echo
+  cat "$WORK/table.md"
+  echo
+  echo "## Details"
+  echo
+  cat "$DETAILS"
+  echo
+  echo "## Commands"
+  echo
+  echo '```sh'
+  cat "$CMDS"
+  echo '```'
+} > "$RESULTS/latest.md"
+echo "bench: ${ELAPSED} s; results and commands in bench/results/latest.md"
