@@ -631,7 +631,8 @@ static void usage(void)
           "                       [-d MAX_SECS] [-D WAIT_SECS]\n"
           "       loadgen serve   -l PORT                          (answers 200 to anything)\n"
           "       loadgen live    -u TWIGATE_BASE -a AC:TOKEN -l PORT -n CALLS -r CREATE_RATE\n"
-          "                       [-c CONNS] [-h HOLD_SECS] [-p PAUSE_S] [-g GATHER_S] [-P PID]\n"
+          "                       [-c CONNS] [-d MAX_RAMP_SECS] [-h HOLD_SECS] [-p PAUSE_S]\n"
+          "                       [-g GATHER_S] [-P PID]\n"
           "       loadgen startup -u HEALTH_URL -n RUNS -- COMMAND [ARGS]...\n", stderr);
     exit(2);
 }
@@ -1114,11 +1115,12 @@ static int mode_live(opts *o)
     for (int i = 0; i < 5; i++) loop_once(&cl, 2);
     l.rss0_kb = o->pid ? rss_kb(o->pid) : -1;
     int64_t t0 = now_ns();
-    double ramp_s = o->create_rate > 0 ? o->calls / o->create_rate + 30 : 120;
-    drive(&cl, o->calls, o->create_rate, ramp_s, 30, NULL, NULL);
+    /* The ramp is bounded (-d): a twigate too slow to create every call in
+     * time is measured with the calls it has. */
+    drive(&cl, o->calls, o->create_rate, o->dur, 10, NULL, NULL);
     int64_t t_created = now_ns();
     /* Wait until every created call runs its loop (fetched /live once). */
-    int64_t limit = now_ns() + 30 * 1000000000LL;
+    int64_t limit = now_ns() + 10 * 1000000000LL;
     while (l.looping < l.ncalls && now_ns() < limit && !stop_flag) loop_once(&cl, 20);
     int64_t t_all = now_ns();
     l.rss_all_kb = o->pid ? rss_kb(o->pid) : -1;
@@ -1141,7 +1143,7 @@ static int mode_live(opts *o)
         if (l.last_live[i] && t_end - l.last_live[i] < period) alive++;
     long rss_end = o->pid ? rss_kb(o->pid) : -1;
     if (rss_end > l.rss_peak_kb) l.rss_peak_kb = rss_end;
-    double per_call_kb = l.ncalls ? (double)(l.rss_peak_kb - l.rss0_kb) / l.ncalls : -1;
+    double per_call_kb = alive ? (double)(l.rss_peak_kb - l.rss0_kb) / alive : -1;
     printf("calls=%d created_ok=%ld create_non2xx=%ld create_errors=%ld ramp_s=%.2f all_looping_s=%.2f "
            "looping=%d alive_at_end=%d live_fetches=%ld pause_fetches=%ld rss0_kb=%ld rss_all_kb=%ld "
            "rss_peak_kb=%ld per_call_kb=%.2f pauses=%zu late_p50=%.3f late_p99=%.3f late_max=%.3f "

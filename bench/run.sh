@@ -52,12 +52,15 @@ DETAILS=$WORK/details.md
 TABLE=$WORK/table.tsv
 : > "$CMDS"; : > "$DETAILS"; : > "$TABLE"
 T_START=$(date +%s)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+REPORTED=0
 
 # ---- processes: every one we start is recorded and stopped at exit ---------
 
 PIDS=()
 cleanup() {
-  local p
+  local p rc=$?
+  if [ "$REPORTED" = 0 ] && [ -s "$TABLE" ]; then write_report "Incomplete run (exit status $rc): the figures measured before it stopped."; fi
   [ ${#PIDS[@]} -gt 0 ] || PIDS=()
   for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
   sleep 0.5
@@ -85,10 +88,12 @@ stop() { # pid [grace seconds]
   wait "$p" 2>/dev/null || true
 }
 
+# A port nobody listens on, below Linux's ephemeral range (32768+) so that no
+# outgoing connection holds it either.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
@@ -113,6 +118,42 @@ le() { awk "BEGIN {exit !($1 <= $2)}"; }
 # row figure value baseline ratio target met
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TABLE"; }
 yesno() { if "$@"; then echo yes; else echo NO; fi; }
+
+# ---- the table ------------------------------------------------------------
+
+write_report() { # [note]
+  REPORTED=1
+  {
+    echo "| figure | median | baseline (same run) | ratio | target | met? |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$TABLE"
+  } > "$WORK/table.md"
+  echo
+  column -t -s $'\t' -N figure,median,baseline,ratio,target,met "$TABLE" 2>/dev/null || cat "$TABLE"
+  echo
+  ELAPSED=$(($(date +%s) - T_START))
+  {
+    echo "# twigate benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    [ -z "${1:-}" ] || { echo "**$1**"; echo; }
+    echo "Build \`$BUILD\` ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', with local changes')), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average at the start: $LOAD0."
+    echo "Runs per figure: $RUNS (median), $SECS s each; sustained create $SUSTAIN s once; whole run ${ELAPSED} s."
+    echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), Prism $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$BENCH/node_modules/@stoplight/prism-cli/package.json" 2>/dev/null | head -1), node $(node --version)."
+    echo
+    cat "$WORK/table.md"
+    echo
+    echo "## Details"
+    echo
+    cat "$DETAILS"
+    echo
+    echo "## Commands"
+    echo
+    echo '```sh'
+    cat "$CMDS"
+    echo '```'
+  } > "$RESULTS/latest.md"
+  echo "bench: ${ELAPSED} s; results and commands in bench/results/latest.md"
+}
 
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -458,12 +499,12 @@ if want live; then
   sleep 1
   log "live: $LIVE_CALLS calls"
   o=$(run "$LOADGEN" live -u "http://127.0.0.1:$L_PORT$API/" -a "$AUTH" -l "$(free_port)" -n "$LIVE_CALLS" \
-      -r 0 -c 64 -h 18 -p 5 -g 10 -P "$L_PID")
+      -r 0 -c 64 -d 40 -h 22 -p 10 -g 10 -P "$L_PID")
   detail "- live calls: $o"
   detail "- live calls: twigate threads $(ls /proc/"$L_PID"/task | wc -l), open fds $(ls /proc/"$L_PID"/fd | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
   PER=$(kv "$o" per_call_kb)
-  row "Live calls: RSS per live call, $(kv "$o" looping) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
-    "$(if [ "$(kv "$o" looping)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
+  row "Live calls: RSS per live call, $(kv "$o" alive_at_end) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
+    "$(if [ "$(kv "$o" alive_at_end)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
   row "Live calls: Pause timer lateness p99 / max (ms)" "$(kv "$o" late_p99) / $(kv "$o" late_max)" "$(kv "$o" pauses) pauses" "—" "all ≤ 50" \
     "$(yesno test "$(kv "$o" late_over_50)" = 0 -a "$(kv "$o" pauses)" -gt 0)"
   stop "$L_PID" 3; stop "$SIM_PID"
@@ -547,36 +588,4 @@ if want footprint; then
   row "Start-up to serving /healthz (ms, median of 20)" "$(kv "$o" p50)" "—" "—" "< 100" "$(yesno le "$(kv "$o" p50)" 100)"
 fi
 
-# ---- the table ------------------------------------------------------------
-
-{
-  echo "| figure | median | baseline (same run) | ratio | target | met? |"
-  echo "| --- | --- | --- | --- | --- | --- |"
-  awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$TABLE"
-} > "$WORK/table.md"
-
-echo
-column -t -s $'\t' -N figure,median,baseline,ratio,target,met "$TABLE" 2>/dev/null || cat "$TABLE"
-echo
-
-ELAPSED=$(($(date +%s) - T_START))
-{
-  echo "# twigate benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo
-  echo "Build \`$BUILD\` ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', with local changes')), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Runs per figure: $RUNS (median), $SECS s each; sustained create $SUSTAIN s once; whole run ${ELAPSED} s."
-  echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), Prism $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$BENCH/node_modules/@stoplight/prism-cli/package.json" 2>/dev/null | head -1), node $(node --version)."
-  echo
-  cat "$WORK/table.md"
-  echo
-  echo "## Details"
-  echo
-  cat "$DETAILS"
-  echo
-  echo "## Commands"
-  echo
-  echo '```sh'
-  cat "$CMDS"
-  echo '```'
-} > "$RESULTS/latest.md"
-echo "bench: ${ELAPSED} s; results and commands in bench/results/latest.md"
+write_report

@@ -41,6 +41,10 @@ __attribute__((warn_unused_result))
 bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *ev);
 
 size_t engine_live_calls(const engine *e);
+/* Webhook deliveries in flight (shutdown waits for them). Any thread. */
+int engine_inflight_deliveries(engine *e);
+/* Whether Kaphila's GET /health answered at the last probe (every 2 s). */
+bool engine_kaphila_ready(engine *e);
 
 /* Runs fn(e, arg) on the engine thread (for modules such as recordings that
  * need the loop: Kaphila downloads, callbacks). false = queue full; the

@@ -58,8 +58,13 @@ int  http_port(const http_server *s);
 /* Stops accepting, waits for MHD threads; accepts NULL. Suspended requests
  * must have been answered before. */
 void http_stop(http_server *s);
-/* Stop accepting new connections (SIGTERM), keep serving the open ones. */
+/* Stop accepting new connections (SIGTERM), keep serving the open ones;
+ * from now on every response asks the client to close its connection. */
 void http_quiesce(http_server *s);
+/* True when no request is in flight and either no connection is open or
+ * none has carried a request for quiet_ms (idle keep-alive connections).
+ * Any thread; the drain at SIGTERM polls it. */
+bool http_drained(http_server *s, int64_t quiet_ms);
 
 /* Request accessors (valid until the reply has been sent). */
 const char *http_method(const http_req *r);

@@ -39,6 +39,9 @@ void sim_config_defaults(sim_config *c);
 sim *sim_create(const sim_config *cfg, char *err, size_t errlen);
 /* The bound port (useful when cfg->port was 0). */
 int sim_port(const sim *s);
+/* Accepts these Bearer keys from now on, in addition to the others (any
+ * thread; used when twigate reloads its accounts). false = not queued. */
+bool sim_add_keys(sim *s, const char *const *keys, size_t n);
 /* Stops the server and the loop, frees everything; accepts NULL. */
 void sim_destroy(sim *s);
 

@@ -75,6 +75,8 @@ void        store_conn_release(store_conn *c);
  * rules (one thread at a time, short transactions). */
 struct sqlite3 *store_conn_sqlite(store_conn *c);
 
+/* Takes and releases the write lock: the database is writable now. */
+__attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_commit(store_conn *c);
 void store_rollback(store_conn *c);

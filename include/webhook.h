@@ -42,6 +42,7 @@ typedef struct webhook_result {
     int64_t duration_ms;        /* all attempts */
     char    url[2048];          /* the URL requested (fragment removed; GET: with query) */
     char    idem[TOKEN_SIZE];
+    bool    aborted;            /* cut by the loop's shutdown: not an outcome */
 } webhook_result;
 
 /* Called once when the delivery is over (success or the last failure).

@@ -53,5 +53,13 @@ for set in "$@"; do
       (cd "$here/tests/node" && npm install --no-audit --no-fund --loglevel=error)
     fi
   fi
+  # The Prism mock server, the benchmarks' baseline, pinned in bench/package-lock.json.
+  if [ "$set" = bench ]; then
+    here=$(cd "$(dirname "$0")/.." && pwd)
+    if [ -f "$here/bench/package.json" ] && [ ! -x "$here/bench/node_modules/.bin/prism" ]; then
+      echo "install-deps: npm ci in bench"
+      (cd "$here/bench" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  fi
 done
 exit 0

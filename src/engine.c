@@ -77,8 +77,15 @@ struct engine {
     ob_item       *kick_head, *kick_tail;     /* committed in this step, to deliver */
     atomic_size_t  live;
     atomic_int     inflight_deliveries;
+    atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */
+    bool           probing;
     bool           started;
+    bool           stopping;       /* engine_destroy: start nothing new */
 };
+
+/* /readyz reports Kaphila's reachability from this probe, so the endpoint
+ * itself never waits on the network; a few seconds of staleness is fine. */
+#define ENGINE_HEALTH_PROBE_MS 2000
 
 static size_t bucket(const char *sid)
 {
@@ -444,6 +451,18 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
     char labels[96];
 
     atomic_fetch_sub(&e->inflight_deliveries, 1);
+    if (res->aborted) {
+        /* Cut by the stop: the row stays pending and goes out at the next
+         * start with the same idempotency token. */
+        q->head = it->next;
+        if (!q->head) q->tail = NULL;
+        q->n--;
+        q->busy = false;
+        store_outbox_fini(&it->o);
+        free(it);
+        free(x);
+        return;
+    }
     form_init(&params);
     if (form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK)
         log_warn("engine", "outbox row %lld: parameters not decodable", (long long)it->o.id);
@@ -474,6 +493,7 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
  * callbacks leave in SequenceNumber order. */
 static void obq_pump(engine *e, obq *q)
 {
+    if (e->stopping) return;   /* what is queued stays pending in the store */
     while (q->head && !q->busy) {
         ob_item *it = q->head;
         const config *cfg = app_config(e->a);
@@ -716,16 +736,15 @@ static void event_for_gone_call(engine *e, const char *sid, json_t *ev, int64_t 
 {
     const char *name = json_string_value(json_object_get(ev, "event"));
     store_call row = {0};
-    log_context(NULL, NULL, sid);
+    bool known = store_call_get_by_sid(e->db, sid, &row) == STORE_OK;
+    log_context(NULL, known ? row.account_sid : NULL, sid);
     log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
         log_warn("engine", "could not mark event %lld done", (long long)kid);
     /* Kaphila reports the recording after the call has ended. */
-    if (name && (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended")) &&
-        store_call_get_by_sid(e->db, sid, &row) == STORE_OK) {
+    if (known && name && (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended")))
         rec_kaphila_event(e, row.account_sid, sid, name, ev);
-        store_call_fini(&row);
-    }
+    store_call_fini(&row);
 }
 
 static void handle_kevent(engine *e, emsg *m)
@@ -1076,7 +1095,7 @@ static void on_call_webhook(loop *l, void *arg, const webhook_result *res)
     metrics_inc(e->a->metrics, "twigate_webhooks_total", labels, 1);
     if (w->twiml)
         metrics_observe(e->a->metrics, "twigate_twiml_fetch_seconds", NULL, (double)res->duration_ms / 1000.0);
-    if (res->error_code) {
+    if (res->error_code && !res->aborted) {
         buf_init(&vars, 1 << 16);
         if (form_encode(&w->params, &vars) != BUF_OK) buf_reset(&vars);
         notify(e, c->row.account_sid, c->row.sid, res->error_code, 0, res->error_msg, res->url,
@@ -1224,6 +1243,35 @@ void engine_notify(engine *e, const char *account_sid, const char *call_sid, int
 
 /* ---------------------------------------------------------------- 8 */
 
+static void probe_tick(loop *l, void *arg);
+
+static void on_probe(loop *l, void *arg, const kaphila_result *res)
+{
+    engine *e = arg;
+    bool ok = res->http_status >= 200 && res->http_status < 300;
+    if (ok != atomic_load(&e->kaphila_ok))
+        log_info("engine", "Kaphila %s (GET /health: %d)", ok ? "reachable" : "unreachable",
+                 res->http_status);
+    atomic_store(&e->kaphila_ok, ok);
+    e->probing = false;
+    if (!loop_timer_add(l, ENGINE_HEALTH_PROBE_MS, probe_tick, e))
+        log_warn("engine", "cannot schedule the Kaphila health probe");
+}
+
+static void probe_tick(loop *l, void *arg)
+{
+    engine *e = arg;
+    /* GET /health needs no key; an empty bearer is ignored by Kaphila. */
+    if (e->probing) return;
+    e->probing = true;
+    if (kaphila_call(l, &e->kc, "", "GET", "/health", NULL, on_probe, e) != 0) {
+        kaphila_result res = {.endpoint = "/health", .curl_rc = CURLE_FAILED_INIT};
+        on_probe(l, e, &res);
+    }
+}
+
+bool engine_kaphila_ready(engine *e) { return e && atomic_load(&e->kaphila_ok); }
+
 static void recover_call(store_call *row, void *arg)
 {
     engine *e = arg;
@@ -1314,7 +1362,7 @@ static void on_msg(loop *l, void *msg)
     case M_ORIGINATE: handle_originate(e, m); break;
     case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
     case M_KEVENT:    handle_kevent(e, m); break;
-    case M_RECOVER:   recover(e); break;
+    case M_RECOVER:   recover(e); probe_tick(l, e); break;
     case M_CALLBACK:  m->fn(e, m->arg); break;
     }
 out:
@@ -1398,6 +1446,11 @@ bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *e
 
 size_t engine_live_calls(const engine *e) { return e ? atomic_load(&e->live) : 0; }
 
+int engine_inflight_deliveries(engine *e)
+{
+    return e ? atomic_load(&e->inflight_deliveries) : 0;
+}
+
 bool engine_submit(engine *e, void (*fn)(engine *e, void *arg), void *arg)
 {
     emsg *m = calloc(1, sizeof *m);
@@ -1428,6 +1481,7 @@ void engine_stop(engine *e, int grace_ms)
 void engine_destroy(engine *e)
 {
     if (!e) return;
+    e->stopping = true;
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
     for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
         while (e->calls[b]) {

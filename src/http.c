@@ -43,6 +43,9 @@ struct http_server {
     http_config        cfg;
     int                port;
     atomic_uint_fast64_t next_id;
+    atomic_bool        draining;
+    atomic_int         active;          /* requests between uri_cb and completed_cb */
+    atomic_llong       last_done_ms;    /* monotonic time the last request ended */
 };
 
 struct http_req {
@@ -132,6 +135,10 @@ static void set_response(http_req *r, int status, struct MHD_Response *resp,
         if (!resp) return;
     }
     if (content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    /* Draining: no keep-alive, so clients open a new connection (which is
+     * refused) rather than reuse one that is about to close. */
+    if (atomic_load(&r->srv->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         MHD_add_response_header(resp, headers[i], headers[i + 1]);
     pthread_mutex_lock(&r->lock);
@@ -312,7 +319,9 @@ static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     if (strlen(uri) > HTTP_MAX_URI) return &too_long_marker;
-    return req_new(cls, conn, uri);
+    http_req *r = req_new(cls, conn, uri);
+    if (r) atomic_fetch_add(&((http_server *)cls)->active, 1);
+    return r;
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
@@ -321,7 +330,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                                  void **con_cls)
 {
     (void)url; (void)version;
-    if (*con_cls == &too_long_marker) *con_cls = req_new(cls, conn, NULL);
+    if (*con_cls == &too_long_marker) {
+        *con_cls = req_new(cls, conn, NULL);
+        if (*con_cls) atomic_fetch_add(&((http_server *)cls)->active, 1);
+    }
     http_req *r = *con_cls;
     if (!r || !r->uri || !r->path) return MHD_NO;   /* out of memory: drop */
 
@@ -370,6 +382,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_debug("http", "%s %s ended early (%d)", r->method, r->path, (int)toe);
     }
+    atomic_fetch_sub(&s->active, 1);
+    atomic_store(&s->last_done_ms, (long long)timefmt_mono_ms());
     if (r->resp) MHD_destroy_response(r->resp);
     form_fini(&r->query);
     buf_fini(&r->body);
@@ -434,9 +448,27 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
 
 int http_port(const http_server *s) { return s->port; }
 
+bool http_drained(http_server *s, int64_t quiet_ms)
+{
+    if (!s || !s->d) return true;
+    if (atomic_load(&s->active) > 0) return false;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (!di || di->num_connections == 0) return true;
+    /* Idle keep-alive connections: give a client that is about to reuse
+     * one a moment (its answer will close it), then stop. */
+    return timefmt_mono_ms() - (int64_t)atomic_load(&s->last_done_ms) >= quiet_ms;
+}
+
 void http_quiesce(http_server *s)
 {
-    if (s && s->d) MHD_quiesce_daemon(s->d);
+    /* MHD hands the listening socket back; closing it makes new
+     * connections fail fast (refused) instead of waiting in the backlog to
+     * be reset when the process exits. */
+    if (s && s->d) {
+        atomic_store(&s->draining, true);
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
 }
 
 void http_stop(http_server *s)

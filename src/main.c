@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "config.h"
@@ -29,6 +30,10 @@
 #include "timefmt.h"
 
 #define TWIGATE_VERSION "1.0.0"
+/* At SIGTERM, idle keep-alive connections are closed once no request has
+ * been seen for this long: long enough for a client in the middle of
+ * reusing one, short enough not to hold up a restart. */
+#define DRAIN_QUIET_MS 500
 /* --set may be repeated; more than this is a typo loop, not a config. */
 #define MAX_SETS 256
 
@@ -153,6 +158,13 @@ static void reload(app *a, const options *o)
         config_destroy(next);
         return;
     }
+    if (a->sim) {
+        /* The embedded Kaphila must know the keys of added accounts. */
+        const char *keys[CONFIG_MAX_ACCOUNTS];
+        for (size_t i = 0; i < next->n_accounts; i++) keys[i] = next->accounts[i].kaphila_key;
+        if (!sim_add_keys(a->sim, keys, next->n_accounts))
+            log_warn("main", "SIGHUP: the simulator did not take the new accounts' keys");
+    }
     a->retired[a->n_retired++] = cur;
     atomic_store_explicit(&a->cfg, next, memory_order_release);
     apply_logging(next);
@@ -256,10 +268,21 @@ int main(int argc, char **argv)
     log_info("main", "signal %d: draining (grace %d ms)", sig, app_config(&a)->shutdown_grace_ms);
     atomic_store(&a.draining, true);
     rc = 0;
+    {
+        /* Drain: refuse new connections, close the open ones after their
+         * next answer, and let deliveries finish, all within the grace. */
+        int64_t deadline = timefmt_mono_ms() + app_config(&a)->shutdown_grace_ms;
+        http_quiesce(a.http);
+        while (timefmt_mono_ms() < deadline &&
+               (!http_drained(a.http, DRAIN_QUIET_MS) || engine_inflight_deliveries(a.engine) > 0)) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
 out:
     if (a.http) http_quiesce(a.http);
     if (a.engine) {
-        engine_stop(a.engine, app_config(&a)->shutdown_grace_ms);
+        engine_stop(a.engine, 0);
         engine_destroy(a.engine);
     }
     http_stop(a.http);

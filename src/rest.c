@@ -132,15 +132,16 @@ static void readyz(void *ctx, http_req *r, const http_match *m)
     app *a = ctx;
     store_conn *c = store_conn_acquire(a->store);
     bool db_ok = false;
+    const char *why = NULL;
     if (c) {
-        int64_t pending = 0, oldest = 0;
-        db_ok = store_outbox_stats(c, &pending, &oldest) == STORE_OK;
+        db_ok = store_check_writable(c) == STORE_OK;
         store_conn_release(c);
     }
-    bool draining = atomic_load(&a->draining);
-    if (!db_ok || draining) {
-        http_reply(r, 503, "text/plain", draining ? "draining\n" : "database unavailable\n",
-                   draining ? 9 : 21, NULL);
+    if (atomic_load(&a->draining)) why = "draining\n";
+    else if (!db_ok) why = "database not writable\n";
+    else if (!engine_kaphila_ready(a->engine)) why = "kaphila unreachable\n";
+    if (why) {
+        http_reply(r, 503, "text/plain", why, strlen(why), NULL);
         return;
     }
     http_reply(r, 200, "text/plain", "ready\n", 6, NULL);

@@ -371,6 +371,13 @@ struct sqlite3 *store_conn_sqlite(store_conn *c) { return c->db; }
 
 store_status store_begin(store_conn *c)  { return simple(c, S_BEGIN, "begin"); }
 store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
+store_status store_check_writable(store_conn *c)
+{
+    store_status r = store_begin(c);
+    if (r == STORE_OK) store_rollback(c);
+    return r;
+}
+
 void store_rollback(store_conn *c)
 {
     if (!sqlite3_get_autocommit(c->db)) (void)simple(c, S_ROLLBACK, "rollback");

@@ -193,6 +193,13 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     res->error_code = 0;
     res->error_msg[0] = '\0';
 
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+        /* twigate is stopping: no verdict on the customer's server. */
+        res->aborted = true;
+        res->error_code = 11200;
+        snprintf(res->error_msg, sizeof res->error_msg, "interrupted by twigate's shutdown");
+        goto done;
+    }
     if (rc == CURLE_OK) {
         if (status >= 200 && status < 300) goto done;
         res->error_code = 11200;

@@ -458,9 +458,53 @@ static int latency_for(const sim *s, const sim_req *r)
     return s->latency_all_ms;
 }
 
+/* Appends the keys not known yet (twigate's SIGHUP may add accounts). */
+static void add_keys(sim *s, sim_keys_msg *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (sim_key_index(s, m->keys[i]) >= 0) continue;
+        sim_key *k = realloc(s->keys, (s->n_keys + 1) * sizeof *k);
+        if (!k) break;
+        s->keys = k;
+        int *lat = realloc(s->latency_key_ms, (s->n_keys + 1) * sizeof *lat);
+        if (!lat) break;
+        s->latency_key_ms = lat;
+        memset(&s->keys[s->n_keys], 0, sizeof s->keys[s->n_keys]);
+        s->keys[s->n_keys].key = m->keys[i];
+        m->keys[i] = NULL;
+        s->keys[s->n_keys].credits = SIM_INITIAL_CREDITS;
+        s->keys[s->n_keys].created_ms = sim_wall_ms();
+        s->latency_key_ms[s->n_keys] = -1;
+        s->n_keys++;
+    }
+    for (size_t i = 0; i < m->n; i++) free(m->keys[i]);
+    free(m->keys);
+    free(m);
+}
+
+bool sim_add_keys(sim *s, const char *const *keys, size_t n)
+{
+    sim_keys_msg *m = calloc(1, sizeof *m);
+    if (!m || !(m->keys = calloc(n ? n : 1, sizeof *m->keys))) { free(m); return false; }
+    m->kind = SIM_MSG_KEYS;
+    m->n = n;
+    for (size_t i = 0; i < n; i++) m->keys[i] = strdup(keys[i] ? keys[i] : "");
+    if (!loop_post(s->loop, m)) {
+        for (size_t i = 0; i < n; i++) free(m->keys[i]);
+        free(m->keys);
+        free(m);
+        return false;
+    }
+    return true;
+}
+
 static void on_msg(loop *l, void *msg)
 {
     sim *s = loop_ctx(l);
+    if (*(int *)msg == SIM_MSG_KEYS) {
+        add_keys(s, msg);
+        return;
+    }
     sim_req *r = msg;
     assert(r->kind == SIM_MSG_REQ);
     int ms = atomic_load(&s->closing) ? 0 : latency_for(s, r);

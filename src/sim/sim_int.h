@@ -75,7 +75,14 @@ typedef struct sim_req {
     char                   content_range[96];
 } sim_req;
 
-enum { SIM_MSG_REQ = 1 };
+enum { SIM_MSG_REQ = 1, SIM_MSG_KEYS = 2 };
+
+/* sim_add_keys: keys to accept from now on (loop thread appends them). */
+typedef struct sim_keys_msg {
+    int     kind;       /* SIM_MSG_KEYS */
+    char  **keys;
+    size_t  n;
+} sim_keys_msg;
 enum { SIM_REQ_NEW = 0, SIM_REQ_PENDING, SIM_REQ_ANSWERED };
 
 typedef struct sim_key {
