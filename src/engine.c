@@ -440,6 +440,18 @@ static void notify(engine *e, const char *account_sid, const char *call_sid, int
 
 typedef struct ob_ctx { engine *e; obq *q; ob_item *it; } ob_ctx;
 
+/* Drops the head of q (delivered, failed, or left pending for a restart). */
+static void obq_pop(obq *q)
+{
+    ob_item *it = q->head;
+    q->head = it->next;
+    if (!q->head) q->tail = NULL;
+    q->n--;
+    q->busy = false;
+    store_outbox_fini(&it->o);
+    free(it);
+}
+
 static void ob_done(loop *l, void *arg, const webhook_result *res)
 {
     (void)l;
@@ -454,12 +466,7 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
     if (res->aborted) {
         /* Cut by the stop: the row stays pending and goes out at the next
          * start with the same idempotency token. */
-        q->head = it->next;
-        if (!q->head) q->tail = NULL;
-        q->n--;
-        q->busy = false;
-        store_outbox_fini(&it->o);
-        free(it);
+        obq_pop(q);
         free(x);
         return;
     }
@@ -479,12 +486,7 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
     metrics_observe(e->a->metrics, "twigate_webhook_seconds", labels, (double)res->duration_ms / 1000.0);
     form_fini(&params);
 
-    q->head = it->next;
-    if (!q->head) q->tail = NULL;
-    q->n--;
-    q->busy = false;
-    store_outbox_fini(&it->o);
-    free(it);
+    obq_pop(q);
     free(x);
     obq_pump(e, q);
 }
@@ -507,11 +509,7 @@ static void obq_pump(engine *e, obq *q)
                       (long long)it->o.id, it->o.account_sid);
             if (store_outbox_finish(e->db, it->o.id, "failed", 0) != STORE_OK)
                 log_warn("engine", "outbox row state not saved");
-            q->head = it->next;
-            if (!q->head) q->tail = NULL;
-            q->n--;
-            store_outbox_fini(&it->o);
-            free(it);
+            obq_pop(q);
             form_fini(&params);
             continue;
         }

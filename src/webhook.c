@@ -161,11 +161,9 @@ static int attempt(loop *l, delivery *d, CURL *easy)
     return loop_http_start(l, easy, on_done, d);
 }
 
-static void finish(loop *l, delivery *d, CURL *easy)
+static void delivery_free(delivery *d)
 {
-    d->res.duration_ms = loop_now_ms(l) - d->t0;
-    d->cb(l, d->arg, &d->res);
-    curl_easy_cleanup(easy);
+    if (!d) return;
     curl_slist_free_all(d->headers);
     buf_fini(&d->res.body);
     free(d->url);
@@ -174,6 +172,14 @@ static void finish(loop *l, delivery *d, CURL *easy)
     free(d->allow);
     free(d->deny);
     free(d);
+}
+
+static void finish(loop *l, delivery *d, CURL *easy)
+{
+    d->res.duration_ms = loop_now_ms(l) - d->t0;
+    d->cb(l, d->arg, &d->res);
+    curl_easy_cleanup(easy);
+    delivery_free(d);
 }
 
 static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
@@ -319,16 +325,7 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
     easy = NULL;
     rc = 0;
 out:
-    if (d) {
-        curl_slist_free_all(d->headers);
-        buf_fini(&d->res.body);
-        free(d->url);
-        free(d->host);
-        free(d->body);
-        free(d->allow);
-        free(d->deny);
-        free(d);
-    }
+    delivery_free(d);
     curl_easy_cleanup(easy);
     curl_free(host);
     curl_url_cleanup(cu);
