@@ -25,6 +25,7 @@
 
 #include "calljson.h"
 #include "errors.h"
+#include "kevent.h"
 #include "log.h"
 #include "phone.h"
 #include "recordings.h"
@@ -629,43 +630,14 @@ static void retire(engine *e, call *c)
     call_unref(c);
 }
 
-static const char *answered_by(const call *c, const char *amd_status)
+static void on_answered(engine *e, call *c, const kevent *k)
 {
-    bool end = param_str(c, "machine_detection") &&
-               !strcmp(param_str(c, "machine_detection"), "DetectMessageEnd");
-    if (!amd_status) return "unknown";
-    if (!strcmp(amd_status, "HUMAN") || !strcmp(amd_status, "NOTSURE")) return "human";
-    if (!strcmp(amd_status, "MACHINE")) return end ? "machine_end_other" : "machine_start";
-    return "unknown";
-}
-
-/* Terminal Twilio status for Kaphila's call.ended (kaphila-api.md). */
-static const char *ended_status(const call *c, json_t *ev)
-{
-    const char *st = json_string_value(json_object_get(ev, "status"));
-    const char *cause = json_string_value(json_object_get(ev, "hangupCause"));
-    int q850 = cause ? atoi(cause) : 0;
-    if (json_is_true(json_object_get(ev, "wasAnswered")) || c->rank >= RANK_ANSWERED)
-        return "completed";
-    if (c->cancel_requested) return "canceled";
-    if (q850 == 17 || q850 == 21) return "busy";
-    if (q850 == 18 || q850 == 19) return "no-answer";
-    if (q850 == 1 || q850 == 3 || q850 == 28) return "failed";
-    if (st && (!strcmp(st, "busy") || !strcmp(st, "no-answer") || !strcmp(st, "failed") ||
-               !strcmp(st, "canceled")))
-        return st;
-    return "no-answer";
-}
-
-static void on_answered(engine *e, call *c, json_t *ev)
-{
-    json_t *amd = json_object_get(ev, "amd");
-    if (param_str(c, "machine_detection")) {
-        const char *s = json_string_value(json_object_get(amd, "status"));
-        json_int_t ms = json_integer_value(json_object_get(amd, "durationMs"));
-        snprintf(c->row.answered_by, sizeof c->row.answered_by, "%s", answered_by(c, s));
-        json_object_set_new(c->row.params, "amd_ms", json_integer(ms));
-        if (!amd)
+    const char *md = param_str(c, "machine_detection");
+    if (md) {
+        snprintf(c->row.answered_by, sizeof c->row.answered_by, "%s",
+                 kevent_answered_by(k->amd_status, !strcmp(md, "DetectMessageEnd")));
+        json_object_set_new(c->row.params, "amd_ms", json_integer(k->amd_ms));
+        if (!k->has_amd)
             call_log(c, "amd-missing", json_pack("{s:s}", "note",
                      "MachineDetection was requested but Kaphila reported no AMD result"));
     }
@@ -684,34 +656,38 @@ static void start_time_limit(engine *e, call *c)
 
 static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
 {
-    const char *name = json_string_value(json_object_get(ev, "event"));
+    kevent k;
     bool answered_now = false, ended_now = false;
 
-    if (!txn_begin(e)) return;
-    if (!strcmp(name, "call.initiated")) {
+    if (!kevent_parse(ev, &k) || !txn_begin(e)) return;
+    switch (k.kind) {
+    case KE_INITIATED:
         advance(e, c, RANK_RINGING);
-    } else if (!strcmp(name, "call.answered")) {
+        break;
+    case KE_ANSWERED:
         if (c->rank < RANK_ANSWERED) {
-            on_answered(e, c, ev);
+            on_answered(e, c, &k);
             answered_now = true;
         }
-    } else if (!strcmp(name, "call.ended")) {
+        break;
+    case KE_ENDED:
         if (c->rank < RANK_OVER) {
-            const char *st = ended_status(c, ev);
-            json_t *d = json_object_get(ev, "callDuration");
-            if (!d) d = json_object_get(ev, "duration");
+            const char *st = kevent_terminal_status(&k, c->rank >= RANK_ANSWERED, c->cancel_requested);
             int dur = -1;
             if (!strcmp(st, "completed")) {
                 if (c->rank < RANK_ANSWERED) advance(e, c, RANK_ANSWERED);
-                dur = json_is_integer(d) ? (int)json_integer_value(d)
+                dur = k.duration >= 0 ? k.duration
                       : (int)((timefmt_now_ms() - c->row.answered_at) / 1000);
             }
             finish_call(e, c, st, dur);
             ended_now = true;
         }
-    } else if (c->rank < RANK_ANSWERED && (!strncmp(name, "dtmf.", 5) || !strncmp(name, "gather.", 7) ||
-                                          !strcmp(name, "tts.played"))) {
-        log_info("engine", "%s before the call was answered; ignored", name);
+        break;
+    case KE_DTMF: case KE_GATHER: case KE_TTS_PLAYED:
+        if (c->rank < RANK_ANSWERED) log_info("engine", "%s before the call was answered; ignored", k.name);
+        break;
+    case KE_RECORDING: case KE_OTHER:
+        break;
     }
     if (!txn_commit(e, c, kid)) return;
 
@@ -721,11 +697,12 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
         exec_start(c);
     } else if (ended_now) {
         retire(e, c);
-    } else if (c->x && strncmp(name, "call.", 5) != 0) {
-        exec_event(c, name, ev);
+    } else if (c->x && (k.kind == KE_DTMF || k.kind == KE_GATHER || k.kind == KE_TTS_PLAYED ||
+                        k.kind == KE_RECORDING || k.kind == KE_OTHER)) {
+        exec_event(c, k.name, ev);
     }
-    if (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended"))
-        rec_kaphila_event(e, c->row.account_sid, c->row.sid, name, ev);
+    if (k.kind == KE_RECORDING || k.kind == KE_ENDED)
+        rec_kaphila_event(e, c->row.account_sid, c->row.sid, k.name, ev);
 }
 
 /* An event for a call no longer live (late recording events, duplicates

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# bench/profile.sh BUILD_DIR fetch|create|relay [SECONDS] — where twigate's CPU
+# goes under one of the benchmark loads, with perf (software clock: no
+# hardware counters are needed, so it works in VMs).
+#
+# Build with symbols and frame pointers first, outside the tree, e.g.
+#   make BUILD=/tmp/twigate-prof OPT="-O2 -g -fno-omit-frame-pointer -DNDEBUG" all
+#   bench/profile.sh /tmp/twigate-prof create
+# Prints the busiest threads, the top functions by self time, and the top
+# twigate functions by inclusive time (DWARF call graphs). Everything it
+# starts is stopped at exit; the perf data is kept with BENCH_KEEP=1.
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|create|relay [SECONDS]" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+bench_init "$1"
+SC=$2
+SECS=${3:-5}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+command -v perf >/dev/null || { echo "profile: perf missing (apt-get install linux-perf)" >&2; exit 2; }
+cd "$ROOT"
+
+case "$SC" in
+fetch)
+  make_db prof 100000
+  start_twigate prof "$WORK/prof.db"
+  SID=$(sql "$WORK/prof.db" "SELECT sid FROM calls ORDER BY id LIMIT 1 OFFSET 50000")
+  load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" wrk -t2 -c50 -d"$((SECS + 1))s" -s "$BENCH/wrk/fetch.lua"
+        "http://127.0.0.1:$TW_PORT$API/Calls/$SID.json")
+  ;;
+create)
+  start_twigate prof "$WORK/prof.db"
+  load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" BENCH_BODY="$FORM_HANGUP" wrk -t2 -c50 -d"$((SECS + 1))s"
+        -s "$BENCH/wrk/create.lua" "http://127.0.0.1:$TW_PORT$API/Calls.json")
+  ;;
+relay)
+  start_twigate prof "$WORK/prof.db" --set sim.ring_ms=600000 --set sim.answer_ms=600000 --set sim.fast=false
+  RP=$(free_port)
+  form="To=%2B14155550100&From=%2B14155550199&Timeout=300&Twiml=%3CResponse%3E%3CPause%20length%3D%22600%22%2F%3E%3C%2FResponse%3E&StatusCallback=http%3A%2F%2F127.0.0.1%3A$RP%2Fcb&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed"
+  "$LOADGEN" load -u "http://127.0.0.1:$TW_PORT$API/Calls.json" -X POST \
+    -H "Authorization: Basic $(printf %s "$AUTH" | base64 -w0)" -b "$form" -r 0 -c 50 -n 6000 -d 120 >/dev/null
+  sql "$WORK/prof.db" "SELECT token, sid, kaphila_id FROM calls WHERE status = 'queued'" > "$WORK/tokens"
+  load=("$LOADGEN" relay -u "http://127.0.0.1:$TW_PORT" -f "$WORK/tokens" -l "$RP" -r 0 -c 32 -d "$SECS" -D 5)
+  ;;
+*) echo "profile: unknown scenario $SC" >&2; exit 2 ;;
+esac
+
+"${load[@]}" > "$WORK/load.out" 2>&1 &
+LOAD_PID=$!
+sleep 0.5
+c0=$(cpu_snap "$TW_PID")
+perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TW_PID" -o "$WORK/perf.data" -- sleep "$SECS" 2>/dev/null
+c1=$(cpu_snap "$TW_PID")
+wait "$LOAD_PID" || true
+echo "== load: $(grep -E '^(WRK|events=|due=)' "$WORK/load.out" || tail -2 "$WORK/load.out")"
+echo "== CPU by thread over ${SECS}s (ms): $(cpu_diff "$c0" "$c1" 1000 | sed 's/µs//g')"
+echo "== top functions, self time"
+perf report -i "$WORK/perf.data" --no-children --sort comm,dso,sym -g none --stdio 2>/dev/null |
+  grep -E '^ +[0-9]' | head -30
+echo "== twigate functions, inclusive time"
+perf report -i "$WORK/perf.data" --children --sort sym -g none --stdio --dsos "$(basename "$BIN")" 2>/dev/null |
+  grep -E '^ +[0-9]' | head -30
+[ "${BENCH_KEEP:-0}" = 1 ] && echo "perf data: $WORK/perf.data"
+exit 0
