@@ -26,7 +26,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libmicrohttpd12 libcurl4 \
       libjansson4 libxml2 libsqlite3-0 libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home-dir /var/lib/twigate --shell /usr/sbin/nologin twigate \
+ && useradd --system --uid 10001 --home-dir /var/lib/twigate --shell /usr/sbin/nologin twigate \
  && install -d -o twigate -g twigate /var/lib/twigate
 COPY --from=build /out/ /
 COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
@@ -36,6 +36,9 @@ VOLUME ["/var/lib/twigate"]
 ENV TWIGATE_DB_PATH=/var/lib/twigate/twigate.db \
     TWIGATE_LISTEN_ADDRESS=0.0.0.0
 EXPOSE 8080
+# SIGTERM drains within shutdown.grace_ms (10 s by default): run the
+# container with --stop-timeout larger than the grace (docs/operations.md).
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${TWIGATE_LISTEN_PORT:-8080}/healthz" || exit 1
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]

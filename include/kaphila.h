@@ -45,6 +45,9 @@ int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const c
 /* True for a 2xx answer whose JSON says "success": true (or has no
  * "success" key at all: Kaphila's docs don't promise one everywhere). */
 bool kaphila_ok(const kaphila_result *res);
+/* Metrics label for a result: "ok", the HTTP status ("429", "503" …),
+ * "unreachable" (no HTTP answer) or "bad_body". Static string. */
+const char *kaphila_outcome(const kaphila_result *res);
 /* Twilio code, HTTP status and message for a failed result. */
 void kaphila_twilio_error(const kaphila_result *res, int *code, int *http_status,
                           char *msg, size_t msglen);

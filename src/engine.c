@@ -758,6 +758,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     if (kaphila_ok(res)) {
         const char *kid = json_string_value(json_object_get(res->body, "callId"));
         metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", "endpoint=\"/makecall\",outcome=\"ok\"", 1);
+        metrics_inc(e->a->metrics, "twigate_calls_total", "status=\"queued\"", 1);
         if (kid) snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s", kid);
         if (!c->over && txn_begin(e)) {
             advance(e, c, RANK_INITIATED);
@@ -772,7 +773,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     int code, status;
     char msg[400], labels[96];
     kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
-    snprintf(labels, sizeof labels, "endpoint=\"/makecall\",outcome=\"%d\"", res->http_status);
+    snprintf(labels, sizeof labels, "endpoint=\"/makecall\",outcome=\"%s\"", kaphila_outcome(res));
     metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
     log_warn("engine", "origination failed: %s", msg);
     if (store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK)
@@ -982,7 +983,7 @@ static void on_call_kaphila(loop *l, void *arg, const kaphila_result *res)
 
     log_context(NULL, c->row.account_sid, c->row.sid);
     snprintf(labels, sizeof labels, "endpoint=\"%s\",outcome=\"%s\"", res->endpoint,
-             kaphila_ok(res) ? "ok" : res->http_status == 429 ? "429" : "error");
+             kaphila_outcome(res));
     metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
     snprintf(labels, sizeof labels, "endpoint=\"%s\"", res->endpoint);
     metrics_observe(e->a->metrics, "twigate_kaphila_request_seconds", labels, (double)res->latency_ms / 1000.0);
@@ -1457,6 +1458,17 @@ void engine_destroy(engine *e)
 {
     if (!e) return;
     e->stopping = true;
+    /* Live calls: their executor's timers and the time limit each hold a
+     * reference that loop_destroy would drop without running them. */
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext) {
+            if (c->x) exec_call_ended(c);
+            if (c->time_limit) {
+                loop_timer_cancel(e->l, c->time_limit);
+                c->time_limit = NULL;
+                call_unref(c);
+            }
+        }
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
     for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
         while (e->calls[b]) {

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -44,6 +45,7 @@ struct http_server {
     int                port;
     atomic_uint_fast64_t next_id;
     atomic_bool        draining;
+    MHD_socket         quiesced_fd;     /* from MHD_quiesce_daemon; closed in http_stop */
     atomic_int         active;          /* requests between uri_cb and completed_cb */
     atomic_llong       last_done_ms;    /* monotonic time the last request ended */
 };
@@ -413,6 +415,7 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
     struct sockaddr_in sa;
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
     s->cfg = *cfg;
+    s->quiesced_fd = MHD_INVALID_SOCKET;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)cfg->port);
@@ -461,13 +464,15 @@ bool http_drained(http_server *s, int64_t quiet_ms)
 
 void http_quiesce(http_server *s)
 {
-    /* MHD hands the listening socket back; closing it makes new
-     * connections fail fast (refused) instead of waiting in the backlog to
-     * be reset when the process exits. */
-    if (s && s->d) {
+    /* MHD hands the listening socket back. With internal threads it must
+     * stay open until MHD_stop_daemon (microhttpd.h: a pool thread may still
+     * use it), so shutdown() stops the listening now — new connections are
+     * refused instead of waiting in the backlog to be reset at exit — and
+     * http_stop closes the descriptor. */
+    if (s && s->d && s->quiesced_fd == MHD_INVALID_SOCKET) {
         atomic_store(&s->draining, true);
-        MHD_socket fd = MHD_quiesce_daemon(s->d);
-        if (fd != MHD_INVALID_SOCKET) close(fd);
+        s->quiesced_fd = MHD_quiesce_daemon(s->d);
+        if (s->quiesced_fd != MHD_INVALID_SOCKET) shutdown(s->quiesced_fd, SHUT_RDWR);
     }
 }
 
@@ -475,5 +480,6 @@ void http_stop(http_server *s)
 {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    if (s->quiesced_fd != MHD_INVALID_SOCKET) close(s->quiesced_fd);
     free(s);
 }

@@ -121,6 +121,20 @@ bool kaphila_ok(const kaphila_result *res)
     return !s || json_is_true(s);
 }
 
+const char *kaphila_outcome(const kaphila_result *res)
+{
+    static const char *const codes[] = {"400", "401", "402", "403", "404", "429", "500",
+                                        "502", "503", "504"};
+    char s[8];
+    if (kaphila_ok(res)) return "ok";
+    if (res->http_status == 0) return "unreachable";
+    if (res->http_status >= 200 && res->http_status < 300) return "bad_body";
+    snprintf(s, sizeof s, "%d", res->http_status);
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (!strcmp(codes[i], s)) return codes[i];
+    return res->http_status >= 500 ? "5xx" : "4xx";
+}
+
 void kaphila_twilio_error(const kaphila_result *res, int *code, int *http_status,
                           char *msg, size_t msglen)
 {

@@ -148,7 +148,7 @@ static void reload(app *a, const options *o)
     }
     if (config_bind_port(next, http_port(a->http), err, sizeof err) ||
         !config_reload_compatible(cur, next, err, sizeof err)) {
-        log_error("main", "SIGHUP: %s needs a restart; keeping the old configuration", err);
+        log_error("main", "SIGHUP: refused (%s); keeping the old configuration", err);
         config_destroy(next);
         return;
     }

@@ -373,9 +373,16 @@ store_status store_begin(store_conn *c)  { return simple(c, S_BEGIN, "begin"); }
 store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
 store_status store_check_writable(store_conn *c)
 {
-    store_status r = store_begin(c);
-    if (r == STORE_OK) store_rollback(c);
-    return r;
+    /* Without waiting: a write lock held by someone else means the
+     * database is being written, i.e. writable; only real errors
+     * (read-only file, disk full, I/O) fail the check. */
+    int rc;
+    sqlite3_busy_timeout(c->db, 0);
+    rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return STORE_OK;
+    return map_rc(c->db, rc, "writable check");
 }
 
 void store_rollback(store_conn *c)
