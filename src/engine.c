@@ -660,6 +660,11 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
     bool answered_now = false, ended_now = false;
 
     if (!kevent_parse(ev, &k) || !txn_begin(e)) return;
+    /* Under load Kaphila's first events can overtake its /makecall answer:
+     * learn the callId from them, or later commands would go out without it. */
+    if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId")))
+        snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s",
+                 json_string_value(json_object_get(ev, "callId")));
     switch (k.kind) {
     case KE_INITIATED:
         advance(e, c, RANK_RINGING);
@@ -760,6 +765,12 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
         metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", "endpoint=\"/makecall\",outcome=\"ok\"", 1);
         metrics_inc(e->a->metrics, "twigate_calls_total", "status=\"queued\"", 1);
         if (kid) snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s", kid);
+        if (c->over && kid) {
+            /* Canceled while /makecall was in flight: Kaphila has just
+             * started dialling a call nobody wants any more. */
+            if (call_kaphila(c, "/hangup", json_object(), NULL, NULL) != 0)
+                log_warn("engine", "could not hang up a call canceled during origination");
+        }
         if (!c->over && txn_begin(e)) {
             advance(e, c, RANK_INITIATED);
             (void)txn_commit(e, c, 0);
