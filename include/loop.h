@@ -51,6 +51,10 @@ loop_timer *loop_timer_add(loop *l, int64_t delay_ms, loop_timer_fn fn, void *ar
 void loop_timer_cancel(loop *l, loop_timer *t);
 /* Starts a transfer on the loop's multi handle. */
 __attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg);
+/* fn(l, arg) runs on the loop thread once per iteration, after that
+ * iteration's messages, timers and transfers and before the loop sleeps
+ * (the engine commits its batched writes there). NULL clears it. */
+void loop_set_idle(loop *l, loop_timer_fn fn, void *arg);
 /* Number of transfers in flight (for metrics and tests). */
 size_t loop_http_active(const loop *l);
 

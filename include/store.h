@@ -75,6 +75,9 @@ void        store_conn_release(store_conn *c);
  * rules (one thread at a time, short transactions). */
 struct sqlite3 *store_conn_sqlite(store_conn *c);
 
+/* store_begin returns STORE_CONFLICT, quietly, when the connection is
+ * already inside a transaction: the caller's writes then join it and it
+ * must not commit (see the engine's write batch in engine.c). */
 /* Takes and releases the write lock: the database is writable now. */
 __attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);

@@ -92,6 +92,8 @@ struct loop {
     xfer   *xfers;
     size_t  n_xfers;
     bool    destroying;
+    loop_timer_fn idle_fn;       /* loop_set_idle */
+    void         *idle_arg;
 };
 
 static int64_t mono_ms(void)
@@ -399,6 +401,12 @@ int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
     return 0;
 }
 
+void loop_set_idle(loop *l, loop_timer_fn fn, void *arg)
+{
+    l->idle_fn = fn;
+    l->idle_arg = arg;
+}
+
 size_t loop_http_active(const loop *l)
 {
     return l->n_xfers;
@@ -444,7 +452,10 @@ static void *run(void *arg)
             collect_done(l);
         }
         run_timers(l);
-        if (run_messages(l, &more))
+        bool stop = run_messages(l, &more);
+        if (l->idle_fn)
+            l->idle_fn(l, l->idle_arg);
+        if (stop)
             break;
     }
     return NULL;

@@ -369,7 +369,13 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
 
 struct sqlite3 *store_conn_sqlite(store_conn *c) { return c->db; }
 
-store_status store_begin(store_conn *c)  { return simple(c, S_BEGIN, "begin"); }
+store_status store_begin(store_conn *c)
+{
+    /* Already inside a transaction (the engine's per-iteration batch): the
+     * caller's writes simply join it; it commits with the batch. */
+    if (!sqlite3_get_autocommit(c->db)) return STORE_CONFLICT;
+    return simple(c, S_BEGIN, "begin");
+}
 store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
 store_status store_check_writable(store_conn *c)
 {
