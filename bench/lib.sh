@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # (variables used by the sourcing scripts)
 # bench/lib.sh — helpers shared by bench/run.sh and bench/profile.sh: the
 # processes they start (each in its own process group, stopped by id), twigate
 # instances on throwaway databases, seeding, and the load generators' output.
@@ -31,6 +32,15 @@ bench_init() {
   chmod 755 "$WORK"          # nginx workers (user nobody) read the static file
   CMDS=$WORK/commands.md
   : > "$CMDS"
+  # The simulator's recording files (a WAV per answered call) go to tmpfs
+  # when there is one: on a real deployment that disk work is Kaphila's, on
+  # its own machine, and on ext4 it costs the sim ~0.5-1.5 ms of CPU per call
+  # (inode allocation), taken from the two cores twigate is measured on.
+  # twigate's database stays in WORK, on disk.
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then SIMTMP=$(mktemp -d /dev/shm/twigate-bench-sim.XXXXXX)
+  else SIMTMP=$WORK/simtmp; mkdir -p "$SIMTMP"; fi
+  export TMPDIR=$SIMTMP
+  printf '# environment of every twigate and kaphila-sim: TMPDIR=%s (the sim'"'"'s recordings)\n' "$SIMTMP" >> "$CMDS"
   LOADGEN=$BDIR/bench/loadgen
   mkdir -p "$(dirname "$LOADGEN")"
   cc -std=c11 -O2 -Wall -Wextra -o "$LOADGEN" "$BENCH/loadgen.c"
@@ -43,6 +53,7 @@ bench_cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  [ -z "${SIMTMP:-}" ] || [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$SIMTMP"
   [ -n "${WORK:-}" ] || return 0
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -115,7 +126,11 @@ sid = $AC
 auth_token = $TOKEN
 kaphila_key = ak_live_demo
 EOF
-  printf '# twigate %s: %s --config %s %s   (config: listen.port=0, db.path=%s, kaphila.url=sim, sim.fast=true, shutdown.grace_ms=1000, the demo account)\n' \
+  if [ -z "${CONF_SHOWN:-}" ]; then
+    CONF_SHOWN=1
+    { echo "# every twigate's config file (db.path varies):"; sed 's/^/#   /' "$WORK/$name.conf"; } >> "$CMDS"
+  fi
+  printf '# twigate %s: %s --config %s %s   (db.path=%s)\n' \
     "$name" "${BIN#"$ROOT"/}" "$name.conf" "$*" "$(basename "$db")" >> "$CMDS"
   spawn "$WORK/$name.out" "$WORK/$name.log" "$BIN" --config "$WORK/$name.conf" "$@"
   TW_PID=$SPAWNED
@@ -140,6 +155,12 @@ cpu_diff() { # before after ops → "thread=µs/op ..."
   local hz; hz=$(getconf CLK_TCK)
   join <(echo "$1") <(echo "$2") | awk -v n="$3" -v hz="$hz" \
     '{d = ($3 - $2) / hz; if (d > 0) printf "%s=%.0fµs ", $1, d * 1e6 / (n > 0 ? n : 1)}'
+}
+
+cpu_util() { # before after seconds → "thread=NN% ..." (of one core)
+  local hz; hz=$(getconf CLK_TCK)
+  join <(echo "$1") <(echo "$2") | awk -v s="$3" -v hz="$hz" \
+    '{d = ($3 - $2) / hz; if (d > 0) printf "%s=%.0f%% ", $1, 100 * d / s}'
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -201,8 +222,10 @@ make_db() {
   template_call "$TW_PORT" "$db"
   stop "$TW_PID"
   section "database $1.db: one call through the simulator, then $2 rows seeded"
-  printf 'sqlite3 %s.db < seed.sql   # INSERT … SELECT from a recursive CTE, see bench/run.sh seed()\n' "$1" >> "$CMDS"
-  if [ "$2" -gt 0 ]; then seed "$db" "$2" >/dev/null; fi
+  if [ "$2" -gt 0 ]; then
+    printf 'sqlite3 %s.db < seed.sql   # INSERT … SELECT from a recursive CTE: bench/lib.sh seed()\n' "$1" >> "$CMDS"
+    seed "$db" "$2" >/dev/null
+  fi
 }
 
 # wrk_run URL [wrk args]: prints the WRK summary line; env BENCH_AUTH/BODY.

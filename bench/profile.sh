@@ -11,6 +11,7 @@
 # starts is stopped at exit; the perf data is kept with BENCH_KEEP=1.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|create|relay [SECONDS]" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 bench_init "$1"
 SC=$2
@@ -56,9 +57,9 @@ echo "== load: $(grep -E '^(WRK|events=|due=)' "$WORK/load.out" || tail -2 "$WOR
 echo "== CPU by thread over ${SECS}s (ms): $(cpu_diff "$c0" "$c1" 1000 | sed 's/µs//g')"
 echo "== top functions, self time"
 perf report -i "$WORK/perf.data" --no-children --sort comm,dso,sym -g none --stdio 2>/dev/null |
-  grep -E '^ +[0-9]' | head -30
-echo "== twigate functions, inclusive time"
-perf report -i "$WORK/perf.data" --children --sort sym -g none --stdio --dsos "$(basename "$BIN")" 2>/dev/null |
-  grep -E '^ +[0-9]' | head -30
-[ "${BENCH_KEEP:-0}" = 1 ] && echo "perf data: $WORK/perf.data"
+  grep -E '^ +[0-9]' | head -30 || true   # head closes the pipe early
+echo "== twigate functions, inclusive time (by thread)"
+perf report -i "$WORK/perf.data" --children --sort comm,dso,sym -g none --stdio 2>/dev/null |
+  grep -E '^ +[0-9]' | awk -v b="$(basename "$BIN")" '$4 == b' | head -40 || true
+[ "${BENCH_KEEP:-0}" != 1 ] || echo "perf data: $WORK/perf.data"
 exit 0

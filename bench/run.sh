@@ -35,6 +35,9 @@ DETAILS=$WORK/details.md
 TABLE=$WORK/table.tsv
 : > "$DETAILS"; : > "$TABLE"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# The tree as it is when the run starts (make bench has just built it).
+REV0="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' with uncommitted changes in src/ or include/')"
+BUILT0=$(date -u -r "$BIN" '+%H:%M:%S UTC' 2>/dev/null || echo '?')
 REPORTED=0
 
 cleanup() {
@@ -67,7 +70,7 @@ write_report() { # [note]
     echo "# twigate benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     [ -z "${1:-}" ] || { echo "**$1**"; echo; }
-    echo "Build \`$BUILD\` ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ', with local changes')), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average at the start: $LOAD0."
+    echo "Build \`$BUILD\` (binary of $BUILT0; tree at the start: $REV0), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average at the start: $LOAD0."
     echo "Runs per figure: $RUNS (median), $SECS s each; sustained create $SUSTAIN s once; whole run ${ELAPSED} s."
     echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), Prism $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$BENCH/node_modules/@stoplight/prism-cli/package.json" 2>/dev/null | head -1), node $(node --version)."
     echo
@@ -171,7 +174,6 @@ EOF
     "$(yesno ge "$(calc "$TW / $NG" 4)" 0.5)"
   row "Fetch a call vs Prism (req/s)" "$TW" "Prism $PR" "$(calc "$TW / ($PR > 0 ? $PR : 1)" 0)×" "≥ 100 × Prism" \
     "$(yesno ge "$(calc "$TW / ($PR > 0 ? $PR : 1)" 4)" 100)"
-  FETCH_TW=$TW
   stop "$F_PID"; stop "$NGINX_PID"; stop "$PRISM_PID"
   unset BENCH_AUTH
 fi
@@ -220,7 +222,7 @@ if want create; then
     wait_drained "$WORK/create.db" 30 || true
   done
   P99=$(median "${p99s[@]}")
-  row "Create p99 at 1,000 calls/s, open loop (ms)" "$P99" "—" "—" "< 20" "$(yesno le "$P99" 20)"
+  row "Create p99 at 1,000 calls/s, open loop (ms)" "$P99" "achieved $(median "${rates[@]}")/s" "—" "< 20" "$(yesno le "$P99" 20)"
 fi
 if want slow; then
   section "3. create with a slow Kaphila (+100 ms on every simulator response)"
@@ -228,6 +230,8 @@ if want slow; then
     o=$(wrk_run "$CURL_CREATE" -t2 -c50 -d"${SECS}s" -s "$BENCH/wrk/create.lua"); CREATE_RATE=$(wrk_rps "$o")
     wait_drained "$WORK/create.db" 30 || true; }
   run curl -sf -X POST "http://127.0.0.1:$C_SIM/sim/latency" -d '{"ms":100}' -o /dev/null
+  detail "- slow Kaphila: one create alone takes $(curl -s -o /dev/null -w '%{time_total}' -u "$AUTH" "$CURL_CREATE" -d "$FORM_HANGUP") s with the +100 ms latency on"
+  wait_drained "$WORK/create.db" 10 || true
   sl=()
   for ((r = 1; r <= RUNS; r++)); do
     log "slow Kaphila: run $r/$RUNS"
@@ -259,7 +263,7 @@ if want relay; then
       -H "Authorization: Basic $(printf %s "$AUTH" | base64 -w0)" -b "$RELAY_FORM" -r 0 -c 50 -n "$1" -d 120 >/dev/null
     sql "$WORK/relay.db" "SELECT token, sid, kaphila_id FROM calls WHERE status = 'queued' AND kaphila_id != ''" > "$WORK/tokens"
   }
-  thr=() ins=() lat=() cpu=
+  thr=() ins=() lat=() p50s=() cpu=
   for ((r = 1; r <= RUNS; r++)); do
     log "relay: throughput run $r/$RUNS"
     relay_calls 3000
@@ -275,12 +279,12 @@ if want relay; then
     log "relay: latency at 1,000 events/s, run $r/$RUNS"
     relay_calls 1000
     o=$(run "$LOADGEN" relay -u "http://127.0.0.1:$R_PORT" -f "$WORK/tokens" -l "$RECV_PORT" -r 1000 -c 64 -d 60 -D 20)
-    lat+=("$(kv "$o" p99)")
+    lat+=("$(kv "$o" p99)"); p50s+=("$(kv "$o" p50)")
     detail "- relay at 1,000 events/s, run $r: $o"
   done
   THR=$(median "${thr[@]}") INS=$(median "${ins[@]}") LAT=$(median "${lat[@]}")
   row "Event relay, events in → callbacks received (events/s)" "$THR" "ingest only $INS" "—" "≥ 5000" "$(yesno ge "$THR" 5000)"
-  row "Event relay p99, event sent → callback received, at 1,000/s (ms)" "$LAT" "—" "—" "< 5" "$(yesno le "$LAT" 5)"
+  row "Event relay p99, event sent → callback received, at 1,000/s (ms)" "$LAT" "p50 $(median "${p50s[@]}")" "—" "< 5" "$(yesno le "$LAT" 5)"
   stop "$R_PID"
 fi
 
@@ -298,10 +302,13 @@ if want live; then
   L_PID=$TW_PID L_PORT=$TW_PORT
   sleep 1
   log "live: $LIVE_CALLS calls"
+  c0=$(cpu_snap "$L_PID"); t0=$(date +%s.%N)
   o=$(run "$LOADGEN" live -u "http://127.0.0.1:$L_PORT$API/" -a "$AUTH" -l "$(free_port)" -n "$LIVE_CALLS" \
       -r 0 -c 64 -d 40 -h 22 -p 10 -g 10 -P "$L_PID")
+  c1=$(cpu_snap "$L_PID"); t1=$(date +%s.%N)
   detail "- live calls: $o"
-  detail "- live calls: twigate threads $(ls /proc/"$L_PID"/task | wc -l), open fds $(ls /proc/"$L_PID"/fd | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
+  detail "- live calls: twigate CPU over the whole run (one core = 100%): $(cpu_util "$c0" "$c1" "$(calc "$t1 - $t0" 3)")"
+  detail "- live calls: twigate threads $(find /proc/"$L_PID"/task -mindepth 1 -maxdepth 1 | wc -l), open fds $(find /proc/"$L_PID"/fd -mindepth 1 -maxdepth 1 | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
   PER=$(kv "$o" per_call_kb)
   row "Live calls: RSS per live call, $(kv "$o" alive_at_end) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
     "$(if [ "$(kv "$o" alive_at_end)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
