@@ -78,6 +78,11 @@ struct sqlite3 *store_conn_sqlite(store_conn *c);
 /* store_begin returns STORE_CONFLICT, quietly, when the connection is
  * already inside a transaction: the caller's writes then join it and it
  * must not commit (see the engine's write batch in engine.c). */
+/* A prepared statement for sql (any text, built at run time or not) from
+ * the connection's cache; give it back with store_stmt_done, which resets
+ * it. NULL on error (logged). */
+struct sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql);
+void store_stmt_done(store_conn *c, struct sqlite3_stmt *st);
 /* Takes and releases the write lock: the database is writable now. */
 __attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);

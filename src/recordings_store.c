@@ -53,17 +53,6 @@ static store_status map_rc(sqlite3 *db, int rc, const char *what)
     }
 }
 
-static sqlite3_stmt *prepare(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        log_error("recordings", "prepare: %s", sqlite3_errmsg(db));
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    return st;
-}
-
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
@@ -107,7 +96,7 @@ static void read_row(sqlite3_stmt *st, rec_row *r, bool with_callback)
 store_status rec_db_insert(store_conn *c, rec_row *r)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db,
+    sqlite3_stmt *st = store_stmt_get(c,
         "INSERT INTO recordings(sid, account_sid, call_sid, source, status, channels, track,"
         " date_created, date_updated, start_time, duration, offset_ms, window_ms,"
         " kaphila_call_id, kaphila_recording_id, filename, error_code, callback_url,"
@@ -138,11 +127,11 @@ store_status rec_db_insert(store_conn *c, rec_row *r)
     sqlite3_bind_int(st, 21, r->deleted);
     s = map_rc(db, sqlite3_step(st), "recording insert");
     if (s == STORE_OK) r->id = sqlite3_last_insert_rowid(db);
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     return s;
 }
 
-static store_status get_one(sqlite3 *db, sqlite3_stmt *st, rec_row *out)
+static store_status get_one(store_conn *c, sqlite3 *db, sqlite3_stmt *st, rec_row *out)
 {
     int rc = sqlite3_step(st);
     store_status s;
@@ -152,35 +141,35 @@ static store_status get_one(sqlite3 *db, sqlite3_stmt *st, rec_row *out)
     } else {
         s = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(db, rc, "recording get");
     }
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     return s;
 }
 
 store_status rec_db_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db, account_sid
+    sqlite3_stmt *st = store_stmt_get(c, account_sid
         ? "SELECT " COLS " FROM recordings WHERE sid = ?1 AND account_sid = ?2"
         : "SELECT " COLS " FROM recordings WHERE sid = ?1");
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     if (account_sid) bind_text(st, 2, account_sid);
-    return get_one(db, st, out);
+    return get_one(c, db, st, out);
 }
 
 store_status rec_db_get_id(store_conn *c, int64_t id, rec_row *out)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db, "SELECT " COLS " FROM recordings WHERE id = ?1");
+    sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE id = ?1");
     if (!st) return STORE_ERROR;
     sqlite3_bind_int64(st, 1, id);
-    return get_one(db, st, out);
+    return get_one(c, db, st, out);
 }
 
 store_status rec_db_update(store_conn *c, const rec_row *r)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db,
+    sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET status = ?2, date_updated = ?3, duration = ?4, window_ms = ?5,"
         " kaphila_call_id = ?6, kaphila_recording_id = ?7, filename = ?8, channels = ?9,"
         " error_code = ?10 WHERE sid = ?1");
@@ -198,21 +187,21 @@ store_status rec_db_update(store_conn *c, const rec_row *r)
     sqlite3_bind_int(st, 10, r->error_code);
     s = map_rc(db, sqlite3_step(st), "recording update");
     if (s == STORE_OK && sqlite3_changes(db) == 0) s = STORE_NOTFOUND;
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     return s;
 }
 
 store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db,
+    sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET deleted = 1, date_updated = ?2 WHERE sid = ?1");
     store_status s;
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     sqlite3_bind_int64(st, 2, now);
     s = map_rc(db, sqlite3_step(st), "recording delete");
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     return s;
 }
 
@@ -239,7 +228,7 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
     len += snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT ?%d", idx++);
     if (offset > 0) snprintf(sql + len, sizeof sql - (size_t)len, " OFFSET ?%d", idx++);
 
-    if (!(st = prepare(db, sql))) return STORE_ERROR;
+    if (!(st = store_stmt_get(c, sql))) return STORE_ERROR;
     idx = 1;
     bind_text(st, idx++, f->account_sid);
     if (by_call) bind_text(st, idx++, f->call_sid);
@@ -250,7 +239,7 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
     if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_row(st, &out[n++], false);
     if (n < limit && rc != SQLITE_DONE) s = map_rc(db, rc, "recording list");
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     *n_out = n;
     return s;
 }
@@ -258,7 +247,7 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
 store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out)
 {
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db, "SELECT " COLS " FROM recordings WHERE call_sid = ?1"
+    sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE call_sid = ?1"
                                    " ORDER BY id LIMIT ?2");
     rec_row *rows = NULL;
     int n = 0, alloc = 0, rc = SQLITE_DONE;
@@ -280,7 +269,7 @@ store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out,
         read_row(st, &rows[n++], true);
     }
     if (s == STORE_OK && rc != SQLITE_DONE) s = map_rc(db, rc, "recordings of a call");
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     if (s != STORE_OK) {
         rec_rows_free(rows, n);
         return s;
@@ -302,7 +291,7 @@ store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
      * "in progress" although their call has ended (the events that would
      * have closed them were lost to a restart). */
     sqlite3 *db = store_conn_sqlite(c);
-    sqlite3_stmt *st = prepare(db,
+    sqlite3_stmt *st = store_stmt_get(c,
         "SELECT DISTINCT call_sid FROM recordings WHERE deleted = 0 AND"
         " (status IN ('stopped', 'processing') OR (status = 'in-progress' AND call_sid IN"
         "  (SELECT sid FROM calls WHERE status NOT IN ('queued', 'ringing', 'in-progress'))))"
@@ -313,7 +302,7 @@ store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
     sqlite3_bind_int(st, 1, max);
     while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) copy_col(st, 0, out[n++], SID_SIZE);
     if (n < max && rc != SQLITE_DONE) s = map_rc(db, rc, "pending recordings");
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     *n_out = n;
     return s;
 }

@@ -141,10 +141,23 @@ static const char *const migrations[] = {
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
+/* Statements with SQL built at run time (list filters, sibling modules),
+ * cached per connection by their text. Filter combinations are few, so a
+ * small table holds them all; beyond it statements are simply not cached. */
+#define STORE_SQL_CACHE 48
+
+typedef struct sql_cached {
+    char         *sql;
+    uint64_t      hash;
+    sqlite3_stmt *st;
+    bool          in_use;
+} sql_cached;
+
 struct store_conn {
     store        *owner;
     sqlite3      *db;
     sqlite3_stmt *stmts[S_COUNT];
+    sql_cached    cache[STORE_SQL_CACHE];
     store_conn   *next_free;
 };
 
@@ -336,6 +349,10 @@ fail:
 static void conn_free(store_conn *c)
 {
     for (int i = 0; i < S_COUNT; i++) sqlite3_finalize(c->stmts[i]);
+    for (int i = 0; i < STORE_SQL_CACHE; i++) {
+        sqlite3_finalize(c->cache[i].st);
+        free(c->cache[i].sql);
+    }
     sqlite3_close(c->db);
     free(c);
 }
@@ -417,6 +434,47 @@ static sqlite3_stmt *stmt_get(store_conn *c, enum stmt_id id)
         return NULL;
     }
     return c->stmts[id];
+}
+
+sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL;
+    sqlite3_stmt *st = NULL;
+    sql_cached *slot = NULL;
+    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (int i = 0; i < STORE_SQL_CACHE; i++) {
+        sql_cached *e = &c->cache[i];
+        if (!e->st) { if (!slot) slot = e; continue; }
+        if (e->hash == h && !strcmp(e->sql, sql)) {
+            if (e->in_use) break;          /* nested use of the same SQL: uncached */
+            e->in_use = true;
+            return e->st;
+        }
+    }
+    if (sqlite3_prepare_v3(c->db, sql, -1, slot ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) != SQLITE_OK) {
+        log_error("store", "prepare: %s", sqlite3_errmsg(c->db));
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    if (slot && (slot->sql = strdup(sql))) {
+        slot->hash = h;
+        slot->st = st;
+        slot->in_use = true;
+    }
+    return st;
+}
+
+void store_stmt_done(store_conn *c, sqlite3_stmt *st)
+{
+    if (!st) return;
+    for (int i = 0; i < STORE_SQL_CACHE; i++)
+        if (c->cache[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            c->cache[i].in_use = false;
+            return;
+        }
+    sqlite3_finalize(st);
 }
 
 /* Runs a statement that returns no rows; always resets it. */
@@ -671,8 +729,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     len += snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT ?%d", idx++);
     if (offset > 0) snprintf(sql + len, sizeof sql - (size_t)len, " OFFSET ?%d", idx++);
 
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return map_rc_c(c, sqlite3_errcode(c->db), "call list prepare");
+    if (!(st = store_stmt_get(c, sql))) return STORE_ERROR;
     idx = 1;
     bind_text(st, idx++, f->account_sid);
     if (f->to && *f->to) bind_text(st, idx++, f->to);
@@ -689,7 +746,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
 
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++]);
     if (n < limit && rc != SQLITE_DONE) r = map_rc_c(c, rc, "call list");
-    sqlite3_finalize(st);
+    store_stmt_done(c, st);
     *n_out = n;
     return r;
 }
