@@ -30,13 +30,14 @@
  * including a list URI carrying all filters, is far shorter. */
 #define HTTP_MAX_URI 8192
 /* MHD's per-connection memory pool holds the request line, the headers and
- * one record per query argument (~48 bytes each). libmicrohttpd 0.9.75
- * zeroes the whole pool before every request on a connection, so its size
- * is paid per request (perf: 1 MiB cost ~80 µs, half the CPU of a fetch).
- * 256 KiB still lets a URI up to HTTP_MAX_URI made of thousands of
- * arguments reach our 414/400 answers; a pool overflow makes 0.9.75 drop
- * the request unanswered (closed at the idle timeout) — docs/api.md. */
-#define HTTP_CONN_MEMORY (256 * 1024)
+ * the response headers. libmicrohttpd 0.9.75 zeroes the whole pool before
+ * every request on a keep-alive connection, so its size is paid per request
+ * (perf: at 256 KiB the memset was 20 % of a fetch's CPU) and every
+ * connection that has served a request keeps it resident. Query arguments
+ * no longer live there (uri_cb hides them from MHD), so the pool only has to
+ * hold a request line up to HTTP_MAX_URI plus ordinary headers; MHD gives
+ * the read buffer half of it. Larger header blocks get MHD's own 431. */
+#define HTTP_CONN_MEMORY (32 * 1024)
 /* Idle keep-alive connections are closed after this many seconds. */
 #define HTTP_IDLE_TIMEOUT_S 60
 
@@ -319,12 +320,30 @@ static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char
     return r;
 }
 
+/* Called by MHD with the raw request target, before MHD splits off and
+ * parses the query string. We keep our own copy of the URI and parse the
+ * query ourselves (form_parse: exact bytes for signatures, our limits), so
+ * MHD's parse is pure waste — and it is dangerous: MHD stores one record
+ * per argument in the connection pool, and when thousands of tiny
+ * arguments overflow it, 0.9.75 drops the request without an answer. So
+ * the query is cut to "" for MHD: the byte after '?' becomes NUL. The
+ * buffer is MHD's writable read buffer (the parameter is const only as a
+ * promise MHD makes to callers that don't know this); every MHD release
+ * from 0.9.x to 1.0 calls this callback after locating '?' and before
+ * parsing what follows it, and only parses up to the first NUL. */
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    if (strlen(uri) > HTTP_MAX_URI) return &too_long_marker;
-    http_req *r = req_new(cls, conn, uri);
-    if (r) atomic_fetch_add(&((http_server *)cls)->active, 1);
-    return r;
+    char *q = strchr(uri, '?');
+    void *ctx;
+    if (strlen(uri) > HTTP_MAX_URI) {
+        ctx = &too_long_marker;
+    } else {
+        http_req *r = req_new(cls, conn, uri);
+        if (r) atomic_fetch_add(&((http_server *)cls)->active, 1);
+        ctx = r;
+    }
+    if (q && q[1]) q[1] = '\0';
+    return ctx;
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
