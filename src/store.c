@@ -234,9 +234,13 @@ static sqlite3 *open_db(const char *path, char *err, size_t errlen)
     /* wal_autocheckpoint=0: checkpoints (and their fsyncs, 1-24 ms each
      * measured) run on the store's own thread, never inside a request's or
      * the engine's commit. */
+    /* cache_size: 8 MiB per connection instead of SQLite's 2 MiB, so a deep
+     * `Page=N` (walking 50,000 index entries, ~2.5 MB) runs from the cache
+     * rather than re-reading pages from the OS (measured 3 -> 2.2 ms). Pages
+     * are only held once touched, so idle memory does not grow. */
     if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                      " PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
-                     " PRAGMA wal_autocheckpoint=0;", err, errlen)) {
+                     " PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-8192;", err, errlen)) {
         sqlite3_close(db);
         return NULL;
     }
@@ -706,19 +710,11 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     return r;
 }
 
-store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
-                             int64_t offset, int limit, store_call *out, int *n_out)
+/* Appends " AND <filter>" for every filter set, numbering parameters from
+ * *idx; bind_filter binds them in the same order. */
+static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f, int *idx)
 {
-    /* Built per request because the filter set varies; the WHERE clause
-     * always leads with account_sid and orders by id, so SQLite walks one of
-     * the (account_sid, <filter>, id) indexes backwards and stops after
-     * `limit` rows: the cost does not grow with the page number. */
-    char sql[768];
-    int n = 0, idx = 1, rc;
-    sqlite3_stmt *st = NULL;
-    store_status r = STORE_OK;
-    int len = snprintf(sql, sizeof sql, "SELECT * FROM calls WHERE account_sid = ?%d", idx++);
-#define ADD(cond) len += snprintf(sql + len, sizeof sql - (size_t)len, " AND " cond, idx++)
+#define ADD(cond) len += snprintf(sql + len, cap - (size_t)len, " AND " cond, (*idx)++)
     if (f->to && *f->to) ADD("to_num = ?%d");
     if (f->from && *f->from) ADD("from_num = ?%d");
     if (f->parent_call_sid && *f->parent_call_sid) ADD("parent_call_sid = ?%d");
@@ -727,13 +723,13 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     if (f->start_to) ADD("start_time != 0 AND start_time < ?%d");
     if (f->end_from) ADD("end_time >= ?%d");
     if (f->end_to) ADD("end_time != 0 AND end_time < ?%d");
-    if (before_id > 0 && offset <= 0) ADD("id < ?%d");
 #undef ADD
-    len += snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT ?%d", idx++);
-    if (offset > 0) snprintf(sql + len, sizeof sql - (size_t)len, " OFFSET ?%d", idx++);
+    return len;
+}
 
-    if (!(st = store_stmt_get(c, sql))) return STORE_ERROR;
-    idx = 1;
+static int bind_filter(sqlite3_stmt *st, const store_call_filter *f)
+{
+    int idx = 1;
     bind_text(st, idx++, f->account_sid);
     if (f->to && *f->to) bind_text(st, idx++, f->to);
     if (f->from && *f->from) bind_text(st, idx++, f->from);
@@ -743,9 +739,64 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     if (f->start_to) sqlite3_bind_int64(st, idx++, f->start_to);
     if (f->end_from) sqlite3_bind_int64(st, idx++, f->end_from);
     if (f->end_to) sqlite3_bind_int64(st, idx++, f->end_to);
-    if (before_id > 0 && offset <= 0) sqlite3_bind_int64(st, idx++, before_id);
-    sqlite3_bind_int(st, idx++, limit);
-    if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
+    return idx;
+}
+
+/* The id of the call `offset` places after the newest match (0: none).
+ * Selecting only the id lets SQLite answer from the (account_sid, <filter>,
+ * id) index alone; an OFFSET on the SELECT * of the page itself also reads
+ * each skipped table row — measured on 1,000,000 calls, Status=busy, offset
+ * 50,000: 3 ms instead of 5 ms. */
+static store_status offset_anchor(store_conn *c, const store_call_filter *f, int64_t offset,
+                                  int64_t *anchor)
+{
+    char sql[768];
+    int idx = 1, rc;
+    int len = snprintf(sql, sizeof sql, "SELECT id FROM calls WHERE account_sid = ?%d", idx++);
+    len = filter_sql(sql, sizeof sql, len, f, &idx);
+    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT 1 OFFSET ?%d", idx);
+    sqlite3_stmt *st = store_stmt_get(c, sql);
+    if (!st) return STORE_ERROR;
+    sqlite3_bind_int64(st, bind_filter(st, f), offset);
+    rc = sqlite3_step(st);
+    *anchor = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    store_stmt_done(c, st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : map_rc_c(c, rc, "call list offset");
+}
+
+store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+                             int64_t offset, int limit, store_call *out, int *n_out)
+{
+    /* Built per request because the filter set varies; the WHERE clause
+     * always leads with account_sid and orders by id, so SQLite walks one of
+     * the (account_sid, <filter>, id) indexes backwards and stops after
+     * `limit` rows: by token (before_id), the cost does not grow with the
+     * page number. A bare offset is first turned into the id it lands on. */
+    char sql[768];
+    int n = 0, idx = 1, rc;
+    sqlite3_stmt *st = NULL;
+    store_status r = STORE_OK;
+    bool inclusive = false;
+
+    *n_out = 0;
+    if (offset > 0) {
+        int64_t anchor = 0;
+        if ((r = offset_anchor(c, f, offset, &anchor)) != STORE_OK) return r;
+        if (anchor == 0) return STORE_OK;        /* past the last match */
+        before_id = anchor;
+        inclusive = true;
+    }
+    int len = snprintf(sql, sizeof sql, "SELECT * FROM calls WHERE account_sid = ?%d", idx++);
+    len = filter_sql(sql, sizeof sql, len, f, &idx);
+    if (before_id > 0)
+        len += snprintf(sql + len, sizeof sql - (size_t)len,
+                        inclusive ? " AND id <= ?%d" : " AND id < ?%d", idx++);
+    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY id DESC LIMIT ?%d", idx);
+
+    if (!(st = store_stmt_get(c, sql))) return STORE_ERROR;
+    idx = bind_filter(st, f);
+    if (before_id > 0) sqlite3_bind_int64(st, idx++, before_id);
+    sqlite3_bind_int(st, idx, limit);
 
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_call(st, &out[n++], false);
     if (n < limit && rc != SQLITE_DONE) r = map_rc_c(c, rc, "call list");

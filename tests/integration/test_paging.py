@@ -99,6 +99,26 @@ def test_three_pages_with_filters(twigate, data):
     assert sids(back) == sids(p0)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_bare_page_number_matches_the_token_walk(twigate, data, size):
+    """Page=N without a PageToken (a hand-written URI) lands on the same
+    records as following next_page_uri N times, with filters; a page past the
+    end is empty with no next page."""
+    filters = {"To": data["to"], "From": data["from"], "Status": "completed"}
+    walked, page, body = [], 0, get_list(twigate, dict(filters, PageSize=size))
+    while True:
+        bare = get_list(twigate, dict(filters, PageSize=size, Page=page))
+        assert sids(bare) == sids(body), f"Page={page} PageSize={size}"
+        assert (bare["page"], bare["start"]) == (page, page * size)
+        walked += sids(body)
+        if not body["next_page_uri"]:
+            break
+        body, page = get_list(twigate, uri=body["next_page_uri"]), page + 1
+    assert walked == list(reversed(data["group"]))
+    past = get_list(twigate, dict(filters, PageSize=size, Page=page + 1))
+    assert past["calls"] == [] and past["next_page_uri"] is None
+
+
 def test_newest_first_by_date(twigate, data):
     body = get_list(twigate, {"To": data["to"], "PageSize": 50})
     created = [parse_rfc2822(c["date_created"]) for c in body["calls"]]
