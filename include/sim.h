@@ -30,7 +30,7 @@ typedef struct sim_config {
     int          amd_ms;          /* MachineDetectionDuration reported */
     const char  *outcomes;        /* "0001=busy,0002=no-answer,0003=failed,0004=machine" */
     int          rate_limit;      /* per key per hour, 0 = unlimited */
-    const char  *recordings_dir;  /* where WAV files are written; NULL = a temp dir */
+    const char  *recordings_dir;  /* also keep recordings as WAV files there; NULL = in memory */
 } sim_config;
 
 /* Fills the defaults documented in docs/simulator.md. */

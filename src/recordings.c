@@ -204,12 +204,18 @@ typedef struct call_recs {
     int        n;
 } call_recs;
 
+/* The call's recordings, then the call. false when the call has none —
+ * most calls record nothing, and for them this one indexed lookup is all
+ * the work there is (the call row is not even read) — or on an error. */
 static bool load(engine *e, const char *call_sid, call_recs *cr)
 {
     memset(cr, 0, sizeof *cr);
-    if (store_call_get_by_sid(engine_db(e), call_sid, &cr->call) != STORE_OK) return false;
-    if (rec_db_for_call(engine_db(e), call_sid, &cr->rows, &cr->n) != STORE_OK) {
-        store_call_fini(&cr->call);
+    if (rec_db_for_call(engine_db(e), call_sid, &cr->rows, &cr->n) != STORE_OK || !cr->n)
+        return false;
+    if (store_call_get_by_sid(engine_db(e), call_sid, &cr->call) != STORE_OK) {
+        rec_rows_free(cr->rows, cr->n);
+        cr->rows = NULL;
+        cr->n = 0;
         return false;
     }
     return true;
@@ -356,22 +362,21 @@ out:
     rec_rows_free(rows, n);
 }
 
-/* Something Kaphila said about the call's bridge recording. Its names for
- * the file (filename, recordingId) are kept on every row of the call. With
- * ended (the call ended, or POST /recordings/:callId/stop), windows still
- * open end where the bridge ended and the Record=true recording waits for
- * the file (processing), with Kaphila's duration dur_s (< 0: not given). */
-static void bridge_event(engine *e, const char *call_sid, const char *filename,
-                           const char *krec, int dur_s, bool ended)
+/* Something Kaphila said about the call's bridge recording, applied to the
+ * call's rows (loaded). Its names for the file (filename, recordingId) are
+ * kept on every row of the call. With ended (the call ended, or POST
+ * /recordings/:callId/stop), windows still open end where the bridge ended
+ * and the Record=true recording waits for the file (processing), with
+ * Kaphila's duration dur_s (< 0: not given). */
+static void bridge_update(engine *e, call_recs *cr, const char *filename, const char *krec,
+                          int dur_s, bool ended)
 {
-    call_recs cr;
-    bool *dirty = NULL;
+    bool *dirty = calloc((size_t)cr->n, sizeof *dirty);
     int64_t now = timefmt_now_ms(), end;
-    if (!load(e, call_sid, &cr)) return;
-    if (!cr.n || !(dirty = calloc((size_t)cr.n, sizeof *dirty))) goto out;
-    end = bridge_end_ms(&cr.call, cr.rows, cr.n);
-    for (int i = 0; i < cr.n; i++) {
-        rec_row *r = &cr.rows[i];
+    if (!dirty) return;
+    end = bridge_end_ms(&cr->call, cr->rows, cr->n);
+    for (int i = 0; i < cr->n; i++) {
+        rec_row *r = &cr->rows[i];
         if (filename && *filename && strcmp(r->filename, filename)) {
             snprintf(r->filename, sizeof r->filename, "%s", filename);
             dirty[i] = true;
@@ -400,9 +405,16 @@ static void bridge_event(engine *e, const char *call_sid, const char *filename,
             dirty[i] = true;
         }
     }
-    save(e, cr.rows, cr.n, dirty, false, NULL);
-out:
+    save(e, cr->rows, cr->n, dirty, false, NULL);
     free(dirty);
+}
+
+static void bridge_event(engine *e, const char *call_sid, const char *filename,
+                         const char *krec, int dur_s, bool ended)
+{
+    call_recs cr;
+    if (!load(e, call_sid, &cr)) return;
+    bridge_update(e, &cr, filename, krec, dur_s, ended);
     unload(&cr);
 }
 
@@ -418,31 +430,34 @@ void rec_kaphila_event(engine *e, const char *account_sid, const char *call_sid,
                        const char *name, json_t *ev)
 {
     const char *krec = safe_name(json_string_value(json_object_get(ev, "recordingId")));
+    json_t *rec = NULL, *d = NULL;
+    bool ended = true, final = false;
+    call_recs cr;
     log_context(NULL, account_sid, call_sid);
     if (!strcmp(name, "recording.started")) {
-        bridge_event(e, call_sid, NULL, krec, -1, false);
+        ended = false;
     } else if (!strcmp(name, "call.ended")) {
-        json_t *rec = json_object_get(ev, "recording");
-        json_t *d = json_object_get(ev, "callDuration");
+        rec = json_object_get(ev, "recording");
+        krec = safe_name(json_string_value(json_object_get(rec, "recordingId")));
+        d = json_object_get(ev, "callDuration");
         if (!d) d = json_object_get(ev, "duration");
-        bridge_event(e, call_sid,
-                       safe_name(json_string_value(json_object_get(rec, "filename"))),
-                       safe_name(json_string_value(json_object_get(rec, "recordingId"))),
-                       json_is_integer(d) ? (int)json_integer_value(d) : -1, true);
         /* The file is final when Kaphila says the recording is no longer
          * active; otherwise recording.completed will say so. */
-        if (json_is_object(rec) && !json_is_true(json_object_get(rec, "active")))
-            kick(e, call_sid, 0);
-    } else if (!strcmp(name, "recording.stopped")) {
-        bridge_event(e, call_sid, NULL, krec, -1, true);
+        final = json_is_object(rec) && !json_is_true(json_object_get(rec, "active"));
     } else if (!strcmp(name, "recording.completed")) {
-        json_t *d = json_object_get(ev, "duration");
-        bridge_event(e, call_sid, NULL, krec,
-                       json_is_integer(d) ? (int)json_integer_value(d) : -1, true);
-        kick(e, call_sid, 0);
-    } else {
+        d = json_object_get(ev, "duration");
+        final = true;
+    } else if (strcmp(name, "recording.stopped") != 0) {
         log_debug("recordings", "%s ignored", name);
+        return;
     }
+    /* Kaphila records every answered call and says so; a call without a
+     * Recording resource has nothing to update (one lookup, then done). */
+    if (!load(e, call_sid, &cr)) return;
+    bridge_update(e, &cr, safe_name(json_string_value(json_object_get(rec, "filename"))), krec,
+                  json_is_integer(d) ? (int)json_integer_value(d) : -1, ended);
+    unload(&cr);
+    if (final) kick(e, call_sid, 0);
 }
 
 /* ================================================================ 3 */

@@ -3,9 +3,9 @@
  * the cache paths of their media, and their Twilio JSON (contract §6.1,
  * §6.2).
  *
- * Statements are prepared per use on the caller's connection: recordings
- * are read far less often than calls, and store.c's statement cache is
- * private to it. Every list walks an index backwards from the newest row
+ * Statements come from the caller's connection's cache (store_stmt_get):
+ * the engine looks up a call's recordings for every recording event Kaphila
+ * sends, recording or not. Every list walks an index backwards from the newest row
  * (recordings_acct or recordings_call), so a page costs the same whatever
  * its number. */
 #include "recordings_int.h"

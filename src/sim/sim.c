@@ -12,7 +12,6 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -107,6 +106,7 @@ static void reply_reset(sim_req *r)
     if (r->resp_fd >= 0)
         close(r->resp_fd);
     r->resp_fd = -1;
+    r->wav_seconds = -1;
     r->content_range[0] = 0;
 }
 
@@ -139,6 +139,17 @@ void sim_reply_fd(sim_req *r, unsigned status, int fd, uint64_t off, uint64_t le
     reply_reset(r);
     r->status = status;
     r->resp_fd = fd;
+    r->fd_off = off;
+    r->fd_len = len;
+    r->resp_type = "audio/wav";
+    r->state = SIM_REQ_ANSWERED;
+}
+
+void sim_reply_wav(sim_req *r, unsigned status, int seconds, uint64_t off, uint64_t len)
+{
+    reply_reset(r);
+    r->status = status;
+    r->wav_seconds = seconds;
     r->fd_off = off;
     r->fd_len = len;
     r->resp_type = "audio/wav";
@@ -209,6 +220,7 @@ static sim_req *req_new(sim *s, struct MHD_Connection *conn, const char *url, co
     r->s = s;
     r->conn = conn;
     r->resp_fd = -1;
+    r->wav_seconds = -1;
     buf_init(&r->body, SIM_MAX_BODY);
     r->method = strdup(method);
     r->path = strdup(url);
@@ -235,10 +247,36 @@ static sim_req *req_new(sim *s, struct MHD_Connection *conn, const char *url, co
     return r;
 }
 
+/* A generated WAV body: which recording, and where the response starts. */
+typedef struct wav_body {
+    int      seconds;
+    uint64_t off;
+} wav_body;
+
+/* MHD's thread fills its send buffer straight from the recording's length. */
+static ssize_t wav_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    const wav_body *w = cls;
+    sim_wav_read(w->seconds, w->off + pos, (unsigned char *)out, max);
+    return (ssize_t)max;
+}
+
 static enum MHD_Result send_reply(struct MHD_Connection *conn, sim_req *r)
 {
     struct MHD_Response *resp;
-    if (r->resp_fd >= 0) {
+    if (r->wav_seconds >= 0) {
+        wav_body *w = malloc(sizeof *w);
+        if (!w)
+            return MHD_NO;
+        w->seconds = r->wav_seconds;
+        w->off = r->fd_off;
+        /* MHD never asks past the size given, so max is always in the body. */
+        resp = MHD_create_response_from_callback(r->fd_len, SIM_WAV_BLOCK, wav_reader, w, free);
+        if (!resp) {
+            free(w);
+            return MHD_NO;
+        }
+    } else if (r->resp_fd >= 0) {
         resp = MHD_create_response_from_fd_at_offset64(r->fd_len, r->resp_fd, r->fd_off);
         if (resp)
             r->resp_fd = -1;   /* MHD closes it */
@@ -523,37 +561,11 @@ static void on_msg(loop *l, void *msg)
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static void remove_own_recdir(sim *s)
-{
-    if (!s->own_recdir)
-        return;
-    DIR *d = opendir(s->recdir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", s->recdir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(s->recdir);
-}
-
+/* --recordings-dir: the recordings are also kept as files there. */
 static int prepare_recdir(sim *s, const char *dir, char *err, size_t errlen)
 {
-    if (!dir || !*dir) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(s->recdir, sizeof s->recdir, "%s/kaphila-sim-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(s->recdir)) {
-            snprintf(err, errlen, "cannot create a recordings directory: %s", strerror(errno));
-            return -1;
-        }
-        s->own_recdir = true;
-        return 0;
-    }
+    if (!dir || !*dir)
+        return 0;   /* in memory only */
     if (strlen(dir) >= sizeof s->recdir - 80) {
         snprintf(err, errlen, "recordings directory path too long");
         return -1;
@@ -646,8 +658,13 @@ sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
     }
     if (prepare_recdir(s, cfg->recordings_dir, err, errlen) != 0)
         goto fail;
+    s->event_headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!s->event_headers) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     s->loop = loop_create("sim", on_msg, s);
-    if (!s->loop || sim_calls_create(s) != 0) {
+    if (!s->loop || sim_calls_create(s) != 0 || sim_recs_create(s) != 0) {
         snprintf(err, errlen, "cannot create the sim loop");
         goto fail;
     }
@@ -657,8 +674,8 @@ sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
     }
     if (start_http(s, err, errlen) != 0)
         goto fail;
-    log_info("sim", "kaphila-sim listening on %s port %d (recordings in %s)", s->cfg.bind_address,
-             s->port, s->recdir);
+    log_info("sim", "kaphila-sim listening on %s port %d (recordings %s%s)", s->cfg.bind_address,
+             s->port, s->recdir[0] ? "in " : "in memory", s->recdir);
     return s;
 fail:
     sim_destroy(s);
@@ -694,7 +711,8 @@ void sim_destroy(sim *s)
         MHD_stop_daemon(s->mhd);
     sim_calls_destroy(s);   /* before loop_destroy: cancels timers on the loop */
     loop_destroy(s->loop);  /* aborts event POSTs in flight; frees their orphaned calls */
-    remove_own_recdir(s);
+    curl_slist_free_all(s->event_headers);
+    sim_recs_destroy(s);
     if (s->keys)
         for (size_t i = 0; i < s->n_keys; i++)
             free(s->keys[i].key);

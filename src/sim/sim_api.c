@@ -1,19 +1,14 @@
 /* sim_api — Kaphila's endpoints as kaphila-api.md describes them: call
  * control (/makecall, /batchcall, /hangup, /voice, /play, /gather), state
  * (/calls, /recordings, /api/me, /api/call-logs, /health) and recording
- * downloads with byte ranges. Requests are validated here, at the edge, by a
+ * downloads (served by sim_rec.c). Requests are validated here, at the edge, by a
  * small table of fields per endpoint; the call machinery trusts what it gets.
  * Loop thread only. */
 #include "sim_int.h"
 
-#include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <dirent.h>
-#include <unistd.h>
 
 #define SIM_VERSION "2.0.0-sim"
 #define DEFAULT_VOICE "en-US-Neural2-A"
@@ -219,7 +214,7 @@ static void api_makecall(sim *s, sim_req *r, int key)
                              p.use_amd, "voiceName", p.voice, "credits", s->keys[key].credits,
                              "ringTimeoutSeconds", p.ring_timeout_s, "trunk", "sim-trunk-1",
                              "trunkAttempts", 1, "totalTrunks", 1, "timestamp", ts));
-    sim_call_note_request(c, r, body);
+    sim_call_note_request(c, r, true);
 out:
     json_decref(body);
 }
@@ -245,7 +240,7 @@ static void api_hangup(sim *s, sim_req *r, int key)
         sim_reply_json(r, 200, json_pack("{s:b, s:s, s:s}", "success", 1, "message",
                                          "Call hangup initiated", "callId", sim_call_id(c)));
     }
-    sim_call_note_request(c, r, body);
+    sim_call_note_request(c, r, true);
     if (r->status == 200 && sim_call_hangup_api(c) != SIM_OK)
         sim_reply_error(r, 404, "Call not found or already ended", NULL);
 out:
@@ -291,7 +286,7 @@ static void api_playback(sim *s, sim_req *r, int key, bool tts)
                                              "message", "Audio played successfully", "file",
                                              v[1].s, "playbackId", pb, "method", method));
     }
-    sim_call_note_request(c, r, body);
+    sim_call_note_request(c, r, true);
 out:
     json_decref(body);
 }
@@ -327,7 +322,7 @@ static void api_gather(sim *s, sim_req *r, int key)
                                              sim_call_id(c), "expectedDigits", num, "timeoutMs",
                                              timeout));
     }
-    sim_call_note_request(c, r, body);
+    sim_call_note_request(c, r, true);
 out:
     json_decref(body);
 }
@@ -357,7 +352,7 @@ static void api_call_get(sim *s, sim_req *r, int key, const char *id)
     if (!c)
         return;
     sim_reply_json(r, 200, sim_call_detail(c));
-    sim_call_note_request(c, r, NULL);
+    sim_call_note_request(c, r, false);
 }
 
 void sim_api_health(sim *s, sim_req *r)
@@ -437,86 +432,9 @@ out:
 
 /* ---------------------------------------------------------------- recordings */
 
-/* Parses "bytes=a-b", "bytes=a-", "bytes=-n" against size. 1 = range set,
- * 0 = no usable Range header (serve whole), -1 = unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
-{
-    if (!h || strncmp(h, "bytes=", 6) != 0)
-        return 0;
-    const char *p = h + 6;
-    if (strchr(p, ','))
-        return 0;   /* multipart ranges: serving the whole file is allowed */
-    char *end;
-    uint64_t a, b;
-    if (*p == '-') {
-        unsigned long long n = strtoull(p + 1, &end, 10);
-        if (end == p + 1 || *end || n == 0)
-            return -1;
-        if (size == 0)
-            return -1;
-        a = n >= size ? 0 : size - n;
-        b = size - 1;
-    } else {
-        if (*p < '0' || *p > '9')
-            return 0;
-        a = strtoull(p, &end, 10);
-        if (*end != '-')
-            return 0;
-        const char *q = end + 1;
-        if (*q == 0) {
-            b = size ? size - 1 : 0;
-        } else {
-            b = strtoull(q, &end, 10);
-            if (*end)
-                return 0;
-            if (b < a)
-                return -1;
-            if (b >= size)
-                b = size - 1;
-        }
-        if (a >= size)
-            return -1;
-    }
-    *off = a;
-    *len = b - a + 1;
-    return 1;
-}
-
-static void serve_file(sim_req *r, const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        sim_reply_error(r, 404, "Recording file not found", NULL);
-        return;
-    }
-    uint64_t size = (uint64_t)st.st_size, off = 0, len = size;
-    int rr = parse_range(r->range, size, &off, &len);
-    if (rr < 0) {
-        close(fd);
-        sim_reply_error(r, 416, "Requested range not satisfiable", NULL);
-        snprintf(r->content_range, sizeof r->content_range, "bytes */%" PRIu64, size);
-        return;
-    }
-    sim_reply_fd(r, rr ? 206 : 200, fd, off, len);
-    if (rr)
-        snprintf(r->content_range, sizeof r->content_range, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64,
-                 off, off + len - 1, size);
-}
-
-static bool safe_filename(const char *f)
-{
-    size_t n = strlen(f);
-    return n > 4 && n < 200 && strcmp(f + n - 4, ".wav") == 0 && !strchr(f, '/') &&
-           !strstr(f, "..") && f[0] != '.';
-}
-
 static void api_recordings(sim *s, sim_req *r, int key)
 {
     json_t *active = json_array();
-    json_t *files = json_array();
     for (sim_call *c = sim_calls_first(s); c; c = sim_calls_next(c)) {
         if (sim_call_key(c) != key)
             continue;
@@ -526,27 +444,7 @@ static void api_recordings(sim *s, sim_req *r, int key)
         else
             json_decref(rec);
     }
-    DIR *d = opendir(s->recdir);
-    if (d) {
-        struct dirent *e;
-        size_t listed = 0;
-        while ((e = readdir(d)) && listed < SIM_MAX_LISTED_FILES) {
-            if (!safe_filename(e->d_name))
-                continue;
-            char path[1024];
-            struct stat st;
-            snprintf(path, sizeof path, "%s/%s", s->recdir, e->d_name);
-            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-                continue;
-            char created[32];
-            sim_iso_ms((int64_t)st.st_mtime * 1000, created);
-            json_array_append_new(files, json_pack("{s:s, s:I, s:s}", "filename", e->d_name,
-                                                   "size", (json_int_t)st.st_size, "createdAt",
-                                                   created));
-            listed++;
-        }
-        closedir(d);
-    }
+    json_t *files = sim_recs_files(s);
     sim_reply_json(r, 200, json_pack("{s:b, s:o, s:o}", "success", 1, "active", active, "files",
                                      files));
 }
@@ -566,13 +464,10 @@ static void api_recording(sim *s, sim_req *r, int key, const char *id, const cha
             sim_reply_error(r, 404, "No recording for this call", NULL);
         }
     } else if (strcmp(action, "download") == 0) {
-        if (rec) {
-            char path[1024];
-            snprintf(path, sizeof path, "%s/%s", s->recdir, sim_call_recording_file(c));
-            serve_file(r, path);
-        } else {
+        if (rec)
+            sim_rec_download(s, r, sim_call_id(c));
+        else
             sim_reply_error(r, 404, "No recording for this call", NULL);
-        }
     } else {   /* stop */
         if (sim_call_stop_recording(c) == SIM_OK) {
             sim_reply_json(r, 200, json_pack("{s:b, s:s, s:O, s:O}", "success", 1, "message",
@@ -584,7 +479,7 @@ static void api_recording(sim *s, sim_req *r, int key, const char *id, const cha
         }
     }
     json_decref(rec);
-    sim_call_note_request(c, r, NULL);
+    sim_call_note_request(c, r, false);
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -659,15 +554,11 @@ void sim_api_route(sim *s, sim_req *r, int key)
     }
     if (n >= 2 && strcmp(seg[0], "recordings") == 0) {
         if (get && n == 4 && strcmp(seg[1], "file") == 0 && strcmp(seg[3], "download") == 0) {
-            if (!safe_filename(seg[2])) {
+            if (sim_rec_filename_ok(seg[2]))
+                sim_rec_download_file(s, r, seg[2]);
+            else
                 sim_reply_error(r, 400, "Invalid filename", NULL);
-                return;
-            }
-            char path[1100];
-            snprintf(path, sizeof path, "%s/%s", s->recdir, seg[2]); {
-            serve_file(r, path);
             return;
-        }
         }
         if (get && n == 2) {
             api_recording(s, r, key, seg[1], NULL);

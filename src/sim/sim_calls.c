@@ -16,7 +16,6 @@
 
 #include "log.h"
 
-#define MAP_MIN_BUCKETS 64
 /* "the far end presses the keys ~100 ms apart" */
 #define DIGIT_GAP_MS 100
 #define AMD_CONFIDENCE 0.9
@@ -33,11 +32,20 @@ typedef struct playback {
     int64_t          ms;
 } playback;
 
+/* One transcript line, in one allocation: the text is kept, not JSON
+ * objects, because every call keeps its transcript (up to
+ * SIM_MAX_ENDED_CALLS of them) and most are never read. */
+typedef struct tline {
+    int64_t     t_ms;
+    int         status;     /* a request's answer */
+    const char *event;      /* an event's name (a literal); NULL for a request */
+    char        data[];     /* event: its JSON as posted; request: method\0path\0body */
+} tline;
+
 typedef struct event {
-    struct event      *next;
-    sim_call          *call;
-    char              *body;
-    struct curl_slist *headers;
+    struct event *next;
+    sim_call     *call;
+    char         *body;
 } event;
 
 struct sim_call {
@@ -63,9 +71,7 @@ struct sim_call {
 
     bool        rec_started;
     bool        rec_active;
-    int         rec_duration;
-    char        rec_id[48];
-    char        rec_file[64];
+    int         rec_duration;       /* seconds, once stopped (sim_rec.c keeps the audio) */
 
     loop_timer *t_main;             /* ring / outcome / amd */
     loop_timer *t_max;              /* hard max call length */
@@ -87,132 +93,19 @@ struct sim_call {
     size_t      digits_pos;
 
     event      *ev_head, *ev_tail;
+    CURL       *easy;               /* posts the call's events, one after another; reused */
     bool        posting;
     bool        orphan;             /* detached from the table; freed when its POST ends */
 
-    json_t     *t_events;
-    json_t     *t_requests;
-    size_t      t_count;
+    tline     **lines;              /* the transcript, in order (events and requests) */
+    size_t      n_lines, cap_lines;
 };
-
-/* ---------------------------------------------------------------- map */
-
-typedef struct map_ent {
-    struct map_ent *next;
-    const char     *key;   /* borrowed from the call */
-    sim_call       *c;
-} map_ent;
-
-typedef struct map {
-    map_ent **b;
-    size_t    nb;
-    size_t    n;
-} map;
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
-static int map_init(map *m)
-{
-    m->nb = MAP_MIN_BUCKETS;
-    m->n = 0;
-    m->b = calloc(m->nb, sizeof *m->b);
-    return m->b ? 0 : -1;
-}
-
-static void map_fini(map *m)
-{
-    for (size_t i = 0; i < m->nb; i++) {
-        map_ent *e = m->b[i];
-        while (e) {
-            map_ent *n = e->next;
-            free(e);
-            e = n;
-        }
-    }
-    free(m->b);
-    m->b = NULL;
-}
-
-static sim_call *map_get(const map *m, const char *key)
-{
-    for (map_ent *e = m->b[hash_str(key) % m->nb]; e; e = e->next)
-        if (strcmp(e->key, key) == 0)
-            return e->c;
-    return NULL;
-}
-
-static void map_grow(map *m)
-{
-    size_t nb = m->nb * 2;
-    map_ent **b = calloc(nb, sizeof *b);
-    if (!b)
-        return;   /* keep the longer chains; still correct */
-    for (size_t i = 0; i < m->nb; i++) {
-        map_ent *e = m->b[i];
-        while (e) {
-            map_ent *n = e->next;
-            size_t j = hash_str(e->key) % nb;
-            e->next = b[j];
-            b[j] = e;
-            e = n;
-        }
-    }
-    free(m->b);
-    m->b = b;
-    m->nb = nb;
-}
-
-/* Maps key to c, replacing an older mapping. */
-static int map_put(map *m, const char *key, sim_call *c)
-{
-    size_t i = hash_str(key) % m->nb;
-    for (map_ent *e = m->b[i]; e; e = e->next) {
-        if (strcmp(e->key, key) == 0) {
-            e->key = key;
-            e->c = c;
-            return 0;
-        }
-    }
-    map_ent *e = malloc(sizeof *e);
-    if (!e)
-        return -1;
-    e->key = key;
-    e->c = c;
-    e->next = m->b[i];
-    m->b[i] = e;
-    if (++m->n > m->nb)
-        map_grow(m);
-    return 0;
-}
-
-/* Removes key only while it still maps to c. */
-static void map_del(map *m, const char *key, const sim_call *c)
-{
-    map_ent **pp = &m->b[hash_str(key) % m->nb];
-    for (; *pp; pp = &(*pp)->next) {
-        if ((*pp)->c == c && strcmp((*pp)->key, key) == 0) {
-            map_ent *e = *pp;
-            *pp = e->next;
-            free(e);
-            m->n--;
-            return;
-        }
-    }
-}
 
 /* ---------------------------------------------------------------- table */
 
 typedef struct sim_calls {
-    map       by_id;
-    map       by_sid;
+    sim_map   by_id;
+    sim_map   by_sid;
     sim_call *head, *tail;
     size_t    n_live;
     size_t    n_ended;
@@ -223,8 +116,8 @@ int sim_calls_create(sim *s)
     sim_calls *t = calloc(1, sizeof *t);
     if (!t)
         return -1;
-    if (map_init(&t->by_id) != 0 || map_init(&t->by_sid) != 0) {
-        map_fini(&t->by_id);
+    if (sim_map_init(&t->by_id) != 0 || sim_map_init(&t->by_sid) != 0) {
+        sim_map_fini(&t->by_id);
         free(t);
         return -1;
     }
@@ -268,7 +161,6 @@ static void drop_playbacks(sim_call *c)
 static void free_event(event *e)
 {
     free(e->body);
-    curl_slist_free_all(e->headers);
     free(e);
 }
 
@@ -284,11 +176,13 @@ static void drop_events(sim_call *c)
 
 static void free_call(sim_call *c)
 {
+    curl_easy_cleanup(c->easy);
     drop_events(c);
     drop_playbacks(c);
     json_decref(c->amd);
-    json_decref(c->t_events);
-    json_decref(c->t_requests);
+    for (size_t i = 0; i < c->n_lines; i++)
+        free(c->lines[i]);
+    free(c->lines);
     free(c->number);
     free(c->caller_id);
     free(c->webhook);
@@ -302,9 +196,9 @@ static void detach(sim *s, sim_call *c)
     sim_calls *t = s->calls;
     cancel_timers(c);
     drop_events(c);
-    map_del(&t->by_id, c->id, c);
+    sim_map_del(&t->by_id, c->id, c);
     if (c->sid[0])
-        map_del(&t->by_sid, c->sid, c);
+        sim_map_del(&t->by_sid, c->sid, c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -349,8 +243,8 @@ void sim_calls_destroy(sim *s)
     if (!s->calls)
         return;
     sim_calls_reset(s);
-    map_fini(&s->calls->by_id);
-    map_fini(&s->calls->by_sid);
+    sim_map_fini(&s->calls->by_id);
+    sim_map_fini(&s->calls->by_sid);
     free(s->calls);
     s->calls = NULL;
 }
@@ -364,8 +258,8 @@ sim_call *sim_call_find(const sim *s, const char *id)
 {
     if (!id || !*id)
         return NULL;
-    sim_call *c = map_get(&s->calls->by_id, id);
-    return c ? c : map_get(&s->calls->by_sid, id);
+    sim_call *c = sim_map_get(&s->calls->by_id, id);
+    return c ? c : sim_map_get(&s->calls->by_sid, id);
 }
 
 sim_call *sim_calls_first(const sim *s) { return s->calls->head; }
@@ -383,25 +277,39 @@ static int64_t rel_ms(const sim_call *c)
     return loop_now_ms(c->s->loop) - c->created_mono;
 }
 
-static void transcript_add(sim_call *c, json_t *arr, json_t *line)
+/* A new line of n data bytes (zeroed, so texts end in NUL), appended; NULL
+ * when the transcript is full or memory is short. */
+static tline *transcript_add(sim_call *c, size_t n)
 {
-    if (!line)
-        return;
-    if (c->t_count >= SIM_MAX_TRANSCRIPT) {
-        json_decref(line);
-        return;
+    if (c->n_lines >= SIM_MAX_TRANSCRIPT)
+        return NULL;
+    if (c->n_lines == c->cap_lines) {
+        size_t cap = c->cap_lines ? c->cap_lines * 2 : 8;
+        tline **l = realloc(c->lines, cap * sizeof *l);
+        if (!l)
+            return NULL;
+        c->lines = l;
+        c->cap_lines = cap;
     }
-    c->t_count++;
-    json_array_append_new(arr, line);
+    tline *t = calloc(1, sizeof *t + n);
+    if (!t)
+        return NULL;
+    t->t_ms = rel_ms(c);
+    c->lines[c->n_lines++] = t;
+    return t;
 }
 
-void sim_call_note_request(sim_call *c, const sim_req *r, const json_t *body)
+void sim_call_note_request(sim_call *c, const sim_req *r, bool with_body)
 {
-    json_t *copy = body ? json_deep_copy(body) : json_null();
-    transcript_add(c, c->t_requests,
-                   json_pack("{s:I, s:s, s:s, s:o, s:i}", "t_ms", (json_int_t)rel_ms(c),
-                             "method", r->method, "path", r->path, "body", copy,
-                             "status", (int)r->status));
+    size_t m = strlen(r->method), p = strlen(r->path), b = with_body ? r->body.len : 0;
+    tline *t = transcript_add(c, m + 1 + p + 1 + b + 1);
+    if (!t)
+        return;
+    t->status = (int)r->status;
+    memcpy(t->data, r->method, m);
+    memcpy(t->data + m + 1, r->path, p);
+    if (b)
+        memcpy(t->data + m + 1 + p + 1, r->body.data, b);
 }
 
 /* ---------------------------------------------------------------- events */
@@ -413,9 +321,9 @@ static void event_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     (void)l;
     event *e = arg;
     sim_call *c = e->call;
+    (void)easy;   /* c->easy, kept for the next event */
     if (rc != CURLE_OK && rc != CURLE_ABORTED_BY_CALLBACK)
         log_debug("sim", "event post to call %s failed: %s", c->id, curl_easy_strerror(rc));
-    curl_easy_cleanup(easy);
     free_event(e);
     c->posting = false;
     if (c->orphan) {
@@ -433,6 +341,25 @@ static size_t discard(char *p, size_t sz, size_t n, void *ud)
     return sz * n;
 }
 
+/* The call's handle for its event POSTs, made once: the options that never
+ * change are set here, so an event only sets its body. */
+static CURL *event_handle(sim_call *c)
+{
+    if (c->easy)
+        return c->easy;
+    CURL *easy = curl_easy_init();
+    if (!easy)
+        return NULL;
+    curl_easy_setopt(easy, CURLOPT_URL, c->webhook);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, c->s->event_headers);
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "Kaphila-API-API/2.0");
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)SIM_EVENT_TIMEOUT_MS);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    c->easy = easy;
+    return easy;
+}
+
 /* Starts the next POST of c unless one is in flight: one call's events go
  * strictly one after another so the receiver sees them in order. */
 static void pump(sim_call *c)
@@ -442,23 +369,14 @@ static void pump(sim_call *c)
         c->ev_head = e->next;
         if (!c->ev_head)
             c->ev_tail = NULL;
-        CURL *easy = curl_easy_init();
-        e->headers = curl_slist_append(NULL, "Content-Type: application/json");
-        if (!easy || !e->headers) {
-            curl_easy_cleanup(easy);
+        CURL *easy = event_handle(c);
+        if (!easy) {
             free_event(e);
             continue;
         }
-        curl_easy_setopt(easy, CURLOPT_URL, c->webhook);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, e->body);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(e->body));
-        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, e->headers);
-        curl_easy_setopt(easy, CURLOPT_USERAGENT, "Kaphila-API-API/2.0");
-        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)SIM_EVENT_TIMEOUT_MS);
-        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
         if (loop_http_start(c->s->loop, easy, event_done, e) != 0) {
-            curl_easy_cleanup(easy);
             free_event(e);
             continue;
         }
@@ -467,7 +385,7 @@ static void pump(sim_call *c)
 }
 
 /* Builds {event, callId, timestamp, ...extra}, records it and queues the
- * POST. extra is stolen. */
+ * POST. name is a literal (the transcript keeps the pointer); extra is stolen. */
 static void emit(sim_call *c, const char *name, json_t *extra)
 {
     char ts[32];
@@ -481,86 +399,85 @@ static void emit(sim_call *c, const char *name, json_t *extra)
         json_object_update(ev, extra);
         json_decref(extra);
     }
-    transcript_add(c, c->t_events,
-                   json_pack("{s:I, s:s, s:O}", "t_ms", (json_int_t)rel_ms(c), "event", name,
-                             "body", ev));
-    if (c->webhook) {
-        event *e = calloc(1, sizeof *e);
-        if (e && (e->body = json_dumps(ev, JSON_COMPACT))) {
-            e->call = c;
-            if (c->ev_tail)
-                c->ev_tail->next = e;
-            else
-                c->ev_head = e;
-            c->ev_tail = e;
-            pump(c);
-        } else {
-            free(e);
-        }
-    }
+    char *text = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    tline *t = transcript_add(c, n + 1);
+    if (t) {
+        t->event = name;
+        memcpy(t->data, text, n);
+    }
+    event *e = c->webhook ? calloc(1, sizeof *e) : NULL;
+    if (!e) {
+        free(text);
+        return;
+    }
+    e->body = text;   /* the POST's body from now on */
+    e->call = c;
+    if (c->ev_tail)
+        c->ev_tail->next = e;
+    else
+        c->ev_head = e;
+    c->ev_tail = e;
+    pump(c);
 }
 
 /* ---------------------------------------------------------------- recordings */
 
-static json_t *recording_obj(const sim_call *c)
+/* Kaphila's names for the call's recording: "rec-<callId>" and its file. */
+static void rec_names(const sim_call *c, char id[SIM_CALL_ID_SIZE + 8],
+                      char file[SIM_CALL_ID_SIZE + 8])
 {
-    return json_pack("{s:s, s:s, s:b}", "filename", c->rec_file, "recordingId", c->rec_id,
-                     "active", c->rec_active);
+    snprintf(id, SIM_CALL_ID_SIZE + 8, "rec-%s", c->id);
+    snprintf(file, SIM_CALL_ID_SIZE + 8, "rec-%s.wav", c->id);
 }
 
-static void rec_path(const sim_call *c, char *out, size_t n)
+static json_t *recording_obj(const sim_call *c)
 {
-    snprintf(out, n, "%s/%s", c->s->recdir, c->rec_file);
+    char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
+    rec_names(c, id, file);
+    return json_pack("{s:s, s:s, s:b}", "filename", file, "recordingId", id, "active",
+                     c->rec_active);
 }
 
 static void recording_start(sim_call *c)
 {
-    char path[640];
-    snprintf(c->rec_id, sizeof c->rec_id, "rec-%s", c->id);
-    snprintf(c->rec_file, sizeof c->rec_file, "rec-%s.wav", c->id);
+    char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
+    rec_names(c, id, file);
     c->rec_started = true;
     c->rec_active = true;
-    rec_path(c, path, sizeof path);
-    /* The file exists (empty) from the start, like a bridge recording that
-     * is still being written. */
-    if (sim_wav_write(path, 0) != 0)
-        log_warn("sim", "cannot write recording %s", c->rec_file);
-    emit(c, "recording.started", json_pack("{s:s}", "recordingId", c->rec_id));
+    sim_rec_start(c->s, c->id);
+    emit(c, "recording.started", json_pack("{s:s}", "recordingId", id));
 }
 
-/* Stops the recording and writes the file. */
+/* Stops the recording: its audio is the call's length so far. */
 static void recording_finish(sim_call *c)
 {
-    char path[640];
     int64_t now = loop_now_ms(c->s->loop);
     c->rec_active = false;
     c->rec_duration = (int)((now - c->answered_mono) / 1000);
-    rec_path(c, path, sizeof path);
-    /* At least one second of audio, so even a fast-mode call has content. */
-    if (sim_wav_write(path, c->rec_duration > 0 ? c->rec_duration : 1) != 0)
-        log_warn("sim", "cannot write recording %s", c->rec_file);
+    sim_rec_stop(c->s, c->id, c->rec_duration);
 }
 
 static void recording_completed(sim_call *c)
 {
-    char url[128];
+    char url[128], id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
+    rec_names(c, id, file);
     snprintf(url, sizeof url, "/recordings/%s/download", c->id);
-    emit(c, "recording.completed", json_pack("{s:s, s:s, s:i}", "recordingId", c->rec_id,
+    emit(c, "recording.completed", json_pack("{s:s, s:s, s:i}", "recordingId", id,
                                              "recordingUrl", url, "duration", c->rec_duration));
-}
-
-const char *sim_call_recording_file(const sim_call *c)
-{
-    return c->rec_started ? c->rec_file : "";
 }
 
 sim_status sim_call_stop_recording(sim_call *c)
 {
     if (!c->rec_active)
         return SIM_ERR_NOT_FOUND;
+    char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
+    rec_names(c, id, file);
     recording_finish(c);
-    emit(c, "recording.stopped", json_pack("{s:s}", "recordingId", c->rec_id));
+    emit(c, "recording.stopped", json_pack("{s:s}", "recordingId", id));
     recording_completed(c);
     return SIM_OK;
 }
@@ -751,10 +668,8 @@ sim_call *sim_call_originate(sim *s, const sim_call_params *p)
     c->caller_id = dup_or_null(p->caller_id);
     c->webhook = p->webhook && *p->webhook ? strdup(p->webhook) : NULL;
     c->voice = dup_or_null(p->voice);
-    c->t_events = json_array();
-    c->t_requests = json_array();
     if (!c->number || (p->caller_id && !c->caller_id) || (p->voice && !c->voice) ||
-        (p->webhook && *p->webhook && !c->webhook) || !c->t_events || !c->t_requests) {
+        (p->webhook && *p->webhook && !c->webhook)) {
         free_call(c);
         return NULL;
     }
@@ -770,12 +685,12 @@ sim_call *sim_call_originate(sim *s, const sim_call_params *p)
     parse_call_sid(c->webhook, c->sid, sizeof c->sid);
 
     c->t_main = loop_timer_add(s->loop, sim_delay(s, s->cfg.ring_ms), on_ring, c);
-    if (!c->t_main || map_put(&t->by_id, c->id, c) != 0) {
+    if (!c->t_main || sim_map_put(&t->by_id, c->id, c) != 0) {
         loop_timer_cancel(s->loop, c->t_main);
         free_call(c);
         return NULL;
     }
-    if (c->sid[0] && map_put(&t->by_sid, c->sid, c) != 0)
+    if (c->sid[0] && sim_map_put(&t->by_sid, c->sid, c) != 0)
         c->sid[0] = 0;   /* still reachable by callId */
     c->prev = t->tail;
     if (t->tail)
@@ -1019,10 +934,12 @@ static json_t *amd_or_null(const sim_call *c)
 
 json_t *sim_call_recording(const sim_call *c)
 {
+    char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
     if (!c->rec_started)
         return NULL;
-    return json_pack("{s:s, s:s, s:s, s:b}", "callId", c->id, "recordingId", c->rec_id,
-                     "filename", c->rec_file, "active", c->rec_active);
+    rec_names(c, id, file);
+    return json_pack("{s:s, s:s, s:s, s:b}", "callId", c->id, "recordingId", id,
+                     "filename", file, "active", c->rec_active);
 }
 
 json_t *sim_call_summary(const sim_call *c)
@@ -1056,12 +973,28 @@ json_t *sim_call_brief(const sim_call *c)
 json_t *sim_call_transcript(const sim_call *c)
 {
     char created[32];
+    json_t *events = json_array(), *requests = json_array();
+    for (size_t i = 0; events && requests && i < c->n_lines; i++) {
+        const tline *t = c->lines[i];
+        if (t->event) {
+            json_array_append_new(events, json_pack("{s:I, s:s, s:o}", "t_ms", (json_int_t)t->t_ms,
+                                                    "event", t->event, "body",
+                                                    json_loads(t->data, 0, NULL)));
+            continue;
+        }
+        const char *path = t->data + strlen(t->data) + 1, *body = path + strlen(path) + 1;
+        json_array_append_new(requests, json_pack("{s:I, s:s, s:s, s:o, s:i}", "t_ms",
+                                                  (json_int_t)t->t_ms, "method", t->data,
+                                                  "path", path, "body",
+                                                  *body ? json_loads(body, 0, NULL) : json_null(),
+                                                  "status", t->status));
+    }
     sim_iso_ms(c->created_wall, created);
-    return json_pack("{s:s, s:s?, s:s, s:s?, s:s, s:b, s:o, s:s, s:O, s:O}", "callId", c->id,
+    return json_pack("{s:s, s:s?, s:s, s:s?, s:s, s:b, s:o, s:s, s:o, s:o}", "callId", c->id,
                      "callSid", c->sid[0] ? c->sid : NULL, "number", c->number, "callerId",
                      c->caller_id, "status", c->status, "answered", c->answered_mono > 0,
-                     "amd", amd_or_null(c), "createdAt", created, "events", c->t_events,
-                     "requests", c->t_requests);
+                     "amd", amd_or_null(c), "createdAt", created, "events", events,
+                     "requests", requests);
 }
 
 json_t *sim_call_log(const sim_call *c)

@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "  --outcomes LIST        number suffix → outcome (default\n"
             "                         0001=busy,0002=no-answer,0003=failed,0004=machine)\n"
             "  --rate-limit N         requests per key per hour on call control (0 = off)\n"
-            "  --recordings-dir DIR   where WAV files go (default: a temp dir, removed on exit)\n"
+            "  --recordings-dir DIR   also write each recording there as a WAV file\n"
+            "                         (default: none, recordings are generated on download)\n"
             "  --log-level LEVEL      debug|info|warn|error (default warn)\n"
             "  --help\n");
 }

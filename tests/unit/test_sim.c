@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -173,7 +174,7 @@ typedef struct fixture {
     sim     *s;
     receiver rx;
     char     base[64];
-    char     recdir[128];
+    char     tmpdir[128];   /* TMPDIR while the sim runs: it must stay empty */
 } fixture;
 
 static fixture *F;
@@ -190,8 +191,10 @@ static int setup(void **state)
         return -1;
     f->rx.port = MHD_get_daemon_info(f->rx.d, MHD_DAEMON_INFO_BIND_PORT)->port;
 
-    snprintf(f->recdir, sizeof f->recdir, "/tmp/test-sim-XXXXXX");
-    if (!mkdtemp(f->recdir))
+    /* Without recordings_dir the sim keeps recordings in memory: nothing
+     * may appear in TMPDIR (or anywhere). */
+    snprintf(f->tmpdir, sizeof f->tmpdir, "/tmp/test-sim-XXXXXX");
+    if (!mkdtemp(f->tmpdir) || setenv("TMPDIR", f->tmpdir, 1) != 0)
         return -1;
     static const char *const keys[] = {KEY1, KEY2};
     sim_config cfg;
@@ -199,7 +202,6 @@ static int setup(void **state)
     cfg.fast = true;
     cfg.api_keys = keys;
     cfg.n_api_keys = 2;
-    cfg.recordings_dir = f->recdir;
     char err[256];
     f->s = sim_create(&cfg, err, sizeof err);
     if (!f->s) {
@@ -220,9 +222,9 @@ static int teardown(void **state)
     for (size_t i = 0; i < f->rx.n; i++)
         json_decref(f->rx.ev[i].body);
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->recdir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->tmpdir);
     if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->recdir);
+        fprintf(stderr, "could not remove %s\n", f->tmpdir);
     pthread_mutex_destroy(&f->rx.mu);
     pthread_cond_destroy(&f->rx.cv);
     free(f);
@@ -350,6 +352,45 @@ static void post_expect(const char *path, const char *body, long want)
         fprintf(stderr, "%s %s → %ld %s\n", path, body, st, json_dumps(j, 0));
     assert_int_equal(st, want);
     json_decref(j);
+}
+
+/* The recording of a call of `seconds` as the docs describe it, computed
+ * here independently of the sim: 8 kHz 16-bit mono PCM, a 400 Hz triangle
+ * wave of peak 8000 (20 samples per period). Returns its size. */
+#define WAV_MAX (44 + 60 * 16000)
+static size_t expected_wav(int seconds, unsigned char *out)
+{
+    uint32_t data = (uint32_t)seconds * 16000;
+    static const unsigned char fmt[16] = {1, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x80, 0x3e, 0, 0, 2, 0,
+                                          16, 0};
+    uint32_t riff = 36 + data;
+    memcpy(out, "RIFF", 4);
+    for (int i = 0; i < 4; i++)
+        out[4 + i] = (unsigned char)(riff >> (8 * i));
+    memcpy(out + 8, "WAVEfmt \x10\0\0\0", 12);
+    memcpy(out + 20, fmt, 16);
+    memcpy(out + 36, "data", 4);
+    for (int i = 0; i < 4; i++)
+        out[40 + i] = (unsigned char)(data >> (8 * i));
+    for (uint32_t k = 0; k < data / 2; k++) {
+        int ph = (int)(k % 20), v = ph < 10 ? ph : 20 - ph;
+        int16_t sample = (int16_t)((v * 2 - 10) * 800);
+        out[44 + 2 * k] = (unsigned char)((uint16_t)sample & 0xff);
+        out[45 + 2 * k] = (unsigned char)((uint16_t)sample >> 8);
+    }
+    return 44 + data;
+}
+
+/* Entries in dir, "." and ".." aside. */
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
 }
 
 /* ================================================================ tests */
@@ -756,21 +797,15 @@ static void test_transcript_and_recording(void **state)
     assert_true(json_array_size(json_object_get(t, "events")) >= 5);
     json_decref(t);
 
-    /* download equals the file on disk; Range gives 206 */
-    char file[256];
-    snprintf(file, sizeof file, "%s/rec-%s.wav", F->recdir, id);
-    FILE *fp = fopen(file, "rb");
-    assert_non_null(fp);
-    static char disk[1 << 20];
-    size_t n = fread(disk, 1, sizeof disk, fp);
-    fclose(fp);
-    assert_true(n > 44);
-    assert_memory_equal(disk, "RIFF", 4);
+    /* download: the 1-second tone (a fast call lasts less), byte for byte;
+     * Range gives 206 */
+    static unsigned char wav[WAV_MAX];
+    size_t n = expected_wav(1, wav);
     resp r = http(F->base, "GET", url, KEY1, NULL, NULL);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.content_type, "audio/wav");
     assert_int_equal(r.len, n);
-    assert_memory_equal(r.body, disk, n);
+    assert_memory_equal(r.body, wav, n);
     free(r.body);
     r = http(F->base, "GET", url, KEY1, NULL, "Range: bytes=40-99");
     assert_int_equal(r.status, 206);
@@ -778,16 +813,18 @@ static void test_transcript_and_recording(void **state)
     snprintf(cr, sizeof cr, "bytes 40-99/%zu", n);
     assert_string_equal(r.content_range, cr);
     assert_int_equal(r.len, 60);
-    assert_memory_equal(r.body, disk + 40, 60);
+    assert_memory_equal(r.body, wav + 40, 60);
     free(r.body);
     r = http(F->base, "GET", url, KEY1, NULL, "Range: bytes=999999-");
     assert_int_equal(r.status, 416);
+    snprintf(cr, sizeof cr, "bytes */%zu", n);
+    assert_string_equal(r.content_range, cr);
     free(r.body);
     snprintf(path, sizeof path, "/recordings/file/rec-%s.wav/download", id);
     r = http(F->base, "GET", path, KEY1, NULL, "Range: bytes=-10");
     assert_int_equal(r.status, 206);
     assert_int_equal(r.len, 10);
-    assert_memory_equal(r.body, disk + n - 10, 10);
+    assert_memory_equal(r.body, wav + n - 10, 10);
     free(r.body);
     r = http(F->base, "GET", "/recordings/file/notes.txt/download", KEY1, NULL, NULL);
     assert_int_equal(r.status, 400);
@@ -865,6 +902,152 @@ static void test_rate_limit_and_reset(void **state)
     sim_destroy(s);
 }
 
+/* Recordings live in memory: downloadable while the call records (just a
+ * header) and after, by callId and by file name, after /sim/reset too, and
+ * never a file anywhere. */
+static void test_recordings_in_memory(void **state)
+{
+    (void)state;
+    static unsigned char want[WAV_MAX];
+    char path[256], body[128], name[64];
+    long st;
+    char *id = answered_call();
+    snprintf(path, sizeof path, "/recordings/%s/download", id);
+    resp r = http(F->base, "GET", path, KEY1, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, expected_wav(0, want));
+    assert_memory_equal(r.body, want, 44);
+    free(r.body);
+    json_t *j = api("GET", "/recordings", KEY1, NULL, &st);
+    assert_int_equal(st, 200);
+    json_t *act = json_object_get(j, "active"), *files = json_object_get(j, "files");
+    bool seen = false;
+    for (size_t i = 0; i < json_array_size(act); i++)
+        seen = seen || strcmp(jstr(json_array_get(act, i), "callId"), id) == 0;
+    assert_true(seen);
+    snprintf(name, sizeof name, "rec-%s.wav", id);
+    assert_string_equal(jstr(json_array_get(files, 0), "filename"), name);   /* newest first */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(files, 0), "size")), 44);
+    json_decref(j);
+
+    snprintf(body, sizeof body, "{\"callId\":\"%s\"}", id);
+    post_expect("/hangup", body, 200);
+    assert_true(rx_wait(&F->rx, id, "recording.completed", 0, WAIT_MS) >= 0);
+    size_t n = expected_wav(1, want);
+    j = api("GET", "/recordings", KEY1, NULL, &st);
+    files = json_object_get(j, "files");
+    assert_string_equal(jstr(json_array_get(files, 0), "filename"), name);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(files, 0), "size")), n);
+    json_decref(j);
+
+    /* the recording outlives the sim's memory of the call */
+    j = api("POST", "/sim/reset", NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    json_decref(j);
+    snprintf(path, sizeof path, "/calls/%s", id);
+    r = http(F->base, "GET", path, KEY1, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    snprintf(path, sizeof path, "/recordings/file/%s/download", name);
+    r = http(F->base, "GET", path, KEY1, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, n);
+    assert_memory_equal(r.body, want, n);
+    free(r.body);
+    r = http(F->base, "GET", "/recordings/file/rec-1.999999.wav/download", KEY1, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    r = http(F->base, "GET", "/recordings/file/other.wav/download", KEY1, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    assert_int_equal(dir_entries(F->tmpdir), 0);
+    free(id);
+}
+
+/* Polls GET path on base until it answers want_status and, when set, the
+ * JSON field `active` equals want_active. */
+static void wait_status(const char *base, const char *path, long want_status, int want_active)
+{
+    int64_t until = now_ms() + WAIT_MS;
+    for (;;) {
+        resp r = http(base, "GET", path, KEY1, NULL, NULL);
+        json_t *j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+        bool ok = r.status == want_status &&
+                  (want_active < 0 || json_is_true(json_object_get(j, "active")) == want_active);
+        json_decref(j);
+        free(r.body);
+        if (ok)
+            return;
+        assert_true(now_ms() < until);
+        usleep(5000);
+    }
+}
+
+/* With recordings_dir the recordings are files there too: empty from the
+ * answer, written in full at the end, served from the disk (a file taken
+ * away is a 404), listed from the directory. */
+static void test_recordings_dir(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {KEY1};
+    static unsigned char want[WAV_MAX], got[WAV_MAX];
+    char dir[128], base[64], path[256], file[256], body[128];
+    snprintf(dir, sizeof dir, "/tmp/test-sim-rec-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    sim_config cfg;
+    sim_config_defaults(&cfg);
+    cfg.fast = true;
+    cfg.api_keys = keys;
+    cfg.n_api_keys = 1;
+    cfg.recordings_dir = dir;
+    char err[256];
+    sim *s = sim_create(&cfg, err, sizeof err);
+    assert_non_null(s);
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", sim_port(s));
+    resp r = http(base, "POST", "/makecall", KEY1, "{\"number\":\"15550400000\"}", NULL);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    char *id = strdup(jstr(j, "callId"));
+    json_decref(j);
+    free(r.body);
+    snprintf(path, sizeof path, "/recordings/%s", id);
+    wait_status(base, path, 200, 1);
+    snprintf(file, sizeof file, "%s/rec-%s.wav", dir, id);
+    struct stat sb;
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_equal(sb.st_size, expected_wav(0, want));
+
+    snprintf(body, sizeof body, "{\"callId\":\"%s\"}", id);
+    r = http(base, "POST", "/hangup", KEY1, body, NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    wait_status(base, path, 200, 0);
+    size_t n = expected_wav(1, want);
+    FILE *fp = fopen(file, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(got, 1, sizeof got, fp), n);
+    fclose(fp);
+    assert_memory_equal(got, want, n);
+    snprintf(path, sizeof path, "/recordings/%s/download", id);
+    r = http(base, "GET", path, KEY1, NULL, "Range: bytes=100-");
+    assert_int_equal(r.status, 206);
+    assert_int_equal(r.len, n - 100);
+    assert_memory_equal(r.body, want + 100, n - 100);
+    free(r.body);
+    r = http(base, "GET", "/recordings", KEY1, NULL, NULL);
+    assert_non_null(strstr(r.body, "\"size\":16044"));
+    free(r.body);
+    /* Kaphila has no file any more */
+    assert_int_equal(unlink(file), 0);
+    r = http(base, "GET", path, KEY1, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    sim_destroy(s);
+    assert_int_equal(dir_entries(dir), 0);
+    rmdir(dir);
+    free(id);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -879,6 +1062,8 @@ int main(void)
         cmocka_unit_test(test_latency_does_not_block),
         cmocka_unit_test(test_transcript_and_recording),
         cmocka_unit_test(test_events_ordered_with_slow_receiver),
+        cmocka_unit_test(test_recordings_in_memory),
+        cmocka_unit_test(test_recordings_dir),
         cmocka_unit_test(test_rate_limit_and_reset),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
