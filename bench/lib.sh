@@ -32,15 +32,6 @@ bench_init() {
   chmod 755 "$WORK"          # nginx workers (user nobody) read the static file
   CMDS=$WORK/commands.md
   : > "$CMDS"
-  # The simulator's recording files (a WAV per answered call) go to tmpfs
-  # when there is one: on a real deployment that disk work is Kaphila's, on
-  # its own machine, and on ext4 it costs the sim ~0.5-1.5 ms of CPU per call
-  # (inode allocation), taken from the two cores twigate is measured on.
-  # twigate's database stays in WORK, on disk.
-  if [ -d /dev/shm ] && [ -w /dev/shm ]; then SIMTMP=$(mktemp -d /dev/shm/twigate-bench-sim.XXXXXX)
-  else SIMTMP=$WORK/simtmp; mkdir -p "$SIMTMP"; fi
-  export TMPDIR=$SIMTMP
-  printf '# environment of every twigate and kaphila-sim: TMPDIR=%s (the sim'"'"'s recordings)\n' "$SIMTMP" >> "$CMDS"
   LOADGEN=$BDIR/bench/loadgen
   mkdir -p "$(dirname "$LOADGEN")"
   cc -std=c11 -O2 -Wall -Wextra -o "$LOADGEN" "$BENCH/loadgen.c"
@@ -53,7 +44,6 @@ bench_cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
-  [ -z "${SIMTMP:-}" ] || [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$SIMTMP"
   [ -n "${WORK:-}" ] || return 0
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
