@@ -1,6 +1,7 @@
 /* app — the process-wide context handed to HTTP handlers and the engine:
- * the current config, the store, the engine, the HTTP server, the embedded
- * simulator and the metrics. Created and destroyed by main.c only.
+ * the current config, the store and its call cache, the engine, the HTTP
+ * server, the embedded simulator and the metrics. Created and destroyed by
+ * main.c only.
  *
  * The config pointer is swapped whole on SIGHUP; readers take it with
  * app_config() and use it for the duration of one request or one engine
@@ -11,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "callcache.h"
 #include "config.h"
 #include "http.h"
 #include "metrics.h"
@@ -26,6 +28,7 @@ typedef struct app {
     const config *retired[APP_MAX_RETIRED_CONFIGS];
     int           n_retired;
     store        *store;
+    callcache    *callcache;          /* ended calls' bodies; NULL = disabled */
     engine       *engine;
     http_server  *http;
     sim          *sim;

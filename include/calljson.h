@@ -14,6 +14,10 @@
 #define API_PREFIX "/2010-04-01"
 
 json_t *calljson_call(const store_call *c);
+/* The Call as the compact JSON http_reply_json would send, written into out
+ * without allocating the text: returns its length, 0 on failure, or more
+ * than size when out is too small (then out holds a truncated prefix). */
+size_t calljson_call_render(const store_call *c, char *out, size_t size);
 json_t *calljson_account(const config_account *a, int64_t started_ms);
 
 /* Pagination state shared by every list. */

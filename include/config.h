@@ -49,6 +49,7 @@ typedef struct config {
     char *public_url;            /* public_url       = "" → http://<listen.address>:<port> */
     /* [storage] */
     char *db_path;               /* db.path          = twigate.db */
+    int   call_cache_entries;    /* db.call_cache_entries = 4096 (0 = no call cache) */
     /* [kaphila] */
     char *kaphila_url;           /* kaphila.url      = sim */
     int   kaphila_timeout_ms;    /* kaphila.timeout_ms = 10000 */

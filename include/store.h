@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include "callcache.h"
 #include "sid.h"
 #include "phone.h"
 
@@ -68,6 +69,11 @@ store *store_open(const char *path, char *err, size_t errlen);
 /* Times a statement gave up on a lock after the busy timeout (metrics). */
 uint64_t store_busy_count(const store *s);
 void   store_close(store *s);                 /* accepts NULL; all conns released */
+
+/* Every insert, update and delete of a call row tells cc (callcache.h:
+ * before the statement, and after its transaction ends). Set it once, before
+ * other threads use s; cc must outlive s. NULL (the default) = no cache. */
+void store_set_callcache(store *s, callcache *cc);
 
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);

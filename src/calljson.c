@@ -17,67 +17,115 @@ json_t *calljson_time(int64_t ms)
     return json_string(t);
 }
 
+/* The Call is the hottest body twigate renders (every fetch and list row),
+ * so its keys are set without jansson's UTF-8 re-check (they are literals
+ * here) and the URIs are concatenated rather than printf'd. */
+#define SET(o, k, v) json_object_set_new_nocheck(o, k, v)
+
+/* json_string(s), minus jansson's per-character UTF-8 walk when s is plain
+ * ASCII — which every value of a row twigate wrote is (SIDs, E.164 numbers,
+ * fixed status words): pure ASCII is valid UTF-8, so the result is the same
+ * for every input, and anything else still goes through the check. */
+static json_t *str(const char *s)
+{
+    size_t n = 0;
+    unsigned char high = 0;
+    for (; s[n]; n++) high |= (unsigned char)s[n];
+    return high < 0x80 ? json_stringn_nocheck(s, n) : json_string(s);
+}
+
 static json_t *str_or_null(const char *s)
 {
-    return s && *s ? json_string(s) : json_null();
+    return s && *s ? str(s) : json_null();
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    char t[TIMEFMT_RFC2822_LEN];
+    if (!ms) return json_null();
+    timefmt_rfc2822(ms, t);
+    return json_stringn_nocheck(t, strlen(t));   /* ASCII by construction */
 }
 
 json_t *calljson_call(const store_call *c)
 {
-    static const char *const subs[][2] = {
-        {"notifications", "Notifications"}, {"recordings", "Recordings"},
-        {"payments", "Payments"}, {"events", "Events"}, {"siprec", "Siprec"},
-        {"streams", "Streams"}, {"transcriptions", "Transcriptions"},
-        {"user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"},
-        {"user_defined_messages", "UserDefinedMessages"},
+    static const struct { const char *key, *path; size_t len; } subs[] = {
+#define SUB(k, p) {k, "/" p ".json", sizeof "/" p ".json"}   /* with the NUL */
+        SUB("notifications", "Notifications"), SUB("recordings", "Recordings"),
+        SUB("payments", "Payments"), SUB("events", "Events"), SUB("siprec", "Siprec"),
+        SUB("streams", "Streams"), SUB("transcriptions", "Transcriptions"),
+        SUB("user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"),
+        SUB("user_defined_messages", "UserDefinedMessages"),
+#undef SUB
     };
-    char base[160], uri[192], tofmt[PHONE_MAX], fromfmt[PHONE_MAX], n[16];
+    /* base: /2010-04-01/Accounts/<AC>/Calls/<CA>; the longest path appended
+     * is "/UserDefinedMessageSubscriptions.json". */
+    char uri[192], tofmt[PHONE_MAX], fromfmt[PHONE_MAX], n[16];
+    size_t acct_len = strnlen(c->account_sid, sizeof c->account_sid);
+    size_t sid_len = strnlen(c->sid, sizeof c->sid);
+    size_t blen = 0;
     json_t *o = json_object(), *sub = json_object();
     if (!o || !sub) { json_decref(o); json_decref(sub); return NULL; }
 
-    snprintf(base, sizeof base, API_PREFIX "/Accounts/%s/Calls/%s", c->account_sid, c->sid);
+#define PUT(p, l) (memcpy(uri + blen, p, l), blen += (l))
+    PUT(API_PREFIX "/Accounts/", sizeof API_PREFIX "/Accounts/" - 1);
+    PUT(c->account_sid, acct_len);
+    PUT("/Calls/", sizeof "/Calls/" - 1);
+    PUT(c->sid, sid_len);
+#undef PUT
+    _Static_assert(sizeof API_PREFIX "/Accounts//Calls/" + 2 * SID_LEN +
+                   sizeof "/UserDefinedMessageSubscriptions.json" <= sizeof uri,
+                   "uri holds the longest sub-resource URI");
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        snprintf(uri, sizeof uri, "%s/%s.json", base, subs[i][1]);
-        json_object_set_new(sub, subs[i][0], json_string(uri));
+        memcpy(uri + blen, subs[i].path, subs[i].len);
+        SET(sub, subs[i].key, str(uri));
     }
-    snprintf(uri, sizeof uri, "%s.json", base);
+    memcpy(uri + blen, ".json", sizeof ".json");
     phone_format(c->to, tofmt);
     phone_format(c->from, fromfmt);
 
-    json_object_set_new(o, "account_sid", json_string(c->account_sid));
-    json_object_set_new(o, "annotation", json_null());
-    json_object_set_new(o, "answered_by", str_or_null(c->answered_by));
-    json_object_set_new(o, "api_version", json_string("2010-04-01"));
-    json_object_set_new(o, "caller_name", json_null());
-    json_object_set_new(o, "date_created", calljson_time(c->date_created));
-    json_object_set_new(o, "date_updated", calljson_time(c->date_updated));
-    json_object_set_new(o, "direction", json_string(c->direction));
+    SET(o, "account_sid", str(c->account_sid));
+    SET(o, "annotation", json_null());
+    SET(o, "answered_by", str_or_null(c->answered_by));
+    SET(o, "api_version", str("2010-04-01"));
+    SET(o, "caller_name", json_null());
+    SET(o, "date_created", time_or_null(c->date_created));
+    SET(o, "date_updated", time_or_null(c->date_updated));
+    SET(o, "direction", str(c->direction));
     if (c->duration >= 0) {
         snprintf(n, sizeof n, "%d", c->duration);
-        json_object_set_new(o, "duration", json_string(n));
+        SET(o, "duration", str(n));
     } else {
-        json_object_set_new(o, "duration", json_null());
+        SET(o, "duration", json_null());
     }
-    json_object_set_new(o, "end_time", calljson_time(c->end_time));
-    json_object_set_new(o, "forwarded_from", json_null());
-    json_object_set_new(o, "from", json_string(c->from));
-    json_object_set_new(o, "from_formatted", json_string(fromfmt));
-    json_object_set_new(o, "group_sid", json_null());
-    json_object_set_new(o, "parent_call_sid", str_or_null(c->parent_call_sid));
-    json_object_set_new(o, "phone_number_sid", json_null());
-    json_object_set_new(o, "price", json_null());
-    json_object_set_new(o, "price_unit", json_string("USD"));
+    SET(o, "end_time", time_or_null(c->end_time));
+    SET(o, "forwarded_from", json_null());
+    SET(o, "from", str(c->from));
+    SET(o, "from_formatted", str(fromfmt));
+    SET(o, "group_sid", json_null());
+    SET(o, "parent_call_sid", str_or_null(c->parent_call_sid));
+    SET(o, "phone_number_sid", json_null());
+    SET(o, "price", json_null());
+    SET(o, "price_unit", str("USD"));
     snprintf(n, sizeof n, "%d", c->queue_time);
-    json_object_set_new(o, "queue_time", json_string(n));
-    json_object_set_new(o, "sid", json_string(c->sid));
-    json_object_set_new(o, "start_time", calljson_time(c->start_time));
-    json_object_set_new(o, "status", json_string(c->status));
-    json_object_set_new(o, "subresource_uris", sub);
-    json_object_set_new(o, "to", json_string(c->to));
-    json_object_set_new(o, "to_formatted", json_string(tofmt));
-    json_object_set_new(o, "trunk_sid", json_null());
-    json_object_set_new(o, "uri", json_string(uri));
+    SET(o, "queue_time", str(n));
+    SET(o, "sid", str(c->sid));
+    SET(o, "start_time", time_or_null(c->start_time));
+    SET(o, "status", str(c->status));
+    SET(o, "subresource_uris", sub);
+    SET(o, "to", str(c->to));
+    SET(o, "to_formatted", str(tofmt));
+    SET(o, "trunk_sid", json_null());
+    SET(o, "uri", str(uri));
     return o;
+}
+
+size_t calljson_call_render(const store_call *c, char *out, size_t size)
+{
+    json_t *o = calljson_call(c);
+    size_t n = o ? json_dumpb(o, out, size, JSON_COMPACT) : 0;
+    json_decref(o);
+    return n;
 }
 
 json_t *calljson_account(const config_account *a, int64_t started_ms)

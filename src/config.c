@@ -92,6 +92,8 @@ static const key_def KEYS[] = {
 
     STR("db.path", db_path, "twigate.db", false, check_nonempty,
         "SQLite database file (WAL mode); :memory: keeps nothing across restarts"),
+    INT("db.call_cache_entries", call_cache_entries, "4096", 0, 1000000, false,
+        "Ended calls whose JSON is kept in memory for fetches (~2 KB each); 0 disables"),
 
     STR("kaphila.url", kaphila_url, "sim", false, check_kaphila_url,
         "Kaphila base URL (http:// or https://), or sim for the built-in simulator"),

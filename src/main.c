@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "callcache.h"
 #include "config.h"
 #include "engine.h"
 #include "http.h"
@@ -215,6 +216,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "twigate: db.path: %s\n", a.store ? "out of memory" : err);
         goto out;
     }
+    /* Before any other thread uses the store; destroyed after it. */
+    if (cfg->call_cache_entries > 0) {
+        a.callcache = callcache_create((size_t)cfg->call_cache_entries);
+        if (!a.callcache) {
+            fprintf(stderr, "twigate: db.call_cache_entries: out of memory\n");
+            goto out;
+        }
+        store_set_callcache(a.store, a.callcache);
+    }
     if (!strcmp(cfg->kaphila_url, "sim")) {
         a.sim = start_sim(cfg, a.kaphila_url, sizeof a.kaphila_url, err, sizeof err);
         if (!a.sim) {
@@ -288,6 +298,7 @@ out:
     http_stop(a.http);
     sim_destroy(a.sim);
     store_close(a.store);
+    callcache_destroy(a.callcache);
     metrics_destroy(a.metrics);
     for (int i = 0; i < a.n_retired; i++) config_destroy((config *)a.retired[i]);
     config_destroy((config *)app_config(&a));

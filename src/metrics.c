@@ -52,6 +52,9 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_outbox_oldest_seconds", "Age of the oldest pending delivery"},
     {"twigate_kaphila_events_total", "Kaphila events received by name"},
     {"twigate_sqlite_busy_total", "Statements that gave up on an SQLite lock after the busy timeout (monotonic)"},
+    {"twigate_call_cache_hits_total", "Call fetches answered from the cache of ended calls' JSON"},
+    {"twigate_call_cache_misses_total", "Call fetches that read the database (not cached, live, or another account's)"},
+    {"twigate_call_cache_entries", "Ended calls' JSON bodies held in the call cache"},
     {"twigate_notifications_total", "Notifications (Twilio debugger entries) recorded, by error code"},
     {"twigate_metrics_dropped_total", "Series dropped because the table was full"},
 };

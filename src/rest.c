@@ -175,6 +175,11 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
         store_conn_release(c);
     }
     metrics_counter_set(a->metrics, "twigate_sqlite_busy_total", NULL, (double)store_busy_count(a->store));
+    callcache_stats cs;
+    callcache_get_stats(a->callcache, &cs);
+    metrics_counter_set(a->metrics, "twigate_call_cache_hits_total", NULL, (double)cs.hits);
+    metrics_counter_set(a->metrics, "twigate_call_cache_misses_total", NULL, (double)cs.misses);
+    metrics_gauge(a->metrics, "twigate_call_cache_entries", NULL, (double)cs.entries);
     text = metrics_render(a->metrics, &len);
     if (!text) {
         http_reply(r, 500, "text/plain", "", 0, NULL);

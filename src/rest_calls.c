@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "callcache.h"
 #include "calljson.h"
 #include "engine.h"
 #include "errors.h"
@@ -405,13 +406,41 @@ static bool load_call(app *a, http_req *r, const char *account_sid, const char *
     return false;
 }
 
+/* Room for a rendered Call (~2 KB; the URIs are most of it) with margin; a
+ * larger body takes the allocating path. */
+#define FETCH_BODY_BUF 4096
+
+/* The hottest route: clients poll a call until it ends and often after.
+ * An ended call's body comes from the call cache (callcache.h, no SQLite, no
+ * jansson); otherwise the row is read and rendered into a stack buffer, and
+ * put in the cache when the call has ended. The ticket is taken by the
+ * lookup, before the row is read: that ordering is what keeps a body that a
+ * concurrent write made stale out of the cache. */
 void rest_call_fetch(void *ctx, http_req *r, const http_match *m)
 {
     app *a = ctx;
     const config_account *acct = rest_auth(a, r, m->cap[0]);
+    const char *sid = m->cap[1];
     store_call call = {0};
-    if (!acct || !load_call(a, r, acct->sid, m->cap[1], &call)) return;
-    http_reply_json(r, 200, calljson_call(&call));
+    callcache_ticket ticket = 0;
+    char body[FETCH_BODY_BUF], *cached;
+    size_t len;
+    if (!acct) return;
+    if (sid_valid(sid, "CA") &&
+        callcache_get(a->callcache, sid, acct->sid, &cached, &len, &ticket)) {
+        log_context(http_request_id(r), acct->sid, sid);
+        http_reply_owned(r, 200, "application/json", cached, len, NULL);
+        return;
+    }
+    if (!load_call(a, r, acct->sid, sid, &call)) return;
+    len = calljson_call_render(&call, body, sizeof body);
+    if (len == 0 || len > sizeof body) {
+        http_reply_json(r, 200, calljson_call(&call));
+    } else {
+        if (is_terminal(call.status))
+            (void)callcache_put(a->callcache, ticket, call.sid, acct->sid, body, len);
+        http_reply(r, 200, "application/json", body, len, NULL);
+    }
     store_call_fini(&call);
 }
 

@@ -159,6 +159,7 @@ struct store_conn {
     sqlite3_stmt *stmts[S_COUNT];
     sql_cached    cache[STORE_SQL_CACHE];
     store_conn   *next_free;
+    callcache_writes cc_writes;   /* call rows written in the open transaction */
 };
 
 struct store {
@@ -173,6 +174,7 @@ struct store {
     store_conn     *free_list;
     int             n_conns;
     atomic_uint_fast64_t busy;
+    callcache      *callcache;   /* told of every call row write; may be NULL */
 };
 
 static store_status map_rc(sqlite3 *db, int rc, const char *what);
@@ -499,6 +501,25 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
 
 struct sqlite3 *store_conn_sqlite(store_conn *c) { return c->db; }
 
+void store_set_callcache(store *s, callcache *cc) { s->callcache = cc; }
+
+/* The call cache's side of a write to the calls table (callcache.h has the
+ * protocol and why it is correct): cc_write_begin before the statement;
+ * cc_write_end after it, which releases the written shards once no
+ * transaction is open any more — at once for a statement outside a
+ * transaction (its own commit), else at store_commit/store_rollback. SQLite
+ * may also end a transaction by itself (an automatic rollback after an I/O
+ * or full-disk error), which the autocommit check catches too. */
+static void cc_write_begin(store_conn *c, const char *sid)
+{
+    callcache_write(c->owner->callcache, &c->cc_writes, sid);
+}
+
+static void cc_write_end(store_conn *c)
+{
+    if (sqlite3_get_autocommit(c->db)) callcache_writes_done(c->owner->callcache, &c->cc_writes);
+}
+
 store_status store_begin(store_conn *c)
 {
     /* Already inside a transaction (the engine's per-iteration batch): the
@@ -506,7 +527,12 @@ store_status store_begin(store_conn *c)
     if (!sqlite3_get_autocommit(c->db)) return STORE_CONFLICT;
     return simple(c, S_BEGIN, "begin");
 }
-store_status store_commit(store_conn *c) { return simple(c, S_COMMIT, "commit"); }
+store_status store_commit(store_conn *c)
+{
+    store_status r = simple(c, S_COMMIT, "commit");
+    cc_write_end(c);   /* not after a COMMIT that left the transaction open (busy) */
+    return r;
+}
 store_status store_check_writable(store_conn *c)
 {
     /* Without waiting: a write lock held by someone else means the
@@ -524,6 +550,7 @@ store_status store_check_writable(store_conn *c)
 void store_rollback(store_conn *c)
 {
     if (!sqlite3_get_autocommit(c->db)) (void)simple(c, S_ROLLBACK, "rollback");
+    cc_write_end(c);
 }
 
 /* ---- binding helpers ---- */
@@ -589,7 +616,8 @@ store_status store_call_insert(store_conn *c, store_call *call)
     char *params = NULL;
     store_status r;
     if (!st) return STORE_ERROR;
-    params = json_dumps(call->params ? call->params : json_object(), JSON_COMPACT);
+    /* "{}" for absent params, without a json_object() nobody would free */
+    params = call->params ? json_dumps(call->params, JSON_COMPACT) : strdup("{}");
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->account_sid);
@@ -610,7 +638,9 @@ store_status store_call_insert(store_conn *c, store_call *call)
     bind_text(st, 17, call->token);
     sqlite3_bind_int(st, 18, call->cb_seq);
     bind_text(st, 19, params);
+    cc_write_begin(c, call->sid);
     r = step_done(c, st, "call insert");
+    cc_write_end(c);
     if (r == STORE_OK) call->id = sqlite3_last_insert_rowid(c->db);
     free(params);
     return r;
@@ -663,7 +693,8 @@ store_status store_call_update(store_conn *c, const store_call *call)
     char *params = NULL;
     store_status r;
     if (!st) return STORE_ERROR;
-    params = json_dumps(call->params ? call->params : json_object(), JSON_COMPACT);
+    /* "{}" for absent params, without a json_object() nobody would free */
+    params = call->params ? json_dumps(call->params, JSON_COMPACT) : strdup("{}");
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->status);
@@ -676,7 +707,9 @@ store_status store_call_update(store_conn *c, const store_call *call)
     bind_text(st, 9, call->kaphila_id);
     sqlite3_bind_int(st, 10, call->cb_seq);
     bind_text(st, 11, params);
+    cc_write_begin(c, call->sid);
     r = step_done(c, st, "call update");
+    cc_write_end(c);
     if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
     free(params);
     return r;
@@ -689,7 +722,9 @@ store_status store_call_delete(store_conn *c, const char *account_sid, const cha
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     bind_text(st, 2, account_sid);
+    cc_write_begin(c, sid);
     r = step_done(c, st, "call delete");
+    cc_write_end(c);
     if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
     return r;
 }

@@ -1,13 +1,13 @@
 /* timefmt — RFC 2822 output/input and ISO 8601 input, all UTC.
  *
  * Day and month names come from fixed English tables and the calendar maths
- * from gmtime_r/timegm, so neither the process locale nor TZ can change what
+ * from timegm (parsing) and plain arithmetic (formatting, see
+ * civil_from_days), so neither the process locale nor TZ can change what
  * goes on the wire. Parsers validate every field before calling timegm,
  * because timegm silently normalises "Feb 30" into March. Years are limited
  * to four digits: that is what both wire formats can carry. */
 #include "timefmt.h"
 
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,6 +36,31 @@ int64_t timefmt_mono_ms(void)
     return clock_ms(CLOCK_MONOTONIC);
 }
 
+/* Days since 1970-01-01 → proleptic Gregorian y/m/d (Howard Hinnant's
+ * civil_from_days, exact for every int64 day count we clamp to). Used instead
+ * of gmtime_r on the output path because glibc's gmtime_r takes a
+ * process-wide lock (tzset_lock) on every call, and every Call body formats
+ * four times; test_timefmt checks it against gmtime_r day by day. */
+static void civil_from_days(int64_t z, int *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;                                    /* [0, 146096] */
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                  /* [0, 11], March = 0 */
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static char *put2(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+    return p + 2;
+}
+
 void timefmt_rfc2822(int64_t ms, char out[TIMEFMT_RFC2822_LEN])
 {
     if (ms < TIMEFMT_MIN_MS)
@@ -44,16 +69,29 @@ void timefmt_rfc2822(int64_t ms, char out[TIMEFMT_RFC2822_LEN])
         ms = TIMEFMT_MAX_MS;
     /* Floor division, so that -1 ms is 23:59:59 of the previous day. */
     int64_t secs = ms / 1000 - (ms % 1000 < 0);
-    time_t t = (time_t)secs;
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL) {   /* cannot happen inside the clamp */
-        snprintf(out, TIMEFMT_RFC2822_LEN, "Thu, 01 Jan 1970 00:00:00 +0000");
-        return;
-    }
-    snprintf(out, TIMEFMT_RFC2822_LEN, "%s, %02d %s %04d %02d:%02d:%02d +0000",
-             day_names[tm.tm_wday % 7], tm.tm_mday % 100, month_names[tm.tm_mon % 12],
-             (tm.tm_year + 1900) % 10000, tm.tm_hour % 100, tm.tm_min % 100,
-             tm.tm_sec % 100);
+    int64_t days = secs / 86400 - (secs % 86400 < 0);
+    int sod = (int)(secs - days * 86400), y, m, d;
+    civil_from_days(days, &y, &m, &d);
+    /* "Tue, 31 Aug 2010 20:36:28 +0000"; 1970-01-01 was a Thursday. */
+    char *p = out;
+    memcpy(p, day_names[((days + 4) % 7 + 7) % 7], 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    p = put2(p, d);
+    *p++ = ' ';
+    memcpy(p, month_names[m - 1], 3);
+    p += 3;
+    *p++ = ' ';
+    p = put2(p, y / 100);
+    p = put2(p, y % 100);
+    *p++ = ' ';
+    p = put2(p, sod / 3600);
+    *p++ = ':';
+    p = put2(p, sod / 60 % 60);
+    *p++ = ':';
+    p = put2(p, sod % 60);
+    memcpy(p, " +0000", sizeof " +0000");
 }
 
 static bool is_leap(int y)

@@ -471,6 +471,42 @@ def test_metrics_without_token_are_open(make_twigate):
     _assert_shapes(_scrape(tg))
 
 
+def test_call_cache_metrics_move(make_twigate):
+    """The call cache's counters (docs/architecture.md), through the strict
+    parser: fetches of an ended call are hits from the second one on, and
+    another account's fetch of it is a miss."""
+    tg = make_twigate()
+    c = tg.client("a")
+    sid = c.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=SHORT_TWIML).sid
+    tg.wait_for_status(c, sid, TERMINAL, timeout=15)
+    uri = lambda acct: f"{tg.account_uri(acct)}/Calls/{sid}.json"
+    # Late writes to the row (recording events after the end) invalidate it;
+    # wait until two fetches in a row are hits, so the deltas below are exact.
+    def two_hits():
+        m0 = _scrape(tg).value("twigate_call_cache_hits_total")
+        for _ in range(2):
+            assert tg.http("GET", uri("a")).status_code == 200
+        return _scrape(tg).value("twigate_call_cache_hits_total") == m0 + 2
+    wait_for(two_hits, 15, interval=0.2, message="fetches of an ended call never became hits")
+
+    before = _scrape(tg)
+    _assert_shapes(before)
+    for name, kind in (("twigate_call_cache_hits_total", "counter"),
+                       ("twigate_call_cache_misses_total", "counter"),
+                       ("twigate_call_cache_entries", "gauge")):
+        assert before.families[name]["type"] == kind, name
+    assert before.value("twigate_call_cache_entries") >= 1
+    for _ in range(3):
+        assert tg.http("GET", uri("a")).status_code == 200
+    assert tg.http("GET", uri("b"), account="b").status_code == 404
+    after = _scrape(tg)
+    _assert_monotonic(before, after)
+    d = lambda name: after.value(name) - before.value(name)
+    assert d("twigate_call_cache_hits_total") == 3
+    assert d("twigate_call_cache_misses_total") == 1
+    assert after.value("twigate_call_cache_entries") == before.value("twigate_call_cache_entries")
+
+
 def test_metrics_move_with_the_workload(make_twigate, receiver):
     token = "mt_" + os.urandom(12).hex()
     tg = make_twigate(overrides={"metrics.token": token})

@@ -8,8 +8,10 @@
 #include <cmocka.h>
 
 #include <locale.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "timefmt.h"
 
@@ -38,6 +40,35 @@ static void test_rfc2822_format(void **state)
     char out[TIMEFMT_RFC2822_LEN];
     timefmt_rfc2822(INT64_MIN, out);
     assert_int_equal(strlen(out), 31);
+}
+
+/* The formatter does its own calendar arithmetic; glibc's gmtime_r is the
+ * reference: every day of 1900-2200 and every 13th day of years 0-9999, at a
+ * time of day that walks through hours, minutes and seconds. */
+static void test_rfc2822_matches_gmtime(void **state)
+{
+    (void)state;
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const int64_t first_day = -719528, last_day = 2932896;   /* 0000-01-01, 9999-12-31 */
+    const int64_t d1900 = -25567, d2200 = 84006;
+    int64_t n = 0;
+    for (int64_t day = first_day; day <= last_day; day += (day >= d1900 && day < d2200) ? 1 : 13) {
+        int64_t secs = day * 86400 + (n * 7919) % 86400;
+        int64_t ms = secs * 1000 + (n % 1000);
+        time_t t = (time_t)secs;
+        struct tm tm;
+        char want[64], got[TIMEFMT_RFC2822_LEN];
+        assert_non_null(gmtime_r(&t, &tm));
+        snprintf(want, sizeof want, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
+                 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        timefmt_rfc2822(ms, got);
+        if (strcmp(want, got) != 0) fail_msg("%lld ms: want '%s', got '%s'", (long long)ms, want, got);
+        n++;
+    }
+    assert_true(n > 300000);
 }
 
 static void test_rfc2822_ignores_locale(void **state)
@@ -191,6 +222,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc2822_format),
+        cmocka_unit_test(test_rfc2822_matches_gmtime),
         cmocka_unit_test(test_rfc2822_ignores_locale),
         cmocka_unit_test(test_iso_forms),
         cmocka_unit_test(test_iso_offsets),
