@@ -16,11 +16,27 @@ RFC2822_RE = re.compile(
 ERROR_KEYS = {"code", "message", "more_info", "status"}
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never the
+    same twice in this test run, below Linux's ephemeral range (32768+).
+    Asking the kernel for port 0 twice can return the same port once the
+    first probe socket is closed (a twigate and its simulator were once
+    configured with one port), and an ephemeral port can be taken by any
+    outgoing connection before the daemon binds it."""
+    while True:
+        port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_for(predicate, timeout=10.0, interval=0.02, message=None):
