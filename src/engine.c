@@ -61,9 +61,13 @@ typedef struct ob_item {
     struct ob_item *next;
 } ob_item;
 
-/* A Kaphila event applied in the open batch whose 200 waits for its commit. */
+/* A reply that waits for the open batch to commit: a Kaphila event applied
+ * in it (json NULL: 200, or its rescue), or a REST reply showing state
+ * written in it. */
 typedef struct ack {
     http_req *r;
+    char     *json;     /* REST body (owned), NULL for a Kaphila event */
+    int       status;   /* REST status */
     char      call_sid[SID_SIZE];
 } ack;
 
@@ -216,7 +220,9 @@ static int cb_done(const call *c)
  * event Kaphila believes delivered is durable as its effects, with no raw
  * copy of the event written first. Should the batch be lost (a failed
  * write or commit), the raw events of its acks are stored for replay at
- * the next start instead (ack_rescue), as every event once was. */
+ * the next start instead (ack_rescue), as every event once was. REST
+ * replies wait for the commit the same way (reply_call), so a burst of
+ * creates shares one commit instead of forcing one each. */
 static bool txn_begin(engine *e)
 {
     if (e->batch) return true;
@@ -241,8 +247,9 @@ static void drop_kicked(engine *e)
 static const char kev_ok[] = "{\"success\":true}";
 static const char kev_unavailable[] = "{\"success\":false,\"error\":\"event not stored; retry\"}";
 
-/* Holds r's answer until the batch commits. false = out of memory. */
-static bool ack_add(engine *e, http_req *r, const char *call_sid)
+/* Holds r's answer until the batch commits (json: a REST body, taken).
+ * false = out of memory; the caller still owns json. */
+static bool ack_add(engine *e, http_req *r, const char *call_sid, int status, char *json)
 {
     if (e->n_acks == e->cap_acks) {
         size_t ncap = e->cap_acks ? e->cap_acks * 2 : 64;
@@ -251,18 +258,24 @@ static bool ack_add(engine *e, http_req *r, const char *call_sid)
         e->acks = na;
         e->cap_acks = ncap;
     }
-    e->acks[e->n_acks].r = r;
-    snprintf(e->acks[e->n_acks].call_sid, SID_SIZE, "%s", call_sid);
-    e->n_acks++;
+    ack *a = &e->acks[e->n_acks++];
+    a->r = r;
+    a->json = json;
+    a->status = status;
+    snprintf(a->call_sid, SID_SIZE, "%s", call_sid);
     return true;
 }
 
+/* ok: the batch committed (or the events were rescued). REST replies go
+ * out either way: they describe a call whose row is stored, as a reply
+ * after a failed commit always did. */
 static void acks_reply(engine *e, bool ok)
 {
     for (size_t i = 0; i < e->n_acks; i++) {
-        if (ok) http_reply(e->acks[i].r, 200, "application/json", kev_ok, sizeof kev_ok - 1, NULL);
-        else http_reply(e->acks[i].r, 503, "application/json", kev_unavailable,
-                        sizeof kev_unavailable - 1, NULL);
+        ack *a = &e->acks[i];
+        if (a->json) http_reply_owned(a->r, a->status, "application/json", a->json, strlen(a->json), NULL);
+        else if (ok) http_reply(a->r, 200, "application/json", kev_ok, sizeof kev_ok - 1, NULL);
+        else http_reply(a->r, 503, "application/json", kev_unavailable, sizeof kev_unavailable - 1, NULL);
     }
     e->n_acks = 0;
 }
@@ -273,17 +286,22 @@ static void acks_reply(engine *e, bool ok)
  * that worked. */
 static void ack_rescue(engine *e)
 {
-    bool ok;
-    if (!e->n_acks) return;
-    ok = store_begin(e->db) == STORE_OK;
-    for (size_t i = 0; ok && i < e->n_acks; i++) {
-        const buf *b = http_body(e->acks[i].r);
-        ok = store_kevent_insert(e->db, e->acks[i].call_sid, buf_str(b), b->len, false, NULL) == STORE_OK;
+    size_t n = 0;
+    bool ok = true;
+    for (size_t i = 0; i < e->n_acks; i++) n += !e->acks[i].json;
+    if (n) {
+        ok = store_begin(e->db) == STORE_OK;
+        for (size_t i = 0; ok && i < e->n_acks; i++) {
+            const buf *b = http_body(e->acks[i].r);
+            if (!e->acks[i].json)
+                ok = store_kevent_insert(e->db, e->acks[i].call_sid, buf_str(b), b->len, false,
+                                         NULL) == STORE_OK;
+        }
+        if (ok && store_commit(e->db) != STORE_OK) ok = false;
+        if (!ok) store_rollback(e->db);
+        log_error("engine", "%zu Kaphila event(s) %s", n,
+                  ok ? "stored for replay at the next start" : "refused with 503: not stored");
     }
-    if (ok && store_commit(e->db) != STORE_OK) ok = false;
-    if (!ok) store_rollback(e->db);
-    log_error("engine", "%zu Kaphila event(s) %s", e->n_acks,
-              ok ? "stored for replay at the next start" : "refused with 503: not stored");
     acks_reply(e, ok);
 }
 
@@ -803,15 +821,18 @@ static void keep_raw(engine *e, const char *call_sid, const buf *raw)
 static void apply_event(engine *e, call *c, json_t *ev, int64_t kid, const buf *raw)
 {
     kevent k;
-    bool answered_now = false, ended_now = false;
+    bool answered_now = false, ended_now = false, learned = false;
+    int rank0 = c->rank;
 
     if (!kevent_parse(ev, &k) || !txn_begin(e)) return;
     if (k.kind == KE_OTHER) keep_raw(e, c->row.sid, raw);
     /* Under load Kaphila's first events can overtake its /makecall answer:
      * learn the callId from them, or later commands would go out without it. */
-    if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId")))
+    if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId"))) {
         snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s",
                  json_string_value(json_object_get(ev, "callId")));
+        learned = true;
+    }
     switch (k.kind) {
     case KE_INITIATED:
         advance(e, c, RANK_RINGING);
@@ -841,7 +862,9 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid, const buf *
     case KE_RECORDING: case KE_OTHER:
         break;
     }
-    if (!txn_commit(e, c, kid)) return;
+    /* The row only changes with the rank (status, times, callbacks owed)
+     * or a learned callId: recording.*, dtmf and the like write nothing. */
+    if (!txn_commit(e, c->rank != rank0 || learned ? c : NULL, kid)) return;
 
     if (answered_now) {
         start_time_limit(e, c);
@@ -924,7 +947,7 @@ static void handle_kevent_post(engine *e, emsg *m)
     for (char *p = label + 7; *p; p++) if (*p == '\\' || *p == '\n' || *p == '"') *p = '_';
     label[strlen(label) - 1] = '"';
     metrics_inc(e->a->metrics, "twigate_kaphila_events_total", label, 1);
-    if (!txn_begin(e) || !ack_add(e, m->r, sid)) {
+    if (!txn_begin(e) || !ack_add(e, m->r, sid, 200, NULL)) {
         kev_reply(m->r, 503, kev_unavailable);
         store_call_fini(&row);
         return;
@@ -944,10 +967,19 @@ static void handle_kevent_post(engine *e, emsg *m)
 
 typedef struct orig_ctx { engine *e; call *c; } orig_ctx;
 
+/* The Call JSON as of now, sent once what it shows is committed. */
 static void reply_call(http_req *r, int status, const call *c)
 {
-    (void)batch_flush(c->e);
-    http_reply_json(r, status, calljson_call(&c->row));
+    engine *e = c->e;
+    json_t *j = calljson_call(&c->row);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        http_reply_error(r, 20500, 500, NULL);
+        return;
+    }
+    if (e->batch && ack_add(e, r, c->row.sid, status, s)) return;
+    http_reply_owned(r, status, "application/json", s, strlen(s), NULL);
 }
 
 static void on_makecall(loop *l, void *arg, const kaphila_result *res)
