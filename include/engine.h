@@ -36,9 +36,15 @@ bool engine_originate(engine *e, http_req *r, store_call *call);
 __attribute__((warn_unused_result))
 bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
                    json_t *upd);
-/* A Kaphila event already stored under kevent_id. Steals ev. */
+/* A Kaphila event POSTed to /kaphila/events/{token}; ev is its validated
+ * body (an object with a string "event"), stolen in every case. The engine
+ * finds the call by its token, applies the event inside its open write
+ * batch and answers r once that batch has committed: 200 (the event's
+ * effects, outbox rows included, are durable), 404 for a token that names
+ * no call, 503 when the event could not be made durable (Kaphila keeps it).
+ * false = the engine's queue is full: the caller still owns r and answers. */
 __attribute__((warn_unused_result))
-bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *ev);
+bool engine_kevent(engine *e, http_req *r, const char *token, json_t *ev);
 
 size_t engine_live_calls(const engine *e);
 /* Webhook deliveries in flight (shutdown waits for them). Any thread. */

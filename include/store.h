@@ -127,10 +127,14 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
 __attribute__((warn_unused_result))
 store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg), void *arg);
 
-/* Raw Kaphila events: stored before they are acknowledged. */
+/* Raw Kaphila events. A posted event is applied in the engine's write
+ * batch and acknowledged after its commit, so its effects are its record;
+ * raw rows are kept for events twigate does not act on (done = true, for
+ * the record) and for events whose batch was lost (done = false: replayed
+ * at the next start). */
 __attribute__((warn_unused_result))
 store_status store_kevent_insert(store_conn *c, const char *call_sid, const char *body,
-                                 size_t len, int64_t *id);
+                                 size_t len, bool done, int64_t *id);
 __attribute__((warn_unused_result))
 store_status store_kevent_done(store_conn *c, int64_t id);
 /* Unprocessed events in arrival order (start-up recovery). */
@@ -166,10 +170,14 @@ __attribute__((warn_unused_result))
 store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms);
 
 /* The call's live event log (Twilio's Call Event resource): one row per
- * request twigate made on the call's behalf (webhooks and Kaphila commands). */
+ * request twigate made on the call's behalf (webhooks and Kaphila commands).
+ * params, when not NULL, are the request's parameters form-encoded: stored
+ * as they are and read back as request.parameters (a webhook is logged
+ * without building a JSON object of its ~30 parameters). */
 __attribute__((warn_unused_result))
 store_status store_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
-                                int64_t ts, json_t *request, json_t *response);
+                                int64_t ts, json_t *request, const char *params,
+                                json_t *response);
 /* Page of a call's events oldest first; appends {id, request, response}
  * objects to out_arr. */
 __attribute__((warn_unused_result))

@@ -24,6 +24,7 @@ typedef struct webhook_req {
     const char *url;            /* as configured, fragment allowed */
     const char *method;         /* "GET" or "POST" */
     const form *params;         /* Twilio's parameters (may be NULL) */
+    const char *encoded;        /* params already form-encoded (an outbox row), or NULL */
     const char *auth_token;     /* signs the request */
     const char *idem;           /* idempotency token; NULL = make one */
     size_t      max_response;   /* bytes kept of the body; beyond → 11750 */

@@ -48,7 +48,8 @@ typedef struct emsg {
     http_req  *r;
     store_call call;          /* M_ORIGINATE */
     json_t    *j;             /* update or event */
-    int64_t    kid;           /* kevent id */
+    int64_t    kid;           /* kevent id (a stored event replayed at start-up), 0 = posted */
+    char       token[TOKEN_SIZE];   /* M_KEVENT posted by Kaphila */
     char       sid[SID_SIZE];
     char       account_sid[SID_SIZE];
     void     (*fn)(engine *e, void *arg);   /* M_CALLBACK */
@@ -59,6 +60,16 @@ typedef struct ob_item {
     store_outbox    o;
     struct ob_item *next;
 } ob_item;
+
+/* A reply that waits for the open batch to commit: a Kaphila event applied
+ * in it (json NULL: 200, or its rescue), or a REST reply showing state
+ * written in it. */
+typedef struct ack {
+    http_req *r;
+    char     *json;     /* REST body (owned), NULL for a Kaphila event */
+    int       status;   /* REST status */
+    char      call_sid[SID_SIZE];
+} ack;
 
 typedef struct obq {
     char        call_sid[SID_SIZE];
@@ -74,8 +85,11 @@ struct engine {
     store_conn    *db;
     kaphila_client kc;
     call          *calls[ENGINE_BUCKETS];
+    call          *by_token[ENGINE_BUCKETS];
     obq           *queues[ENGINE_BUCKETS];
     ob_item       *kick_head, *kick_tail;     /* committed in this step, to deliver */
+    ack           *acks;                      /* answered when the batch commits */
+    size_t         n_acks, cap_acks;
     atomic_size_t  live;
     atomic_int     inflight_deliveries;
     atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */
@@ -105,6 +119,15 @@ static call *call_find(engine *e, const char *sid)
     return NULL;
 }
 
+/* Live calls by their event token: Kaphila's events name the call only by
+ * it, and a live call is found without a database read. */
+static call *call_find_token(engine *e, const char *token)
+{
+    for (call *c = e->by_token[bucket(token)]; c; c = c->tnext)
+        if (!strcmp(c->row.token, token)) return c;
+    return NULL;
+}
+
 static void call_unlink(engine *e, call *c)
 {
     call **pp = &e->calls[bucket(c->row.sid)];
@@ -114,6 +137,10 @@ static void call_unlink(engine *e, call *c)
         atomic_fetch_sub(&e->live, 1);
     }
     c->hnext = NULL;
+    pp = &e->by_token[bucket(c->row.token)];
+    while (*pp && *pp != c) pp = &(*pp)->tnext;
+    if (*pp) *pp = c->tnext;
+    c->tnext = NULL;
 }
 
 static call *call_new(engine *e, store_call *row)
@@ -128,6 +155,9 @@ static call *call_new(engine *e, store_call *row)
     size_t b = bucket(c->row.sid);
     c->hnext = e->calls[b];
     e->calls[b] = c;
+    b = bucket(c->row.token);
+    c->tnext = e->by_token[b];
+    e->by_token[b] = c;
     atomic_fetch_add(&e->live, 1);
     return c;
 }
@@ -183,7 +213,16 @@ static int cb_done(const call *c)
  * before the loop sleeps. Deliveries wait for that commit (an outbox row is
  * never sent before it is durable), and anything that answers a REST client
  * commits first (batch_flush) so the client never reads older state. One
- * commit per iteration instead of three per event. */
+ * commit per iteration instead of three per event.
+ *
+ * Kaphila's events ride the same batch: the engine applies a posted event
+ * in it and answers Kaphila's POST only after the commit (the acks), so an
+ * event Kaphila believes delivered is durable as its effects, with no raw
+ * copy of the event written first. Should the batch be lost (a failed
+ * write or commit), the raw events of its acks are stored for replay at
+ * the next start instead (ack_rescue), as every event once was. REST
+ * replies wait for the commit the same way (reply_call), so a burst of
+ * creates shares one commit instead of forcing one each. */
 static bool txn_begin(engine *e)
 {
     if (e->batch) return true;
@@ -205,17 +244,89 @@ static void drop_kicked(engine *e)
     e->kick_tail = NULL;
 }
 
+static const char kev_ok[] = "{\"success\":true}";
+static const char kev_unavailable[] = "{\"success\":false,\"error\":\"event not stored; retry\"}";
+
+/* Holds r's answer until the batch commits (json: a REST body, taken).
+ * false = out of memory; the caller still owns json. */
+static bool ack_add(engine *e, http_req *r, const char *call_sid, int status, char *json)
+{
+    if (e->n_acks == e->cap_acks) {
+        size_t ncap = e->cap_acks ? e->cap_acks * 2 : 64;
+        ack *na = realloc(e->acks, ncap * sizeof *na);
+        if (!na) return false;
+        e->acks = na;
+        e->cap_acks = ncap;
+    }
+    ack *a = &e->acks[e->n_acks++];
+    a->r = r;
+    a->json = json;
+    a->status = status;
+    snprintf(a->call_sid, SID_SIZE, "%s", call_sid);
+    return true;
+}
+
+/* ok: the batch committed (or the events were rescued). REST replies go
+ * out either way: they describe a call whose row is stored, as a reply
+ * after a failed commit always did. */
+static void acks_reply(engine *e, bool ok)
+{
+    for (size_t i = 0; i < e->n_acks; i++) {
+        ack *a = &e->acks[i];
+        if (a->json) http_reply_owned(a->r, a->status, "application/json", a->json, strlen(a->json), NULL);
+        else if (ok) http_reply(a->r, 200, "application/json", kev_ok, sizeof kev_ok - 1, NULL);
+        else http_reply(a->r, 503, "application/json", kev_unavailable, sizeof kev_unavailable - 1, NULL);
+    }
+    e->n_acks = 0;
+}
+
+/* The batch holding the acked events' effects was rolled back: store the
+ * raw events, pending, so the next start replays them (the state in memory
+ * has moved on and cannot take them again), and tell Kaphila 200 only if
+ * that worked. */
+static void ack_rescue(engine *e)
+{
+    size_t n = 0;
+    bool ok = true;
+    for (size_t i = 0; i < e->n_acks; i++) n += !e->acks[i].json;
+    if (n) {
+        ok = store_begin(e->db) == STORE_OK;
+        for (size_t i = 0; ok && i < e->n_acks; i++) {
+            const buf *b = http_body(e->acks[i].r);
+            if (!e->acks[i].json)
+                ok = store_kevent_insert(e->db, e->acks[i].call_sid, buf_str(b), b->len, false,
+                                         NULL) == STORE_OK;
+        }
+        if (ok && store_commit(e->db) != STORE_OK) ok = false;
+        if (!ok) store_rollback(e->db);
+        log_error("engine", "%zu Kaphila event(s) %s", n,
+                  ok ? "stored for replay at the next start" : "refused with 503: not stored");
+    }
+    acks_reply(e, ok);
+}
+
+/* The open batch is lost: nothing of it may be delivered or acknowledged. */
+static void batch_failed(engine *e)
+{
+    e->batch = false;
+    store_rollback(e->db);
+    drop_kicked(e);
+    ack_rescue(e);
+}
+
 static bool batch_flush(engine *e)
 {
-    if (!e->batch) return true;
-    e->batch = false;
+    if (!e->batch) {
+        acks_reply(e, true);   /* events that wrote nothing */
+        return true;
+    }
     if (store_commit(e->db) != STORE_OK) {
-        store_rollback(e->db);
-        log_error("engine", "a batch of state changes could not be committed; stored Kaphila"
-                  " events are replayed at the next start");
-        drop_kicked(e);
+        log_error("engine", "a batch of state changes could not be committed");
+        batch_failed(e);
         return false;
     }
+    e->batch = false;
+    acks_reply(e, true);
     deliver_kicked(e);
     return true;
 }
@@ -236,11 +347,8 @@ static bool txn_commit(engine *e, call *c, int64_t kid)
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK) goto fail;
     return true;
 fail:
-    e->batch = false;
-    store_rollback(e->db);
-    log_error("engine", "a state change could not be written; it will be retried from"
-              " the stored event at the next start");
-    drop_kicked(e);
+    log_error("engine", "a state change could not be written; the batch is rolled back");
+    batch_failed(e);
     return false;
 }
 
@@ -418,17 +526,17 @@ static void obq_drop(engine *e, obq *q)
 
 static void obq_pump(engine *e, obq *q);
 
-/* Writes the request/response pair of one exchange into the event log. */
-static void log_exchange(engine *e, const char *account_sid, const char *call_sid,
-                         const char *method, const char *url, const form *params,
-                         const webhook_result *res)
+/* Writes the request/response pair of one exchange into the event log, in
+ * the batch. params: the request's parameters, form-encoded (the outbox
+ * row's own encoding, stored as it is). */
+static void log_exchange_enc(engine *e, const char *account_sid, const char *call_sid,
+                             const char *method, const char *url, const char *params,
+                             const webhook_result *res)
 {
     (void)txn_begin(e);
-    json_t *p = json_object(), *rq, *rs;
+    json_t *rq, *rs;
     char when[TIMEFMT_RFC2822_LEN];
-    for (size_t i = 0; params && i < params->n; i++)
-        json_object_set_new(p, params->pairs[i].key, json_string(params->pairs[i].value));
-    rq = json_pack("{s:s,s:s,s:o}", "method", method, "url", url, "parameters", p);
+    rq = json_pack("{s:s,s:s}", "method", method, "url", url);
     timefmt_rfc2822(timefmt_now_ms(), when);
     /* Keep the log small: the first 4 KiB of a body is enough to debug. */
     rs = json_pack("{s:i,s:I,s:s,s:s%,s:s}", "response_code", res->http_status,
@@ -439,10 +547,25 @@ static void log_exchange(engine *e, const char *account_sid, const char *call_si
         json_object_set_new(rs, "error_code", json_integer(res->error_code));
         json_object_set_new(rs, "error_message", json_string(res->error_msg));
     }
-    if (!rq || !rs || store_event_insert(e->db, account_sid, call_sid, timefmt_now_ms(), rq, rs) != STORE_OK)
+    if (!rq || !rs ||
+        store_event_insert(e->db, account_sid, call_sid, timefmt_now_ms(), rq, params, rs) != STORE_OK)
         log_warn("engine", "could not write the call event log");
     json_decref(rq);
     json_decref(rs);
+}
+
+static void log_exchange(engine *e, const char *account_sid, const char *call_sid,
+                         const char *method, const char *url, const form *params,
+                         const webhook_result *res)
+{
+    buf enc;
+    buf_init(&enc, 1 << 20);
+    if (params && form_encode(params, &enc) != BUF_OK) {
+        log_warn("engine", "event log: parameters too large to keep");
+        buf_reset(&enc);
+    }
+    log_exchange_enc(e, account_sid, call_sid, method, url, buf_str(&enc), res);
+    buf_fini(&enc);
 }
 
 static void notify(engine *e, const char *account_sid, const char *call_sid, int code, int level,
@@ -497,7 +620,6 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
     engine *e = x->e;
     obq *q = x->q;
     ob_item *it = x->it;
-    form params;
     char labels[96];
 
     atomic_fetch_sub(&e->inflight_deliveries, 1);
@@ -508,11 +630,8 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
         free(x);
         return;
     }
-    form_init(&params);
-    if (form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK)
-        log_warn("engine", "outbox row %lld: parameters not decodable", (long long)it->o.id);
     log_context(NULL, it->o.account_sid, it->o.call_sid);
-    log_exchange(e, it->o.account_sid, it->o.call_sid, it->o.method, res->url, &params, res);
+    log_exchange_enc(e, it->o.account_sid, it->o.call_sid, it->o.method, res->url, it->o.params, res);
     if (res->error_code)
         notify(e, it->o.account_sid, it->o.call_sid, res->error_code, 0, res->error_msg,
                res->url, it->o.method, it->o.params, res);
@@ -523,7 +642,6 @@ static void ob_done(loop *l, void *arg, const webhook_result *res)
     metrics_inc(e->a->metrics, "twigate_webhooks_total", labels, 1);
     snprintf(labels, sizeof labels, "kind=\"%s\"", it->o.kind);
     metrics_observe(e->a->metrics, "twigate_webhook_seconds", labels, (double)res->duration_ms / 1000.0);
-    form_fini(&params);
 
     obq_pop(q);
     free(x);
@@ -554,7 +672,7 @@ static void obq_pump(engine *e, obq *q)
         }
         webhook_req req = {
             .url = it->o.url, .method = it->o.method, .params = &params,
-            .auth_token = acct->auth_token, .idem = it->o.idem,
+            .encoded = it->o.params, .auth_token = acct->auth_token, .idem = it->o.idem,
             .max_response = (size_t)cfg->webhook_max_response, .allow = cfg->webhook_allow,
             .deny = cfg->webhook_deny,
         };
@@ -692,17 +810,29 @@ static void start_time_limit(engine *e, call *c)
     if (!c->time_limit) call_unref(c);
 }
 
-static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
+/* Kaphila events twigate does not act on are kept, raw, for the record. */
+static void keep_raw(engine *e, const char *call_sid, const buf *raw)
+{
+    if (raw && store_kevent_insert(e->db, call_sid, buf_str(raw), raw->len, true, NULL) != STORE_OK)
+        log_warn("engine", "could not keep an unknown Kaphila event");
+}
+
+/* raw: the posted body (NULL for a stored event replayed at start-up). */
+static void apply_event(engine *e, call *c, json_t *ev, int64_t kid, const buf *raw)
 {
     kevent k;
-    bool answered_now = false, ended_now = false;
+    bool answered_now = false, ended_now = false, learned = false;
+    int rank0 = c->rank;
 
     if (!kevent_parse(ev, &k) || !txn_begin(e)) return;
+    if (k.kind == KE_OTHER) keep_raw(e, c->row.sid, raw);
     /* Under load Kaphila's first events can overtake its /makecall answer:
      * learn the callId from them, or later commands would go out without it. */
-    if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId")))
+    if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId"))) {
         snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s",
                  json_string_value(json_object_get(ev, "callId")));
+        learned = true;
+    }
     switch (k.kind) {
     case KE_INITIATED:
         advance(e, c, RANK_RINGING);
@@ -732,7 +862,9 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
     case KE_RECORDING: case KE_OTHER:
         break;
     }
-    if (!txn_commit(e, c, kid)) return;
+    /* The row only changes with the rank (status, times, callbacks owed)
+     * or a learned callId: recording.*, dtmf and the like write nothing. */
+    if (!txn_commit(e, c->rank != rank0 || learned ? c : NULL, kid)) return;
 
     if (answered_now) {
         start_time_limit(e, c);
@@ -749,43 +881,105 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid)
 }
 
 /* An event for a call no longer live (late recording events, duplicates
- * after the end): recorded, nothing moves. */
-static void event_for_gone_call(engine *e, const char *sid, json_t *ev, int64_t kid)
+ * after the end): recorded, nothing moves. row NULL: the call is unknown. */
+static void event_for_gone_call(engine *e, const char *sid, const store_call *row, json_t *ev,
+                                int64_t kid, const buf *raw)
 {
     const char *name = json_string_value(json_object_get(ev, "event"));
-    store_call row = {0};
-    bool known = store_call_get_by_sid(e->db, sid, &row) == STORE_OK;
-    log_context(NULL, known ? row.account_sid : NULL, sid);
+    kevent k;
+    log_context(NULL, row ? row->account_sid : NULL, sid);
     log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
         log_warn("engine", "could not mark event %lld done", (long long)kid);
+    if (kevent_parse(ev, &k) && k.kind == KE_OTHER) keep_raw(e, sid, raw);
     /* Kaphila reports the recording after the call has ended. */
-    if (known && name && (!strncmp(name, "recording.", 10) || !strcmp(name, "call.ended")))
-        rec_kaphila_event(e, row.account_sid, sid, name, ev);
-    store_call_fini(&row);
+    if (row && (k.kind == KE_RECORDING || k.kind == KE_ENDED))
+        rec_kaphila_event(e, row->account_sid, sid, k.name, ev);
 }
 
+/* A stored event replayed at start-up. */
 static void handle_kevent(engine *e, emsg *m)
 {
     call *c = call_find(e, m->sid);
     log_context(NULL, c ? c->row.account_sid : NULL, m->sid);
     if (!c) {
-        event_for_gone_call(e, m->sid, m->j, m->kid);
+        store_call row = {0};
+        bool known = store_call_get_by_sid(e->db, m->sid, &row) == STORE_OK;
+        event_for_gone_call(e, m->sid, known ? &row : NULL, m->j, m->kid, NULL);
+        store_call_fini(&row);
         return;
     }
     call_ref(c);
-    apply_event(e, c, m->j, m->kid);
+    apply_event(e, c, m->j, m->kid, NULL);
     call_unref(c);
+}
+
+static void kev_reply(http_req *r, int status, const char *body)
+{
+    http_reply(r, status, "application/json", body, strlen(body), NULL);
+}
+
+/* An event posted by Kaphila: a live call from memory, an ended one (the
+ * recording.* events come after call.ended) from the store. */
+static void handle_kevent_post(engine *e, emsg *m)
+{
+    call *c = call_find_token(e, m->token);
+    store_call row = {0};
+    const buf *raw = http_body(m->r);
+    char label[96];
+
+    if (!c) {
+        store_status st = store_call_get_by_token(e->db, m->token, &row);
+        if (st == STORE_NOTFOUND) {
+            kev_reply(m->r, 404, "{\"success\":false,\"error\":\"unknown call\"}");
+            return;
+        }
+        if (st != STORE_OK) {
+            kev_reply(m->r, 503, kev_unavailable);
+            return;
+        }
+    }
+    const char *sid = c ? c->row.sid : row.sid;
+    log_context(http_request_id(m->r), c ? c->row.account_sid : row.account_sid, sid);
+    /* Counted once the token is known good: names sent by strangers would
+     * otherwise make series without bound. */
+    snprintf(label, sizeof label, "event=\"%.48s\"", json_string_value(json_object_get(m->j, "event")));
+    for (char *p = label + 7; *p; p++) if (*p == '\\' || *p == '\n' || *p == '"') *p = '_';
+    label[strlen(label) - 1] = '"';
+    metrics_inc(e->a->metrics, "twigate_kaphila_events_total", label, 1);
+    if (!txn_begin(e) || !ack_add(e, m->r, sid, 200, NULL)) {
+        kev_reply(m->r, 503, kev_unavailable);
+        store_call_fini(&row);
+        return;
+    }
+    m->r = NULL;   /* answered by the batch's commit (or its rescue) */
+    if (!c) {
+        event_for_gone_call(e, sid, &row, m->j, 0, raw);
+    } else {
+        call_ref(c);
+        apply_event(e, c, m->j, 0, raw);
+        call_unref(c);
+    }
+    store_call_fini(&row);
 }
 
 /* ---------------------------------------------------------------- 6 */
 
 typedef struct orig_ctx { engine *e; call *c; } orig_ctx;
 
+/* The Call JSON as of now, sent once what it shows is committed. */
 static void reply_call(http_req *r, int status, const call *c)
 {
-    (void)batch_flush(c->e);
-    http_reply_json(r, status, calljson_call(&c->row));
+    engine *e = c->e;
+    json_t *j = calljson_call(&c->row);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        http_reply_error(r, 20500, 500, NULL);
+        return;
+    }
+    if (e->batch && ack_add(e, r, c->row.sid, status, s)) return;
+    http_reply_owned(r, status, "application/json", s, strlen(s), NULL);
 }
 
 static void on_makecall(loop *l, void *arg, const kaphila_result *res)
@@ -1210,7 +1404,7 @@ void call_log(call *c, const char *what, json_t *detail)
     json_t *rs = json_pack("{s:i,s:i,s:s}", "response_code", 0, "request_duration", 0,
                            "date_created", when);
     if (!rq || !rs ||
-        store_event_insert(c->e->db, c->row.account_sid, c->row.sid, timefmt_now_ms(), rq, rs) != STORE_OK)
+        store_event_insert(c->e->db, c->row.account_sid, c->row.sid, timefmt_now_ms(), rq, NULL, rs) != STORE_OK)
         log_warn("engine", "could not write the call event log");
     json_decref(rq);
     json_decref(rs);
@@ -1383,13 +1577,14 @@ static void on_msg(loop *l, void *msg)
     if (!e->db) e->db = store_conn_acquire(e->a->store);
     if (!e->db) {
         log_error("engine", "no database connection; message dropped");
-        if (m->r) http_reply_error(m->r, 20503, 503, NULL);
+        if (m->r && m->k == M_KEVENT) kev_reply(m->r, 503, kev_unavailable);
+        else if (m->r) http_reply_error(m->r, 20503, 503, NULL);
         goto out;
     }
     switch (m->k) {
     case M_ORIGINATE: handle_originate(e, m); break;
     case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
-    case M_KEVENT:    handle_kevent(e, m); break;
+    case M_KEVENT:    if (m->r) handle_kevent_post(e, m); else handle_kevent(e, m); break;
     case M_RECOVER:   recover(e); probe_tick(l, e); break;
     case M_CALLBACK:  m->fn(e, m->arg); break;
     }
@@ -1461,14 +1656,14 @@ bool engine_update(engine *e, http_req *r, const char *account_sid, const char *
     return true;
 }
 
-bool engine_kevent(engine *e, int64_t kevent_id, const char *call_sid, json_t *ev)
+bool engine_kevent(engine *e, http_req *r, const char *token, json_t *ev)
 {
     emsg *m = calloc(1, sizeof *m);
     if (!m) { json_decref(ev); return false; }
     m->k = M_KEVENT;
-    m->kid = kevent_id;
+    m->r = r;
     m->j = ev;
-    snprintf(m->sid, sizeof m->sid, "%s", call_sid);
+    snprintf(m->token, sizeof m->token, "%s", token);
     if (!loop_post(e->l, m)) { json_decref(ev); free(m); return false; }
     return true;
 }
@@ -1545,6 +1740,8 @@ void engine_destroy(engine *e)
             free(q);
         }
     }
+    acks_reply(e, false);   /* nothing left to commit them: Kaphila keeps them */
+    free(e->acks);
     store_conn_release(e->db);
     free(e);
 }

@@ -36,7 +36,8 @@ struct call {
     exec       *x;            /* NULL until the executor starts */
     loop_timer *time_limit;   /* TimeLimit timer */
     int         redirects;    /* TwiML documents fetched (cap: limits.max_redirects) */
-    call       *hnext;        /* hash chain */
+    call       *hnext;        /* hash chain by CallSid */
+    call       *tnext;        /* hash chain by token (Kaphila's events find calls by it) */
 };
 
 /* ---- services of the engine for the executor ---- */

@@ -31,13 +31,21 @@
  * loop costs half a kilobyte rather than the full cap. */
 #define QUEUE_INITIAL 64
 /* Messages handed over per lock acquisition, so producers aren't locked out
- * while the loop runs callbacks. */
-#define DRAIN_BATCH 256
+ * while the loop runs callbacks; also the granularity of the time slice
+ * below (a message of the engine costs 0.1-0.3 ms). */
+#define DRAIN_BATCH 16
 /* Messages delivered per loop iteration before timers and sockets get a turn;
  * a flood of posts must not starve timers. */
 #define DRAIN_BUDGET 4096
-/* epoll events collected per epoll_wait. */
-#define EPOLL_BATCH 256
+/* ...and the time the messages of one iteration may take: an iteration is
+ * the unit in which timers are late (a Pause must end within 50 ms), and
+ * the engine commits its batch at the end of each. */
+#define DRAIN_SLICE_US 5000
+/* epoll events collected per epoll_wait. Each ready transfer can run a
+ * callback of a fraction of a millisecond, so this bounds an iteration's
+ * socket work the way DRAIN_SLICE_US bounds its messages; more ready fds
+ * wait for the next iteration, which comes at once. */
+#define EPOLL_BATCH 64
 /* pthread names are limited to 16 bytes including the NUL. */
 #define NAME_MAX_LEN 15
 
@@ -101,6 +109,13 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -268,12 +283,14 @@ out:
     return ok;
 }
 
-/* Delivers up to DRAIN_BUDGET messages. Returns true when the queue is empty
- * and the loop has been asked to stop. *more is set when messages remain. */
+/* Delivers up to DRAIN_BUDGET messages, or DRAIN_SLICE_US worth. Returns
+ * true when the queue is empty and the loop has been asked to stop. *more is
+ * set when messages remain. */
 static bool run_messages(loop *l, bool *more)
 {
     void *batch[DRAIN_BATCH];
     size_t delivered = 0;
+    int64_t t0 = mono_us();
     *more = false;
     for (;;) {
         size_t n = 0;
@@ -283,7 +300,7 @@ static bool run_messages(loop *l, bool *more)
             pthread_mutex_unlock(&l->mu);
             return stop;
         }
-        if (delivered >= DRAIN_BUDGET) {
+        if (delivered >= DRAIN_BUDGET || (delivered && mono_us() - t0 >= DRAIN_SLICE_US)) {
             pthread_mutex_unlock(&l->mu);
             *more = true;
             return false;

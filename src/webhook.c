@@ -278,7 +278,9 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
     if (req->idem) snprintf(d->res.idem, sizeof d->res.idem, "%s", req->idem);
     else if (!sid_token(d->res.idem)) goto out;
 
-    if (req->params && form_encode(req->params, &enc) != BUF_OK) goto out;
+    if (req->encoded ? buf_puts(&enc, req->encoded) != BUF_OK
+                     : req->params && form_encode(req->params, &enc) != BUF_OK)
+        goto out;
     if (buf_puts(&url, base) != BUF_OK) goto out;
     if (is_get && enc.len &&
         (buf_puts(&url, strchr(base, '?') ? "&" : "?") != BUF_OK ||

@@ -6,6 +6,7 @@ Also the outbound policy for customer URLs (webhook.allow / webhook.deny)."""
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -125,3 +126,149 @@ def test_webhook_allow_policy(make_twigate, receiver):
                             status_callback=receiver.url("/allowed"))
     tg2.wait_for_status(c2, call2.sid, {"completed"})
     receiver.wait_for_requests("/allowed", 1, call_sid=call2.sid)
+
+
+# ------------------------------------------------- acknowledged = committed
+
+# The built-in simulator rings after 10 minutes: only the events the test
+# posts move these calls.
+QUIET_SIM = {"sim.fast": False, "sim.ring_ms": 600000, "sim.answer_ms": 600000}
+
+
+def _quiet_call(tg, client, receiver, route):
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML,
+                               status_callback=receiver.url(route),
+                               status_callback_event=ALL_EVENTS)
+    assert client.calls(call.sid).fetch().status == "queued"
+    return call, token_of(tg, call.sid)
+
+
+def test_unknown_tokens_are_404_and_change_nothing(twigate):
+    """Tokens of the right shape that name no call, and strings that cannot
+    be tokens, are refused alike, whatever the body."""
+    before = twigate.client().calls.list(limit=1000)
+    for token in ("A" * 43, "x" * 43 + "y", "not.a.token", "a" * 200):
+        r = post_event(twigate, token, {"event": "call.ended", "callId": "nobody-404"})
+        assert r.status_code == 404, (token, r.status_code, r.text)
+    with sqlite3.connect(twigate.db_path) as db:
+        assert db.execute("SELECT count(*) FROM kevents WHERE body LIKE '%nobody-404%'").fetchone()[0] == 0
+    after = twigate.client().calls.list(limit=1000)
+    assert [(c.sid, c.status) for c in after] == [(c.sid, c.status) for c in before]
+
+
+def test_event_effects_are_committed_when_acknowledged(make_twigate, receiver):
+    """Kaphila's 200 leaves only after the transaction holding the event's
+    effects has committed: a read right after each 200 already sees them,
+    however many events are in flight (8 calls at once)."""
+    tg = make_twigate(overrides=QUIET_SIM)
+    client = tg.client()
+    calls = [_quiet_call(tg, client, receiver, "/acked") for _ in range(24)]
+
+    def walk(call_token):
+        call, token = call_token
+        kid = "acked-" + call.sid
+        seen = []
+        for body in ({"event": "call.initiated", "callId": kid},
+                     {"event": "call.answered", "callId": kid},
+                     {"event": "call.ended", "callId": kid, "wasAnswered": True, "callDuration": 7}):
+            assert post_event(tg, token, body).status_code == 200
+            with sqlite3.connect(tg.db_path) as db:
+                seen.append(db.execute("SELECT status FROM calls WHERE sid = ?",
+                                       (call.sid,)).fetchone()[0])
+        # the ended call's token still reaches it (late recording events)
+        assert post_event(tg, token, {"event": "recording.completed", "callId": kid,
+                                      "recordingId": "r1"}).status_code == 200
+        return seen
+
+    with ThreadPoolExecutor(8) as pool:
+        for seen in pool.map(walk, calls):
+            assert seen == ["ringing", "in-progress", "completed"], seen
+    for call, _ in calls:
+        assert client.calls(call.sid).fetch().duration == "7"
+        seqs = [r.params["SequenceNumber"] for r in
+                receiver.wait_for_requests("/acked", 4, call_sid=call.sid)]
+        assert sorted(seqs) == ["0", "1", "2", "3"], seqs
+
+
+def test_acknowledged_event_survives_kill9(make_twigate, receiver):
+    """kill -9 right after the 200: the event's effects and the status
+    callbacks it owes are in the database, and go out after the restart."""
+    tg = make_twigate(overrides=QUIET_SIM)
+    client = tg.client()
+    receiver.set("/k9", delay=5)   # nothing delivered before the kill
+    call, token = _quiet_call(tg, client, receiver, "/k9")
+    kid = "k9-" + call.sid
+    assert post_event(tg, token, {"event": "call.initiated", "callId": kid}).status_code == 200
+    assert post_event(tg, token, {"event": "call.ended", "callId": kid, "status": "busy",
+                                  "hangupCause": "17", "wasAnswered": False}).status_code == 200
+    tg.kill9()
+    with sqlite3.connect(tg.db_path) as db:
+        status, end_time = db.execute("SELECT status, end_time FROM calls WHERE sid = ?",
+                                      (call.sid,)).fetchone()
+        owed = db.execute("SELECT params FROM outbox WHERE call_sid = ? ORDER BY seq",
+                          (call.sid,)).fetchall()
+    assert status == "busy" and end_time > 0
+    assert [("CallStatus=busy" in p[0]) for p in owed] == [False, False, True], owed
+    receiver.set("/k9", delay=0)
+    tg.start()
+    final = receiver.wait_for_requests("/k9", 1, timeout=20, call_sid=call.sid,
+                                       predicate=lambda r: r.params["CallStatus"] == "busy")
+    assert final[0].params["SequenceNumber"] == "2"
+    assert client.calls(call.sid).fetch().status == "busy"
+
+
+def test_stored_pending_event_is_replayed_at_start(make_twigate, receiver):
+    """A raw event left pending (kept when its batch could not commit) is
+    applied at the next start, in order, like a live one."""
+    tg = make_twigate(overrides=QUIET_SIM)
+    client = tg.client()
+    call, _ = _quiet_call(tg, client, receiver, "/replay")
+    tg.stop()
+    with sqlite3.connect(tg.db_path) as db:
+        for ev in ('{"event":"call.initiated","callId":"rp"}',
+                   '{"event":"call.ended","callId":"rp","status":"no-answer","hangupCause":"19"}'):
+            db.execute("INSERT INTO kevents(call_sid, received_at, body) VALUES(?, 0, ?)",
+                       (call.sid, ev))
+    tg.start()
+    assert tg.wait_for_status(client, call.sid, {"no-answer"}).status == "no-answer"
+    got = receiver.wait_for_requests("/replay", 3, call_sid=call.sid)
+    assert [r.params["CallStatus"] for r in sorted(got, key=lambda r: int(r.params["SequenceNumber"]))] \
+        == ["initiated", "ringing", "no-answer"]
+    with sqlite3.connect(tg.db_path) as db:
+        assert db.execute("SELECT count(*) FROM kevents WHERE done = 0").fetchone()[0] == 0
+
+
+def test_event_whose_batch_fails_is_kept_or_refused(make_twigate, receiver):
+    """Fault injection with SQLite triggers. When the transaction holding an
+    event's effects fails, the raw event is stored for replay and Kaphila
+    still gets its 200; when even that cannot be stored, Kaphila gets a 503
+    (and keeps the event) — never a 200 for something not durable."""
+    tg = make_twigate(overrides=QUIET_SIM)
+    client = tg.client()
+    (a, ta), (b, tb) = [_quiet_call(tg, client, receiver, "/inj") for _ in range(2)]
+    busy = {"event": "call.ended", "callId": "inj", "status": "busy", "hangupCause": "17"}
+    with sqlite3.connect(tg.db_path) as db:
+        db.execute("CREATE TRIGGER inj_calls BEFORE UPDATE OF status ON calls"
+                   " WHEN NEW.status = 'busy' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    assert post_event(tg, ta, busy).status_code == 200
+    with sqlite3.connect(tg.db_path) as db:
+        assert db.execute("SELECT status FROM calls WHERE sid = ?", (a.sid,)).fetchone()[0] == "queued"
+        pending = db.execute("SELECT body FROM kevents WHERE call_sid = ? AND done = 0",
+                             (a.sid,)).fetchall()
+        assert len(pending) == 1 and '"busy"' in pending[0][0], pending
+        db.execute("CREATE TRIGGER inj_kevents BEFORE INSERT ON kevents"
+                   " BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    r = post_event(tg, tb, busy)
+    assert r.status_code == 503, (r.status_code, r.text)
+    with sqlite3.connect(tg.db_path) as db:
+        db.execute("DROP TRIGGER inj_calls")
+        db.execute("DROP TRIGGER inj_kevents")
+    tg.restart()
+    # a: replayed from the stored event; b: Kaphila's retry is taken now.
+    assert tg.wait_for_status(client, a.sid, {"busy"}).status == "busy"
+    assert client.calls(b.sid).fetch().status == "queued"
+    assert post_event(tg, tb, busy).status_code == 200
+    assert client.calls(b.sid).fetch().status == "busy"
+    for c in (a, b):
+        receiver.wait_for_requests("/inj", 1, call_sid=c.sid,
+                                   predicate=lambda r: r.params["CallStatus"] == "busy")

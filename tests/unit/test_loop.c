@@ -1,5 +1,6 @@
 /* Unit tests for loop: message order across threads, the queue cap, timers
- * (order, accuracy, cancel, re-arm from a callback, 10k of them) and HTTP
+ * (order, accuracy, cancel, re-arm from a callback, 10k of them, not starved
+ * by a flood of messages) and HTTP
  * transfers against a local libmicrohttpd server and a black-hole socket. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -299,6 +300,65 @@ static void test_timers_order_and_accuracy(void **state)
     loop_stop(l);
     loop_destroy(l);
     waiter_fini(&ts.w);
+}
+
+/* A flood of slow messages (300 of 1 ms) must not hold a due timer back
+ * until the queue is empty: one iteration's messages are time-sliced, and
+ * timers run between slices (a Pause ends within 50 ms however busy the
+ * engine is). */
+#define N_SLOW 300
+
+typedef struct slice_state {
+    waiter  w;
+    int64_t start, fired_at, slow_done_at;
+    int     slow_seen;
+} slice_state;
+
+static void slice_fire(loop *l, void *arg)
+{
+    (void)l;
+    slice_state *st = arg;
+    st->fired_at = now_ms() - st->start;
+    waiter_add(&st->w, 1);
+}
+
+static void slice_arm(loop *l, void *arg)
+{
+    slice_state *st = arg;
+    st->start = now_ms();
+    assert_non_null(loop_timer_add(l, 10, slice_fire, st));
+}
+
+static void slice_slow(loop *l, void *arg)
+{
+    (void)l;
+    slice_state *st = arg;
+    struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL);
+    if (++st->slow_seen == N_SLOW) {
+        st->slow_done_at = now_ms() - st->start;
+        waiter_add(&st->w, 1);
+    }
+}
+
+static void test_timer_not_starved_by_messages(void **state)
+{
+    (void)state;
+    slice_state st = {0};
+    waiter_init(&st.w);
+    loop *l = loop_create("slices", on_call_msg, NULL);
+    run_on_loop(l, slice_arm, &st);
+    for (int i = 0; i < N_SLOW; i++)
+        run_on_loop(l, slice_slow, &st);
+    assert_int_equal(loop_start(l), 0);
+    assert_true(waiter_wait(&st.w, 2, 5000));
+    /* the messages alone take >= 300 ms; the timer is due at 10 ms */
+    assert_true(st.slow_done_at >= N_SLOW);
+    assert_true(st.fired_at >= 10);
+    assert_true(st.fired_at <= 10 + 30 + TOLERANCE_MS);
+    loop_stop(l);
+    loop_destroy(l);
+    waiter_fini(&st.w);
 }
 
 /* Timer 0 (20 ms) cancels timer 2 (60 ms) from inside its callback and adds a
@@ -714,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_stop_delivers_queued_messages),
         cmocka_unit_test(test_timers_order_and_accuracy),
         cmocka_unit_test(test_timer_cancel_and_add_from_callback),
+        cmocka_unit_test(test_timer_not_starved_by_messages),
         cmocka_unit_test(test_many_timers),
         cmocka_unit_test(test_destroy_drops_timers),
         cmocka_unit_test(test_http_basic),
