@@ -361,6 +361,53 @@ static void test_timer_not_starved_by_messages(void **state)
     waiter_fini(&st.w);
 }
 
+/* ...and a crowd of slow timers due at once (100 of 1 ms at 10 ms) does not
+ * hold back a message posted meanwhile: timers are time-sliced too. */
+#define N_SLOW_TIMERS 100
+
+static void slow_timer(loop *l, void *arg)
+{
+    (void)l;
+    slice_state *st = arg;
+    struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL);
+    if (++st->slow_seen == N_SLOW_TIMERS) {
+        st->slow_done_at = now_ms() - st->start;
+        waiter_add(&st->w, 1);
+    }
+}
+
+static void arm_slow_timers(loop *l, void *arg)
+{
+    slice_state *st = arg;
+    st->start = now_ms();
+    for (int i = 0; i < N_SLOW_TIMERS; i++)
+        assert_non_null(loop_timer_add(l, 10, slow_timer, st));
+}
+
+static void test_message_not_starved_by_timers(void **state)
+{
+    (void)state;
+    slice_state st = {0};
+    waiter_init(&st.w);
+    loop *l = loop_create("slices", on_call_msg, NULL);
+    assert_int_equal(loop_start(l), 0);
+    run_on_loop(l, arm_slow_timers, &st);
+    struct timespec d = {0, 20 * 1000 * 1000};
+    nanosleep(&d, NULL);            /* the timers are firing now */
+    int64_t posted = now_ms();
+    run_on_loop(l, slice_fire, &st);
+    assert_true(waiter_wait(&st.w, 2, 5000));
+    assert_true(st.slow_done_at >= 10 + N_SLOW_TIMERS);
+    /* fired_at counts from the arming; the message waited at most a slice
+     * plus one timer */
+    assert_true(st.fired_at + st.start - posted <= 10 + TOLERANCE_MS);
+    assert_true(st.fired_at < st.slow_done_at);
+    loop_stop(l);
+    loop_destroy(l);
+    waiter_fini(&st.w);
+}
+
 /* Timer 0 (20 ms) cancels timer 2 (60 ms) from inside its callback and adds a
  * new timer 3 (+30 ms); timer 1 (40 ms) is cancelled from a message. */
 static void cancel_from_cb(loop *l, void *arg)
@@ -775,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_timers_order_and_accuracy),
         cmocka_unit_test(test_timer_cancel_and_add_from_callback),
         cmocka_unit_test(test_timer_not_starved_by_messages),
+        cmocka_unit_test(test_message_not_starved_by_timers),
         cmocka_unit_test(test_many_timers),
         cmocka_unit_test(test_destroy_drops_timers),
         cmocka_unit_test(test_http_basic),
