@@ -49,6 +49,11 @@ loop_timer *loop_timer_add(loop *l, int64_t delay_ms, loop_timer_fn fn, void *ar
 /* Cancels a pending timer (no-op for NULL). A timer that has fired is gone;
  * don't cancel it afterwards. */
 void loop_timer_cancel(loop *l, loop_timer *t);
+/* An easy handle for a transfer, reset, from the loop's pool of used ones
+ * (or new; NULL when out of memory); give it back with loop_easy_release
+ * once done with it, instead of curl_easy_cleanup. */
+CURL *loop_easy(loop *l);
+void loop_easy_release(loop *l, CURL *easy);   /* accepts NULL */
 /* Starts a transfer on the loop's multi handle. */
 __attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg);
 /* fn(l, arg) runs on the loop thread once per iteration, after that

@@ -58,7 +58,7 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
                  (int)rc, (long long)res.latency_ms);
     k->cb(l, k->arg, &res);
     json_decref(res.body);
-    curl_easy_cleanup(easy);
+    loop_easy_release(l, easy);
     curl_slist_free_all(k->headers);
     free(k->body);
     buf_fini(&k->resp);
@@ -86,7 +86,7 @@ int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const c
         k->headers = curl_slist_append(k->headers, "Content-Type: application/json");
     }
     k->headers = curl_slist_append(k->headers, "Accept: application/json");
-    easy = curl_easy_init();
+    easy = loop_easy(l);
     if (!easy || !k->headers || (body && !k->body)) goto fail;
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, k->headers);
@@ -105,7 +105,7 @@ int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const c
     if (loop_http_start(l, easy, on_done, k) != 0) goto fail;
     return 0;
 fail:
-    curl_easy_cleanup(easy);
+    loop_easy_release(l, easy);
     curl_slist_free_all(k->headers);
     free(k->body);
     buf_fini(&k->resp);

@@ -178,7 +178,7 @@ static void finish(loop *l, delivery *d, CURL *easy)
 {
     d->res.duration_ms = loop_now_ms(l) - d->t0;
     d->cb(l, d->arg, &d->res);
-    curl_easy_cleanup(easy);
+    loop_easy_release(l, easy);
     delivery_free(d);
 }
 
@@ -316,7 +316,7 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
     if (!h) goto out;
     d->headers = h;
 
-    easy = curl_easy_init();
+    easy = loop_easy(l);
     if (!easy) goto out;
     if (req->follow_redirects) {
         curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
@@ -328,7 +328,7 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
     rc = 0;
 out:
     delivery_free(d);
-    curl_easy_cleanup(easy);
+    loop_easy_release(l, easy);
     curl_free(host);
     curl_url_cleanup(cu);
     buf_fini(&enc);
