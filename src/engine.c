@@ -1330,7 +1330,7 @@ static void on_call_webhook(loop *l, void *arg, const webhook_result *res)
     free(w);
 }
 
-int call_webhook(call *c, const char *url, const char *method, const form *params,
+int call_webhook(call *c, const char *url, const char *method, form *params,
                  bool twiml_fetch, webhook_cb cb, void *arg)
 {
     const config *cfg = call_config(c);
@@ -1338,8 +1338,10 @@ int call_webhook(call *c, const char *url, const char *method, const form *param
     wh_ctx *w = calloc(1, sizeof *w);
     if (!w || !acct) { free(w); return -1; }
     form_init(&w->params);
-    for (size_t i = 0; params && i < params->n; i++)
-        if (form_add(&w->params, params->pairs[i].key, params->pairs[i].value) != FORM_OK) goto fail;
+    if (params) {   /* taken, not copied: ~30 pairs, two strings each */
+        w->params = *params;
+        form_init(params);
+    }
     w->c = c;
     w->cb = cb;
     w->arg = arg;

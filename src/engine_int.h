@@ -64,8 +64,10 @@ void call_voice_params(call *c, form *f);
 
 /* A signed request to a customer URL on the call's behalf; the call's event
  * log gets the request/response, and a failure gets a notification with the
- * webhook's error code (11200, 11205 …). cb runs once with the call held. */
-int call_webhook(call *c, const char *url, const char *method, const form *params,
+ * webhook's error code (11200, 11205 …). cb runs once with the call held.
+ * The pairs of params are moved into the request, not copied (params may be
+ * left empty; form_fini on it stays the caller's job). */
+int call_webhook(call *c, const char *url, const char *method, form *params,
                  bool twiml_fetch, webhook_cb cb, void *arg);
 
 /* Ends the call on Kaphila (idempotent). The terminal status arrives with
