@@ -24,11 +24,14 @@ __attribute__((warn_unused_result)) int engine_start(engine *e);
 void engine_stop(engine *e, int grace_ms);
 void engine_destroy(engine *e);   /* accepts NULL */
 
-/* The call row (status queued) is in the store; originate it on Kaphila and
- * reply to r with 201 + the Call JSON, or delete the row and reply with the
- * mapped Twilio error. Takes call->params. */
+/* A new call (status queued): the engine stores its row in its next group
+ * commit with a 20001 warning notification per string of warnings (a JSON
+ * array, or NULL; stolen), originates it on Kaphila once that commit is
+ * done, and replies to r with 201 + the Call JSON, or removes the row and
+ * replies with the mapped Twilio error. Takes call->params. false: the
+ * engine's queue is full (nothing was stored). */
 __attribute__((warn_unused_result))
-bool engine_originate(engine *e, http_req *r, store_call *call);
+bool engine_originate(engine *e, http_req *r, store_call *call, json_t *warnings);
 /* Applies a validated update (JSON with optional keys status, url, method,
  * twiml, fallback_url, fallback_method, status_callback,
  * status_callback_method, time_limit) and replies with the Call JSON or an

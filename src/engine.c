@@ -90,6 +90,8 @@ struct engine {
     ob_item       *kick_head, *kick_tail;     /* committed in this step, to deliver */
     ack           *acks;                      /* answered when the batch commits */
     size_t         n_acks, cap_acks;
+    call         **origs;                     /* created in the batch: /makecall after it commits */
+    size_t         n_origs, cap_origs;
     atomic_size_t  live;
     atomic_int     inflight_deliveries;
     atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */
@@ -232,6 +234,8 @@ static bool txn_begin(engine *e)
 }
 
 static void deliver_kicked(engine *e);
+static void origs_start(engine *e);
+static void origs_fail(engine *e);
 
 static void drop_kicked(engine *e)
 {
@@ -312,6 +316,7 @@ static void batch_failed(engine *e)
     store_rollback(e->db);
     drop_kicked(e);
     ack_rescue(e);
+    origs_fail(e);
 }
 
 static bool batch_flush(engine *e)
@@ -328,6 +333,7 @@ static bool batch_flush(engine *e)
     e->batch = false;
     acks_reply(e, true);
     deliver_kicked(e);
+    origs_start(e);
     return true;
 }
 
@@ -1031,48 +1037,118 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     call_unref(c);
 }
 
-static void handle_originate(engine *e, emsg *m)
+/* Dials c on Kaphila; its row is committed. on_makecall gets the reference
+ * the origination list held. */
+static void start_makecall(engine *e, call *c)
 {
-    const config *cfg = app_config(e->a);
-    const config_account *acct = config_account_by_sid(cfg, m->call.account_sid);
+    const config_account *acct = config_account_by_sid(app_config(e->a), c->row.account_sid);
     char number[PHONE_MAX], hook[1024];
-    json_t *body;
-    call *c;
+    json_t *body = NULL;
 
-    log_context(NULL, m->call.account_sid, m->call.sid);
-    if (!acct || atomic_load(&e->live) >= (size_t)cfg->max_live_calls) {
-        if (store_call_delete(e->db, m->call.account_sid, m->call.sid) != STORE_OK)
-            log_warn("engine", "could not delete the refused call row");
-        http_reply_error(m->r, acct ? 20429 : 20003, acct ? 429 : 401,
-                         acct ? "Too many live calls on this gateway (limits.max_live_calls)" : NULL);
-        store_call_fini(&m->call);
-        return;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    if (acct && !e->stopping) {
+        phone_kaphila(c->row.to, number);
+        /* The token authenticates Kaphila's events; CallSid is for humans and
+         * the simulator's control API, never trusted. */
+        snprintf(hook, sizeof hook, "%s/kaphila/events/%s?CallSid=%s", e->a->public_url,
+                 c->row.token, c->row.sid);
+        body = json_pack("{s:s,s:s,s:s,s:b,s:I}", "number", number, "webhookUrl", hook, "callerId",
+                         param_str(c, "caller_id") ? param_str(c, "caller_id") : c->row.from,
+                         "useAmd", param_str(c, "machine_detection") != NULL, "ringTimeout",
+                         json_integer_value(json_object_get(c->row.params, "timeout")));
     }
-    c = call_new(e, &m->call);
-    if (!c) {
-        if (store_call_delete(e->db, m->call.account_sid, m->call.sid) != STORE_OK)
-            log_warn("engine", "could not delete the refused call row");
-        http_reply_error(m->r, 20500, 500, NULL);
-        store_call_fini(&m->call);
-        return;
-    }
-    c->create_req = m->r;
-    phone_kaphila(c->row.to, number);
-    /* The token authenticates Kaphila's events; CallSid is for humans and
-     * the simulator's control API, never trusted. */
-    snprintf(hook, sizeof hook, "%s/kaphila/events/%s?CallSid=%s", e->a->public_url,
-             c->row.token, c->row.sid);
-    body = json_pack("{s:s,s:s,s:s,s:b,s:I}", "number", number, "webhookUrl", hook,
-                     "callerId", param_str(c, "caller_id") ? param_str(c, "caller_id") : c->row.from,
-                     "useAmd", param_str(c, "machine_detection") != NULL,
-                     "ringTimeout", json_integer_value(json_object_get(c->row.params, "timeout")));
-    call_ref(c);
     if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/makecall", body,
                               on_makecall, c) != 0) {
         kaphila_result res = {.endpoint = "/makecall", .curl_rc = CURLE_FAILED_INIT};
         on_makecall(e->l, c, &res);
     }
     json_decref(body);
+}
+
+/* The batch that stored these calls has committed: dial them, in the order
+ * they were created. The list is taken first because a failed /makecall
+ * flushes the batch again (on_makecall), which comes back here. */
+static void origs_start(engine *e)
+{
+    call **list = e->origs;
+    size_t n = e->n_origs;
+    if (!n) return;
+    e->origs = NULL;
+    e->n_origs = e->cap_origs = 0;
+    for (size_t i = 0; i < n; i++) start_makecall(e, list[i]);
+    free(list);
+}
+
+/* The batch that stored these calls was rolled back: they never existed. */
+static void origs_fail(engine *e)
+{
+    call **list = e->origs;
+    size_t n = e->n_origs;
+    e->origs = NULL;
+    e->n_origs = e->cap_origs = 0;
+    for (size_t i = 0; i < n; i++) {
+        call *c = list[i];
+        if (c->create_req) http_reply_error(c->create_req, 20503, 503, "The call could not be stored; try again");
+        c->create_req = NULL;
+        c->over = true;
+        c->rank = RANK_OVER;
+        call_unlink(e, c);
+        c->refs--;       /* the table's */
+        call_unref(c);   /* the list's */
+    }
+    free(list);
+}
+
+static bool origs_reserve(engine *e)
+{
+    if (e->n_origs < e->cap_origs) return true;
+    size_t ncap = e->cap_origs ? e->cap_origs * 2 : 64;
+    call **na = realloc(e->origs, ncap * sizeof *na);
+    if (!na) return false;
+    e->origs = na;
+    e->cap_origs = ncap;
+    return true;
+}
+
+/* A REST create: the row joins the open batch (a burst of creates shares one
+ * commit, and only the engine writes calls, so its page cache stays warm),
+ * and /makecall goes out once that batch has committed (origs_start):
+ * Kaphila never dials a call whose row could still be lost. warnings: the
+ * 20001 notifications the request earned (strings), recorded with it. */
+static void handle_originate(engine *e, emsg *m)
+{
+    const config *cfg = app_config(e->a);
+    const config_account *acct = config_account_by_sid(cfg, m->call.account_sid);
+    call *c;
+
+    log_context(NULL, m->call.account_sid, m->call.sid);
+    if (!acct || atomic_load(&e->live) >= (size_t)cfg->max_live_calls) {
+        http_reply_error(m->r, acct ? 20429 : 20003, acct ? 429 : 401,
+                         acct ? "Too many live calls on this gateway (limits.max_live_calls)" : NULL);
+        store_call_fini(&m->call);
+        return;
+    }
+    if (!txn_begin(e) || !origs_reserve(e) || !(c = call_new(e, &m->call))) {
+        http_reply_error(m->r, 20503, 503, NULL);
+        store_call_fini(&m->call);
+        return;
+    }
+    if (store_call_insert(e->db, &c->row) != STORE_OK) {
+        log_error("engine", "a new call could not be written; the batch is rolled back");
+        http_reply_error(m->r, 20500, 500, NULL);
+        call_unlink(e, c);
+        call_unref(c);
+        batch_failed(e);
+        return;
+    }
+    size_t i;
+    json_t *w;
+    json_array_foreach(m->j, i, w)
+        notify(e, c->row.account_sid, c->row.sid, 20001, 1, json_string_value(w), NULL, NULL, NULL,
+               NULL);
+    c->create_req = m->r;
+    call_ref(c);
+    e->origs[e->n_origs++] = c;
 }
 
 typedef struct upd_ctx { call *c; http_req *r; json_t *upd; } upd_ctx;
@@ -1632,14 +1708,15 @@ int engine_start(engine *e)
     return post(e, m) ? 0 : -1;
 }
 
-bool engine_originate(engine *e, http_req *r, store_call *call_row)
+bool engine_originate(engine *e, http_req *r, store_call *call_row, json_t *warnings)
 {
     emsg *m = calloc(1, sizeof *m);
-    if (!m) return false;
+    if (!m) { json_decref(warnings); return false; }
     m->k = M_ORIGINATE;
     m->r = r;
     m->call = *call_row;
-    if (!loop_post(e->l, m)) { free(m); return false; }
+    m->j = warnings;
+    if (!loop_post(e->l, m)) { json_decref(warnings); free(m); return false; }
     call_row->params = NULL;   /* moved */
     return true;
 }
@@ -1744,6 +1821,7 @@ void engine_destroy(engine *e)
     }
     acks_reply(e, false);   /* nothing left to commit them: Kaphila keeps them */
     free(e->acks);
+    free(e->origs);
     store_conn_release(e->db);
     free(e);
 }

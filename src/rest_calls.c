@@ -117,25 +117,6 @@ static bool is_terminal(const char *status)
     return strcmp(status, "queued") && strcmp(status, "ringing") && strcmp(status, "in-progress");
 }
 
-static void warn_notification(store_conn *c, const store_call *call, const char *text)
-{
-    store_notification n = {0};
-    buf msg;
-    buf_init(&msg, 2048);
-    if (!sid_new("NO", n.sid)) { buf_fini(&msg); return; }
-    snprintf(n.account_sid, sizeof n.account_sid, "%s", call->account_sid);
-    snprintf(n.call_sid, sizeof n.call_sid, "%s", call->sid);
-    n.error_code = 20001;
-    n.log = 1;
-    n.date = call->date_created;
-    /* Twilio's message_text is itself form-encoded. */
-    if (buf_puts(&msg, "Msg=") == BUF_OK && form_escape(&msg, text) == BUF_OK)
-        n.message_text = buf_str(&msg);
-    if (store_notification_insert(c, &n) != STORE_OK)
-        log_warn("rest", "could not record a warning notification");
-    buf_fini(&msg);
-}
-
 static bool send_digits_ok(const char *s)
 {
     return strspn(s, "0123456789ABCD#*wW") == strlen(s);
@@ -147,10 +128,9 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     const config *cfg = app_config(a);
     const config_account *acct = rest_auth(a, r, m->cap[0]);
     form f;
-    json_t *p = NULL, *unknown = NULL, *v;
+    json_t *p = NULL, *unknown = NULL, *warnings = NULL, *v;
     param_error perr;
     store_call call = {0};
-    store_conn *c = NULL;
     char norm[PHONE_MAX], msg[512];
     const char *to, *from;
     bool have_form = false;
@@ -164,7 +144,8 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     have_form = true;
     p = json_object();
     unknown = json_array();
-    if (!p || !unknown) { http_reply_error(r, 20500, 500, NULL); goto out; }
+    warnings = json_array();
+    if (!p || !unknown || !warnings) { http_reply_error(r, 20500, 500, NULL); goto out; }
 
     to = form_get(&f, "To");
     from = form_get(&f, "From");
@@ -240,47 +221,34 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     p = NULL;
     log_context(http_request_id(r), acct->sid, call.sid);
 
-    c = store_conn_acquire(a->store);
-    if (!c || store_begin(c) != STORE_OK) { http_reply_error(r, 20503, 503, NULL); goto out; }
-    if (store_call_insert(c, &call) != STORE_OK) {
-        store_rollback(c);
-        http_reply_error(r, 20500, 500, NULL);
-        goto out;
-    }
+    /* The 20001 warnings go with the row; the engine stores both in one
+     * commit. */
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
         if (json_object_get(call.params, unsupported[i].key)) {
             snprintf(msg, sizeof msg, "Parameter %s was ignored: %s", unsupported[i].key,
                      unsupported[i].why);
-            warn_notification(c, &call, msg);
+            json_array_append_new(warnings, json_string(msg));
         }
     for (size_t i = 0; i < json_array_size(unknown); i++) {
         snprintf(msg, sizeof msg, "Unknown parameter %.100s was ignored",
                  json_string_value(json_array_get(unknown, i)));
-        warn_notification(c, &call, msg);
+        json_array_append_new(warnings, json_string(msg));
     }
-    if (store_commit(c) != STORE_OK) {
-        store_rollback(c);
-        http_reply_error(r, 20503, 503, NULL);
-        goto out;
-    }
-    store_conn_release(c);
-    c = NULL;
 
     /* Suspend before handing over, so the engine's reply always finds the
      * connection suspended. */
     http_suspend(r);
-    if (!engine_originate(a->engine, r, &call)) {
-        c = store_conn_acquire(a->store);
-        if (c && store_call_delete(c, call.account_sid, call.sid) != STORE_OK)
-            log_warn("rest", "could not delete the call the engine refused");
+    if (!engine_originate(a->engine, r, &call, warnings)) {
+        warnings = NULL;   /* taken either way */
         http_reply_error(r, 20503, 503, "Too many calls in progress; try again shortly");
         goto out;
     }
+    warnings = NULL;
 out:
     store_call_fini(&call);
-    store_conn_release(c);
     json_decref(p);
     json_decref(unknown);
+    json_decref(warnings);
     if (have_form) form_fini(&f);
 }
 

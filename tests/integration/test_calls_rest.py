@@ -7,6 +7,7 @@ used only to look at the exact JSON the daemon sends."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -311,6 +312,42 @@ def test_events_and_notifications_of_a_call(twigate, client, receiver):
         "get", 200, notes)
     assert notes["notifications"] == []      # a healthy call logs nothing
     assert client.calls(call.sid).notifications.list() == []
+
+
+def test_ignored_parameters_are_20001_warnings_stored_with_the_call(twigate, client):
+    # The row and its warnings are written in one commit, before /makecall:
+    # by the time the 201 arrives both are readable.
+    r = twigate.create_call_raw(To=fresh_number(), From=DEFAULT_FROM, Twiml=SHORT_TWIML,
+                                SendDigits="1234", Byoc="BY" + "0" * 32, Frobnicate="yes")
+    assert r.status_code == 201, r.text
+    sid = r.json()["sid"]
+    notes = client.calls(sid).notifications.list()
+    texts = sorted(n.message_text for n in notes)
+    assert [n.error_code for n in notes] == ["20001"] * 3, texts
+    assert all(n.log == "1" for n in notes), [n.log for n in notes]
+    assert any("send_digits" in t and "DTMF" in t for t in texts), texts
+    assert any("byoc" in t for t in texts), texts
+    assert any("Unknown+parameter+Frobnicate" in t or "Unknown parameter Frobnicate" in t
+               for t in texts), texts
+    twigate.wait_for_status(client, sid, TERMINAL)
+
+
+def test_a_burst_of_creates_is_stored_call_by_call(twigate, client):
+    # Concurrent creates share the engine's group commits; every 201 must be
+    # its own stored call, with its own warning, and every call must end.
+    to = fresh_number()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        rs = list(pool.map(lambda i: twigate.create_call_raw(
+            To=to, From=DEFAULT_FROM, Twiml=SHORT_TWIML, Tag=str(i)), range(48)))
+    assert [r.status_code for r in rs] == [201] * 48, [r.text for r in rs if r.status_code != 201]
+    sids = [r.json()["sid"] for r in rs]
+    assert len(set(sids)) == 48
+    assert sorted(c.sid for c in client.calls.list(to=to)) == sorted(sids)
+    for i, sid in enumerate(sids):
+        notes = client.calls(sid).notifications.list()
+        assert len(notes) == 1 and "Tag" in notes[0].message_text, (i, notes)
+    for sid in sids:
+        twigate.wait_for_status(client, sid, TERMINAL)
 
 
 # ------------------------------------------------------------- persistence
