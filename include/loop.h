@@ -54,7 +54,11 @@ void loop_timer_cancel(loop *l, loop_timer *t);
  * once done with it, instead of curl_easy_cleanup. */
 CURL *loop_easy(loop *l);
 void loop_easy_release(loop *l, CURL *easy);   /* accepts NULL */
-/* Starts a transfer on the loop's multi handle. */
+/* Starts a transfer on the loop's multi handle. The loop owns the handle's
+ * CURLOPT_PRIVATE (restored before done runs), CURLOPT_NOSIGNAL and the
+ * socket-option and close-socket callbacks (CURLOPT_SOCKOPTFUNCTION,
+ * CURLOPT_CLOSESOCKETFUNCTION and their data): it tracks the connections'
+ * sockets through them, so callers must not set those. */
 __attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg);
 /* fn(l, arg) runs on the loop thread once per iteration, after that
  * iteration's messages, timers and transfers and before the loop sleeps

@@ -11,6 +11,8 @@
  *     through curl_multi_socket_action and collect finished transfers with
  *     curl_multi_info_read. Each transfer has an xfer record on a list so
  *     loop_destroy can abort the ones still in flight.
+ *   - fd table: what epoll holds for each fd curl gave us, so that a
+ *     keep-alive connection costs no epoll_ctl per exchange (see below).
  *   - run(): the thread body; epoll_wait with timeout = min(next timer, curl
  *     deadline), then fds, then curl timeout, then timers, then messages,
  *     then the idle hook. Timers and messages get a time slice per
@@ -56,6 +58,9 @@
  * of the engine's time at 10,000 live calls). Enough for the transfers
  * finishing in one iteration; beyond it handles are freed. */
 #define EASY_POOL 64
+/* First size of the fd table; it grows to the highest fd curl hands us,
+ * which RLIMIT_NOFILE bounds (one byte per fd). */
+#define FD_TABLE_INITIAL 64
 /* pthread names are limited to 16 bytes including the NUL. */
 #define NAME_MAX_LEN 15
 
@@ -111,6 +116,8 @@ struct loop {
     size_t  n_xfers;
     CURL   *easy_pool[EASY_POOL];
     size_t  n_easy;
+    uint8_t *fds;        /* FD_* bits by fd number; see sock_cb */
+    size_t   n_fds;
     bool    destroying;
     loop_timer_fn idle_fn;       /* loop_set_idle */
     void         *idle_arg;
@@ -334,27 +341,121 @@ static bool run_messages(loop *l, bool *more)
 
 /* ---------------------------------------------------------------- http */
 
+/* The fd table. Per exchange on a keep-alive connection, curl asks to
+ * watch the socket when the request starts and to forget it (REMOVE) when
+ * the answer is in and the connection goes back to its cache; following
+ * that literally cost an ADD (after a failing MOD), often a MOD and a DEL —
+ * a sixth of the loop thread's time under the create benchmark. Instead a
+ * connection socket stays in the epoll set while idle ("parked": FD_REG
+ * without FD_WANT), so its next exchange, which wants the same EPOLLIN,
+ * costs nothing. A parked socket that becomes ready (the peer closed it, or
+ * sent something unasked) is taken out of the set then, and curl is not
+ * told: it checks a cached connection itself before reusing it, and closes
+ * it if dead.
+ *
+ * Parking is safe only for sockets whose close we hear of, or a recycled fd
+ * number would look registered while the kernel dropped it at close. So
+ * only connection sockets are parked: loop_http_start sets a sockopt
+ * callback, which sees every socket curl opens for a connection (and resets
+ * its slot: a fresh socket is in no epoll set), and a close callback, which
+ * curl stores on the connection and calls for each socket it closes. Other
+ * sockets curl watches (the threaded resolver's socketpair) are closed
+ * behind our back, so they are taken out of the set on REMOVE as before.
+ * twigate neither forks nor dup()s curl's sockets, so close() does drop a
+ * socket from the epoll set. */
+#define FD_IN      0x01   /* registered with EPOLLIN */
+#define FD_OUT     0x02   /* registered with EPOLLOUT */
+#define FD_REG     0x04   /* in the epoll set */
+#define FD_WANT    0x08   /* curl wants it watched (between IN/OUT and REMOVE) */
+#define FD_CONN    0x10   /* a connection socket: we see it opened and closed */
+/* A slot added by growing the table: the fd may have been handled without
+ * a slot (the table could not grow then), so assume curl wants it and let
+ * epoll_ctl's ENOENT/EEXIST tell us whether it is registered. */
+#define FD_UNKNOWN 0x20
+
+/* The slot of fd, growing the table as needed; NULL when it cannot, and
+ * the caller then treats the fd as unknown. */
+static uint8_t *fd_slot(loop *l, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= l->n_fds) {
+        size_t ncap = l->n_fds ? l->n_fds * 2 : FD_TABLE_INITIAL;
+        if (ncap <= (size_t)fd)
+            ncap = (size_t)fd + 1;
+        uint8_t *nt = realloc(l->fds, ncap);
+        if (!nt)
+            return NULL;
+        memset(nt + l->n_fds, FD_UNKNOWN, ncap - l->n_fds);
+        l->fds = nt;
+        l->n_fds = ncap;
+    }
+    return &l->fds[fd];
+}
+
 static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)easy;
     (void)socketp;
     loop *l = userp;
+    uint8_t *st = fd_slot(l, s);
     if (what == CURL_POLL_REMOVE) {
+        /* Parked with EPOLLOUT it would wake us at once, as writable. */
+        if (st && (*st & FD_CONN) && !(*st & FD_OUT)) {
+            *st &= (uint8_t)~FD_WANT;
+            return 0;
+        }
         /* ENOENT/EBADF when curl already closed the fd: nothing to undo. */
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (!st || (*st & (FD_REG | FD_UNKNOWN)))
+            epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (st)
+            *st &= FD_CONN;
+        return 0;
+    }
+    uint8_t mask = (what & CURL_POLL_IN ? FD_IN : 0) | (what & CURL_POLL_OUT ? FD_OUT : 0);
+    if (st && (*st & (FD_REG | FD_UNKNOWN)) == FD_REG && (*st & (FD_IN | FD_OUT)) == mask) {
+        *st |= FD_WANT;
         return 0;
     }
     struct epoll_event ev = {0};
-    if (what & CURL_POLL_IN)
+    if (mask & FD_IN)
         ev.events |= EPOLLIN;
-    if (what & CURL_POLL_OUT)
+    if (mask & FD_OUT)
         ev.events |= EPOLLOUT;
     ev.data.fd = s;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, s, &ev) < 0) {
-        if (errno != ENOENT || epoll_ctl(l->epfd, EPOLL_CTL_ADD, s, &ev) < 0)
+    /* The table can be wrong only for an unknown slot; the fallbacks keep
+     * the loop working if it ever is. */
+    bool reg = !st || (*st & (FD_REG | FD_UNKNOWN));
+    if (epoll_ctl(l->epfd, reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) < 0) {
+        int retry = errno == ENOENT ? EPOLL_CTL_ADD : errno == EEXIST ? EPOLL_CTL_MOD : -1;
+        if (retry < 0 || epoll_ctl(l->epfd, retry, s, &ev) < 0)
             return -1;
     }
+    if (st)
+        *st = (uint8_t)((*st & FD_CONN) | FD_REG | FD_WANT | mask);
     return 0;
+}
+
+/* Every socket curl opens for a connection passes here before connect. */
+static int sockopt_cb(void *clientp, curl_socket_t s, curlsocktype purpose)
+{
+    loop *l = clientp;
+    /* curl closes accepted sockets (FTP active mode) without the close
+     * callback, so they must not be parked. */
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        uint8_t *st = fd_slot(l, s);
+        if (st)
+            *st = FD_CONN;
+    }
+    return CURL_SOCKOPT_OK;
+}
+
+static int closesocket_cb(void *clientp, curl_socket_t s)
+{
+    loop *l = clientp;
+    if (s >= 0 && (size_t)s < l->n_fds)
+        l->fds[s] = 0;   /* close() takes it out of the epoll set */
+    return close(s);
 }
 
 /* curl must not be re-entered from here, so the deadline is only recorded;
@@ -420,6 +521,12 @@ int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
     curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
     /* Signals are process-wide; a loop thread must not use them for timeouts. */
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    /* Set on every start: loop_easy_release resets the handle. curl keeps the
+     * close callback with each connection this handle opens. */
+    curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+    curl_easy_setopt(easy, CURLOPT_SOCKOPTDATA, l);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, l);
     if (curl_multi_add_handle(l->multi, easy) != CURLM_OK) {
         curl_easy_setopt(easy, CURLOPT_PRIVATE, x->user_private);
         free(x);
@@ -482,6 +589,16 @@ static void *run(void *arg)
                 uint64_t v;
                 ssize_t r = read(l->evfd, &v, sizeof v);
                 (void)r;
+                continue;
+            }
+            uint8_t st = (size_t)fd < l->n_fds ? l->fds[fd] : FD_UNKNOWN;
+            if (!(st & (FD_WANT | FD_UNKNOWN))) {
+                /* A parked connection woke up (see sock_cb): stop watching
+                 * it, or level-triggered epoll would wake us forever. */
+                if (st & FD_REG) {
+                    epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+                    l->fds[fd] = st & FD_CONN;
+                }
                 continue;
             }
             int flags = 0;
@@ -588,8 +705,10 @@ void loop_destroy(loop *l)
     free(l->heap);
     while (l->n_easy)
         curl_easy_cleanup(l->easy_pool[--l->n_easy]);
+    /* Closes the cached connections through closesocket_cb: fds after it. */
     if (l->multi)
         curl_multi_cleanup(l->multi);
+    free(l->fds);
     if (l->evfd >= 0)
         close(l->evfd);
     if (l->epfd >= 0)
