@@ -92,6 +92,32 @@ calc() { awk "BEGIN {printf \"%.${2:-1}f\", $1}"; }
 ge() { awk "BEGIN {exit !($1 >= $2)}"; }
 le() { awk "BEGIN {exit !($1 <= $2)}"; }
 
+# timer_snap PORT: twigate's twigate_timer_lateness_seconds histogram as
+# "le=count ..." (cumulative buckets, +Inf included).
+timer_snap() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    sed -n 's/^twigate_timer_lateness_seconds_bucket{le="\([^"]*\)"} \([0-9]*\).*/\1=\2/p' | tr '\n' ' '
+}
+# timer_diff BEFORE AFTER → "fired=N over_50ms=N p99_le_ms=N max_le_ms=N": the
+# timers fired between the snapshots, how many were over 50 ms late, and
+# the bucket bounds (ms, or inf) holding the p99 and the latest one.
+timer_diff() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(b, B, " "); split(a, A, " ")
+    for (i = 1; i <= n; i++) { split(B[i], kv, "="); le[i] = kv[1]; cb[i] = kv[2]; ca[i] = 0 }
+    for (i in A) { split(A[i], kv, "="); for (j = 1; j <= n; j++) if (le[j] == kv[1]) ca[j] = kv[2] }
+    tot = cb[n] - ca[n]; over = 0; p99 = "-"; mx = "-"
+    for (j = 1; j <= n; j++) {
+      d = cb[j] - ca[j]
+      if (le[j] == "0.05") over = tot - d
+      ms = le[j] == "+Inf" ? "inf" : le[j] * 1000
+      if (p99 == "-" && d >= 0.99 * tot) p99 = ms
+      if (mx == "-" && d >= tot) mx = ms
+    }
+    printf "fired=%d over_50ms=%d p99_le_ms=%s max_le_ms=%s", tot, over, p99, mx
+  }'
+}
+
 sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 
 # ---- twigate instances -----------------------------------------------------

@@ -23,6 +23,7 @@ RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-5}
 SUSTAIN=${BENCH_SUSTAIN_SECONDS:-30}
 LIVE_CALLS=${BENCH_LIVE_CALLS:-10000}
+LIVE_RATE=${BENCH_LIVE_RATE:-$((LIVE_CALLS / 20))}   # creates/s: one 20 s loop period
 FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
 ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint}
@@ -300,28 +301,43 @@ fi
 # =============================================================================
 if want live; then
   section "5. live calls (kaphila-sim standalone, fast mode; TwiML served by loadgen)"
-  spawn "$WORK/sim.out" "$WORK/sim.log" "$SIMBIN" --key ak_live_demo --port 0 --fast
-  SIM_PID=$SPAWNED
-  printf '# %s --key ak_live_demo --port 0 --fast\n' "$SIMBIN" >> "$CMDS"
-  for ((i = 0; i < 100; i++)); do grep -q listening "$WORK/sim.out" 2>/dev/null && break; sleep 0.05; done
-  SIM_PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/sim.out")
-  start_twigate live "$WORK/live.db" --set "kaphila.url=http://127.0.0.1:$SIM_PORT"
-  L_PID=$TW_PID L_PORT=$TW_PORT
-  sleep 1
-  log "live: $LIVE_CALLS calls"
-  c0=$(cpu_snap "$L_PID"); t0=$(date +%s.%N)
-  o=$(run "$LOADGEN" live -u "http://127.0.0.1:$L_PORT$API/" -a "$AUTH" -l "$(free_port)" -n "$LIVE_CALLS" \
-      -r 0 -c 64 -d 40 -h 22 -p 10 -g 10 -P "$L_PID")
-  c1=$(cpu_snap "$L_PID"); t1=$(date +%s.%N)
-  detail "- live calls: $o"
-  detail "- live calls: twigate CPU over the whole run (one core = 100%): $(cpu_util "$c0" "$c1" "$(calc "$t1 - $t0" 3)")"
-  detail "- live calls: twigate threads $(find /proc/"$L_PID"/task -mindepth 1 -maxdepth 1 | wc -l), open fds $(find /proc/"$L_PID"/fd -mindepth 1 -maxdepth 1 | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
-  PER=$(kv "$o" per_call_kb)
-  row "Live calls: RSS per live call, $(kv "$o" alive_at_end) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
-    "$(if [ "$(kv "$o" alive_at_end)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
-  row "Live calls: Pause timer lateness p99 / max (ms)" "$(kv "$o" late_p99) / $(kv "$o" late_max)" "$(kv "$o" pauses) pauses" "—" "all ≤ 50" \
-    "$(yesno test "$(kv "$o" late_over_50)" = 0 -a "$(kv "$o" pauses)" -gt 0)"
-  stop "$L_PID" 3; stop "$SIM_PID"
+  # live_run RATE LABEL: a fresh simulator and twigate, LIVE_CALLS calls
+  # created at RATE/s (0: as fast as twigate takes them), then a 22 s watch;
+  # adds the rows.
+  live_run() {
+    local rate=$1 label=$2 o TL PER c0 c1 t0 t1 h0
+    spawn "$WORK/sim-$rate.out" "$WORK/sim-$rate.log" "$SIMBIN" --key ak_live_demo --port 0 --fast
+    SIM_PID=$SPAWNED
+    printf '# %s --key ak_live_demo --port 0 --fast\n' "$SIMBIN" >> "$CMDS"
+    for ((i = 0; i < 100; i++)); do grep -q listening "$WORK/sim-$rate.out" 2>/dev/null && break; sleep 0.05; done
+    SIM_PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/sim-$rate.out")
+    start_twigate "live-$rate" "$WORK/live-$rate.db" --set "kaphila.url=http://127.0.0.1:$SIM_PORT"
+    L_PID=$TW_PID L_PORT=$TW_PORT
+    sleep 1
+    log "live: $LIVE_CALLS calls, created at ${rate}/s ($label)"
+    c0=$(cpu_snap "$L_PID"); t0=$(date +%s.%N); h0=$(timer_snap "$L_PORT")
+    o=$(run "$LOADGEN" live -u "http://127.0.0.1:$L_PORT$API/" -a "$AUTH" -l "$(free_port)" -n "$LIVE_CALLS" \
+        -r "$rate" -c 64 -d 40 -h 22 -p 10 -g 10 -P "$L_PID")
+    c1=$(cpu_snap "$L_PID"); t1=$(date +%s.%N); TL=$(timer_diff "$h0" "$(timer_snap "$L_PORT")")
+    detail "- live calls ($label): $o"
+    detail "- live calls ($label): twigate's own timers over the whole run (due → fired, /metrics twigate_timer_lateness_seconds): $TL"
+    detail "- live calls ($label): twigate CPU over the whole run (one core = 100%): $(cpu_util "$c0" "$c1" "$(calc "$t1 - $t0" 3)")"
+    detail "- live calls ($label): twigate threads $(find /proc/"$L_PID"/task -mindepth 1 -maxdepth 1 | wc -l), open fds $(find /proc/"$L_PID"/fd -mindepth 1 -maxdepth 1 | wc -l), kaphila-sim RSS $(($(rss_kb "$SIM_PID") / 1024)) MB"
+    PER=$(kv "$o" per_call_kb)
+    row "Live calls ($label): RSS per live call, $(kv "$o" alive_at_end) of $LIVE_CALLS looping (KB)" "$PER" "RSS $(($(kv "$o" rss0_kb) / 1024)) → $(($(kv "$o" rss_peak_kb) / 1024)) MB" "—" "< 20" \
+      "$(if [ "$(kv "$o" alive_at_end)" -ge "$LIVE_CALLS" ] && le "$PER" 20; then echo yes; else echo NO; fi)"
+    row "Live calls ($label): twigate's timers, due → fired, whole run (p99 / max bucket, ms)" \
+      "≤ $(kv "$TL" p99_le_ms) / ≤ $(kv "$TL" max_le_ms)" "$(kv "$TL" fired) timers, $(kv "$TL" over_50ms) over 50 ms" "—" "all ≤ 50" \
+      "$(yesno test "$(kv "$TL" over_50ms)" = 0 -a "$(kv "$TL" fired)" -gt 0)"
+    row "Live calls ($label): Pause → next TwiML fetch, lateness p99 / max (ms)" "$(kv "$o" late_p99) / $(kv "$o" late_max)" "$(kv "$o" pauses) pauses, ramp $(kv "$o" ramp_s) s" "—" "all ≤ 50" \
+      "$(yesno test "$(kv "$o" late_over_50)" = 0 -a "$(kv "$o" pauses)" -gt 0)"
+    stop "$L_PID" 3; stop "$SIM_PID"
+  }
+  # 500 creates/s spreads the 10,000 calls' 20-second loops evenly (500
+  # loops/s), as independent calls would be; the second run creates them
+  # as fast as twigate takes them, so their loops run in step (bursts).
+  live_run "$LIVE_RATE" "spread"
+  live_run 0 "burst"
 fi
 
 # =============================================================================

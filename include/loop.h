@@ -64,6 +64,11 @@ __attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loo
  * iteration's messages, timers and transfers and before the loop sleeps
  * (the engine commits its batched writes there). NULL clears it. */
 void loop_set_idle(loop *l, loop_timer_fn fn, void *arg);
+/* fn(l, late_ms, arg) runs on the loop thread as each timer fires, before
+ * its callback, with how late it fires (ms after its due time; the loop
+ * has millisecond resolution). For a latency histogram in /metrics. */
+typedef void (*loop_late_fn)(loop *l, int64_t late_ms, void *arg);
+void loop_set_timer_observer(loop *l, loop_late_fn fn, void *arg);
 /* Number of transfers in flight (for metrics and tests). */
 size_t loop_http_active(const loop *l);
 

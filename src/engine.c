@@ -343,6 +343,15 @@ static void engine_idle(loop *l, void *arg)
     (void)batch_flush(arg);
 }
 
+/* Every engine timer (Pause, TimeLimit, retries, probes) is due at a time a
+ * Twilio user can see; how late they fire is the loop's health figure. */
+static void engine_timer_late(loop *l, int64_t late_ms, void *arg)
+{
+    (void)l;
+    engine *e = arg;
+    metrics_observe(e->a->metrics, "twigate_timer_lateness_seconds", NULL, (double)late_ms / 1000.0);
+}
+
 /* Persists c (when given) and marks kid consumed, in the open batch. */
 static bool txn_commit(engine *e, call *c, int64_t kid)
 {
@@ -1688,6 +1697,7 @@ engine *engine_create(app *a, char *err, size_t errlen)
         return NULL;
     }
     loop_set_idle(e->l, engine_idle, e);
+    loop_set_timer_observer(e->l, engine_timer_late, e);
     return e;
 }
 

@@ -119,6 +119,8 @@ struct loop {
     uint8_t *fds;        /* FD_* bits by fd number; see sock_cb */
     size_t   n_fds;
     bool    destroying;
+    loop_late_fn  late_fn;       /* loop_set_timer_observer */
+    void         *late_arg;
     loop_timer_fn idle_fn;       /* loop_set_idle */
     void         *idle_arg;
 };
@@ -242,6 +244,8 @@ static void run_timers(loop *l)
         fired = true;
         heap_remove(l, 0);
         t->idx = TIMER_FIRING;
+        if (l->late_fn)
+            l->late_fn(l, mono_ms() - t->due, l->late_arg);
         t->fn(l, t->arg);
         free(t);
     }
@@ -555,6 +559,12 @@ void loop_easy_release(loop *l, CURL *easy)
     }
     curl_easy_reset(easy);
     l->easy_pool[l->n_easy++] = easy;
+}
+
+void loop_set_timer_observer(loop *l, loop_late_fn fn, void *arg)
+{
+    l->late_fn = fn;
+    l->late_arg = arg;
 }
 
 void loop_set_idle(loop *l, loop_timer_fn fn, void *arg)

@@ -507,6 +507,29 @@ def test_call_cache_metrics_move(make_twigate):
     assert after.value("twigate_call_cache_entries") == before.value("twigate_call_cache_entries")
 
 
+def test_timer_lateness_histogram(make_twigate):
+    """Each engine timer that fires (here a <Pause>) is observed in
+    twigate_timer_lateness_seconds, due time to firing."""
+    tg = make_twigate()
+    c = tg.client("a")
+    before = _scrape(tg)
+    call = c.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                          twiml='<Response><Pause length="1"/><Hangup/></Response>')
+    tg.wait_for_status(c, call.sid, TERMINAL, timeout=15)
+    after = _scrape(tg)
+    _assert_shapes(after)
+    fam = after.families["twigate_timer_lateness_seconds"]
+    assert fam["type"] == "histogram", fam["type"]
+    n = after.value("twigate_timer_lateness_seconds_count") - \
+        before.value("twigate_timer_lateness_seconds_count", 0)
+    late = after.value("twigate_timer_lateness_seconds_sum") - \
+        before.value("twigate_timer_lateness_seconds_sum", 0)
+    assert n >= 1, "the Pause's timer was not observed"
+    # A lateness is what is left after the due time, not the Pause itself.
+    assert 0 <= late < 0.5 * n, (late, n)
+    _assert_monotonic(before, after)
+
+
 def test_metrics_move_with_the_workload(make_twigate, receiver):
     token = "mt_" + os.urandom(12).hex()
     tg = make_twigate(overrides={"metrics.token": token})

@@ -390,6 +390,63 @@ static void arm_slow_timers(loop *l, void *arg)
         assert_non_null(loop_timer_add(l, 10, slow_timer, st));
 }
 
+/* The timer observer sees each timer's lateness as it fires: ~0 on an idle
+ * loop, and the time a blocking callback held the loop back otherwise. */
+typedef struct late_state {
+    waiter  w;
+    int64_t late[2];
+    int     n_late, n_fired;
+} late_state;
+
+static void late_observe(loop *l, int64_t late_ms, void *arg)
+{
+    (void)l;
+    late_state *st = arg;
+    if (st->n_late < 2) st->late[st->n_late] = late_ms;
+    st->n_late++;
+}
+
+static void late_fire(loop *l, void *arg)
+{
+    (void)l;
+    late_state *st = arg;
+    st->n_fired++;
+    waiter_add(&st->w, 1);
+}
+
+static void late_arm_idle(loop *l, void *arg)
+{
+    assert_non_null(loop_timer_add(l, 20, late_fire, arg));
+}
+
+static void late_arm_blocked(loop *l, void *arg)
+{
+    assert_non_null(loop_timer_add(l, 10, late_fire, arg));
+    struct timespec t = {0, 120 * 1000 * 1000};   /* the loop is stuck for 120 ms */
+    nanosleep(&t, NULL);
+}
+
+static void test_timer_observer_reports_lateness(void **state)
+{
+    (void)state;
+    late_state st = {0};
+    waiter_init(&st.w);
+    loop *l = loop_create("late", on_call_msg, NULL);
+    loop_set_timer_observer(l, late_observe, &st);
+    assert_int_equal(loop_start(l), 0);
+    run_on_loop(l, late_arm_idle, &st);
+    assert_true(waiter_wait(&st.w, 1, 3000));
+    run_on_loop(l, late_arm_blocked, &st);
+    assert_true(waiter_wait(&st.w, 2, 3000));
+    loop_stop(l);
+    assert_int_equal(st.n_late, 2);
+    assert_int_equal(st.n_fired, 2);
+    assert_in_range(st.late[0], 0, TOLERANCE_MS);
+    assert_in_range(st.late[1], 110 - 1, 110 + TOLERANCE_MS);
+    loop_destroy(l);
+    waiter_fini(&st.w);
+}
+
 static void test_message_not_starved_by_timers(void **state)
 {
     (void)state;
@@ -1149,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_timer_cancel_and_add_from_callback),
         cmocka_unit_test(test_timer_not_starved_by_messages),
         cmocka_unit_test(test_message_not_starved_by_timers),
+        cmocka_unit_test(test_timer_observer_reports_lateness),
         cmocka_unit_test(test_many_timers),
         cmocka_unit_test(test_destroy_drops_timers),
         cmocka_unit_test(test_http_basic),
