@@ -9,7 +9,8 @@
 # only its own driver (bench/loadgen.c) and starts nothing it does not stop.
 #
 # Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS per throughput run (5),
-# BENCH_SUSTAIN_SECONDS (30), BENCH_LIVE_CALLS (10000), BENCH_FETCH_ROWS
+# BENCH_SUSTAIN_SECONDS (30), BENCH_LIVE_CALLS (10000), BENCH_LIVE_RATE (calls
+# / 20: creates/s of the spread live run), BENCH_FETCH_ROWS
 # (100000), BENCH_GROWTH_ROWS (1000000), BENCH_ONLY (comma list of fetch,
 # create,slow,relay,live,growth,footprint), BENCH_KEEP=1 keeps the work dir.
 set -euo pipefail
