@@ -298,15 +298,24 @@ static void timer_stop(exec *x, loop_timer **slot)
 
 /* ---------------------------------------------------------------- hang-up */
 
-static void hangup(exec *x, const char *why)
+/* routine: the TwiML asked for it (<Hangup>, <Reject>, its end). That is
+ * every call's last step, so it is logged at debug: an info line per call
+ * was one more write(2) on the engine thread for nothing an operator acts
+ * on (the call's Events log has it). Hang-ups twigate chose stay at info. */
+static void hangup_as(exec *x, const char *why, bool routine)
 {
     x->wait = W_DONE;
     x->mode = M_NONE;
     x->wait_serial = 0;
     timer_stop(x, &x->t_play);
     timer_stop(x, &x->t_input);
-    log_info("exec", "hanging up: %s", why);
+    log_write(routine ? LOG_DEBUG : LOG_INFO, "exec", "hanging up: %s", why);
     call_hangup(x->c, why);
+}
+
+static void hangup(exec *x, const char *why)
+{
+    hangup_as(x, why, false);
 }
 
 /* Something twigate itself could not do (out of memory, a timer): the call
@@ -1241,7 +1250,7 @@ static void run(exec *x)
             if (in_prompt)
                 gather_prompts_done(x);
             else
-                hangup(x, "end of the TwiML document");
+                hangup_as(x, "end of the TwiML document", true);
             return;
         }
         const twiml_verb *v = &cur->verbs[cur->pc];
@@ -1275,7 +1284,7 @@ static void run(exec *x)
             return;
         case TV_HANGUP:
             if (in_prompt) { cur->pc++; break; }
-            hangup(x, "<Hangup>");
+            hangup_as(x, "<Hangup>", true);
             return;
         case TV_REJECT:
             if (in_prompt) { cur->pc++; break; }
@@ -1284,7 +1293,7 @@ static void run(exec *x)
             call_log(x->c, "twiml/reject",
                      json_pack("{s:s, s:s}", "reason", v->u.reject.busy ? "busy" : "rejected",
                                "detail", "the call was already answered: hung up (completed)"));
-            hangup(x, v->u.reject.busy ? "<Reject reason=\"busy\">" : "<Reject>");
+            hangup_as(x, v->u.reject.busy ? "<Reject reason=\"busy\">" : "<Reject>", true);
             return;
         case TV_UNSUPPORTED:
             report_unsupported(x, v);

@@ -575,6 +575,9 @@ def test_redirect_cap(make_twigate, receiver):
     assert kaphila_requests(tg, call.sid) == [("/hangup", {})]
     got = [n for n in notes(tg, call.sid) if n["error_code"] == "11215"]
     assert len(got) == 1 and got[0]["log"] == "0", notes(tg, call.sid)
+    # A hang-up twigate chose is worth an operator's attention: logged at info.
+    assert re.search(r" INFO \[exec\] .*%s hanging up: too many redirects" % call.sid,
+                     tg.log_text()), tg.log_text()[-2000:]
 
 
 def test_action_requests_count_against_the_cap(make_twigate, receiver):
@@ -601,6 +604,11 @@ def test_reject_hangs_up_answered_call(twigate, client, receiver):
     done = finish(twigate, client, call.sid)
     assert done.status == "completed"      # outbound-api: already answered
     assert kaphila_requests(twigate, call.sid) == [("/hangup", {})]
+    # The TwiML's own ending is every call's last step: debug, not an info
+    # line (and a write on the engine thread) per call. test_redirect_cap
+    # pins the line's shape, so this cannot pass by a change of format.
+    assert not re.search(r" INFO \[exec\] .*%s hanging up" % call.sid, twigate.log_text())
+    assert re.search(r" DEBUG \[exec\] .*%s hanging up: <Reject" % call.sid, twigate.log_text())
 
 
 # ------------------------------------------------------------------ failures
