@@ -68,6 +68,13 @@ typedef struct store_call_filter {
 store *store_open(const char *path, char *err, size_t errlen);
 /* Times a statement gave up on a lock after the busy timeout (metrics). */
 uint64_t store_busy_count(const store *s);
+/* The checkpointer's passes (metrics): woken by the WAL's growth, or by its
+ * one-second timer; and the WAL's length in pages at the last pass. */
+typedef struct store_ckpt_stats {
+    uint64_t by_volume, by_timer;
+    int64_t  wal_pages;
+} store_ckpt_stats;
+void store_checkpoint_stats(const store *s, store_ckpt_stats *out);
 void   store_close(store *s);                 /* accepts NULL; all conns released */
 
 /* Every insert, update and delete of a call row tells cc (callcache.h:

@@ -52,6 +52,8 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_outbox_oldest_seconds", "Age of the oldest pending delivery"},
     {"twigate_kaphila_events_total", "Kaphila events received by name"},
     {"twigate_sqlite_busy_total", "Statements that gave up on an SQLite lock after the busy timeout (monotonic)"},
+    {"twigate_sqlite_checkpoints_total", "WAL checkpoint passes, by what started them: the WAL's growth or the one-second timer"},
+    {"twigate_sqlite_wal_pages", "Length of the SQLite write-ahead log, in pages, at the last checkpoint"},
     {"twigate_call_cache_hits_total", "Call fetches answered from the cache of ended calls' JSON"},
     {"twigate_call_cache_misses_total", "Call fetches that read the database (not cached, live, or another account's)"},
     {"twigate_call_cache_entries", "Ended calls' JSON bodies held in the call cache"},

@@ -176,6 +176,13 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
         store_conn_release(c);
     }
     metrics_counter_set(a->metrics, "twigate_sqlite_busy_total", NULL, (double)store_busy_count(a->store));
+    store_ckpt_stats ck;
+    store_checkpoint_stats(a->store, &ck);
+    metrics_counter_set(a->metrics, "twigate_sqlite_checkpoints_total", "trigger=\"volume\"",
+                        (double)ck.by_volume);
+    metrics_counter_set(a->metrics, "twigate_sqlite_checkpoints_total", "trigger=\"timer\"",
+                        (double)ck.by_timer);
+    metrics_gauge(a->metrics, "twigate_sqlite_wal_pages", NULL, (double)ck.wal_pages);
     callcache_stats cs;
     callcache_get_stats(a->callcache, &cs);
     metrics_counter_set(a->metrics, "twigate_call_cache_hits_total", NULL, (double)cs.hits);

@@ -415,6 +415,8 @@ REQUIRED_FAMILIES = {
     "twigate_kaphila_events_total": ("counter", {"event"}),
     "twigate_notifications_total": ("counter", {"code"}),
     "twigate_sqlite_busy_total": ("counter", set()),
+    "twigate_sqlite_checkpoints_total": ("counter", {"trigger"}),
+    "twigate_sqlite_wal_pages": ("gauge", set()),
     "twigate_metrics_dropped_total": ("counter", set()),
 }
 
@@ -505,6 +507,33 @@ def test_call_cache_metrics_move(make_twigate):
     assert d("twigate_call_cache_hits_total") == 3
     assert d("twigate_call_cache_misses_total") == 1
     assert after.value("twigate_call_cache_entries") == before.value("twigate_call_cache_entries")
+
+
+def test_checkpoints_follow_the_wal_volume(make_twigate):
+    """The checkpointer runs once writers have added ~1,000 WAL pages, not
+    only on its one-second timer (src/store.c: each pass then syncs a few MB,
+    and the engine's appends do not stall behind a large sync). A burst of
+    creates writes tens of pages per call: well past the step."""
+    tg = make_twigate()
+    before = _scrape(tg)
+    assert before.families["twigate_sqlite_checkpoints_total"]["type"] == "counter"
+    assert before.families["twigate_sqlite_wal_pages"]["type"] == "gauge"
+    for _ in range(150):
+        r = tg.create_call_raw(To=fresh_number(), From=DEFAULT_FROM, Twiml=SHORT_TWIML)
+        assert r.status_code == 201, r.text[:200]
+
+    def by_volume():
+        m = _scrape(tg)
+        return m if m.value("twigate_sqlite_checkpoints_total", 0, trigger="volume") > \
+            before.value("twigate_sqlite_checkpoints_total", 0, trigger="volume") else None
+    after = wait_for(by_volume, 10, interval=0.2,
+                     message="no checkpoint was started by the WAL's growth")
+    _assert_shapes(after)
+    _assert_monotonic(before, after)
+    # The timer keeps running beside it, and the gauge reads the WAL's length.
+    wait_for(lambda: _scrape(tg).value("twigate_sqlite_checkpoints_total", 0, trigger="timer")
+             >= 1, 5, message="the one-second checkpoint timer never ran")
+    assert after.value("twigate_sqlite_wal_pages") > 0
 
 
 def test_timer_lateness_histogram(make_twigate):
