@@ -6,7 +6,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sid.h"
 
@@ -32,6 +34,34 @@ static void test_new_unique(void **state)
         assert_true(sid_new("RE", s[i]));
         for (int j = 0; j < i; j++)
             assert_string_not_equal(s[i], s[j]);
+    }
+}
+
+/* SIDs sort by creation time (so SID indexes grow at their right edge): one
+ * made a few ms later sorts after, its 12-digit prefix is the clock in ms,
+ * and the 20 digits after it are random. */
+static void test_new_sorts_by_time(void **state)
+{
+    (void)state;
+    char a[SID_SIZE], b[SID_SIZE];
+    struct timespec t0, t1, pause = {0, 3 * 1000000L};
+    clock_gettime(CLOCK_REALTIME, &t0);
+    assert_true(sid_new("CA", a));
+    nanosleep(&pause, NULL);
+    assert_true(sid_new("CA", b));
+    clock_gettime(CLOCK_REALTIME, &t1);
+    assert_true(strcmp(a, b) < 0);
+    unsigned long long ms = strtoull((char[13]){a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                                                a[9], a[10], a[11], a[12], a[13], 0}, NULL, 16);
+    unsigned long long lo = (unsigned long long)t0.tv_sec * 1000 + (unsigned long long)t0.tv_nsec / 1000000;
+    unsigned long long hi = (unsigned long long)t1.tv_sec * 1000 + (unsigned long long)t1.tv_nsec / 1000000;
+    assert_in_range(ms, lo, hi);
+    /* Same millisecond, different random part: 200 SIDs, no two tails equal. */
+    enum { N = 200 };
+    static char s[N][SID_SIZE];
+    for (int i = 0; i < N; i++) {
+        assert_true(sid_new("CA", s[i]));
+        for (int j = 0; j < i; j++) assert_memory_not_equal(s[i] + 14, s[j] + 14, 20);
     }
 }
 
@@ -62,6 +92,19 @@ static void test_token(void **state)
         assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
                                a[i]));
     assert_string_not_equal(a, b);
+    /* Time first, then randomness: a token made later sorts after, and two
+     * made in the same millisecond differ in their random part. */
+    struct timespec pause = {0, 3 * 1000000L};
+    nanosleep(&pause, NULL);
+    assert_true(sid_token(b));
+    assert_true(strcmp(a, b) < 0);
+    for (int i = 0; i < 12; i++) assert_non_null(strchr("0123456789abcdef", a[i]));
+    enum { N = 200 };
+    static char t[N][TOKEN_SIZE];
+    for (int i = 0; i < N; i++) {
+        assert_true(sid_token(t[i]));
+        for (int j = 0; j < i; j++) assert_memory_not_equal(t[i] + 12, t[j] + 12, 31);
+    }
 }
 
 static void test_token_alphabet_used(void **state)
@@ -99,6 +142,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_shape),
         cmocka_unit_test(test_new_unique),
+        cmocka_unit_test(test_new_sorts_by_time),
         cmocka_unit_test(test_valid),
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_token_alphabet_used),
