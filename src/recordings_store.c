@@ -289,12 +289,15 @@ store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
 {
     /* Waiting for media: windows closed but not cut, and recordings still
      * "in progress" although their call has ended (the events that would
-     * have closed them were lost to a restart). */
+     * have closed them were lost to a restart). The call is looked up by SID
+     * per recording: `call_sid IN (SELECT sid FROM calls WHERE …)` made
+     * SQLite list every ended call first, a scan of the whole table. */
     sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c,
         "SELECT DISTINCT call_sid FROM recordings WHERE deleted = 0 AND"
-        " (status IN ('stopped', 'processing') OR (status = 'in-progress' AND call_sid IN"
-        "  (SELECT sid FROM calls WHERE status NOT IN ('queued', 'ringing', 'in-progress'))))"
+        " (status IN ('stopped', 'processing') OR (status = 'in-progress' AND EXISTS"
+        "  (SELECT 1 FROM calls WHERE calls.sid = recordings.call_sid"
+        "   AND calls.status NOT IN ('queued', 'ringing', 'in-progress'))))"
         " LIMIT ?1");
     int n = 0, rc = SQLITE_DONE;
     store_status s = STORE_OK;

@@ -50,10 +50,13 @@ static const char *const stmt_sql[S_COUNT] = {
         " WHERE sid = ?1",
     [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
     [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
-    /* The same expression as the calls_live index (migration 2), so it is used. */
+    /* The same expression as the calls_live index (migrations 2, 3). Since
+     * that index leads with account_sid SQLite would rather scan the whole
+     * table than sort what the index holds: INDEXED BY keeps a restart on a
+     * million ended calls from reading them all. */
     [S_CALL_LIVE] =
-        "SELECT * FROM calls WHERE status = 'queued' OR status = 'ringing'"
-        " OR status = 'in-progress' ORDER BY id",
+        "SELECT * FROM calls INDEXED BY calls_live WHERE status = 'queued'"
+        " OR status = 'ringing' OR status = 'in-progress' ORDER BY id",
     [S_KEV_INSERT] = "INSERT INTO kevents(call_sid, received_at, body, done) VALUES(?1, ?2, ?3, ?4)",
     [S_KEV_DONE] = "UPDATE kevents SET done = 1 WHERE id = ?1",
     [S_KEV_PENDING] = "SELECT id, call_sid, body FROM kevents WHERE done = 0 ORDER BY id",
@@ -151,6 +154,21 @@ static const char *const migrations[] = {
     "CREATE INDEX calls_live ON calls(status)"
     "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';"
     "ALTER TABLE call_events ADD COLUMN params TEXT;",
+    /* 3. calls_acct_status held every call, so each status change moved the
+     * row between four right-hand leaves of it (queued, ringing, in-progress,
+     * then the end): a fifth of the WAL's frames at 1,000 creates/s. Live
+     * calls are in calls_live already; this index now holds ended calls only
+     * and takes one insert per call. A list filtered by status names the
+     * index's condition in its SQL (filter_sql) so that SQLite can use it. */
+    "DROP INDEX calls_acct_status;"
+    "CREATE INDEX calls_acct_ended ON calls(account_sid, status, id)"
+    "  WHERE status = 'completed' OR status = 'busy' OR status = 'failed'"
+    "  OR status = 'no-answer' OR status = 'canceled';"
+    /* calls_live leads with the account too, so a list of one account's
+     * in-progress calls does not walk every account's. */
+    "DROP INDEX calls_live;"
+    "CREATE INDEX calls_live ON calls(account_sid, status)"
+    "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -804,6 +822,18 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     return r;
 }
 
+#define LIVE_CONDITION \
+    "(status = 'queued' OR status = 'ringing' OR status = 'in-progress')"
+#define ENDED_CONDITION \
+    "(status = 'completed' OR status = 'busy' OR status = 'failed'" \
+    " OR status = 'no-answer' OR status = 'canceled')"
+
+static bool call_status_live(const char *status)
+{
+    return !strcmp(status, "queued") || !strcmp(status, "ringing") ||
+           !strcmp(status, "in-progress");
+}
+
 /* Appends " AND <filter>" for every filter set, numbering parameters from
  * *idx; bind_filter binds them in the same order. */
 static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f, int *idx)
@@ -812,7 +842,11 @@ static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f
     if (f->to && *f->to) ADD("to_num = ?%d");
     if (f->from && *f->from) ADD("from_num = ?%d");
     if (f->parent_call_sid && *f->parent_call_sid) ADD("parent_call_sid = ?%d");
-    if (f->status && *f->status) ADD("status = ?%d");
+    /* The partial indexes' own conditions, word for word: SQLite uses a
+     * partial index only when the query's WHERE contains its condition. */
+    if (f->status && *f->status)
+        len += snprintf(sql + len, cap - (size_t)len, " AND %s AND status = ?%d",
+                        call_status_live(f->status) ? LIVE_CONDITION : ENDED_CONDITION, (*idx)++);
     if (f->start_from) ADD("start_time >= ?%d");
     if (f->start_to) ADD("start_time != 0 AND start_time < ?%d");
     if (f->end_from) ADD("end_time >= ?%d");

@@ -1,6 +1,7 @@
 """List Calls (contract §5): the envelope, paging links the SDKs follow, the
 filters, newest-first order, and the SDKs' own paging (list/stream/page)."""
 
+import sqlite3
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
@@ -198,3 +199,98 @@ def test_sdk_date_filters(twigate, data):
     assert c.calls.list(to=data["to"], start_time_before=midnight) == []
     got = {x.sid for x in c.calls.list(to=data["to"], end_time=data["day"].isoformat())}
     assert got == set(data["group"] + data["others"])
+
+
+# ---------------------------------------------------------------- status index
+# Schema 3 (src/store.c): ended calls are listed by status through
+# calls_acct_ended, live ones through calls_live (account_sid, status); a
+# call moves from one to the other when it ends.
+
+def _status_list(tg, account, status, page_size=50):
+    """Every SID of the account's list for Status=status, following
+    next_page_uri page by page."""
+    got, uri = [], None
+    body = get_list_as(tg, account, {"Status": status, "PageSize": page_size})
+    while True:
+        got += sids(body)
+        uri = body.get("next_page_uri")
+        if not uri:
+            return got
+        body = get_list_as(tg, account, uri=uri)
+
+
+def get_list_as(tg, account, params=None, uri=None):
+    if uri is None:
+        r = tg.http("GET", tg.account_uri(account) + "/Calls.json", account=account,
+                    params=params)
+    else:
+        r = tg.http("GET", uri, account=account)
+    assert r.status_code == 200, r.text
+    assert_list_envelope(r.json(), "calls")
+    return r.json()
+
+
+def test_status_lists_follow_the_call_and_stay_in_the_account(make_twigate):
+    tg = make_twigate()
+    ca, cb = tg.client("a"), tg.client("b")
+    live_a = [ca.calls.create(to=fresh_number(), from_=fresh_number(), twiml=LIVE_TWIML).sid
+              for _ in range(3)]
+    live_b = cb.calls.create(to=fresh_number(), from_=fresh_number(), twiml=LIVE_TWIML).sid
+    for sid in live_a:
+        tg.wait_for_status(ca, sid, "in-progress")
+    tg.wait_for_status(cb, live_b, "in-progress")
+
+    # Newest first, one per page through the token: the live index's walk.
+    assert _status_list(tg, "a", "in-progress", page_size=1) == live_a[::-1]
+    assert _status_list(tg, "b", "in-progress") == [live_b]
+    assert _status_list(tg, "a", "completed") == []
+
+    ca.calls(live_a[1]).update(status="completed")
+    tg.wait_for_status(ca, live_a[1], "completed")
+    assert _status_list(tg, "a", "in-progress") == [live_a[2], live_a[0]]
+    assert _status_list(tg, "a", "completed") == [live_a[1]]
+    assert _status_list(tg, "b", "completed") == []
+    for sid in (live_a[0], live_a[2]):
+        ca.calls(sid).update(status="completed")
+    cb.calls(live_b).update(status="completed")
+    for sid in (live_a[0], live_a[2]):
+        tg.wait_for_status(ca, sid, "completed")
+    assert _status_list(tg, "a", "in-progress") == []
+    assert _status_list(tg, "a", "completed", page_size=2) == live_a[::-1]
+
+
+def test_a_schema_2_database_is_migrated(make_twigate):
+    """A database written before schema 3 (calls_acct_status over every
+    call, calls_live on status alone) gets the new indexes at the next start
+    and lists the same calls."""
+    tg = make_twigate()
+    c = tg.client("a")
+    ended = [c.calls.create(to=fresh_number(), from_=fresh_number(), twiml=SHORT_TWIML).sid
+             for _ in range(3)]
+    for sid in ended:
+        tg.wait_for_status(c, sid, "completed")
+    tg.stop()
+    con = sqlite3.connect(tg.db_path)
+    con.executescript(
+        "DROP INDEX calls_acct_ended; DROP INDEX calls_live;"
+        "CREATE INDEX calls_acct_status ON calls(account_sid, status, id);"
+        "CREATE INDEX calls_live ON calls(status)"
+        "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';"
+        "PRAGMA user_version = 2;")
+    con.close()
+
+    tg.start()
+    con = sqlite3.connect(f"file:{tg.db_path}?mode=ro", uri=True)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] >= 3
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "calls_acct_status" not in names and "calls_acct_ended" in names, names
+        cols = [r[2] for r in con.execute("PRAGMA index_info(calls_live)")]
+        assert cols == ["account_sid", "status"], cols
+    finally:
+        con.close()
+    assert _status_list(tg, "a", "completed") == ended[::-1]
+    live = c.calls.create(to=fresh_number(), from_=fresh_number(), twiml=LIVE_TWIML).sid
+    tg.wait_for_status(c, live, "in-progress")
+    assert _status_list(tg, "a", "in-progress") == [live]
+    c.calls(live).update(status="completed")
