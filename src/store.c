@@ -27,6 +27,16 @@
  * readers proceed; writers serialise, and each transaction is short. */
 #define STORE_BUSY_TIMEOUT_MS 5000
 
+/* The conditions of the partial indexes calls_live and calls_acct_ended
+ * (migrations 2 and 3, which keep their own copies: a released step is never
+ * edited). SQLite uses a partial index only when a query's WHERE contains its
+ * condition, so the queries meant for them repeat these word for word. */
+#define LIVE_CONDITION \
+    "(status = 'queued' OR status = 'ringing' OR status = 'in-progress')"
+#define ENDED_CONDITION \
+    "(status = 'completed' OR status = 'busy' OR status = 'failed'" \
+    " OR status = 'no-answer' OR status = 'canceled')"
+
 enum stmt_id {
     S_CALL_INSERT, S_CALL_GET, S_CALL_GET_SID, S_CALL_GET_TOKEN, S_CALL_UPDATE, S_CALL_DELETE, S_CALL_ID,
     S_CALL_LIVE, S_KEV_INSERT, S_KEV_DONE, S_KEV_PENDING, S_OB_INSERT, S_OB_FINISH,
@@ -50,13 +60,10 @@ static const char *const stmt_sql[S_COUNT] = {
         " WHERE sid = ?1",
     [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
     [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
-    /* The same expression as the calls_live index (migrations 2, 3). Since
-     * that index leads with account_sid SQLite would rather scan the whole
-     * table than sort what the index holds: INDEXED BY keeps a restart on a
-     * million ended calls from reading them all. */
-    [S_CALL_LIVE] =
-        "SELECT * FROM calls INDEXED BY calls_live WHERE status = 'queued'"
-        " OR status = 'ringing' OR status = 'in-progress' ORDER BY id",
+    /* calls_live leads with account_sid, so SQLite would rather scan the
+     * whole table than sort what the index holds: INDEXED BY keeps a restart
+     * on a million ended calls from reading them all. */
+    [S_CALL_LIVE] = "SELECT * FROM calls INDEXED BY calls_live WHERE " LIVE_CONDITION " ORDER BY id",
     [S_KEV_INSERT] = "INSERT INTO kevents(call_sid, received_at, body, done) VALUES(?1, ?2, ?3, ?4)",
     [S_KEV_DONE] = "UPDATE kevents SET done = 1 WHERE id = ?1",
     [S_KEV_PENDING] = "SELECT id, call_sid, body FROM kevents WHERE done = 0 ORDER BY id",
@@ -325,9 +332,9 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
  * last, and an append to a file being synced waits for that sync (14-27 ms
  * measured on ext4 for the 50-80 MB a one-second period gathered at 1,000
  * creates/s). Passes by volume keep each sync to a few megabytes, so the
- * engine's commits no longer stall behind it (docs/performance.md, "Create
- * p99"). SQLite's own autocheckpoint uses the same 1,000-page step, but runs
- * it inside the committing thread. */
+ * engine's commits no longer stall behind it (docs/performance.md, "The
+ * write-ahead log under load"). SQLite's own autocheckpoint uses the same
+ * 1,000-page step, but runs it inside the committing thread. */
 #ifndef STORE_CKPT_FRAMES
 #define STORE_CKPT_FRAMES 1024
 #endif
@@ -822,12 +829,6 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     return r;
 }
 
-#define LIVE_CONDITION \
-    "(status = 'queued' OR status = 'ringing' OR status = 'in-progress')"
-#define ENDED_CONDITION \
-    "(status = 'completed' OR status = 'busy' OR status = 'failed'" \
-    " OR status = 'no-answer' OR status = 'canceled')"
-
 static bool call_status_live(const char *status)
 {
     return !strcmp(status, "queued") || !strcmp(status, "ringing") ||
@@ -842,8 +843,7 @@ static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f
     if (f->to && *f->to) ADD("to_num = ?%d");
     if (f->from && *f->from) ADD("from_num = ?%d");
     if (f->parent_call_sid && *f->parent_call_sid) ADD("parent_call_sid = ?%d");
-    /* The partial indexes' own conditions, word for word: SQLite uses a
-     * partial index only when the query's WHERE contains its condition. */
+    /* The partial index's own condition, then the status itself. */
     if (f->status && *f->status)
         len += snprintf(sql + len, cap - (size_t)len, " AND %s AND status = ?%d",
                         call_status_live(f->status) ? LIVE_CONDITION : ENDED_CONDITION, (*idx)++);
