@@ -57,6 +57,11 @@ typedef struct store_call {
 
 void store_call_fini(store_call *c);     /* frees params */
 
+/* True for the statuses of a live call (queued, ringing, in-progress); the
+ * rest are terminal. The store's indexes split calls the same way
+ * (calls_live, calls_acct_ended). */
+bool store_status_live(const char *status);
+
 /* List filters; empty strings / 0 mean "no filter". Time bounds are
  * half-open [from, to) in ms. */
 typedef struct store_call_filter {

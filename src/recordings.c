@@ -70,12 +70,6 @@ static void set_status(rec_row *r, const char *s, int64_t now)
     r->date_updated = now;
 }
 
-static bool call_terminal(const store_call *c)
-{
-    return strcmp(c->status, "queued") && strcmp(c->status, "ringing") &&
-           strcmp(c->status, "in-progress");
-}
-
 static int events_bits(json_t *arr)
 {
     int bits = 0;
@@ -179,7 +173,7 @@ static bool pending(const rec_row *r, bool final)
  * recording (which is Kaphila's bridge recording) was stopped. */
 static bool bridge_final(const store_call *cl, const rec_row *rows, int n)
 {
-    if (call_terminal(cl)) return true;
+    if (!store_status_live(cl->status)) return true;
     for (int i = 0; i < n; i++)
         if (!rec_is_window(&rows[i]) && !status_is(&rows[i], "in-progress")) return true;
     return false;
@@ -189,7 +183,7 @@ static bool bridge_final(const store_call *cl, const rec_row *rows, int n)
 static int64_t bridge_end_ms(const store_call *cl, const rec_row *rows, int n)
 {
     if (!cl->answered_at) return 0;
-    if (call_terminal(cl) && cl->end_time >= cl->answered_at)
+    if (!store_status_live(cl->status) && cl->end_time >= cl->answered_at)
         return cl->end_time - cl->answered_at;
     for (int i = 0; i < n; i++)
         if (!rec_is_window(&rows[i]) && !status_is(&rows[i], "in-progress") &&
@@ -1204,7 +1198,7 @@ static void on_stop(loop *l, void *arg, const kaphila_result *res)
         int64_t now = timefmt_now_ms();
         have_call = store_call_get_by_sid(engine_db(e), r.call_sid, &crow) == STORE_OK;
         if (have_call && crow.answered_at) r.window_ms = now - crow.answered_at;
-        ended = have_call && call_terminal(&crow);
+        ended = have_call && !store_status_live(crow.status);
         r.duration = rec_duration_s(r.window_ms);
         set_status(&r, "stopped", now);
         if (rec_db_update(engine_db(e), &r) != STORE_OK) {

@@ -112,11 +112,6 @@ static const struct { const char *key, *why; } unsupported[] = {
     {"machine_detection_timeout", "Kaphila's AMD cannot be tuned"},
 };
 
-static bool is_terminal(const char *status)
-{
-    return strcmp(status, "queued") && strcmp(status, "ringing") && strcmp(status, "in-progress");
-}
-
 static bool send_digits_ok(const char *s)
 {
     return strspn(s, "0123456789ABCD#*wW") == strlen(s);
@@ -405,7 +400,7 @@ void rest_call_fetch(void *ctx, http_req *r, const http_match *m)
     if (len == 0 || len > sizeof body) {
         http_reply_json(r, 200, calljson_call(&call));
     } else {
-        if (is_terminal(call.status))
+        if (!store_status_live(call.status))
             (void)callcache_put(a->callcache, ticket, call.sid, acct->sid, body, len);
         http_reply(r, 200, "application/json", body, len, NULL);
     }
@@ -439,7 +434,7 @@ void rest_call_update(void *ctx, http_req *r, const http_match *m)
         http_reply_error(r, TW_BAD_PARAM, 400, "Twiml is too long");
         goto out;
     }
-    if (is_terminal(call.status)) {
+    if (!store_status_live(call.status)) {
         /* Hanging up a call that already ended changes nothing; anything
          * else needs a live call. */
         if (json_object_size(upd) == 1 && json_object_get(upd, "status")) {
@@ -469,7 +464,7 @@ void rest_call_delete(void *ctx, http_req *r, const http_match *m)
     store_call call = {0};
     store_conn *c = NULL;
     if (!acct || !load_call(a, r, acct->sid, m->cap[1], &call)) return;
-    if (!is_terminal(call.status)) {
+    if (store_status_live(call.status)) {
         http_reply_error(r, 21220, 400, "Invalid call state: the call is still in progress;"
                          " end it with Status=completed (or canceled) before deleting it");
         goto out;

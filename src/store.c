@@ -829,7 +829,7 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     return r;
 }
 
-static bool call_status_live(const char *status)
+bool store_status_live(const char *status)
 {
     return !strcmp(status, "queued") || !strcmp(status, "ringing") ||
            !strcmp(status, "in-progress");
@@ -846,7 +846,7 @@ static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f
     /* The partial index's own condition, then the status itself. */
     if (f->status && *f->status)
         len += snprintf(sql + len, cap - (size_t)len, " AND %s AND status = ?%d",
-                        call_status_live(f->status) ? LIVE_CONDITION : ENDED_CONDITION, (*idx)++);
+                        store_status_live(f->status) ? LIVE_CONDITION : ENDED_CONDITION, (*idx)++);
     if (f->start_from) ADD("start_time >= ?%d");
     if (f->start_to) ADD("start_time != 0 AND start_time < ?%d");
     if (f->end_from) ADD("end_time >= ?%d");
