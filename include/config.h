@@ -84,6 +84,7 @@ typedef struct config {
     int   sim_answer_ms;         /* sim.answer_ms = 3000 */
     int   sim_tts_ms_per_char;   /* sim.tts_ms_per_char = 60 */
     int   sim_play_ms;           /* sim.play_ms = 3000 */
+    int   sim_kept_calls;        /* sim.kept_calls = 10000 */
     char *sim_outcomes;          /* sim.outcomes = 0001=busy,0002=no-answer,0003=failed,0004=machine */
     char *sim_admin_token;       /* sim.admin_token = "" (secret) */
     /* accounts */

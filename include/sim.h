@@ -15,6 +15,10 @@
 
 typedef struct sim sim;
 
+/* Upper bound of sim_config.kept_calls (and of the sim.kept_calls setting):
+ * a kept call is ~2.5 KB, and its recording must outlive it (sim_int.h). */
+#define SIM_MAX_KEPT_CALLS 200000
+
 typedef struct sim_config {
     const char  *bind_address;    /* "127.0.0.1" */
     int          port;            /* 0 = pick a free port */
@@ -31,6 +35,8 @@ typedef struct sim_config {
     const char  *outcomes;        /* "0001=busy,0002=no-answer,0003=failed,0004=machine" */
     int          rate_limit;      /* per key per hour, 0 = unlimited */
     const char  *recordings_dir;  /* also keep recordings as WAV files there; NULL = in memory */
+    int          kept_calls;      /* ended calls remembered, oldest forgotten first; */
+                                  /* at most SIM_MAX_KEPT_CALLS */
 } sim_config;
 
 /* Fills the defaults documented in docs/simulator.md. */

@@ -49,6 +49,7 @@ void sim_config_defaults(sim_config *c)
     c->outcomes = "0001=busy,0002=no-answer,0003=failed,0004=machine";
     c->rate_limit = 0;
     c->recordings_dir = NULL;
+    c->kept_calls = 10000;
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -615,6 +616,10 @@ static int start_http(sim *s, char *err, size_t errlen)
 
 sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
 {
+    if (cfg->kept_calls < 0 || cfg->kept_calls > SIM_MAX_KEPT_CALLS) {
+        snprintf(err, errlen, "kept_calls %d is outside 0..%d", cfg->kept_calls, SIM_MAX_KEPT_CALLS);
+        return NULL;
+    }
     sim *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");

@@ -33,8 +33,8 @@ typedef struct playback {
 } playback;
 
 /* One transcript line, in one allocation: the text is kept, not JSON
- * objects, because every call keeps its transcript (up to
- * SIM_MAX_ENDED_CALLS of them) and most are never read. */
+ * objects, because every call keeps its transcript (up to cfg.kept_calls
+ * of them once ended) and most are never read. */
 typedef struct tline {
     int64_t     t_ms;
     int         status;     /* a request's answer */
@@ -217,13 +217,17 @@ static void detach(sim *s, sim_call *c)
         free_call(c);
 }
 
+/* Forgets the oldest ended calls beyond cfg.kept_calls. A call whose events
+ * are still queued or in flight is not forgotten yet: detach() would drop
+ * them, and Kaphila delivers every event of a call it placed. event_done()
+ * calls this again once such a call's last event is delivered. */
 static void evict(sim *s)
 {
     sim_calls *t = s->calls;
     sim_call *c = t->head;
-    while (t->n_ended > SIM_MAX_ENDED_CALLS && c) {
+    while (t->n_ended > (size_t)s->cfg.kept_calls && c) {
         sim_call *n = c->next;
-        if (c->state == CS_ENDED)
+        if (c->state == CS_ENDED && !c->posting && !c->ev_head)
             detach(s, c);
         c = n;
     }
@@ -330,8 +334,18 @@ static void event_done(loop *l, CURL *easy, CURLcode rc, void *arg)
         free_call(c);
         return;
     }
-    if (!atomic_load(&c->s->closing))
-        pump(c);
+    if (atomic_load(&c->s->closing))
+        return;
+    pump(c);
+    if (!c->posting && c->state == CS_ENDED) {
+        /* An ended call is kept only for its transcript: its handle (libcurl's
+         * buffers, ~10 KB a call) goes now, and comes back if a late event
+         * needs it. Then the call may be the one evict() had to skip. */
+        curl_easy_cleanup(c->easy);
+        c->easy = NULL;
+        if (c->s->calls->n_ended > (size_t)c->s->cfg.kept_calls)
+            evict(c->s);   /* may free c */
+    }
 }
 
 static size_t discard(char *p, size_t sz, size_t n, void *ud)

@@ -25,7 +25,6 @@
 
 /* Caps, each with its reason. */
 #define SIM_MAX_BODY         65536    /* Kaphila bodies are tiny; a TTS text is < 4 KB */
-#define SIM_MAX_ENDED_CALLS  100000   /* ended calls kept for transcripts; oldest evicted */
 #define SIM_MAX_LIVE_CALLS   50000    /* beyond it /makecall fails like a full trunk */
 #define SIM_MAX_TRANSCRIPT   2000     /* events + requests kept per call; a loop of /voice can't grow memory */
 #define SIM_MAX_PLAYBACKS    256      /* queued playbacks per call */
@@ -37,8 +36,8 @@
 #define SIM_MAX_CALL_MS      (4LL * 3600 * 1000)   /* hard max call length, as a trunk would enforce */
 #define SIM_EVENT_TIMEOUT_MS 5000     /* Kaphila's webhook timeout */
 #define SIM_WAV_MAX_SECONDS  60       /* audio per recording (960 KB): a long call can't fill a disk */
-#define SIM_MAX_RECORDINGS   200000   /* remembered (~100 B each), oldest forgotten first; twice */
-                                      /* SIM_MAX_ENDED_CALLS, so a kept call's file is kept */
+#define SIM_MAX_RECORDINGS   200000   /* remembered (~100 B each), oldest forgotten first; */
+                                      /* >= SIM_MAX_KEPT_CALLS, so a kept call's file is kept */
 #define SIM_MAX_LISTED_FILES 1000     /* GET /recordings files[] */
 #define SIM_WAV_BLOCK        32768    /* WAV bytes made at a time (MHD's send buffer, file writes) */
 #define SIM_INITIAL_CREDITS  100000.0 /* per key; one credit per answered call */

@@ -33,6 +33,9 @@ static void usage(FILE *f)
             "  --rate-limit N         requests per key per hour on call control (0 = off)\n"
             "  --recordings-dir DIR   also write each recording there as a WAV file\n"
             "                         (default: none, recordings are generated on download)\n"
+            "  --kept-calls N         ended calls remembered for transcripts and\n"
+            "                         GET /calls/:callId, oldest forgotten first\n"
+            "                         (default 10000, at most 200000)\n"
             "  --log-level LEVEL      debug|info|warn|error (default warn)\n"
             "  --help\n");
 }
@@ -51,7 +54,7 @@ static bool parse_int(const char *s, int min, int max, int *out)
 int main(int argc, char **argv)
 {
     enum { O_ADDR = 256, O_PORT, O_KEY, O_ADMIN, O_FAST, O_RING, O_ANSWER, O_TTS, O_PLAY,
-           O_OUTCOMES, O_RATE, O_RECDIR, O_LOG, O_HELP };
+           O_OUTCOMES, O_RATE, O_RECDIR, O_KEPT, O_LOG, O_HELP };
     static const struct option opts[] = {
         {"address", required_argument, NULL, O_ADDR},
         {"port", required_argument, NULL, O_PORT},
@@ -65,6 +68,7 @@ int main(int argc, char **argv)
         {"outcomes", required_argument, NULL, O_OUTCOMES},
         {"rate-limit", required_argument, NULL, O_RATE},
         {"recordings-dir", required_argument, NULL, O_RECDIR},
+        {"kept-calls", required_argument, NULL, O_KEPT},
         {"log-level", required_argument, NULL, O_LOG},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -98,6 +102,7 @@ int main(int argc, char **argv)
         case O_OUTCOMES: cfg.outcomes = optarg; break;
         case O_RATE: ok = parse_int(optarg, 0, INT_MAX, &cfg.rate_limit); break;
         case O_RECDIR: cfg.recordings_dir = optarg; break;
+        case O_KEPT: ok = parse_int(optarg, 0, SIM_MAX_KEPT_CALLS, &cfg.kept_calls); break;
         case O_LOG: ok = log_level_parse(optarg, &lvl); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;

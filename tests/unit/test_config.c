@@ -102,6 +102,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->sim_answer_ms, 3000);
     assert_int_equal(c->sim_tts_ms_per_char, 60);
     assert_int_equal(c->sim_play_ms, 3000);
+    assert_int_equal(c->sim_kept_calls, 10000);
     assert_string_equal(c->sim_outcomes, "0001=busy,0002=no-answer,0003=failed,0004=machine");
     assert_string_equal(c->sim_admin_token, "");
     assert_int_equal(c->n_accounts, 0);
