@@ -13,6 +13,9 @@
  *     loop_destroy can abort the ones still in flight.
  *   - fd table: what epoll holds for each fd curl gave us, so that a
  *     keep-alive connection costs no epoll_ctl per exchange (see below).
+ *   - connection caches: CONN_SHARES curl share objects per loop, filled
+ *     one after another, so that curl's walks of its connections stay short
+ *     (see CONN_SHARES). Only this loop's thread uses them: no lock callbacks.
  *   - run(): the thread body; epoll_wait with timeout = min(next timer, curl
  *     deadline), then fds, then curl timeout, then timers, then messages,
  *     then the idle hook. Timers and messages get a time slice per
@@ -58,6 +61,18 @@
  * of the engine's time at 10,000 live calls). Enough for the transfers
  * finishing in one iteration; beyond it handles are freed. */
 #define EASY_POOL 64
+/* Connection caches per loop (curl share objects). libcurl 7.88 finds a
+ * free connection to a host by walking the connections it holds to that
+ * host, those in use included, and when a transfer ends it walks the cache
+ * again to find the connection it just returned. With a slow peer (hundreds
+ * of exchanges in flight) both walks were half of the simulator's thread
+ * and cost the engine too. So a cache takes new transfers while it has
+ * fewer than SHARE_FILL in flight, the next one after that, and the least
+ * busy when all are full: a light load uses one cache and one keep-alive
+ * connection per host, as with none, and a heavy one has walks an eighth as
+ * long (docs/performance.md, "Create with a slow Kaphila"). */
+#define CONN_SHARES 8
+#define SHARE_FILL  32
 /* First size of the fd table; it grows to the highest fd curl hands us,
  * which RLIMIT_NOFILE bounds (one byte per fd). */
 #define FD_TABLE_INITIAL 64
@@ -82,6 +97,7 @@ typedef struct xfer {
     loop_http_fn done;
     void        *arg;
     void        *user_private;   /* the caller's CURLOPT_PRIVATE, restored before done */
+    unsigned     share;          /* index of its connection cache */
 } xfer;
 
 struct loop {
@@ -116,6 +132,8 @@ struct loop {
     size_t  n_xfers;
     CURL   *easy_pool[EASY_POOL];
     size_t  n_easy;
+    CURLSH *shares[CONN_SHARES];      /* connection caches; see CONN_SHARES */
+    size_t  share_busy[CONN_SHARES];  /* transfers in flight on each */
     uint8_t *fds;        /* FD_* bits by fd number; see sock_cb */
     size_t   n_fds;
     bool    destroying;
@@ -483,10 +501,24 @@ static void xfer_unlink(loop *l, xfer *x)
     l->n_xfers--;
 }
 
+/* The connection cache for a new transfer (see CONN_SHARES). */
+static unsigned pick_share(const loop *l)
+{
+    unsigned best = 0;
+    for (unsigned i = 0; i < CONN_SHARES; i++) {
+        if (l->share_busy[i] < SHARE_FILL)
+            return i;
+        if (l->share_busy[i] < l->share_busy[best])
+            best = i;
+    }
+    return best;
+}
+
 /* Detaches x from the multi handle and the list, then runs its callback. */
 static void xfer_finish(loop *l, xfer *x, CURLcode rc)
 {
     curl_multi_remove_handle(l->multi, x->easy);
+    l->share_busy[x->share]--;
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x->user_private);
     xfer_unlink(l, x);
     CURL *easy = x->easy;
@@ -531,11 +563,14 @@ int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
     curl_easy_setopt(easy, CURLOPT_SOCKOPTDATA, l);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, l);
+    x->share = pick_share(l);
+    curl_easy_setopt(easy, CURLOPT_SHARE, l->shares[x->share]);
     if (curl_multi_add_handle(l->multi, easy) != CURLM_OK) {
         curl_easy_setopt(easy, CURLOPT_PRIVATE, x->user_private);
         free(x);
         return -1;
     }
+    l->share_busy[x->share]++;
     x->next = l->xfers;
     if (l->xfers)
         l->xfers->prev = x;
@@ -665,6 +700,12 @@ loop *loop_create(const char *thread_name, loop_msg_fn on_msg, void *ctx)
     curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
     curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
     curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    for (size_t i = 0; i < CONN_SHARES; i++) {
+        l->shares[i] = curl_share_init();
+        if (!l->shares[i] ||
+            curl_share_setopt(l->shares[i], CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK)
+            goto fail;
+    }
     return l;
 fail:
     loop_destroy(l);
@@ -715,9 +756,16 @@ void loop_destroy(loop *l)
     free(l->heap);
     while (l->n_easy)
         curl_easy_cleanup(l->easy_pool[--l->n_easy]);
-    /* Closes the cached connections through closesocket_cb: fds after it. */
+    /* Closes the cached connections through closesocket_cb: fds after it.
+     * Every easy handle is gone by now (aborted transfers' callbacks free or
+     * release theirs), so no share is in use. */
     if (l->multi)
         curl_multi_cleanup(l->multi);
+    for (size_t i = 0; i < CONN_SHARES && l->shares[i]; i++) {
+        CURLSHcode rc = curl_share_cleanup(l->shares[i]);
+        assert(rc == CURLSHE_OK);
+        (void)rc;
+    }
     free(l->fds);
     if (l->evfd >= 0)
         close(l->evfd);
