@@ -850,6 +850,88 @@ static void test_http_many_concurrent(void **state)
     waiter_fini(&w2);
 }
 
+/* A burst of finished transfers whose callbacks are slow (the engine runs a
+ * call's TwiML in them) does not hold back a timer that comes due meanwhile:
+ * timers get a turn between callbacks. The first callback blocks the loop
+ * for 100 ms, so the other answers all arrive and are handled in one
+ * iteration, ~3 ms each; the second arms a timer due 10 ms later. */
+#define N_ANSWERS 100
+
+static size_t discard_cb(char *p, size_t sz, size_t n, void *ud);
+
+typedef struct answers_state {
+    waiter  w;
+    int     done;
+    int64_t armed_at, fired_at, batch_end;
+} answers_state;
+
+static void answers_fire(loop *l, void *arg)
+{
+    (void)l;
+    answers_state *st = arg;
+    st->fired_at = now_ms();
+    waiter_add(&st->w, 1);
+}
+
+static void slow_answer(loop *l, CURL *easy, CURLcode rc, void *arg)
+{
+    answers_state *st = arg;
+    assert_int_equal(rc, CURLE_OK);
+    curl_easy_cleanup(easy);
+    int n = ++st->done;
+    if (n == 2) {
+        st->armed_at = now_ms();
+        assert_non_null(loop_timer_add(l, 10, answers_fire, st));
+    }
+    struct timespec d = {0, (n == 1 ? 100 : 3) * 1000L * 1000L};
+    nanosleep(&d, NULL);
+    if (n == N_ANSWERS) {
+        st->batch_end = now_ms();
+        waiter_add(&st->w, 1);
+    }
+}
+
+typedef struct answers_req {
+    answers_state *st;
+    int            port;
+} answers_req;
+
+static void start_answers(loop *l, void *arg)
+{
+    answers_req *r = arg;
+    for (int i = 0; i < N_ANSWERS; i++) {
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/a/%d", r->port, i);
+        CURL *e = curl_easy_init();
+        assert_non_null(e);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+        assert_int_equal(loop_http_start(l, e, slow_answer, r->st), 0);
+    }
+}
+
+static void test_timer_not_starved_by_answers(void **state)
+{
+    (void)state;
+    server s;
+    server_start(&s);
+    answers_state st = {0};
+    waiter_init(&st.w);
+    answers_req r = {&st, s.port};
+    loop *l = loop_create("http", on_call_msg, NULL);
+    assert_int_equal(loop_start(l), 0);
+    run_on_loop(l, start_answers, &r);
+    assert_true(waiter_wait(&st.w, 2, 10000));
+    /* the batch's callbacks take ~300 ms after the timer was armed */
+    assert_true(st.batch_end - st.armed_at >= 200);
+    assert_true(st.fired_at - st.armed_at >= 10);
+    assert_true(st.fired_at - st.armed_at <= 10 + 30 + TOLERANCE_MS);
+    loop_stop(l);
+    loop_destroy(l);
+    MHD_stop_daemon(s.d);
+    waiter_fini(&st.w);
+}
+
 /* Transfers to the black hole are in flight when the loop stops; destroy
  * must call each done callback with CURLE_ABORTED_BY_CALLBACK. */
 static void test_destroy_aborts_in_flight(void **state)
@@ -1211,6 +1293,7 @@ int main(void)
         cmocka_unit_test(test_destroy_drops_timers),
         cmocka_unit_test(test_http_basic),
         cmocka_unit_test(test_http_many_concurrent),
+        cmocka_unit_test(test_timer_not_starved_by_answers),
         cmocka_unit_test(test_destroy_aborts_in_flight),
         cmocka_unit_test(test_http_keepalive_stays_registered),
         cmocka_unit_test(test_http_idle_connection_closed_by_server),
