@@ -217,18 +217,22 @@ static void detach(sim *s, sim_call *c)
         free_call(c);
 }
 
-/* Forgets the oldest ended calls beyond cfg.kept_calls. A call whose events
- * are still queued or in flight is not forgotten yet: detach() would drop
- * them, and Kaphila delivers every event of a call it placed. event_done()
- * calls this again once such a call's last event is delivered. */
+/* Forgets the oldest ended calls (in the order they were placed) beyond
+ * cfg.kept_calls. It stops at an ended call whose events are still queued or
+ * in flight: detach() would drop them, and Kaphila delivers every event of a
+ * call it placed; forgetting a newer call instead would break the order.
+ * event_done() calls this again once that call's last event is delivered. */
 static void evict(sim *s)
 {
     sim_calls *t = s->calls;
     sim_call *c = t->head;
     while (t->n_ended > (size_t)s->cfg.kept_calls && c) {
         sim_call *n = c->next;
-        if (c->state == CS_ENDED && !c->posting && !c->ev_head)
+        if (c->state == CS_ENDED) {
+            if (c->posting || c->ev_head)
+                break;
             detach(s, c);
+        }
         c = n;
     }
 }
