@@ -13,6 +13,7 @@
  * comes from the file, the environment or the command line, and every error
  * names the key the same way. */
 #include "config.h"
+#include "sim.h"
 #include "timefmt.h"
 
 #include <assert.h>
@@ -154,7 +155,7 @@ static const key_def KEYS[] = {
         "Simulated speech length per character of <Say> text"),
     INT("sim.play_ms", sim_play_ms, "3000", 0, 600000, false,
         "Simulated length of every <Play>ed file"),
-    INT("sim.kept_calls", sim_kept_calls, "10000", 0, 200000, false,
+    INT("sim.kept_calls", sim_kept_calls, "10000", 0, SIM_MAX_KEPT_CALLS, false,
         "Ended calls the simulator remembers (transcripts, GET /calls/:callId); oldest forgotten first"),
     STR("sim.outcomes", sim_outcomes, "0001=busy,0002=no-answer,0003=failed,0004=machine",
         false, check_outcomes,

@@ -344,7 +344,7 @@ static void event_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     if (!c->posting && c->state == CS_ENDED) {
         /* An ended call is kept only for its transcript: its handle (libcurl's
          * buffers, ~10 KB a call) goes now, and comes back if a late event
-         * needs it. Then the call may be the one evict() had to skip. */
+         * needs it. Then the call may be the one evict() stopped at. */
         curl_easy_cleanup(c->easy);
         c->easy = NULL;
         if (c->s->calls->n_ended > (size_t)c->s->cfg.kept_calls)

@@ -68,3 +68,13 @@ def test_kaphila_sim_kept_calls_option():
         assert r.returncode == 2 and "bad value" in r.stderr, (bad, r.returncode, r.stderr)
     r = subprocess.run([sim, "--help"], capture_output=True, text=True, timeout=10)
     assert "--kept-calls N" in r.stdout
+
+
+def test_twigate_refuses_kept_calls_out_of_range():
+    """sim.kept_calls beyond 200,000 is one clear line at start-up (0 is
+    accepted: test_kept_calls_zero_still_delivers_every_event)."""
+    tg = os.path.join(build_dir(), "twigate")
+    r = subprocess.run([tg, "--set", "sim.kept_calls=200001", "--print-config"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert r.stderr.strip() == "twigate: sim.kept_calls: 200001 is out of range (0..200000)"
