@@ -29,8 +29,7 @@ FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
 ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint}
 
-OAI=$(realpath -m "$ROOT/../shared/twilio-oai/twilio_api_v2010.json")
-[ -f "$OAI" ] || OAI=/work/shared/twilio-oai/twilio_api_v2010.json
+OAI=$ROOT/tests/data/twilio-oai/twilio_api_v2010.json
 RESULTS=$BENCH/results
 mkdir -p "$RESULTS"
 DETAILS=$WORK/details.md

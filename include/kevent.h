@@ -1,5 +1,5 @@
 /* kevent — Kaphila's webhook events, validated at the edge into a typed
- * struct, and what they mean in Twilio's terms (kaphila-api.md,
+ * struct, and what they mean in Twilio's terms (Kaphila's API documentation v2.0.0,
  * docs/kaphila.md). Kaphila's payloads are loosely specified: unknown
  * fields are ignored, wrong types read as absent, and nothing here trusts a
  * field's presence. Pure functions, any thread. */

@@ -1,6 +1,7 @@
 /* sim — the built-in Kaphila simulator.
  *
- * An HTTP server that speaks Kaphila's API (kaphila-api.md) on loopback and
+ * An HTTP server that speaks Kaphila's API (its documentation v2.0.0,
+ * summarised in docs/kaphila.md) on loopback and
  * posts Kaphila's JSON events to each call's webhookUrl, with realistic
  * timing (or a fast mode for tests), outcomes chosen by the destination
  * number, failure injection and a control API (docs/simulator.md). It runs

@@ -34,7 +34,7 @@
 /* 1024 accounts with every field and a comment each fit in well under 1 MiB;
  * a bigger file is not a config file. */
 #define CONFIG_MAX_FILE_BYTES (4 * 1024 * 1024)
-/* Twilio's own limit on friendly_name (twilio-contract.md, Accounts). */
+/* Twilio's own limit on friendly_name (Twilio's Accounts resource: 64 characters). */
 #define FRIENDLY_NAME_MAX 64
 /* E.164 numbers have at most 15 digits, so a longer suffix can never match. */
 #define OUTCOME_SUFFIX_MAX 15

@@ -1,4 +1,4 @@
-/* sim_api — Kaphila's endpoints as kaphila-api.md describes them: call
+/* sim_api — Kaphila's endpoints as Kaphila's API documentation (v2.0.0) describes them: call
  * control (/makecall, /batchcall, /hangup, /voice, /play, /gather), state
  * (/calls, /recordings, /api/me, /api/call-logs, /health) and recording
  * downloads (served by sim_rec.c). Requests are validated here, at the edge, by a
