@@ -119,6 +119,11 @@ int config_set(config *c, const char *key, const char *value, char *err, size_t 
  * public_url, public_url stays "" until config_bind_port. */
 __attribute__((warn_unused_result))
 int config_finish(config *c, char *err, size_t errlen);
+/* config_finish minus the demand for an account, for --print-config: it
+ * shows the effective values (the defaults, with no file) of a
+ * configuration that has no account yet. Never start a daemon on it. */
+__attribute__((warn_unused_result))
+int config_finish_print(config *c, char *err, size_t errlen);
 /* After binding: when listen.port was 0, records the port actually bound and
  * derives public_url if it was left empty. No-op when listen.port was set.
  * Call on every config built (reloads too) before config_reload_compatible

@@ -1162,9 +1162,9 @@ static int derive_public_url(config *c, char *err, size_t errlen)
     return 0;
 }
 
-int config_finish(config *c, char *err, size_t errlen)
+static int finish(config *c, bool need_account, char *err, size_t errlen)
 {
-    if (c->n_accounts == 0) {
+    if (need_account && c->n_accounts == 0) {
         fail(err, errlen, "no accounts: define at least one [account.<name>] with sid, "
              "auth_token and kaphila_key");
         return -1;
@@ -1226,6 +1226,16 @@ int config_finish(config *c, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int config_finish(config *c, char *err, size_t errlen)
+{
+    return finish(c, true, err, errlen);
+}
+
+int config_finish_print(config *c, char *err, size_t errlen)
+{
+    return finish(c, false, err, errlen);
 }
 
 int config_bind_port(config *c, int port, char *err, size_t errlen)

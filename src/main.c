@@ -101,7 +101,8 @@ static config *load_config(const options *o, char *err, size_t errlen)
         snprintf(key, sizeof key, "%.*s", (int)(eq - o->sets[i]), o->sets[i]);
         if (config_set(c, key, eq + 1, err, errlen)) goto fail;
     }
-    if (config_finish(c, err, errlen)) goto fail;
+    /* --print-config shows the defaults even before any account exists. */
+    if ((o->print_config ? config_finish_print : config_finish)(c, err, errlen)) goto fail;
     return c;
 fail:
     config_destroy(c);
@@ -190,6 +191,8 @@ int main(int argc, char **argv)
     }
     if (o.print_config) {
         config_print(cfg, stdout);
+        if (cfg->n_accounts == 0)
+            fprintf(stderr, "twigate: no account defined yet; the daemon needs one to start\n");
         config_destroy(cfg);
         return 0;
     }

@@ -665,6 +665,24 @@ static void test_finish_errors(void **state)
                         "account.b.api_key_sid: same SID as account.a.api_key_sid");
 }
 
+/* --print-config's finish: no account needed, every other check and derived
+ * value as in config_finish. */
+static void test_finish_print_needs_no_account(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    config *c = loaded("");
+    assert_int_equal(config_finish_print(c, err, sizeof err), 0);
+    assert_string_equal(c->public_url, "http://127.0.0.1:8080");
+    assert_int_equal((int)c->n_accounts, 0);
+    config_destroy(c);
+    /* An account that is there is still checked. */
+    c = loaded("[account.a]\nauth_token = t\nkaphila_key = k\n");
+    assert_int_equal(config_finish_print(c, err, sizeof err), -1);
+    assert_string_equal(err, "account.a.sid: missing (required for every account)");
+    config_destroy(c);
+}
+
 static void test_finish_derived_values(void **state)
 {
     (void)state;
@@ -925,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_print_masks_secrets_and_round_trips),
         cmocka_unit_test(test_help_lists_every_key),
         cmocka_unit_test(test_finish_errors),
+        cmocka_unit_test(test_finish_print_needs_no_account),
         cmocka_unit_test(test_finish_derived_values),
         cmocka_unit_test(test_created_and_lookups),
         cmocka_unit_test(test_key_reloadable),
