@@ -3,7 +3,9 @@
  *
  * The engine and the simulator each own one loop. Other threads talk to a
  * loop only through loop_post(); everything else here is called on the loop's
- * own thread (from a message, timer or transfer callback). */
+ * own thread (from a message, timer or transfer callback). Each callback
+ * starts with an empty log context (log.h): it sets its own, and never
+ * inherits the call a previous callback was about. */
 #ifndef TWIGATE_LOOP_H
 #define TWIGATE_LOOP_H
 

@@ -22,6 +22,8 @@
  *     iteration, so neither holds the rest (each other, sockets) back, and
  *     due timers also get a turn inside a long stretch of socket work
  *     (timers_turn).
+ * Every callback starts with an empty log context: one call's CallSid must
+ * not tag the lines of whatever the loop runs next (a health probe, say).
  */
 #include "loop.h"
 
@@ -35,6 +37,8 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /* Initial ring size; it doubles on demand up to LOOP_MAX_QUEUE, so an idle
  * loop costs half a kilobyte rather than the full cap. */
@@ -267,6 +271,7 @@ static void run_timers(loop *l)
         t->idx = TIMER_FIRING;
         if (l->late_fn)
             l->late_fn(l, mono_ms() - t->due, l->late_arg);
+        log_context_clear();
         t->fn(l, t->arg);
         free(t);
     }
@@ -358,8 +363,10 @@ static bool run_messages(loop *l, bool *more)
             l->count--;
         }
         pthread_mutex_unlock(&l->mu);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            log_context_clear();
             l->on_msg(l, batch[i]);
+        }
         delivered += n;
     }
 }
@@ -528,6 +535,7 @@ static void xfer_finish(loop *l, xfer *x, CURLcode rc)
     loop_http_fn done = x->done;
     void *arg = x->arg;
     free(x);
+    log_context_clear();
     done(l, easy, rc, arg);
 }
 
@@ -685,8 +693,10 @@ static void *run(void *arg)
         run_timers(l);
         l->timers_ran_us = mono_us();
         bool stop = run_messages(l, &more);
-        if (l->idle_fn)
+        if (l->idle_fn) {
+            log_context_clear();
             l->idle_fn(l, l->idle_arg);
+        }
         if (stop)
             break;
     }
