@@ -29,6 +29,7 @@ typedef struct kevent {
     bool        was_answered;
     int         hangup_cause;            /* Q.850, 0 = absent */
     char        status[24];              /* Kaphila's status word, "" = absent */
+    char        end_reason[24];          /* endReason (busy, api_hangup …), "" = absent */
     int         duration;                /* callDuration (or duration) seconds, -1 = absent */
 } kevent;
 

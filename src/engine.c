@@ -99,6 +99,7 @@ struct engine {
     bool           started;
     bool           stopping;       /* engine_destroy: start nothing new */
     bool           batch;          /* a write transaction is open (see txn_begin) */
+    const kevent  *ending;         /* the call.ended being applied, for finish_call's log line */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -779,6 +780,19 @@ static void advance(engine *e, call *c, int to)
 
 static void time_limit_fired(loop *l, void *arg);
 
+/* The last line of a call's story at info; like every lifecycle line
+ * (created, dialled, answered, ended) it relies on the caller having set
+ * the call's log context. k: Kaphila's call.ended, NULL when twigate ended
+ * the call without one (a REST hang-up, recovery). */
+static void log_call_ended(const char *status, int duration, const kevent *k)
+{
+    char cause[96] = "before any call.ended from Kaphila";
+    if (k)
+        snprintf(cause, sizeof cause, "Kaphila cause %d (%s)", k->hangup_cause,
+                 k->end_reason[0] ? k->end_reason : "no endReason");
+    log_info("engine", "call ended: %s, %d s, %s", status, duration > 0 ? duration : 0, cause);
+}
+
 /* The call reached a terminal status (inside a transaction). */
 static void finish_call(engine *e, call *c, const char *status, int duration)
 {
@@ -791,6 +805,7 @@ static void finish_call(engine *e, call *c, const char *status, int duration)
     c->rank = RANK_OVER;
     c->over = true;
     status_callback(e, c, "completed", CB_COMPLETED);
+    log_call_ended(status, duration, e->ending);
 }
 
 /* After the commit of a terminal step: stop the executor and forget the call. */
@@ -813,6 +828,7 @@ static void on_answered(engine *e, call *c, const kevent *k)
                      "MachineDetection was requested but Kaphila reported no AMD result"));
     }
     advance(e, c, RANK_ANSWERED);
+    log_info("engine", "call answered (AMD: %s)", md ? c->row.answered_by : "not requested");
     amd_callback(e, c);
 }
 
@@ -867,7 +883,9 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid, const buf *
                 dur = k.duration >= 0 ? k.duration
                       : (int)((timefmt_now_ms() - c->row.answered_at) / 1000);
             }
+            e->ending = &k;
             finish_call(e, c, st, dur);
+            e->ending = NULL;
             ended_now = true;
         }
         break;
@@ -1013,6 +1031,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
         metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", "endpoint=\"/makecall\",outcome=\"ok\"", 1);
         metrics_inc(e->a->metrics, "twigate_calls_total", "status=\"queued\"", 1);
         if (kid) snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s", kid);
+        log_info("engine", "call dialled: Kaphila callId %s", kid ? kid : "not given");
         if (c->over && kid) {
             /* Canceled while /makecall was in flight: Kaphila has just
              * started dialling a call nobody wants any more. */
@@ -1055,6 +1074,7 @@ static void start_makecall(engine *e, call *c)
     json_t *body = NULL;
 
     log_context(NULL, c->row.account_sid, c->row.sid);
+    log_info("engine", "call created (queued)");
     if (acct && !e->stopping) {
         phone_kaphila(c->row.to, number);
         /* The token authenticates Kaphila's events; CallSid is for humans and

@@ -60,6 +60,7 @@ bool kevent_parse(json_t *ev, kevent *out)
     long long cause = num(json_object_get(ev, "hangupCause"));
     out->hangup_cause = cause > 0 && cause < 1000 ? (int)cause : 0;
     copy_str(json_object_get(ev, "status"), out->status, sizeof out->status);
+    copy_str(json_object_get(ev, "endReason"), out->end_reason, sizeof out->end_reason);
     d = json_object_get(ev, "callDuration");
     if (!d) d = json_object_get(ev, "duration");   /* older payloads */
     long long dur = num(d);
