@@ -69,6 +69,7 @@ typedef struct config {
     /* [log] */
     char *log_level;             /* log.level = info */
     bool  log_json;              /* log.json  = false */
+    bool  log_access;            /* log.access = false (one line per HTTP request) */
     /* [metrics] */
     char *metrics_token;         /* metrics.token = "" (secret; empty = open) */
     /* [shutdown] */

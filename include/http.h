@@ -51,6 +51,9 @@ typedef struct http_config {
     void       *ctx;              /* passed to every handler */
     /* Called once per finished request (metrics); may be NULL. */
     void      (*observe)(void *ctx, const char *route, int status, int64_t usec);
+    /* Called once per finished request with its status, response body
+     * bytes and µs, on the MHD thread (the access log); may be NULL. */
+    void      (*access)(void *ctx, const http_req *r, int status, uint64_t bytes, int64_t usec);
 } http_config;
 
 http_server *http_start(const http_config *cfg, char *err, size_t errlen);

@@ -16,6 +16,9 @@ const http_route *rest_routes(void);
 void rest_not_found(void *ctx, http_req *r, const http_match *m);
 /* Metrics hook for http_config.observe. */
 void rest_observe(void *ctx, const char *route, int status, int64_t usec);
+/* Access log hook for http_config.access: a line at info when log.access
+ * is on (reloadable), with query values and Kaphila's event token hidden. */
+void rest_access(void *ctx, const http_req *r, int status, uint64_t bytes, int64_t usec);
 
 /* Shared by the rest_*.c files. Authenticates r for the account in the path;
  * on failure replies 401 (20003) itself and returns NULL. */

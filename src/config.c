@@ -134,6 +134,8 @@ static const key_def KEYS[] = {
         "Least severe level logged: debug, info, warn or error"),
     BOOL("log.json", log_json, "false", true,
         "Log JSON lines instead of plain text"),
+    BOOL("log.access", log_access, "false", true,
+        "Log one line per HTTP request: method, path (query values hidden), status, bytes, time"),
 
     SEC("metrics.token", metrics_token, true,
         "Bearer token required by /metrics; empty = open"),

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -70,7 +71,16 @@ struct http_req {
     pthread_mutex_t        lock;        /* guards resp/status between threads */
     struct MHD_Response   *resp;
     int                    status;
+    uint64_t               bytes;       /* response body length, for the access log */
 };
+
+/* Monotonic µs: requests are timed finer than timefmt's milliseconds. */
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- accessors ---- */
 
@@ -129,13 +139,14 @@ bool http_basic_auth(http_req *r, const char **user, const char **pass)
 
 /* ---- replies ---- */
 
-static void set_response(http_req *r, int status, struct MHD_Response *resp,
+static void set_response(http_req *r, int status, struct MHD_Response *resp, uint64_t len,
                          const char *content_type, const char *const *headers)
 {
     if (!resp) {
         log_error("http", "cannot allocate a response");
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         status = 500;
+        len = 0;
         if (!resp) return;
     }
     if (content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
@@ -149,6 +160,7 @@ static void set_response(http_req *r, int status, struct MHD_Response *resp,
     bool resume = r->suspended;
     r->resp = resp;
     r->status = status;
+    r->bytes = len;
     r->suspended = false;
     pthread_mutex_unlock(&r->lock);
     if (resume) MHD_resume_connection(r->conn);
@@ -167,7 +179,7 @@ void http_reply(http_req *r, int status, const char *content_type, const char *b
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
-    set_response(r, status, resp, content_type, headers);
+    set_response(r, status, resp, len, content_type, headers);
 }
 
 void http_reply_owned(http_req *r, int status, const char *content_type, char *body,
@@ -176,7 +188,7 @@ void http_reply_owned(http_req *r, int status, const char *content_type, char *b
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) free(body);
-    set_response(r, status, resp, content_type, headers);
+    set_response(r, status, resp, len, content_type, headers);
 }
 
 void http_reply_fd(http_req *r, int status, const char *content_type, int fd, uint64_t offset,
@@ -184,7 +196,7 @@ void http_reply_fd(http_req *r, int status, const char *content_type, int fd, ui
 {
     struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, offset);
     if (!resp) close(fd);
-    set_response(r, status, resp, content_type, headers);
+    set_response(r, status, resp, len, content_type, headers);
 }
 
 void http_reply_json(http_req *r, int status, json_t *j)
@@ -301,7 +313,7 @@ static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char
     if (!r) return NULL;
     r->srv = s;
     r->conn = conn;
-    r->t0_us = timefmt_mono_ms() * 1000;
+    r->t0_us = mono_us();
     pthread_mutex_init(&r->lock, NULL);
     form_init(&r->query);
     buf_init(&r->body, s->cfg.max_body);
@@ -399,10 +411,11 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_req *r = *con_cls;
     if (!r || *con_cls == (void *)&too_long_marker) return;
     if (r->dispatched) {
-        int64_t us = timefmt_mono_ms() * 1000 - r->t0_us;
+        int64_t us = mono_us() - r->t0_us;
         if (s->cfg.observe) s->cfg.observe(s->cfg.ctx, http_route_name(r), r->status, us);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_debug("http", "%s %s ended early (%d)", r->method, r->path, (int)toe);
+        if (s->cfg.access) s->cfg.access(s->cfg.ctx, r, r->status, r->bytes, us);
     }
     atomic_fetch_sub(&s->active, 1);
     atomic_store(&s->last_done_ms, (long long)timefmt_mono_ms());

@@ -248,6 +248,7 @@ int main(int argc, char **argv)
         .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
         .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
         .routes = rest_routes(), .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
+        .access = rest_access,
     };
     a.http = http_start(&hc, err, sizeof err);
     if (!a.http) {

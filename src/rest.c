@@ -19,6 +19,8 @@
 #include "timefmt.h"
 
 #define ACCOUNT_PATH API_PREFIX "/Accounts/*"
+/* The access log shows at most this many bytes of query parameter names. */
+#define REST_ACCESS_QUERY_MAX 256
 /* Kaphila's event payloads are small objects; anything bigger is refused. */
 #define KEVENT_MAX_BYTES (64 * 1024)
 
@@ -204,6 +206,34 @@ void rest_observe(void *ctx, const char *route, int status, int64_t usec)
     metrics_inc(a->metrics, "twigate_http_requests_total", labels, 1);
     snprintf(labels, sizeof labels, "route=\"%s\"", route);
     metrics_observe(a->metrics, "twigate_http_request_seconds", labels, (double)usec / 1e6);
+}
+
+/* The access log (log.access): one line per request. The path is logged as
+ * received, except Kaphila's event path, whose last segment is the call's
+ * event token (a credential); of the query only the parameter names are
+ * kept, since values can be secrets or personal data. */
+void rest_access(void *ctx, const http_req *r, int status, uint64_t bytes, int64_t usec)
+{
+    char q[REST_ACCESS_QUERY_MAX];
+    const form *f = http_query(r);
+    const char *path = http_path(r);
+    size_t n = 0;
+
+    if (!app_config(ctx)->log_access) return;
+    if (!strcmp(http_route_name(r), "kaphila_event")) path = "/kaphila/events/*";
+    q[0] = '\0';
+    for (size_t i = 0; i < f->n; i++) {
+        int w = snprintf(q + n, sizeof q - n, "%c%s=*", i ? '&' : '?', f->pairs[i].key);
+        if (w < 0 || (size_t)w >= sizeof q - n) {   /* cut, and say so */
+            snprintf(q + (n < sizeof q - 4 ? n : sizeof q - 4), 4, "\xe2\x80\xa6");
+            break;
+        }
+        n += (size_t)w;
+    }
+    log_context(http_request_id(r), NULL, NULL);
+    log_info("access", "%s %s%s %d %llu bytes %lld us", http_method(r) ? http_method(r) : "-",
+             path, q, status, (unsigned long long)bytes, (long long)usec);
+    log_context_clear();
 }
 
 /* ---- Kaphila events ---- */

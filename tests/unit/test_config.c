@@ -675,6 +675,7 @@ static void test_finish_print_needs_no_account(void **state)
     assert_int_equal(config_finish_print(c, err, sizeof err), 0);
     assert_string_equal(c->public_url, "http://127.0.0.1:8080");
     assert_int_equal((int)c->n_accounts, 0);
+    assert_false(c->log_access);
     config_destroy(c);
     /* An account that is there is still checked. */
     c = loaded("[account.a]\nauth_token = t\nkaphila_key = k\n");
