@@ -47,8 +47,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 deps:
 	@scripts/install-deps.sh build
 
+# ARGS: more twigate arguments, e.g. make run ARGS='--set listen.port=9011'.
 run: deps all
-	@scripts/run-demo.sh $(BUILD)/twigate
+	@scripts/run-demo.sh $(BUILD)/twigate $(ARGS)
 
 # Each unit-test binary runs in its own process; cmocka prints its own summary.
 unit: $(UNIT_BIN)
