@@ -323,7 +323,7 @@ def test_print_config_alone_prints_the_defaults(tmp_path):
 def test_simulator_docs_say_where_the_control_api_is(demo):
     """docs/simulator.md's examples use $S; the page says where it comes from,
     in the words the daemon and the banner really print."""
-    doc = (REPO_ROOT / "docs" / "simulator.md").read_text(encoding="utf-8")
+    doc = re.sub(r"\s+", " ", (REPO_ROOT / "docs" / "simulator.md").read_text(encoding="utf-8"))
     port = demo.sim.rsplit(":", 1)[1]
     assert f"Simulator    {demo.sim}" in demo.banner
     assert "(built-in simulator)" in doc and "`Simulator`" in doc and "TWIGATE_SIM_PORT=" in doc
