@@ -51,9 +51,10 @@ done
 coproc TWIGATE { exec "$bin" --config "$conf" "$@"; }
 pid=$TWIGATE_PID
 exec {out}<&"${TWIGATE[0]}"
-# A non-interactive shell starts background commands with SIGINT ignored,
-# so Ctrl-C is passed on as SIGTERM (the same drain and clean exit), and
-# this script waits for twigate instead of leaving it behind.
+# Ctrl-C reaches twigate with the rest of the process group; the trap also
+# passes it on as SIGTERM (the same drain), for shells that start
+# asynchronous commands with SIGINT ignored. Either way this script waits
+# for twigate's clean exit instead of leaving it behind.
 trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
 
 listen= base= sim=
