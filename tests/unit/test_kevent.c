@@ -47,9 +47,10 @@ static void test_ended_fields_in_both_spellings(void **state)
 {
     (void)state;
     kevent k = parse("{\"event\":\"call.ended\",\"status\":\"busy\",\"hangupCause\":\"17\","
-                     "\"wasAnswered\":false,\"callDuration\":0}");
+                     "\"wasAnswered\":false,\"callDuration\":0,\"endReason\":\"busy\"}");
     assert_int_equal(k.hangup_cause, 17);
     assert_string_equal(k.status, "busy");
+    assert_string_equal(k.end_reason, "busy");
     assert_false(k.was_answered);
     assert_int_equal(k.duration, 0);
     k = parse("{\"event\":\"call.ended\",\"hangupCause\":16,\"wasAnswered\":true,\"duration\":\"42\"}");
@@ -63,6 +64,10 @@ static void test_ended_fields_in_both_spellings(void **state)
     assert_false(k.was_answered);
     assert_int_equal(k.duration, -1);
     assert_string_equal(k.status, "");
+    assert_string_equal(k.end_reason, "");
+    /* An endReason longer than the field is cut, never overflows it. */
+    k = parse("{\"event\":\"call.ended\",\"endReason\":\"a_very_long_end_reason_from_kaphila\"}");
+    assert_int_equal(strlen(k.end_reason), sizeof k.end_reason - 1);
 }
 
 static void test_amd(void **state)
