@@ -20,6 +20,7 @@
 #include "store.h"
 
 typedef struct engine engine;
+typedef struct rec_mp3 rec_mp3;
 
 #define APP_MAX_RETIRED_CONFIGS 256
 
@@ -30,6 +31,7 @@ typedef struct app {
     store        *store;
     callcache    *callcache;          /* ended calls' bodies; NULL = disabled */
     engine       *engine;
+    rec_mp3      *mp3;                /* recordings' MP3 encoder thread */
     http_server  *http;
     sim          *sim;
     char          kaphila_url[512];   /* resolved base URL ("sim" → the embedded one) */

@@ -25,6 +25,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "recordings.h"
 #include "rest.h"
 #include "sim.h"
 #include "store.h"
@@ -236,6 +237,10 @@ int main(int argc, char **argv)
         snprintf(a.kaphila_url, sizeof a.kaphila_url, "%s", cfg->kaphila_url);
     }
 
+    if (!(a.mp3 = rec_mp3_create())) {
+        fprintf(stderr, "twigate: cannot start the MP3 encoder thread\n");
+        goto out;
+    }
     a.engine = engine_create(&a, err, sizeof err);
     if (!a.engine) {
         fprintf(stderr, "twigate: %s\n", err);
@@ -296,7 +301,9 @@ out:
         engine_stop(a.engine, 0);
         engine_destroy(a.engine);
     }
+    rec_mp3_stop(a.mp3);   /* answers what it holds before the server stops */
     http_stop(a.http);
+    rec_mp3_destroy(a.mp3);
     sim_destroy(a.sim);
     store_close(a.store);
     callcache_destroy(a.callcache);
