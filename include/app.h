@@ -1,6 +1,7 @@
 /* app — the process-wide context handed to HTTP handlers and the engine:
- * the current config, the store and its call cache, the engine, the HTTP
- * server, the embedded simulator and the metrics. Created and destroyed by
+ * the current config, the store and its call cache, the engine, the
+ * recordings' MP3 encoder thread, the HTTP server, the embedded simulator
+ * and the metrics. Created and destroyed by
  * main.c only.
  *
  * The config pointer is swapped whole on SIGHUP; readers take it with

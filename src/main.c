@@ -1,7 +1,9 @@
 /* main.c — twigate's entry point: configuration, start-up order, signals.
  *
  * Threads (all named): "main" waits for signals; MHD's pool serves HTTP;
- * "engine" runs calls and webhooks; with kaphila.url = sim, the embedded
+ * "engine" runs calls and webhooks; "rec-mp3" encodes recording media to
+ * MP3 on request (stopped after the engine, before the HTTP server, so it
+ * answers what it holds); with kaphila.url = sim, the embedded
  * simulator adds its own HTTP pool and its "sim" loop. Signals are blocked
  * in every thread and taken synchronously here with sigwait:
  *   SIGTERM/SIGINT  drain: refuse new calls, finish deliveries within
