@@ -213,6 +213,17 @@ def test_enum_values_any_case_curl(twigate, client):
     assert "Enable|DetectMessageEnd" in err["message"] and "'enabled'" in err["message"], err
 
 
+def test_list_status_filter_any_case(twigate, client):
+    call = client.calls.create(to=fresh_number("0001"), from_=DEFAULT_FROM, twiml=SHORT_TWIML)
+    twigate.wait_for_status(client, call.sid, "busy")
+    path = f"{twigate.account_uri()}/Calls.json"
+    for word in ("busy", "BUSY", "Busy"):
+        r = twigate.http("GET", path, params={"Status": word, "To": call.to})
+        assert r.status_code == 200, r.text
+        assert [c["sid"] for c in r.json()["calls"]] == [call.sid], (word, r.json())
+    assert_twilio_error(twigate.http("GET", path, params={"Status": "bussy"}), 400, 21200)
+
+
 def test_recording_enums_any_case(twigate, client, receiver):
     """The Recordings resource's enums too (Status=Stopped, Trim, channels)."""
     call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML)
