@@ -7,7 +7,8 @@ OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -MMD -MP \
            $(shell pkg-config --cflags $(PKGS))
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+# LAME (libmp3lame-dev) has no pkg-config file on Debian: linked by name.
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lmp3lame -lpthread -lm
 
 ifneq ($(SANITIZE),)
 BUILD   := build-san

@@ -25,7 +25,8 @@ bench_init() {
   for f in "$BIN" "$SIMBIN"; do
     [ -x "$f" ] || { echo "bench: $f missing; run make bench" >&2; exit 2; }
   done
-  for t in wrk nginx sqlite3 curl cc node; do
+  # BENCH_TOOLS: a run of sections that need fewer tools (BENCH_ONLY=mp3).
+  for t in ${BENCH_TOOLS:-wrk nginx sqlite3 curl cc node}; do
     command -v "$t" >/dev/null || { echo "bench: $t missing; run scripts/install-deps.sh bench" >&2; exit 2; }
   done
   WORK=$(mktemp -d /tmp/twigate-bench.XXXXXX)

@@ -12,12 +12,15 @@
 # BENCH_SUSTAIN_SECONDS (30), BENCH_LIVE_CALLS (10000), BENCH_LIVE_RATE (calls
 # / 20: creates/s of the spread live run), BENCH_FETCH_ROWS
 # (100000), BENCH_GROWTH_ROWS (1000000), BENCH_ONLY (comma list of fetch,
-# create,slow,relay,live,growth,footprint), BENCH_KEEP=1 keeps the work dir.
+# create,slow,relay,live,growth,footprint,mp3), BENCH_MP3_SECONDS of audio
+# per encode (600), BENCH_KEEP=1 keeps the work dir.
 set -euo pipefail
 
 BUILD=${1:-build-bench}
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
+# The MP3 section alone needs only a compiler (no wrk, nginx or Prism).
+[ "${BENCH_ONLY:-}" != mp3 ] || BENCH_TOOLS="sqlite3 curl cc"
 bench_init "$BUILD"
 cd "$ROOT"
 RUNS=${BENCH_RUNS:-3}
@@ -27,7 +30,8 @@ LIVE_CALLS=${BENCH_LIVE_CALLS:-10000}
 LIVE_RATE=${BENCH_LIVE_RATE:-$((LIVE_CALLS / 20))}   # creates/s: one 20 s loop period
 FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
-ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint}
+ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint,mp3}
+MP3_SECONDS=${BENCH_MP3_SECONDS:-600}
 
 OAI=$ROOT/tests/data/twilio-oai/twilio_api_v2010.json
 RESULTS=$BENCH/results
@@ -431,6 +435,26 @@ if want footprint; then
       --set "listen.port=$SP" --set kaphila.url=http://127.0.0.1:9)
   detail "- start-up, exec → first 200 from /healthz, 20 runs, existing empty database: $o"
   row "Start-up to serving /healthz (ms, median of 20)" "$(kv "$o" p50)" "—" "—" "< 100" "$(yesno le "$(kv "$o" p50)" 100)"
+fi
+
+# =============================================================================
+# 8. MP3 encoding of recording media (src/mp3.c on LAME, what rec-mp3 runs)
+# =============================================================================
+if want mp3; then
+  section "8. mp3"
+  MP3BENCH=$BDIR/bench/mp3bench
+  run cc -std=c11 -O2 -Wall -Wextra -I"$ROOT/include" -o "$MP3BENCH" "$BENCH/mp3bench.c" \
+    "$BDIR/libtwigate.a" -lmp3lame -lm >&2
+  R=() S=()
+  for ((i = 0; i < RUNS; i++)); do
+    o=$(run "$MP3BENCH" "$MP3_SECONDS" 8000 1)
+    R+=("$(kv "$o" ratio)")
+    o2=$(run "$MP3BENCH" 60 44100 2)
+    S+=("$(kv "$o2" ratio)")
+  done
+  detail "- MP3 encode (mp3_encode_wav, a generated WAV in /tmp → MP3 in /tmp): 8 kHz mono $MP3_SECONDS s of audio, $RUNS runs: ${R[*]} s of audio per CPU second (last: $o); 44.1 kHz stereo 60 s: ${S[*]} (last: $o2)"
+  M=$(median "${R[@]}")
+  row "MP3 encode, 8 kHz mono (s of audio per CPU s)" "$M" "44.1 kHz stereo $(median "${S[@]}")" "—" "> 300 (1 h in < 12 s)" "$(yesno ge "$M" 300)"
 fi
 
 write_report

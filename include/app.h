@@ -1,6 +1,7 @@
 /* app — the process-wide context handed to HTTP handlers and the engine:
- * the current config, the store and its call cache, the engine, the HTTP
- * server, the embedded simulator and the metrics. Created and destroyed by
+ * the current config, the store and its call cache, the engine, the
+ * recordings' MP3 encoder thread, the HTTP server, the embedded simulator
+ * and the metrics. Created and destroyed by
  * main.c only.
  *
  * The config pointer is swapped whole on SIGHUP; readers take it with
@@ -20,6 +21,7 @@
 #include "store.h"
 
 typedef struct engine engine;
+typedef struct rec_mp3 rec_mp3;
 
 #define APP_MAX_RETIRED_CONFIGS 256
 
@@ -30,6 +32,7 @@ typedef struct app {
     store        *store;
     callcache    *callcache;          /* ended calls' bodies; NULL = disabled */
     engine       *engine;
+    rec_mp3      *mp3;                /* recordings' MP3 encoder thread */
     http_server  *http;
     sim          *sim;
     char          kaphila_url[512];   /* resolved base URL ("sim" → the embedded one) */

@@ -39,6 +39,8 @@ typedef struct config_account {
     char *api_key_sid;     /* optional SK + 32 hex usable as Basic username */
     char *api_key_secret;  /* secret, required with api_key_sid */
     long long created_at;  /* ms; from account.<name>.created (ISO 8601), default 0 = first start */
+    bool  media_auth;      /* recording media needs Basic auth (default false, as on Twilio) */
+    char *kaphila_voice;   /* voiceName for /makecall; NULL or "" = Kaphila's default */
 } config_account;
 
 typedef struct config {

@@ -1,8 +1,10 @@
 /* params — validates request parameters at the edge against a table
  * (name, type, bounds, allowed values, the Twilio error code to answer) and
  * turns them into a JSON object of typed values that the rest of twigate
- * trusts. Booleans are case-insensitive (python sends "True"); list values
- * may repeat the key or be space/comma separated. Pure, any thread. */
+ * trusts. Booleans, methods and enum/list words are case-insensitive
+ * (python sends "True", ported apps write "enable") and stored in their
+ * canonical spelling; list values may repeat the key or be space/comma
+ * separated. Pure, any thread. */
 #ifndef TWIGATE_PARAMS_H
 #define TWIGATE_PARAMS_H
 
@@ -17,8 +19,10 @@ typedef enum {
     P_METHOD,   /* GET | POST (case-insensitive), stored upper case */
     P_BOOL,     /* true/false, any case */
     P_INT,      /* decimal integer in [min, max] */
-    P_ENUM,     /* one of values ("a|b|c"), exact */
-    P_LIST,     /* one or more of values, stored as a JSON array of distinct strings */
+    P_ENUM,     /* one of values ("a|b|c"), any case when only one value matches that
+                   way; stored as spelled in values */
+    P_LIST,     /* one or more of values (matched as P_ENUM), stored as a JSON array of
+                   distinct canonical strings */
     P_IGNORE,   /* accepted, kept as string, has no effect (reported by the caller) */
 } param_type;
 

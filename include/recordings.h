@@ -15,11 +15,12 @@
  *     (engine_submit), which replies to the suspended request;
  *   - rec_call_answered, rec_kaphila_event and call_record_window
  *     (engine_int.h) and rec_recover run on the engine thread only;
+ *   - rec-mp3 (recordings_mp3.c) encodes MP3 media and answers its requests;
  *   - the rec_wav_* / rec_range_* helpers are pure: any thread.
  *
  * Media lives in a cache directory next to the database (db.path +
  * ".recordings/"): <CallSid>.wav for the bridge as Kaphila delivered it,
- * <RecordingSid>.wav for a window. Files are written to "<name>.part" and
+ * <RecordingSid>.wav for a window, <RecordingSid>.mp3 once encoded. Files are written to "<name>.part" and
  * renamed, so a reader never sees half a file. */
 #ifndef TWIGATE_RECORDINGS_H
 #define TWIGATE_RECORDINGS_H
@@ -36,7 +37,9 @@ void rec_list(void *ctx, http_req *r, const http_match *m);
 /* GET and DELETE …/Recordings/{RE}.json. */
 void rec_fetch(void *ctx, http_req *r, const http_match *m);
 void rec_delete(void *ctx, http_req *r, const http_match *m);
-/* GET …/Recordings/{RE}, {RE}.wav (WAV, Range honoured), {RE}.mp3 (an error). */
+/* GET …/Recordings/{RE}, {RE}.wav (WAV), {RE}.mp3 (MP3, encoded once by
+ * rec-mp3 and cached); Range honoured. Without credentials too unless the
+ * account sets media_auth. */
 void rec_media(void *ctx, http_req *r, const http_match *m);
 /* GET and POST …/Calls/{CA}/Recordings.json. */
 void rec_call_list(void *ctx, http_req *r, const http_match *m);
@@ -56,6 +59,18 @@ void rec_call_current_update(void *ctx, http_req *r, const http_match *m);
  * download cut short, failing) are fetched again, so their callbacks still
  * go out. */
 void rec_recover(engine *e);
+
+/* ---- the MP3 encoder thread (recordings_mp3.c) ---- */
+/* "rec-mp3" encodes a recording's WAV to MP3 the first time .mp3 is asked
+ * for and answers those requests (main.c creates it before the engine).
+ * stop: no new work, the encode under way is cancelled, queued requests
+ * are answered 503, the thread is joined — call it after the engine has
+ * stopped and before the HTTP server stops; destroy (after http_stop)
+ * frees it. Both accept NULL. */
+typedef struct rec_mp3 rec_mp3;
+rec_mp3 *rec_mp3_create(void);
+void     rec_mp3_stop(rec_mp3 *w);
+void     rec_mp3_destroy(rec_mp3 *w);
 
 /* ---- pure helpers (any thread) ---- */
 

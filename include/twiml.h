@@ -11,9 +11,9 @@
  * Input rules worth knowing: the document is read as UTF-8 whatever its XML
  * declaration says (UTF-16/32 and EBCDIC inputs are refused with 12100);
  * whitespace before "<?xml" is refused as libxml2 and Twilio both do;
- * namespaces are ignored (elements match by local name); booleans and
- * methods are case-insensitive, element/attribute names and other enumerated
- * words are exact.
+ * namespaces are ignored (elements match by local name); booleans, methods
+ * and enumerated words (reason, input, trim, …) are case-insensitive where
+ * only one word matches that way; element and attribute names are exact.
  *
  * Pure, any thread (libxml2 is initialised once inside, via pthread_once);
  * a doc is owned by its caller (twiml_doc_destroy). */
@@ -84,6 +84,7 @@ typedef struct twiml_record {
     char        *action;          /* NULL = current document URL */
     twiml_method method;
     int          timeout;         /* silence seconds, default 5; 0 = disabled */
+    bool         timeout_given;   /* the attribute was written (not the default) */
     char        *finish_on_key;   /* set of keys, default "1234567890*#"; "" = none */
     int          max_length;      /* seconds, default 3600 */
     bool         play_beep;       /* default true */

@@ -11,7 +11,7 @@ node_wanted=0
 for set in "${@:-build}"; do
   case "$set" in
     build) want+=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev
-                  libjansson-dev libxml2-dev libsqlite3-dev libssl-dev) ;;
+                  libjansson-dev libxml2-dev libsqlite3-dev libssl-dev libmp3lame-dev) ;;
     test)  want+=(libcmocka-dev python3 python3-twilio python3-pytest python3-jsonschema
                   python3-requests curl sqlite3 clang libclang-rt-14-dev)
            node_wanted=1 ;;

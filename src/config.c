@@ -38,6 +38,9 @@
 #define FRIENDLY_NAME_MAX 64
 /* E.164 numbers have at most 15 digits, so a longer suffix can never match. */
 #define OUTCOME_SUFFIX_MAX 15
+/* Kaphila's voice names are like en-US-Neural2-A; 64 leaves room for any
+ * vendor prefix and stays well under the 256 bytes Kaphila's fields take. */
+#define CONFIG_MAX_VOICE_NAME 64
 
 typedef enum { KT_STRING, KT_SECRET, KT_INT, KT_BOOL, KT_TIME } key_type;
 
@@ -72,6 +75,7 @@ static bool check_log_level(const char *v, char *why, size_t whylen);
 static bool check_outcomes(const char *v, char *why, size_t whylen);
 static bool check_friendly_name(const char *v, char *why, size_t whylen);
 static bool check_nonempty(const char *v, char *why, size_t whylen);
+static bool check_voice_name(const char *v, char *why, size_t whylen);
 
 #define STR(n, f, d, r, chk, desc)  { n, KT_STRING, d, 0, 0, r, offsetof(config, f), chk, desc }
 #define SEC(n, f, r, desc)          { n, KT_SECRET, "", 0, 0, r, offsetof(config, f), NULL, desc }
@@ -183,6 +187,12 @@ static const field_def FIELDS[] = {
           "Secret of api_key_sid; required with it"),
     FIELD("created", KT_TIME, false, created_at, NULL,
           "Account date_created, ISO 8601 (2024-01-31T12:00:00Z); default: first start"),
+    FIELD("media_auth", KT_BOOL, false, media_auth, NULL,
+          "Recording media (RecordingUrl) needs Basic auth, as Twilio's \"HTTP Basic auth"
+          " for media\"; default false: the unguessable URL is enough"),
+    FIELD("kaphila_voice", KT_STRING, false, kaphila_voice, check_voice_name,
+          "Kaphila voiceName sent with /makecall for this account's calls; empty = Kaphila's"
+          " default"),
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
@@ -369,6 +379,23 @@ static bool check_nonempty(const char *v, char *why, size_t whylen)
         return true;
     fail(why, whylen, "must not be empty");
     return false;
+}
+
+/* Kaphila voice names are short tokens (en-US-Neural2-A); the simulator
+ * takes at most 256 bytes. Quotes and spaces would only be typos. */
+static bool check_voice_name(const char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+    if (n > CONFIG_MAX_VOICE_NAME) {
+        fail(why, whylen, "at most %d characters", CONFIG_MAX_VOICE_NAME);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)v[i]) && !strchr("-_.:/", v[i])) {
+            fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
+            return false;
+        }
+    return true;
 }
 
 static bool check_account_sid(const char *v, char *why, size_t whylen)
@@ -575,14 +602,19 @@ static int set_account_value(config *c, const char *key, const char *value, char
                  (int)(dot + 1 - key), key, best);
         else
             fail(why, whylen, "unknown key '%s' (account fields: sid, auth_token, kaphila_key, "
-                 "friendly_name, api_key_sid, api_key_secret, created)", key);
+                 "friendly_name, api_key_sid, api_key_secret, created, media_auth, "
+                 "kaphila_voice)", key);
         return -1;
     }
 
     char reason[256];
     long long ms = 0;
+    bool b = false;
     if (f->type == KT_TIME) {
         if (!parse_time(value, &ms, reason, sizeof reason))
+            goto bad;
+    } else if (f->type == KT_BOOL) {
+        if (!parse_bool(value, &b, reason, sizeof reason))
             goto bad;
     } else if (f->check != NULL && !f->check(value, reason, sizeof reason)) {
         goto bad;
@@ -600,6 +632,10 @@ static int set_account_value(config *c, const char *key, const char *value, char
     }
     if (f->type == KT_TIME) {
         *(long long *)((char *)a + f->offset) = ms;
+        return 0;
+    }
+    if (f->type == KT_BOOL) {
+        *(bool *)((char *)a + f->offset) = b;
         return 0;
     }
     if (!replace_str(str_field(a, f->offset), value))
@@ -701,7 +737,7 @@ void config_destroy(config *c)
         config_account *a = &c->accounts[i];
         free(a->name);
         for (size_t f = 0; f < N_FIELDS; f++)
-            if (FIELDS[f].type != KT_TIME)
+            if (FIELDS[f].type != KT_TIME && FIELDS[f].type != KT_BOOL)
                 free(*str_field(a, FIELDS[f].offset));
     }
     free(c->accounts);
@@ -1334,6 +1370,11 @@ void config_print(const config *c, FILE *out)
                 }
                 continue;
             }
+            if (fd->type == KT_BOOL) {
+                fprintf(out, "%s = %s\n", fd->name,
+                        *(const bool *)((const char *)a + fd->offset) ? "true" : "false");
+                continue;
+            }
             const char *v = *(char *const *)((const char *)a + fd->offset);
             if (v == NULL)
                 continue;
@@ -1396,6 +1437,7 @@ const char *config_key_name(size_t i)
         "account.<name>.sid", "account.<name>.auth_token", "account.<name>.kaphila_key",
         "account.<name>.friendly_name", "account.<name>.api_key_sid",
         "account.<name>.api_key_secret", "account.<name>.created",
+        "account.<name>.media_auth", "account.<name>.kaphila_voice",
     };
     _Static_assert(sizeof account_keys / sizeof account_keys[0] == N_FIELDS,
                    "one template per account field");

@@ -487,7 +487,8 @@ static void status_callback(engine *e, call *c, const char *event, int bit)
         ok = form_add(&f, "CallDuration", n) == FORM_OK;
         snprintf(n, sizeof n, "%d", (d + 59) / 60);   /* billed minutes */
         ok = ok && form_add(&f, "Duration", n) == FORM_OK &&
-             form_add(&f, "SipResponseCode", sip_code(c->row.status)) == FORM_OK;
+             form_add(&f, "SipResponseCode", sip_code(c->row.status)) == FORM_OK &&
+             rec_status_params(c, &f, d);   /* Record=true: RecordingUrl, … */
     }
     if (ok && amd_ran(c) && json_is_true(json_object_get(c->row.params, "async_amd"))) {
         /* Async AMD: the voice request didn't carry it; status callbacks do. */
@@ -1085,6 +1086,10 @@ static void start_makecall(engine *e, call *c)
                          param_str(c, "caller_id") ? param_str(c, "caller_id") : c->row.from,
                          "useAmd", param_str(c, "machine_detection") != NULL, "ringTimeout",
                          json_integer_value(json_object_get(c->row.params, "timeout")));
+        /* The account's voice for the whole call (Kaphila has no per-<Say>
+         * voice); absent = Kaphila's default. */
+        if (body && acct->kaphila_voice && *acct->kaphila_voice)
+            json_object_set_new(body, "voiceName", json_string(acct->kaphila_voice));
     }
     if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/makecall", body,
                               on_makecall, c) != 0) {

@@ -119,6 +119,12 @@ void engine_notify(engine *e, const char *account_sid, const char *call_sid, int
 /* The call was answered: with Record=true the call's recording starts
  * (a Recording resource, source OutboundAPI, status in-progress). */
 void rec_call_answered(call *c);
+/* The completed status callback of a Record=true call: adds RecordingUrl,
+ * RecordingSid and RecordingDuration (duration_s: the call's, used while
+ * Kaphila has not reported the recording's own) when the call's OutboundAPI
+ * recording exists and is not absent or deleted, as Twilio sends them.
+ * Inside the engine's transaction. False only when f could not grow. */
+bool rec_status_params(call *c, form *f, int duration_s);
 /* Kaphila's recording.* events, and call.ended (whose "recording" object
  * names the file), whether or not the call is still live. */
 void rec_kaphila_event(engine *e, const char *account_sid, const char *call_sid,

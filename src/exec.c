@@ -52,8 +52,12 @@
  * when an event is lost, and then a long silence beats talking over the
  * file; a minute covers any prompt. */
 #define EXEC_PLAY_FALLBACK_MS 60000
-/* The "beep" sound of <Record playBeep> is well under a second. */
-#define EXEC_BEEP_FALLBACK_MS 3000
+/* The "beep" sound of <Record playBeep> is well under a second on Kaphila,
+ * but Kaphila says nothing about a sound's length and the simulator plays
+ * every file for sim.play_ms (3 s by default): a fallback of exactly that
+ * fired with every beep, just before its tts.played. Twice that still ends
+ * a lost event's wait quickly. */
+#define EXEC_BEEP_FALLBACK_MS 6000
 #define EXEC_BEEP_SOUND "beep"
 /* Playbacks waiting for their tts.played, those of abandoned documents
  * included (Kaphila cannot stop a playback). One is in flight per document
@@ -801,12 +805,16 @@ static size_t cut_point(const char *s, size_t room)
 
 static void report_say(exec *x, const twiml_say *s)
 {
-    char msg[256];
+    char msg[256], attrs[96];
     if (!(s->voice || s->language) || !once(x, REP_SAY_VOICE))
         return;
-    snprintf(msg, sizeof msg, "<Say voice=\"%.40s\" language=\"%.20s\">: Kaphila has no per-request"
-             " voice or language; the text is spoken with the call's Kaphila voice",
-             s->voice ? s->voice : "", s->language ? s->language : "");
+    /* Only the attributes written: language="" would claim one was given. */
+    int n = s->voice ? snprintf(attrs, sizeof attrs, " voice=\"%.40s\"", s->voice) : 0;
+    attrs[n] = '\0';
+    if (s->language)
+        snprintf(attrs + n, sizeof attrs - (size_t)n, " language=\"%.20s\"", s->language);
+    snprintf(msg, sizeof msg, "<Say%s>: Kaphila has no per-request voice or language; the text"
+             " is spoken with the call's Kaphila voice (the account's kaphila_voice)", attrs);
     report(x, LEVEL_WARNING, msg, "twiml/unsupported/Say",
            json_pack("{s:s, s:s?, s:s?, s:s}", "verb", "Say", "voice", s->voice, "language",
                      s->language, "action", "spoken with Kaphila's voice"));
@@ -1074,7 +1082,10 @@ static void on_record_max(loop *l, void *arg);
 
 static void record_reports(exec *x, const twiml_record *r)
 {
-    if (r->timeout > 0 && once(x, REP_REC_TIMEOUT))
+    /* Only a timeout the document asks for: Twilio's default (5 s) applies
+     * to every <Record>, and warning about it would flag every call that
+     * records (docs/compatibility.md keeps the difference). */
+    if (r->timeout_given && r->timeout > 0 && once(x, REP_REC_TIMEOUT))
         report(x, LEVEL_WARNING, "<Record timeout>: Kaphila cannot detect silence; the recording"
                " ends on finishOnKey, maxLength or hang-up only", "twiml/unsupported/Record",
                json_pack("{s:s, s:s, s:i, s:s}", "verb", "Record", "attribute", "timeout",

@@ -1,7 +1,9 @@
 /* main.c — twigate's entry point: configuration, start-up order, signals.
  *
  * Threads (all named): "main" waits for signals; MHD's pool serves HTTP;
- * "engine" runs calls and webhooks; with kaphila.url = sim, the embedded
+ * "engine" runs calls and webhooks; "rec-mp3" encodes recording media to
+ * MP3 on request (stopped after the engine, before the HTTP server, so it
+ * answers what it holds); with kaphila.url = sim, the embedded
  * simulator adds its own HTTP pool and its "sim" loop. Signals are blocked
  * in every thread and taken synchronously here with sigwait:
  *   SIGTERM/SIGINT  drain: refuse new calls, finish deliveries within
@@ -25,6 +27,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "recordings.h"
 #include "rest.h"
 #include "sim.h"
 #include "store.h"
@@ -239,6 +242,10 @@ int main(int argc, char **argv)
         snprintf(a.kaphila_url, sizeof a.kaphila_url, "%s", cfg->kaphila_url);
     }
 
+    if (!(a.mp3 = rec_mp3_create())) {
+        fprintf(stderr, "twigate: cannot start the MP3 encoder thread\n");
+        goto out;
+    }
     a.engine = engine_create(&a, err, sizeof err);
     if (!a.engine) {
         fprintf(stderr, "twigate: %s\n", err);
@@ -300,7 +307,9 @@ out:
         engine_stop(a.engine, 0);
         engine_destroy(a.engine);
     }
+    rec_mp3_stop(a.mp3);   /* answers what it holds before the server stops */
     http_stop(a.http);
+    rec_mp3_destroy(a.mp3);
     sim_destroy(a.sim);
     store_close(a.store);
     callcache_destroy(a.callcache);

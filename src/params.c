@@ -30,16 +30,34 @@ out:
     return ok;
 }
 
-static bool in_values(const char *values, const char *v, size_t n)
+/* The allowed value of values ('|' separated) that v[0..n) names, or NULL.
+ * An exact match wins; otherwise a case-insensitive one, but only when it
+ * is the only one: ported apps write Twilio's words in any case
+ * ("enable", "detectmessageend", "Completed"), and an enum whose values
+ * differ only in case would make that ambiguous, so there the case counts.
+ * *len gets the length of the canonical spelling returned. */
+static const char *canonical(const char *values, const char *v, size_t n, size_t *len)
 {
-    const char *p = values;
-    while (p && *p) {
+    const char *fold = NULL;
+    size_t fold_len = 0;
+    int folds = 0;
+    for (const char *p = values; p && *p;) {
         const char *bar = strchr(p, '|');
-        size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        if (len == n && strncmp(p, v, n) == 0) return true;
+        size_t l = bar ? (size_t)(bar - p) : strlen(p);
+        if (l == n && strncmp(p, v, n) == 0) {
+            *len = l;
+            return p;
+        }
+        if (l == n && strncasecmp(p, v, n) == 0) {
+            fold = p;
+            fold_len = l;
+            folds++;
+        }
         p = bar ? bar + 1 : NULL;
     }
-    return false;
+    if (folds != 1) return NULL;
+    *len = fold_len;
+    return fold;
 }
 
 #define FAIL(err, c, ...) \
@@ -89,15 +107,18 @@ static bool one(const param_spec *s, const char *v, json_t *out, param_error *er
         json_object_set_new(out, s->key, json_integer(n));
         return true;
     }
-    case P_ENUM:
-        if (!in_values(s->values, v, strlen(v))) {
+    case P_ENUM: {
+        size_t len;
+        const char *c = canonical(s->values, v, strlen(v), &len);
+        if (!c) {
             err->code = s->code;
             snprintf(err->message, sizeof err->message, "%s must be one of %s, not '%.64s'",
                      s->name, s->values, v);
             return false;
         }
-        json_object_set_new(out, s->key, json_string(v));
+        json_object_set_new(out, s->key, json_stringn(c, len));   /* the canonical spelling */
         return true;
+    }
     case P_LIST: {
         json_t *arr = json_object_get(out, s->key);
         if (!arr) {
@@ -108,7 +129,9 @@ static bool one(const param_spec *s, const char *v, json_t *out, param_error *er
             size_t n = strcspn(p, " ,");
             if (n) {
                 bool seen = false;
-                if (!in_values(s->values, p, n)) {
+                size_t len;
+                const char *c = canonical(s->values, p, n, &len);
+                if (!c) {
                     err->code = s->code;
                     snprintf(err->message, sizeof err->message,
                              "Invalid '%s': '%.*s' is not one of %s", s->name, (int)(n > 64 ? 64 : n),
@@ -116,10 +139,10 @@ static bool one(const param_spec *s, const char *v, json_t *out, param_error *er
                     return false;
                 }
                 for (size_t i = 0; i < json_array_size(arr); i++)
-                    if (strlen(json_string_value(json_array_get(arr, i))) == n &&
-                        !strncmp(json_string_value(json_array_get(arr, i)), p, n))
+                    if (strlen(json_string_value(json_array_get(arr, i))) == len &&
+                        !strncmp(json_string_value(json_array_get(arr, i)), c, len))
                         seen = true;
-                if (!seen) json_array_append_new(arr, json_stringn(p, n));
+                if (!seen) json_array_append_new(arr, json_stringn(c, len));
             }
             p += n;
             while (*p == ' ' || *p == ',') p++;

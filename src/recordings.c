@@ -290,6 +290,35 @@ void rec_call_answered(call *c)
     rec_row_fini(&r);
 }
 
+bool rec_status_params(call *c, form *f, int duration_s)
+{
+    engine *e = call_engine(c);
+    rec_row *rows = NULL;
+    int n = 0, found = -1;
+    char url[768], dur[16];
+    bool ok = true;
+    if (!json_is_true(json_object_get(c->row.params, "record"))) return true;
+    if (rec_db_for_call(engine_db(e), c->row.sid, &rows, &n) != STORE_OK) {
+        log_warn("recordings", "completed callback without the recording: store read failed");
+        return true;
+    }
+    for (int i = 0; i < n && found < 0; i++)
+        if (!strcmp(rows[i].source, "OutboundAPI") && !rows[i].deleted &&
+            !status_is(&rows[i], "absent"))
+            found = i;
+    if (found >= 0) {
+        const rec_row *r = &rows[found];
+        rec_media_url(engine_public_url(e), r, url, sizeof url);
+        snprintf(dur, sizeof dur, "%d", r->duration >= 0 ? r->duration
+                                        : duration_s > 0 ? duration_s : 0);
+        ok = form_add(f, "RecordingUrl", url) == FORM_OK &&
+             form_add(f, "RecordingSid", r->sid) == FORM_OK &&
+             form_add(f, "RecordingDuration", dur) == FORM_OK;
+    }
+    rec_rows_free(rows, n);
+    return ok;
+}
+
 void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t end_ms,
                         const char *rsc_url, const char *rsc_method, int rsc_events)
 {
@@ -993,6 +1022,28 @@ static bool job_row(engine *e, rec_job *j, rec_row *out)
     return false;
 }
 
+/* Answers the media job from the recording's WAV at path: the file itself,
+ * or for .mp3 a hand-over to the encoder thread (which replies). Frees j
+ * when it answers true; false, with nothing done, when the WAV is not
+ * there. */
+static bool serve(engine *e, rec_job *j, const rec_row *r, const char *path)
+{
+    char mp3[PATH_MAX];
+    const char *range = j->range[0] ? j->range : NULL;
+    if (!j->mp3) {
+        if (!rec_serve_file(j->r, path, range)) return false;
+    } else {
+        if (access(path, R_OK) != 0) return false;
+        if (!rec_mp3_path(engine_config(e), r, mp3))
+            http_reply_error(j->r, 20500, 500, "The recording's cache path is too long");
+        else if (!rec_mp3_submit(j->mp3, j->r, j->account_sid, path, mp3, range))
+            http_reply_error_h(j->r, 20503, 503, "Too many MP3 encodings waiting; retry",
+                               (const char *const[]){"Retry-After", "1", NULL});
+    }
+    rec_job_free(j);
+    return true;
+}
+
 /* Media: serve from the cache, producing the file first if it is due. */
 static void ensure(engine *e, rec_job *j, bool may_fetch)
 {
@@ -1011,10 +1062,7 @@ static void ensure(engine *e, rec_job *j, bool may_fetch)
         job_reply_error(j, 20500, 500, "The recording's cache path is too long");
         goto out;
     }
-    if (status_is(&r, "completed") && rec_serve_file(j->r, path, j->range[0] ? j->range : NULL)) {
-        rec_job_free(j);
-        goto out;
-    }
+    if (status_is(&r, "completed") && serve(e, j, &r, path)) goto out;
     if (!(have_cr = load(e, r.call_sid, &cr))) {
         job_reply_error(j, 20503, 503, NULL);
         goto out;
@@ -1032,9 +1080,7 @@ static void ensure(engine *e, rec_job *j, bool may_fetch)
             /* Completed, but its cut file is gone (cache cleared): cut again. */
             int64_t ms = cut_window(e, &b, &r);
             bridge_close(&b);
-            if (ms > 0 && rec_serve_file(j->r, path, j->range[0] ? j->range : NULL))
-                rec_job_free(j);
-            else
+            if (!(ms > 0 && serve(e, j, &r, path)))
                 job_reply_error(j, 20500, 500, "The recording could not be cut from the call's"
                                 " recording");
             gc_bridge(e, r.call_sid);
@@ -1044,8 +1090,8 @@ static void ensure(engine *e, rec_job *j, bool may_fetch)
         finalize(e, r.call_sid);
         rec_row_fini(&r);
         if (!job_row(e, j, &r)) goto out;
-        if (status_is(&r, "completed") && rec_serve_file(j->r, path, j->range[0] ? j->range : NULL)) {
-            rec_job_free(j);
+        if (status_is(&r, "completed") && serve(e, j, &r, path)) {
+            /* answered */
         } else if (status_is(&r, "absent")) {
             snprintf(msg, sizeof msg, "The recording %s is absent (error %d): there is no media",
                      r.sid, r.error_code);
@@ -1307,6 +1353,7 @@ static void do_delete(engine *e, rec_job *j)
     }
     /* The media goes now; Kaphila keeps its own file (it has no delete). */
     if (rec_is_window(&r) && rec_media_path(engine_config(e), &r, path)) unlink(path);
+    if (rec_mp3_path(engine_config(e), &r, path)) unlink(path);
     gc_bridge(e, r.call_sid);
     http_reply(j->r, 204, NULL, "", 0, NULL);
     rec_job_free(j);

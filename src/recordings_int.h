@@ -4,7 +4,8 @@
  * events, callbacks, downloads, window cutting, the REST work that changes
  * state), recordings_rest.c (HTTP threads: handlers, reads, media from the
  * cache), recordings_store.c (rows, SQL, cache paths, JSON; any thread with
- * its own store connection), recordings_media.c (pure WAV/Range helpers).
+ * its own store connection), recordings_media.c (pure WAV/Range helpers),
+ * recordings_mp3.c (the rec-mp3 encoder thread).
  *
  * Every change to a recordings row happens on the engine thread, so rows
  * never race with each other; HTTP threads only read. */
@@ -120,9 +121,22 @@ json_t *rec_json(const rec_row *r, const char *public_url, bool account_level);
 void rec_media_url(const char *public_url, const rec_row *r, char *out, size_t n);
 
 /* ---- media replies (recordings_rest.c; any thread) ---- */
-/* Answers r with the file (200, or 206/416 per range). false, without
- * replying, when the file does not exist. */
+/* Answers r with the file (200, or 206/416 per range) as content_type.
+ * false, without replying, when the file does not exist. */
+bool rec_serve_media(http_req *r, const char *path, const char *range, const char *content_type);
+/* The same for WAV media (audio/x-wav). */
 bool rec_serve_file(http_req *r, const char *path, const char *range);
+/* Where a recording's MP3 is cached: <RecordingSid>.mp3 in the cache dir. */
+bool rec_mp3_path(const config *cfg, const rec_row *r, char out[PATH_MAX]);
+
+/* ---- MP3 (recordings_mp3.c) ---- */
+/* Queues the suspended request r for the MP3 of the WAV at wav, cached at
+ * mp3 (encoded first unless there). On true rec-mp3 replies; on false
+ * (REC_MP3_MAX_QUEUE requests waiting, stopping, out of memory) the caller
+ * still must. Any thread. */
+__attribute__((warn_unused_result))
+bool rec_mp3_submit(rec_mp3 *w, http_req *r, const char *account_sid, const char *wav,
+                    const char *mp3, const char *range);
 
 /* ---- REST → engine (recordings.c) ---- */
 typedef enum { REC_JOB_MEDIA, REC_JOB_CREATE, REC_JOB_UPDATE, REC_JOB_DELETE } rec_job_kind;
@@ -134,6 +148,7 @@ typedef struct rec_job {
     char         call_sid[SID_SIZE];   /* "" = account-level route */
     char         sid[SID_SIZE];        /* "" = Twilio.CURRENT */
     char         range[REC_RANGE_LEN]; /* media: the Range header, "" = none */
+    rec_mp3     *mp3;                  /* media: non-NULL = .mp3 asked, encoded by this */
     json_t      *params;               /* create/update: validated parameters (owned) */
 } rec_job;
 

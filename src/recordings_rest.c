@@ -36,8 +36,9 @@
 /* Rows fetched per list page: PageSize is at most 1000, +1 shows whether
  * another page exists. */
 #define REC_LIST_MAX_ROWS 1001
-/* Twilio's content type for WAV media. */
+/* Twilio's content types for WAV and MP3 media. */
 #define WAV_TYPE "audio/x-wav"
+#define MP3_TYPE "audio/mpeg"
 
 static const param_spec create_spec[] = {
     {"RecordingStatusCallbackEvent", "recording_status_callback_event", P_LIST, 0, 0,
@@ -435,6 +436,11 @@ void rec_call_delete(void *ctx, http_req *r, const http_match *m)
 
 bool rec_serve_file(http_req *r, const char *path, const char *range)
 {
+    return rec_serve_media(r, path, range, WAV_TYPE);
+}
+
+bool rec_serve_media(http_req *r, const char *path, const char *range, const char *type)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     uint64_t off = 0, len = 0, size;
@@ -454,7 +460,7 @@ bool rec_serve_file(http_req *r, const char *path, const char *range)
     switch (rec_range_parse(range, size, &off, &len)) {
     case REC_RANGE_OK:
         snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, off, off + len - 1, size);
-        http_reply_fd(r, 206, WAV_TYPE, fd, off, len, (const char *const[]){
+        http_reply_fd(r, 206, type, fd, off, len, (const char *const[]){
                           "Accept-Ranges", "bytes", "Content-Range", cr, NULL});
         break;
     case REC_RANGE_UNSATISFIABLE:
@@ -464,19 +470,36 @@ bool rec_serve_file(http_req *r, const char *path, const char *range)
                            (const char *const[]){"Content-Range", cr, NULL});
         break;
     case REC_RANGE_NONE:
-        http_reply_fd(r, 200, WAV_TYPE, fd, 0, size,
+        http_reply_fd(r, 200, type, fd, 0, size,
                       (const char *const[]){"Accept-Ranges", "bytes", NULL});
         break;
     }
     return true;
 }
 
+/* Who may fetch media. Twilio serves RecordingUrl without credentials
+ * unless the account turns on "HTTP Basic auth for media", and ported apps
+ * fetch it that way; the URL's recording SID (80 random bits, sid.h) is
+ * then what keeps it private. So with media_auth off a request without an
+ * Authorization header is let through for the account in the path; one
+ * with credentials is checked as everywhere (wrong ones get 401), and the
+ * recording's JSON routes always need them. */
+static const config_account *media_auth(app *a, http_req *r, const char *account_sid)
+{
+    const config_account *acct = config_account_by_sid(app_config(a), account_sid);
+    if (!acct || acct->media_auth || http_header(r, "Authorization"))
+        return rest_auth(a, r, account_sid);
+    log_context(http_request_id(r), acct->sid, NULL);
+    return acct;
+}
+
 void rec_media(void *ctx, http_req *r, const http_match *m)
 {
     app *a = ctx;
-    const config_account *acct = rest_auth(a, r, m->cap[0]);
+    const config_account *acct = media_auth(a, r, m->cap[0]);
     const char *dot, *range;
-    char sid[SID_SIZE], path[PATH_MAX], msg[320];
+    char sid[SID_SIZE], path[PATH_MAX], mp3_path[PATH_MAX] = "", msg[320];
+    bool mp3;
     rec_row row;
     rec_job *j;
     if (!acct) return;
@@ -489,13 +512,7 @@ void rec_media(void *ctx, http_req *r, const http_match *m)
     }
     snprintf(sid, sizeof sid, "%.*s", SID_LEN, m->cap[1]);
     if (!load_row(a, r, acct->sid, NULL, sid, false, &row)) return;
-    if (dot && !strcmp(dot, ".mp3")) {
-        snprintf(msg, sizeof msg, "The requested resource %s was not found: twigate does not"
-                 " produce MP3 (Kaphila records WAV); request %s or %s.wav instead",
-                 http_path(r), sid, sid);
-        http_reply_error(r, 20404, 404, msg);
-        goto out;
-    }
+    mp3 = dot && !strcmp(dot, ".mp3");
     if (!strcmp(row.status, "absent")) {
         snprintf(msg, sizeof msg, "The recording %s is absent (error %d): there is no media",
                  row.sid, row.error_code);
@@ -503,12 +520,25 @@ void rec_media(void *ctx, http_req *r, const http_match *m)
         goto out;
     }
     range = http_header(r, "Range");
-    if (!strcmp(row.status, "completed") && rec_media_path(app_config(a), &row, path) &&
-        rec_serve_file(r, path, range))
-        goto out;
-    /* Not produced yet (or gone from the cache): the engine decides. */
+    if (mp3 && !strcmp(row.status, "completed") && rec_mp3_path(app_config(a), &row, mp3_path) &&
+        rec_serve_media(r, mp3_path, range, MP3_TYPE))
+        goto out;   /* encoded before */
+    if (!strcmp(row.status, "completed") && rec_media_path(app_config(a), &row, path)) {
+        if (!mp3 && rec_serve_file(r, path, range)) goto out;
+        if (mp3 && mp3_path[0] && access(path, R_OK) == 0) {
+            /* The WAV is there: the encoder thread makes the MP3 and replies. */
+            http_suspend(r);
+            if (!rec_mp3_submit(a->mp3, r, acct->sid, path, mp3_path, range))
+                http_reply_error_h(r, 20503, 503, "Too many MP3 encodings waiting; retry",
+                                   (const char *const[]){"Retry-After", "1", NULL});
+            goto out;
+        }
+    }
+    /* Not produced yet (or gone from the cache): the engine decides, and
+     * hands an .mp3 request on to the encoder once the WAV is there. */
     if (!(j = new_job(r, REC_JOB_MEDIA, acct->sid, NULL, sid))) goto out;
     if (range && strlen(range) < sizeof j->range) snprintf(j->range, sizeof j->range, "%s", range);
+    if (mp3) j->mp3 = a->mp3;
     submit(a, j);
 out:
     rec_row_fini(&row);

@@ -337,6 +337,15 @@ bool rec_media_path(const config *cfg, const rec_row *r, char out[PATH_MAX])
     return n > 0 && n < PATH_MAX;
 }
 
+bool rec_mp3_path(const config *cfg, const rec_row *r, char out[PATH_MAX])
+{
+    char dir[PATH_MAX];
+    int n;
+    if (!rec_cache_dir(cfg, dir) || !sid_valid(r->sid, "RE")) return false;
+    n = snprintf(out, PATH_MAX, "%s/%s.mp3", dir, r->sid);
+    return n > 0 && n < PATH_MAX;
+}
+
 /* ---- JSON ---- */
 
 void rec_media_url(const char *public_url, const rec_row *r, char *out, size_t n)

@@ -5,6 +5,7 @@
  * pagination); fetch; update; delete; events; notifications. Reads go
  * straight to the store; anything that touches a live call goes to the
  * engine, which replies to the suspended request. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,7 +286,7 @@ void rest_calls_list(void *ctx, http_req *r, const http_match *m)
     store_call *rows = NULL;
     int n = 0;
     int64_t before = 0;
-    char to[PHONE_MAX], from[PHONE_MAX], base[128], next[SID_SIZE + 2];
+    char to[PHONE_MAX], from[PHONE_MAX], base[128], next[SID_SIZE + 2], status[40];
     json_t *items = NULL;
 
     if (!acct || !rest_paging_parse(r, &pg)) return;
@@ -297,8 +298,13 @@ void rest_calls_list(void *ctx, http_req *r, const http_match *m)
     f.parent_call_sid = form_get(q, "ParentCallSid");
     f.status = form_get(q, "Status");
     if (f.status && *f.status) {
+        /* Any case, as for the enums of params.c: the statuses are all
+         * lower case, so that is their canonical spelling. */
         char probe[40];
         snprintf(probe, sizeof probe, "|%.30s|", f.status);
+        for (char *p = probe; *p; p++) *p = (char)tolower((unsigned char)*p);
+        snprintf(status, sizeof status, "%.*s", (int)strlen(probe) - 2, probe + 1);
+        f.status = status;
         if (!strstr(statuses, probe)) {
             http_reply_error(r, TW_BAD_PARAM, 400, "Status must be one of queued, ringing,"
                              " in-progress, completed, busy, failed, no-answer, canceled");

@@ -320,12 +320,25 @@ static bool all_in(const char *s, size_t n, const char *set)
     return true;
 }
 
+/* The word s[0..n) names: an exact match, else the one word equal to it
+ * ignoring case (ported apps write reason="Busy", input="DTMF"); when two
+ * words of a table differ only in case, case decides — as params.c does for
+ * REST enums. */
 static const word_value *find_word(const word_value *w, const char *s, size_t n)
 {
-    for (; w->word; w++)
-        if (strlen(w->word) == n && memcmp(w->word, s, n) == 0)
+    const word_value *fold = NULL;
+    int folds = 0;
+    for (; w->word; w++) {
+        if (strlen(w->word) != n)
+            continue;
+        if (memcmp(w->word, s, n) == 0)
             return w;
-    return NULL;
+        if (strncasecmp(w->word, s, n) == 0) {
+            fold = w;
+            folds++;
+        }
+    }
+    return folds == 1 ? fold : NULL;
 }
 
 static vres store_str(char **dst, const char *s, size_t n)
@@ -770,6 +783,10 @@ static int parse_verb(pstate *st, const xmlNode *el, const verb_spec *vs, bool i
         return 0;   /* the executor reports it; its contents don't matter */
     if (apply_attrs(st, el, vs, v) < 0)
         return -1;
+    /* The executor warns about a silence timeout only when one was asked
+     * for: Twilio's default applies to every <Record> otherwise. */
+    if (vs->kind == TV_RECORD)
+        v->u.record.timeout_given = xmlHasNsProp(el, BAD_CAST "timeout", NULL) != NULL;
 
     switch (vs->kind) {
     case TV_SAY: {

@@ -305,7 +305,12 @@ static void test_file_errors_name_key_and_line(void **state)
           "t.conf:2: unknown key 'account.demo.sidd' (did you mean 'account.demo.sid'?)" },
         { "[account.demo]\nwhatever = x\n",
           "t.conf:2: unknown key 'account.demo.whatever' (account fields: sid, auth_token, "
-          "kaphila_key, friendly_name, api_key_sid, api_key_secret, created)" },
+          "kaphila_key, friendly_name, api_key_sid, api_key_secret, created, media_auth, "
+          "kaphila_voice)" },
+        { "[account.demo]\nmedia_auth = sometimes\n",
+          "t.conf:2: account.demo.media_auth: 'sometimes' is not a boolean (true/false, yes/no, on/off, 1/0)" },
+        { "[account.demo]\nkaphila_voice = \"en US\"\n",
+          "t.conf:2: account.demo.kaphila_voice: 'en US' is not a voice name (letters, digits, - _ . : /)" },
         { "[account.demo]\ncreated = yesterday\n",
           "t.conf:2: account.demo.created: 'yesterday' is not an ISO 8601 date-time (2024-01-31T12:00:00Z)" },
         { "[account.demo]\nfriendly_name = \"\"\n",
@@ -573,10 +578,14 @@ static void test_print_masks_secrets_and_round_trips(void **state)
         "[webhook]\nallow = \"with \\\"quotes\\\" and \\\\ # hash\"\n"
         "[account.main]\nsid = " SID1 "\nauth_token = " TOKEN1 "\nkaphila_key = " KKEY1 "\n"
         "api_key_sid = " SK1 "\napi_key_secret = apikey-secret-789\n"
-        "created = 2024-01-31T12:00:00.250Z\n");
+        "created = 2024-01-31T12:00:00.250Z\nmedia_auth = yes\nkaphila_voice = en-US-Neural2-C\n");
     char err[256];
     assert_int_equal(config_finish(c, err, sizeof err), 0);
+    assert_true(c->accounts[0].media_auth);
+    assert_string_equal(c->accounts[0].kaphila_voice, "en-US-Neural2-C");
     char *out = capture(config_print, c);
+    assert_non_null(strstr(out, "media_auth = true"));
+    assert_non_null(strstr(out, "kaphila_voice = \"en-US-Neural2-C\""));
     assert_null(strstr(out, "metrics-secret-123"));
     assert_null(strstr(out, "admin-secret-456"));
     assert_null(strstr(out, TOKEN1));
@@ -600,6 +609,8 @@ static void test_print_masks_secrets_and_round_trips(void **state)
     assert_string_equal(back->accounts[0].api_key_sid, SK1);
     assert_string_equal(back->accounts[0].friendly_name, "main");
     assert_int_equal(back->accounts[0].created_at, c->accounts[0].created_at);
+    assert_true(back->accounts[0].media_auth);
+    assert_string_equal(back->accounts[0].kaphila_voice, "en-US-Neural2-C");
     assert_string_equal(back->accounts[0].auth_token, "********");
     char *again = capture(config_print, back);
     assert_string_equal(again, out);

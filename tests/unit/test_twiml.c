@@ -368,6 +368,7 @@ static void test_record_defaults(void **state)
     assert_int_equal(r->rsc_method, TM_POST);
     assert_int_equal(r->rsc_events, TREC_EV_COMPLETED);
     assert_false(r->transcribe);
+    assert_false(r->timeout_given);
     assert_int_equal(d->n_warnings, 0);
     twiml_doc_destroy(d);
 }
@@ -386,6 +387,7 @@ static void test_record_all_attributes(void **state)
     assert_string_equal(r->action, "/done");
     assert_int_equal(r->method, TM_GET);
     assert_int_equal(r->timeout, 0);
+    assert_true(r->timeout_given);
     assert_string_equal(r->finish_on_key, "");
     assert_int_equal(r->max_length, 20);
     assert_false(r->play_beep);
@@ -442,14 +444,16 @@ static void test_hangup_reject(void **state)
     twiml_doc_destroy(d);
 
     d = parse_ok("<Response><Hangup now=\"yes\"><Say>x</Say></Hangup>"
-                 "<Reject reason=\"Busy\"/><Pause><Say>x</Say></Pause></Response>");
-    assert_int_equal(d->n_verbs, 3);
-    assert_false(d->verbs[1].u.reject.busy);   /* enumerated words are exact */
+                 "<Reject reason=\"Busy\"/><Pause><Say>x</Say></Pause>"
+                 "<Reject reason=\"bussy\"/></Response>");
+    assert_int_equal(d->n_verbs, 4);
+    assert_true(d->verbs[1].u.reject.busy);    /* enumerated words in any case */
+    assert_false(d->verbs[3].u.reject.busy);
     assert_int_equal(d->n_warnings, 4);
     assert_warning(d, 0, "'now' is not a valid attribute of <Hangup>; ignored");
     assert_warning(d, 1, "<Say> is not allowed inside <Hangup>");
-    assert_warning(d, 2, "'Busy' is not a valid value for 'reason' on <Reject>");
-    assert_warning(d, 3, "<Say> is not allowed inside <Pause>");
+    assert_warning(d, 2, "<Say> is not allowed inside <Pause>");
+    assert_warning(d, 3, "'bussy' is not a valid value for 'reason' on <Reject>");
     twiml_doc_destroy(d);
 }
 
