@@ -51,4 +51,8 @@ PY
   reach an answering machine (docs/simulator.md). Ctrl-C stops twigate.
 
 MSG
+# Customer URLs may not reach loopback or private addresses by default
+# (docs/security.md); the demo's webhook servers are on this machine, so
+# open loopback (and only it). TWIGATE_WEBHOOK_ALLOW= (empty) undoes it.
+export TWIGATE_WEBHOOK_ALLOW=${TWIGATE_WEBHOOK_ALLOW-127.0.0.0/8}
 exec "$bin" --config "$conf"
