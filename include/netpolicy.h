@@ -29,12 +29,14 @@ typedef struct netpolicy_listener {
 
 /* allow, deny: comma lists of CIDRs, IPs, host names and *.domain (NULL or
  * "" = none); proxy: webhook.proxy ("" = connect directly, and ignore the
- * proxy environment variables). gen: the caller's generation number; a
+ * proxy environment variables). upstream: Kaphila's base URL (NULL = none):
+ * its host:port is twigate's own upstream, never a customer's destination,
+ * whatever the lists say. gen: the caller's generation number; a
  * newer policy has a larger one (connection caches are keyed by it).
  * NULL on out-of-memory. The reference count starts at 1. */
 netpolicy *netpolicy_create(const char *allow, const char *deny, const char *proxy,
                             const netpolicy_listener *listeners, size_t n_listeners,
-                            uint64_t gen);
+                            const char *upstream, uint64_t gen);
 netpolicy *netpolicy_ref(netpolicy *p);
 void       netpolicy_unref(netpolicy *p);   /* accepts NULL */
 

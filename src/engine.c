@@ -694,7 +694,8 @@ static netpolicy *engine_policy(engine *e)
         if (e->a->http) ls[n++] = (netpolicy_listener){cfg->listen_address, http_port(e->a->http)};
         if (e->a->sim) ls[n++] = (netpolicy_listener){cfg->sim_address, sim_port(e->a->sim)};
         netpolicy *p = netpolicy_create(cfg->webhook_allow, cfg->webhook_deny, cfg->webhook_proxy,
-                                        ls, n, e->policy ? netpolicy_gen(e->policy) + 1 : 1);
+                                        ls, n, e->a->kaphila_url,
+                                        e->policy ? netpolicy_gen(e->policy) + 1 : 1);
         if (!p) return e->policy;
         netpolicy_unref(e->policy);
         e->policy = p;

@@ -67,6 +67,10 @@ struct netpolicy {
     size_t   n_listeners;
     naddr    locals[MAX_LOCAL_ADDRS];
     size_t   n_locals;
+    char     up_host[NAME_MAX_LEN + 1];   /* Kaphila: "" = none */
+    naddr    up_addr;                     /* when up_host is numeric */
+    bool     up_numeric;
+    int      up_port;
     naddr    special[];   /* SPECIAL's networks, parsed once */
 };
 
@@ -303,11 +307,34 @@ static bool own_listener(const netpolicy *p, const naddr *a, int port)
     return false;
 }
 
+/* Kaphila's host:port, by address when the URL has one, else by name
+ * (judged with the port of the socket address). */
+static bool upstream(const netpolicy *p, const char *host, const naddr *a, int port)
+{
+    if (!p->up_host[0] || port != p->up_port) return false;
+    if (p->up_numeric) return a && a->fam == p->up_addr.fam && !memcmp(a->b, p->up_addr.b, 16);
+    return host && !strcmp(host, p->up_host);
+}
+
+static void parse_upstream(netpolicy *p, const char *url)
+{
+    const char *hostend, *colon;
+    if (!url || !netpolicy_url_host(url, p->up_host, sizeof p->up_host)) return;
+    p->up_numeric = from_text(p->up_host, &p->up_addr);
+    p->up_port = !strncasecmp(url, "https:", 6) ? 443 : 80;
+    /* the port follows the host (after a ']' for IPv6) */
+    hostend = strstr(url, "://") + 3;
+    hostend += strcspn(hostend, "/?#");
+    colon = hostend;
+    while (colon > url && colon[-1] != ':' && colon[-1] != ']' && colon[-1] != '/') colon--;
+    if (colon > url && colon[-1] == ':' && colon < hostend) p->up_port = atoi(colon);
+}
+
 /* ---- the policy ---- */
 
 netpolicy *netpolicy_create(const char *allow, const char *deny, const char *proxy,
                             const netpolicy_listener *listeners, size_t n_listeners,
-                            uint64_t gen)
+                            const char *upstream_url, uint64_t gen)
 {
     netpolicy *p = calloc(1, sizeof *p + N_SPECIAL * sizeof(naddr));
     bool wildcard = false;
@@ -332,6 +359,7 @@ netpolicy *netpolicy_create(const char *allow, const char *deny, const char *pro
         p->n_listeners++;
     }
     if (wildcard) collect_locals(p);
+    parse_upstream(p, upstream_url);
     return p;
 fail:
     netpolicy_unref(p);
@@ -385,6 +413,8 @@ const char *netpolicy_check(const netpolicy *p, const char *host, const struct s
 
     if (have && port >= 0 && own_listener(p, &a, port))
         return "one of twigate's own listening sockets";
+    if (port >= 0 && upstream(p, host, have ? &a : NULL, port))
+        return "twigate's Kaphila endpoint";
     if (elist_match(&p->deny, host, have ? &a : NULL))
         return "listed in webhook.deny";
     if (p->allow.n && !elist_match(&p->allow, host, have ? &a : NULL)) {
