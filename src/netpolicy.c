@@ -449,5 +449,5 @@ bool netpolicy_url_host(const char *url, char *out, size_t outlen)
     }
     if (n == 0 || n >= outlen) return false;
     lower_copy(out, outlen, p, n);
-    return true;
+    return out[0] != '\0';   /* "http://./" has no host either */
 }
