@@ -279,18 +279,21 @@ def test_own_listener_refused_then_fallback_used(tg_dev, receiver):
     policy_refusal(tg_dev, sid)
 
 
-def test_kaphila_connection_not_reused_by_customer_url(twigate_ext, kaphila_sim):
+@pytest.mark.parametrize("deny", [None, "127.0.0.1/32"])
+def test_kaphila_connection_not_reused_by_customer_url(kaphila_sim, make_twigate, deny):
     """With an external Kaphila, a customer URL naming Kaphila's host:port
     (while twigate's keep-alive connection to it is open) is refused: it
-    neither rides that connection nor opens its own."""
-    tg = twigate_ext
+    neither rides that connection nor opens its own. With Kaphila's address
+    in webhook.deny, the old code rode the shared keep-alive connection past
+    the deny list (no new socket, no check)."""
+    tg = make_twigate(overrides={"webhook.deny": deny}, external_sim=kaphila_sim)
     client_b = tg.client("b")
     b_call = client_b.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML)
     tg.wait_for_status(client_b, b_call.sid, {"in-progress"})
     sid = create(tg, Url=f"http://127.0.0.1:{kaphila_sim.port}/sim/calls/{b_call.sid}",
                  Method="GET")
     text = policy_refusal(tg, sid)
-    assert "Kaphila" in text, text
+    assert "Kaphila" in text or "webhook.deny" in text, text
     for ev in events(tg, sid):
         body = (ev.get("response") or {}).get("response_body") or ""
         assert "/kaphila/events/" not in body and b_call.sid not in body, ev
