@@ -138,6 +138,9 @@ url = sim
 fast = true
 [shutdown]
 grace_ms = 1000
+[webhook]
+# the bench's webhook receivers are on loopback (refused by default)
+allow = 127.0.0.0/8
 [account.demo]
 sid = $AC
 auth_token = $TOKEN

@@ -68,6 +68,7 @@ typedef struct config {
     char *webhook_allow;         /* webhook.allow = "" (comma list of CIDRs/hosts; empty = all) */
     char *webhook_deny;          /* webhook.deny  = "" */
     int   webhook_max_response;  /* webhook.max_response_bytes = 1048576 */
+    char *webhook_proxy;         /* webhook.proxy = "" (none; proxy environment ignored) */
     /* [log] */
     char *log_level;             /* log.level = info */
     bool  log_json;              /* log.json  = false */

@@ -62,6 +62,15 @@ void loop_easy_release(loop *l, CURL *easy);   /* accepts NULL */
  * CURLOPT_CLOSESOCKETFUNCTION and their data): it tracks the connections'
  * sockets through them, so callers must not set those. */
 __attribute__((warn_unused_result)) int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg);
+/* The same for customer traffic (webhooks): its connections live in
+ * caches of their own, never shared with loop_http_start's (Kaphila's),
+ * and belong to one policy generation gen. A transfer with a newer gen
+ * than the loop has seen retires the older generation's caches (closed
+ * once their last transfer ends, never reused); one with an older gen gets
+ * a fresh connection, closed after it. So a connection is only ever reused
+ * by traffic judged by the policy that opened it. */
+__attribute__((warn_unused_result))
+int loop_http_start_isolated(loop *l, CURL *easy, loop_http_fn done, void *arg, uint64_t gen);
 /* fn(l, arg) runs on the loop thread once per iteration, after that
  * iteration's messages, timers and transfers and before the loop sleeps
  * (the engine commits its batched writes there). NULL clears it. */

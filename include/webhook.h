@@ -6,8 +6,10 @@
  * configured minus its fragment, I-Twilio-Idempotency-Token (one per logical
  * delivery, reused on retries), Twilio's timeouts and retries with the URL
  * fragment overrides (#ct #rt #tt #rc #rp), a response size cap and the
- * configured allow/deny policy for destinations. Runs on a loop: nothing
- * blocks. Loop thread only. */
+ * destination policy (netpolicy.h) judged on every connection. Customer
+ * connections are cached apart from Kaphila's, per policy generation
+ * (loop_http_start_isolated), and never go through an environment proxy.
+ * Runs on a loop: nothing blocks. Loop thread only. */
 #ifndef TWIGATE_WEBHOOK_H
 #define TWIGATE_WEBHOOK_H
 
@@ -18,6 +20,7 @@
 #include "buf.h"
 #include "form.h"
 #include "loop.h"
+#include "netpolicy.h"
 #include "sid.h"
 
 typedef struct webhook_req {
@@ -28,8 +31,7 @@ typedef struct webhook_req {
     const char *auth_token;     /* signs the request */
     const char *idem;           /* idempotency token; NULL = make one */
     size_t      max_response;   /* bytes kept of the body; beyond → 11750 */
-    const char *allow;          /* webhook.allow: comma list of CIDRs / host names; "" = any */
-    const char *deny;           /* webhook.deny */
+    netpolicy  *policy;         /* destinations (required); the delivery takes a reference */
     bool        follow_redirects; /* TwiML fetches follow 301/302/307/308 like Twilio */
 } webhook_req;
 
@@ -54,9 +56,5 @@ typedef void (*webhook_cb)(loop *l, void *arg, const webhook_result *res);
  * (then the callback is not called). */
 __attribute__((warn_unused_result))
 int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg);
-
-/* True when the address/host passes the allow/deny lists (exposed for tests). */
-bool webhook_policy_allows(const char *allow, const char *deny, const char *host,
-                           const struct sockaddr *addr);
 
 #endif

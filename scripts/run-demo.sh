@@ -18,6 +18,11 @@ bin=${1:-build/twigate}
 [ $# -gt 0 ] && shift
 conf=${TWIGATE_CONF:-conf/twigate.conf}
 
+# Customer URLs may not reach loopback or private addresses by default
+# (docs/security.md); the demo's webhook servers are on this machine, so
+# open loopback (and only it). TWIGATE_WEBHOOK_ALLOW= (empty) undoes it.
+export TWIGATE_WEBHOOK_ALLOW=${TWIGATE_WEBHOOK_ALLOW-127.0.0.0/8}
+
 effective=$("$bin" --config "$conf" "$@" --print-config 2>/dev/null) || {
     "$bin" --config "$conf" "$@" --print-config >/dev/null   # shows the one-line error
     exit 2

@@ -123,11 +123,13 @@ static const key_def KEYS[] = {
         "Most simultaneous HTTP connections (bounded by the fd limit)"),
 
     STR("webhook.allow", webhook_allow, "", true, NULL,
-        "Comma list of CIDRs or host names webhooks may reach; empty = any"),
+        "Comma list of CIDRs or host names webhooks may reach; empty = any public address (private ranges need a CIDR here)"),
     STR("webhook.deny", webhook_deny, "", true, NULL,
         "Comma list of CIDRs or host names webhooks must not reach; wins over allow"),
     INT("webhook.max_response_bytes", webhook_max_response, "1048576", 1024, 67108864, true,
         "Largest webhook response read; the rest is cut off (11200)"),
+    STR("webhook.proxy", webhook_proxy, "", true, NULL,
+        "Proxy URL for every webhook; empty = direct (http_proxy & co are ignored)"),
 
     STR("play.sound_map", play_sound_map, "", true, NULL,
         "<Play> URLs mapped to Kaphila sound names: URL=sound,URL=sound (exact URL match)"),

@@ -26,6 +26,7 @@
 #include "calljson.h"
 #include "errors.h"
 #include "kevent.h"
+#include "netpolicy.h"
 #include "log.h"
 #include "phone.h"
 #include "recordings.h"
@@ -100,6 +101,8 @@ struct engine {
     bool           stopping;       /* engine_destroy: start nothing new */
     bool           batch;          /* a write transaction is open (see txn_begin) */
     const kevent  *ending;         /* the call.ended being applied, for finish_call's log line */
+    netpolicy     *policy;         /* customer destinations; see engine_policy */
+    const config  *policy_cfg;     /* the config policy was last checked against */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -543,9 +546,64 @@ static void obq_drop(engine *e, obq *q)
 
 static void obq_pump(engine *e, obq *q);
 
+/* Keep the log small: the first 4 KiB of a body is enough to debug. */
+#define EVENT_BODY_MAX 4096
+
+/* Length of the well-formed UTF-8 sequence at s[0..n) (jansson's rules: no
+ * overlongs, no surrogates, nothing past U+10FFFF); 0 = not one, and
+ * *cut = true when it is the start of one that n ends too early. */
+static size_t utf8_len(const unsigned char *s, size_t n, bool *cut)
+{
+    size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
+               : s[0] >= 0xe0 && s[0] <= 0xef ? 3 : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (len < 2) return len;
+    if (s[0] == 0xe0) lo = 0xa0;
+    if (s[0] == 0xed) hi = 0x9f;
+    if (s[0] == 0xf0) lo = 0x90;
+    if (s[0] == 0xf4) hi = 0x8f;
+    for (size_t i = 1; i < len; i++) {
+        if (i == n) { *cut = true; return 0; }
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xbf)) return 0;
+    }
+    return len;
+}
+
+/* A JSON string of the first max bytes of s, lossily: a byte that is not
+ * part of well-formed UTF-8 becomes U+FFFD and a character cut by max is
+ * dropped (*lossy set), where jansson would refuse the whole string and
+ * with it the event log entry. NULL only when out of memory. */
+static json_t *lossy_string(const char *s, size_t len, size_t max, bool *lossy)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = len < max ? len : max, o = 0;
+    char *out = malloc(n * 3 + 1);   /* each byte at worst one U+FFFD */
+    json_t *j;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n;) {
+        bool cut = false;
+        size_t k = utf8_len(u + i, n - i, &cut);
+        if (k) {
+            memcpy(out + o, u + i, k);
+            o += k;
+            i += k;
+            continue;
+        }
+        *lossy = true;
+        if (cut && n < len) break;   /* a character straddling the cut */
+        memcpy(out + o, "\xef\xbf\xbd", 3);
+        o += 3;
+        i++;
+    }
+    j = json_stringn_nocheck(out, o);
+    free(out);
+    return j;
+}
+
 /* Writes the request/response pair of one exchange into the event log, in
  * the batch. params: the request's parameters, form-encoded (the outbox
- * row's own encoding, stored as it is). */
+ * row's own encoding, stored as it is). A body (or header) that is not
+ * UTF-8 is kept lossily and the entry says so (response_body_lossy). */
 static void log_exchange_enc(engine *e, const char *account_sid, const char *call_sid,
                              const char *method, const char *url, const char *params,
                              const webhook_result *res)
@@ -553,16 +611,22 @@ static void log_exchange_enc(engine *e, const char *account_sid, const char *cal
     (void)txn_begin(e);
     json_t *rq, *rs;
     char when[TIMEFMT_RFC2822_LEN];
+    bool lossy = false, meta_lossy = false;
     rq = json_pack("{s:s,s:s}", "method", method, "url", url);
     timefmt_rfc2822(timefmt_now_ms(), when);
-    /* Keep the log small: the first 4 KiB of a body is enough to debug. */
-    rs = json_pack("{s:i,s:I,s:s,s:s%,s:s}", "response_code", res->http_status,
+    rs = json_pack("{s:i,s:I,s:o*,s:o*,s:s}", "response_code", res->http_status,
                    "request_duration", (json_int_t)res->duration_ms, "content_type",
-                   res->content_type, "response_body", buf_str(&res->body),
-                   res->body.len > 4096 ? (size_t)4096 : res->body.len, "date_created", when);
+                   lossy_string(res->content_type, strlen(res->content_type),
+                                sizeof res->content_type, &meta_lossy),
+                   "response_body", lossy_string(buf_str(&res->body), res->body.len,
+                                                 EVENT_BODY_MAX, &lossy),
+                   "date_created", when);
+    if (lossy && rs) json_object_set_new(rs, "response_body_lossy", json_true());
     if (res->error_code && rs) {
         json_object_set_new(rs, "error_code", json_integer(res->error_code));
-        json_object_set_new(rs, "error_message", json_string(res->error_msg));
+        json_object_set_new(rs, "error_message",
+                            lossy_string(res->error_msg, strlen(res->error_msg),
+                                         sizeof res->error_msg, &meta_lossy));
     }
     if (!rq || !rs ||
         store_event_insert(e->db, account_sid, call_sid, timefmt_now_ms(), rq, params, rs) != STORE_OK)
@@ -614,6 +678,32 @@ static void notify(engine *e, const char *account_sid, const char *call_sid, int
     log_context(NULL, account_sid, call_sid);
     log_warn("engine", "notification %d: %s", code, message);
     buf_fini(&msg);
+}
+
+/* The destination policy for customer URLs under the current config. It is
+ * rebuilt only when a reload changed webhook.allow/deny/proxy, with the
+ * next generation, so connections opened under the old one are never
+ * reused (loop_http_start_isolated). NULL only when out of memory. */
+static netpolicy *engine_policy(engine *e)
+{
+    const config *cfg = app_config(e->a);
+    if (e->policy && e->policy_cfg == cfg) return e->policy;
+    if (!e->policy ||
+        !netpolicy_same(e->policy, cfg->webhook_allow, cfg->webhook_deny, cfg->webhook_proxy)) {
+        /* twigate's own listeners are never a customer's destination. */
+        netpolicy_listener ls[2];
+        size_t n = 0;
+        if (e->a->http) ls[n++] = (netpolicy_listener){cfg->listen_address, http_port(e->a->http)};
+        if (e->a->sim) ls[n++] = (netpolicy_listener){cfg->sim_address, sim_port(e->a->sim)};
+        netpolicy *p = netpolicy_create(cfg->webhook_allow, cfg->webhook_deny, cfg->webhook_proxy,
+                                        ls, n, e->a->kaphila_url,
+                                        e->policy ? netpolicy_gen(e->policy) + 1 : 1);
+        if (!p) return e->policy;
+        netpolicy_unref(e->policy);
+        e->policy = p;
+    }
+    e->policy_cfg = cfg;
+    return e->policy;
 }
 
 typedef struct ob_ctx { engine *e; obq *q; ob_item *it; } ob_ctx;
@@ -690,8 +780,7 @@ static void obq_pump(engine *e, obq *q)
         webhook_req req = {
             .url = it->o.url, .method = it->o.method, .params = &params,
             .encoded = it->o.params, .auth_token = acct->auth_token, .idem = it->o.idem,
-            .max_response = (size_t)cfg->webhook_max_response, .allow = cfg->webhook_allow,
-            .deny = cfg->webhook_deny,
+            .max_response = (size_t)cfg->webhook_max_response, .policy = engine_policy(e),
         };
         x->e = e;
         x->q = q;
@@ -1461,7 +1550,7 @@ int call_webhook(call *c, const char *url, const char *method, form *params,
     webhook_req req = {
         .url = url, .method = w->method, .params = &w->params, .auth_token = acct->auth_token,
         .max_response = twiml_fetch ? (size_t)cfg->max_twiml_bytes : (size_t)cfg->webhook_max_response,
-        .allow = cfg->webhook_allow, .deny = cfg->webhook_deny, .follow_redirects = twiml_fetch,
+        .policy = engine_policy(c->e), .follow_redirects = twiml_fetch,
     };
     call_ref(c);
     if (webhook_send(c->e->l, &req, on_call_webhook, w) != 0) {
@@ -1832,6 +1921,8 @@ void engine_destroy(engine *e)
             }
         }
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
+    netpolicy_unref(e->policy);
+    e->policy = NULL;
     if (e->db) (void)batch_flush(e);   /* what those callbacks wrote */
     for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
         while (e->calls[b]) {

@@ -97,13 +97,28 @@ struct loop_timer {
     void         *arg;
 };
 
+/* A bank of connection caches (see CONN_SHARES). Kaphila's traffic has
+ * one for the loop's life; customer traffic has its own, one per policy
+ * generation (loop_http_start_isolated): a bank is retired when a newer
+ * generation arrives and freed, its connections closed, once nothing uses
+ * it. Retired banks are as many as reloads with transfers still in flight
+ * (the app caps reloads at APP_MAX_RETIRED_CONFIGS). */
+typedef struct bank {
+    CURLSH      *shares[CONN_SHARES];
+    size_t       busy[CONN_SHARES];   /* transfers in flight on each */
+    size_t       n_busy;
+    uint64_t     gen;
+    struct bank *next;                /* on the retired list */
+} bank;
+
 typedef struct xfer {
     struct xfer *prev, *next;
     CURL        *easy;
     loop_http_fn done;
     void        *arg;
     void        *user_private;   /* the caller's CURLOPT_PRIVATE, restored before done */
-    unsigned     share;          /* index of its connection cache */
+    bank        *bank;           /* NULL: a one-off connection (see loop_http_start_isolated) */
+    unsigned     share;          /* index of its connection cache in bank */
 } xfer;
 
 struct loop {
@@ -138,8 +153,9 @@ struct loop {
     size_t  n_xfers;
     CURL   *easy_pool[EASY_POOL];
     size_t  n_easy;
-    CURLSH *shares[CONN_SHARES];      /* connection caches; see CONN_SHARES */
-    size_t  share_busy[CONN_SHARES];  /* transfers in flight on each */
+    bank    own;                      /* Kaphila's connection caches */
+    bank   *cust;                     /* customer traffic's, current generation; NULL until used */
+    bank   *retired;                  /* customer banks of older generations */
     int64_t timers_ran_us;            /* when due timers last had a turn */
     uint8_t *fds;        /* FD_* bits by fd number; see sock_cb */
     size_t   n_fds;
@@ -512,23 +528,70 @@ static void xfer_unlink(loop *l, xfer *x)
 }
 
 /* The connection cache for a new transfer (see CONN_SHARES). */
-static unsigned pick_share(const loop *l)
+static unsigned pick_share(const bank *b)
 {
     unsigned best = 0;
     for (unsigned i = 0; i < CONN_SHARES; i++) {
-        if (l->share_busy[i] < SHARE_FILL)
+        if (b->busy[i] < SHARE_FILL)
             return i;
-        if (l->share_busy[i] < l->share_busy[best])
+        if (b->busy[i] < b->busy[best])
             best = i;
     }
     return best;
+}
+
+static bool bank_init(bank *b, uint64_t gen)
+{
+    b->gen = gen;
+    for (size_t i = 0; i < CONN_SHARES; i++) {
+        b->shares[i] = curl_share_init();
+        if (!b->shares[i] ||
+            curl_share_setopt(b->shares[i], CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK)
+            return false;
+    }
+    return true;
+}
+
+/* Frees the caches of b that no handle uses any more (closing their
+ * connections); true when all are gone. */
+static bool bank_fini(bank *b)
+{
+    bool all = true;
+    for (size_t i = 0; i < CONN_SHARES; i++) {
+        if (b->shares[i] && curl_share_cleanup(b->shares[i]) != CURLSHE_OK)
+            all = false;
+        else
+            b->shares[i] = NULL;
+    }
+    return all;
+}
+
+/* Frees the retired banks nothing runs on. A pooled easy handle still
+ * points at the cache it last used (curl_easy_reset keeps the share), so
+ * those are detached first; this runs only while banks are retired. */
+static void banks_reap(loop *l)
+{
+    for (size_t i = 0; i < l->n_easy; i++)
+        curl_easy_setopt(l->easy_pool[i], CURLOPT_SHARE, NULL);
+    for (bank **pp = &l->retired; *pp;) {
+        bank *b = *pp;
+        if (b->n_busy == 0 && bank_fini(b)) {
+            *pp = b->next;
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
 }
 
 /* Detaches x from the multi handle and the list, then runs its callback. */
 static void xfer_finish(loop *l, xfer *x, CURLcode rc)
 {
     curl_multi_remove_handle(l->multi, x->easy);
-    l->share_busy[x->share]--;
+    if (x->bank) {
+        x->bank->busy[x->share]--;
+        x->bank->n_busy--;
+    }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x->user_private);
     xfer_unlink(l, x);
     CURL *easy = x->easy;
@@ -570,7 +633,7 @@ static void collect_done(loop *l)
     }
 }
 
-int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
+static int http_start(loop *l, CURL *easy, loop_http_fn done, void *arg, bank *b)
 {
     if (l->destroying || !easy || !done)
         return -1;
@@ -590,20 +653,60 @@ int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
     curl_easy_setopt(easy, CURLOPT_SOCKOPTDATA, l);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, l);
-    x->share = pick_share(l);
-    curl_easy_setopt(easy, CURLOPT_SHARE, l->shares[x->share]);
+    x->bank = b;
+    if (b) {
+        x->share = pick_share(b);
+        curl_easy_setopt(easy, CURLOPT_SHARE, b->shares[x->share]);
+    } else {
+        /* Detached from every cache: the multi's own, which nothing else
+         * uses, and the connection is closed after this transfer. */
+        curl_easy_setopt(easy, CURLOPT_SHARE, NULL);
+        curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (curl_multi_add_handle(l->multi, easy) != CURLM_OK) {
         curl_easy_setopt(easy, CURLOPT_PRIVATE, x->user_private);
         free(x);
         return -1;
     }
-    l->share_busy[x->share]++;
+    if (b) {
+        b->busy[x->share]++;
+        b->n_busy++;
+    }
     x->next = l->xfers;
     if (l->xfers)
         l->xfers->prev = x;
     l->xfers = x;
     l->n_xfers++;
     return 0;
+}
+
+int loop_http_start(loop *l, CURL *easy, loop_http_fn done, void *arg)
+{
+    return http_start(l, easy, done, arg, &l->own);
+}
+
+int loop_http_start_isolated(loop *l, CURL *easy, loop_http_fn done, void *arg, uint64_t gen)
+{
+    if (l->destroying)
+        return -1;
+    if (!l->cust || gen > l->cust->gen) {
+        bank *b = calloc(1, sizeof *b);
+        if (!b || !bank_init(b, gen)) {
+            if (b && bank_fini(b))
+                free(b);
+            return -1;
+        }
+        if (l->cust) {
+            l->cust->next = l->retired;
+            l->retired = l->cust;
+        }
+        l->cust = b;
+        banks_reap(l);
+    }
+    /* A transfer of an older policy than the current one must neither use
+     * the current caches nor leave a connection in them. */
+    return http_start(l, easy, done, arg, gen == l->cust->gen ? l->cust : NULL);
 }
 
 CURL *loop_easy(loop *l)
@@ -621,6 +724,8 @@ void loop_easy_release(loop *l, CURL *easy)
     }
     curl_easy_reset(easy);
     l->easy_pool[l->n_easy++] = easy;
+    if (l->retired)
+        banks_reap(l);
 }
 
 void loop_set_timer_observer(loop *l, loop_late_fn fn, void *arg)
@@ -731,12 +836,8 @@ loop *loop_create(const char *thread_name, loop_msg_fn on_msg, void *ctx)
     curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
     curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
     curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
-    for (size_t i = 0; i < CONN_SHARES; i++) {
-        l->shares[i] = curl_share_init();
-        if (!l->shares[i] ||
-            curl_share_setopt(l->shares[i], CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK)
-            goto fail;
-    }
+    if (!bank_init(&l->own, 0))
+        goto fail;
     return l;
 fail:
     loop_destroy(l);
@@ -792,11 +893,19 @@ void loop_destroy(loop *l)
      * release theirs), so no share is in use. */
     if (l->multi)
         curl_multi_cleanup(l->multi);
-    for (size_t i = 0; i < CONN_SHARES && l->shares[i]; i++) {
-        CURLSHcode rc = curl_share_cleanup(l->shares[i]);
-        assert(rc == CURLSHE_OK);
-        (void)rc;
+    bool freed = bank_fini(&l->own);
+    if (l->cust) {
+        l->cust->next = l->retired;
+        l->retired = l->cust;
     }
+    while (l->retired) {
+        bank *b = l->retired;
+        l->retired = b->next;
+        freed &= bank_fini(b);
+        free(b);
+    }
+    assert(freed);
+    (void)freed;
     free(l->fds);
     if (l->evfd >= 0)
         close(l->evfd);

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "fragment.h"
+#include "netpolicy.h"
 #include "log.h"
 #include "signature.h"
 
@@ -25,93 +26,93 @@ typedef struct delivery {
     void              *arg;
     fragment_opts      opts;
     char              *url;          /* what we request (GET: with the parameters) */
-    char              *host;
+    char              *host;         /* of the URL as given */
     char              *body;         /* POST body or NULL */
-    char              *allow, *deny;
+    netpolicy         *policy;       /* a reference, for the whole delivery */
+    CURL              *easy;         /* of the attempt in flight */
     struct curl_slist *headers;
-    bool               blocked;      /* the policy refused the address */
+    bool               blocked;      /* the policy refused a connection */
+    bool               prereq_refused;   /* ...and aborted the transfer (not a shutdown) */
+    char               refused[176]; /* what was refused and why (fits error_msg) */
     bool               too_big;
     int64_t            t0;
     webhook_result     res;
 } delivery;
 
-/* ---- destination policy ---- */
+/* ---- destination policy ----
+ *
+ * Judged on every connection libcurl opens (each address of each hop,
+ * redirects included: open_socket, before connect) and again before every
+ * request, on a reused connection too (pre_request): the name of the hop
+ * and the address actually connected. netpolicy has the rules. */
 
-static bool cidr_match(const char *entry, const struct sockaddr *addr)
+static void refuse(delivery *d, const char *host, const char *addr, const char *why)
 {
-    char net[64];
-    int bits = -1;
-    const char *slash = strchr(entry, '/');
-    unsigned char want[16], have[16];
-    int len;
-    if (!addr) return false;
-    snprintf(net, sizeof net, "%.*s", slash ? (int)(slash - entry) : (int)strlen(entry), entry);
-    if (slash) bits = atoi(slash + 1);
-    if (addr->sa_family == AF_INET && inet_pton(AF_INET, net, want) == 1) {
-        memcpy(have, &((const struct sockaddr_in *)addr)->sin_addr, 4);
-        len = 4;
-    } else if (addr->sa_family == AF_INET6 && inet_pton(AF_INET6, net, want) == 1) {
-        memcpy(have, &((const struct sockaddr_in6 *)addr)->sin6_addr, 16);
-        len = 16;
-    } else {
-        return false;
-    }
-    if (bits < 0 || bits > len * 8) bits = len * 8;
-    for (int i = 0; i < len && bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
-        if ((want[i] & mask) != (have[i] & mask)) return false;
-    }
-    return true;
+    d->blocked = true;
+    snprintf(d->refused, sizeof d->refused, "%.80s%s%.46s%s: %s", host ? host : "",
+             addr && *addr ? " (" : "", addr ? addr : "", addr && *addr ? ")" : "", why);
 }
 
-static bool host_match(const char *entry, const char *host)
+/* The host of the hop being made: the effective URL follows redirects. */
+static const char *hop_host(delivery *d, char *out, size_t outlen)
 {
-    if (!host) return false;
-    if (entry[0] == '*' && entry[1] == '.') {
-        size_t h = strlen(host), e = strlen(entry + 1);
-        return h > e && !strcasecmp(host + h - e, entry + 1);
-    }
-    return !strcasecmp(entry, host);
-}
-
-/* True when host/addr matches an entry of the comma-separated list. */
-static bool list_match(const char *list, const char *host, const struct sockaddr *addr)
-{
-    char item[256];
-    for (const char *p = list; p && *p;) {
-        size_t n = strcspn(p, ",");
-        snprintf(item, sizeof item, "%.*s", (int)n, p);
-        char *s = item, *e = item + strlen(item);
-        while (*s == ' ') s++;
-        while (e > s && e[-1] == ' ') *--e = '\0';
-        if (*s && (cidr_match(s, addr) || host_match(s, host))) return true;
-        p += n;
-        if (*p == ',') p++;
-    }
-    return false;
-}
-
-bool webhook_policy_allows(const char *allow, const char *deny, const char *host,
-                           const struct sockaddr *addr)
-{
-    if (deny && *deny && list_match(deny, host, addr)) return false;
-    if (allow && *allow && !list_match(allow, host, addr)) {
-        /* Before resolution (addr NULL) only a host-name entry can match;
-         * let the connect-time check decide for CIDR-only lists. */
-        return addr == NULL;
-    }
-    return true;
+    char *u = NULL;
+    if (curl_easy_getinfo(d->easy, CURLINFO_EFFECTIVE_URL, &u) != CURLE_OK || !u ||
+        !netpolicy_url_host(u, out, outlen))
+        snprintf(out, outlen, "%s", d->host);
+    return out;
 }
 
 static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
     delivery *d = arg;
+    char host[256], text[INET6_ADDRSTRLEN + 8] = "";
+    const char *why;
     (void)purpose;
-    if (!webhook_policy_allows(d->allow, d->deny, d->host, &a->addr)) {
-        d->blocked = true;
+    hop_host(d, host, sizeof host);
+    /* Through webhook.proxy the socket goes to the proxy, which resolves
+     * the name itself: only the name (or a literal address) can be judged. */
+    why = netpolicy_check(d->policy, host, *netpolicy_proxy(d->policy) ? NULL : &a->addr);
+    if (why) {
+        const void *ip = a->family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+                                               : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+        if (!inet_ntop(a->family, ip, text, sizeof text)) text[0] = '\0';
+        refuse(d, host, text, why);
         return CURL_SOCKET_BAD;
     }
     return socket(a->family, a->socktype, a->protocol);
+}
+
+static int pre_request(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    delivery *d = arg;
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    char host[256];
+    const char *why;
+    bool proxied = *netpolicy_proxy(d->policy);
+    (void)local_ip;
+    (void)local_port;
+    if (inet_pton(AF_INET, primary_ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)primary_port);
+    } else if (inet_pton(AF_INET6, primary_ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)primary_port);
+    } else if (!proxied) {
+        refuse(d, hop_host(d, host, sizeof host), primary_ip, "address not understood");
+        d->prereq_refused = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    why = netpolicy_check(d->policy, hop_host(d, host, sizeof host),
+                          proxied ? NULL : (struct sockaddr *)&ss);
+    if (why) {
+        refuse(d, host, proxied ? "" : primary_ip, why);
+        d->prereq_refused = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
 }
 
 /* ---- one attempt ---- */
@@ -134,6 +135,8 @@ static int attempt(loop *l, delivery *d, CURL *easy)
     if (left < 1) left = 1;
     d->res.attempts++;
     d->blocked = false;
+    d->prereq_refused = false;
+    d->easy = easy;
     d->too_big = false;
     buf_reset(&d->res.body);
     curl_easy_setopt(easy, CURLOPT_URL, d->url);
@@ -149,6 +152,11 @@ static int attempt(loop *l, delivery *d, CURL *easy)
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, d);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, d);
+    curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, pre_request);
+    curl_easy_setopt(easy, CURLOPT_PREREQDATA, d);
+    /* "" = no proxy, and none from http_proxy & co either: the environment
+     * of the daemon is not the customer's to use. */
+    curl_easy_setopt(easy, CURLOPT_PROXY, netpolicy_proxy(d->policy));
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
@@ -158,7 +166,7 @@ static int attempt(loop *l, delivery *d, CURL *easy)
     } else {
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     }
-    return loop_http_start(l, easy, on_done, d);
+    return loop_http_start_isolated(l, easy, on_done, d, netpolicy_gen(d->policy));
 }
 
 static void delivery_free(delivery *d)
@@ -169,8 +177,7 @@ static void delivery_free(delivery *d)
     free(d->url);
     free(d->host);
     free(d->body);
-    free(d->allow);
-    free(d->deny);
+    netpolicy_unref(d->policy);
     free(d);
 }
 
@@ -199,7 +206,7 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     res->error_code = 0;
     res->error_msg[0] = '\0';
 
-    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+    if (rc == CURLE_ABORTED_BY_CALLBACK && !d->prereq_refused) {
         /* twigate is stopping: no verdict on the customer's server. */
         res->aborted = true;
         res->error_code = 11200;
@@ -214,7 +221,8 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     } else if (d->blocked) {
         res->error_code = 11200;
         snprintf(res->error_msg, sizeof res->error_msg,
-                 "The destination is refused by twigate's webhook.allow/webhook.deny policy");
+                 "HTTP retrieval failure: refused by twigate's outbound policy: %s",
+                 d->refused);
     } else if (d->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
         res->error_code = 11750;
         snprintf(res->error_msg, sizeof res->error_msg, "Response body larger than %zu bytes",
@@ -269,7 +277,7 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
 
     buf_init(&enc, 1 << 20);
     buf_init(&url, WEBHOOK_MAX_URL * 2);
-    if (!d) goto out;
+    if (!d || !req->policy) goto out;
     d->cb = cb;
     d->arg = arg;
     d->t0 = loop_now_ms(l);
@@ -296,11 +304,10 @@ int webhook_send(loop *l, const webhook_req *req, webhook_cb cb, void *arg)
         curl_url_get(cu, CURLUPART_HOST, &host, 0) != CURLUE_OK)
         goto out;
     d->host = strdup(host);
-    d->allow = strdup(req->allow ? req->allow : "");
-    d->deny = strdup(req->deny ? req->deny : "");
+    d->policy = netpolicy_ref(req->policy);
     d->url = buf_steal(&url);
     if (!is_get) d->body = buf_steal(&enc);
-    if (!d->host || !d->allow || !d->deny || !d->url || (!is_get && !d->body)) goto out;
+    if (!d->host || !d->url || (!is_get && !d->body)) goto out;
 
     struct curl_slist *h = NULL;
     h = curl_slist_append(h, "User-Agent: TwilioProxy/1.1");

@@ -1131,6 +1131,75 @@ static void count_iteration(loop *l, void *arg)
     __atomic_add_fetch((long *)arg, 1, __ATOMIC_RELAXED);
 }
 
+/* ---- customer traffic's own connection caches (loop_http_start_isolated) */
+
+typedef struct iso_req {
+    char     url[128];
+    int      gen;          /* 0 = loop_http_start (Kaphila's caches) */
+    long     connects;     /* 1 = a new connection, 0 = a reused one */
+    CURLcode rc;
+    waiter   w;
+} iso_req;
+
+static void iso_done(loop *l, CURL *easy, CURLcode rc, void *arg)
+{
+    iso_req *r = arg;
+    r->rc = rc;
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &r->connects);
+    loop_easy_release(l, easy);   /* reaps retired caches */
+    waiter_add(&r->w, 1);
+}
+
+static void iso_start(loop *l, void *arg)
+{
+    iso_req *r = arg;
+    CURL *e = loop_easy(l);
+    assert_non_null(e);
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 3000L);
+    assert_int_equal(r->gen ? loop_http_start_isolated(l, e, iso_done, r, (uint64_t)r->gen)
+                            : loop_http_start(l, e, iso_done, r), 0);
+}
+
+/* Customer transfers never reuse a connection of Kaphila's caches or of an
+ * older policy generation, nor leave one for a newer; within a generation
+ * they keep alive as usual. */
+static void test_http_isolated_caches(void **state)
+{
+    (void)state;
+    static const struct { int gen; long connects; } steps[] = {
+        {0, 1},   /* Kaphila opens a connection */
+        {1, 1},   /* customer, generation 1: not Kaphila's */
+        {1, 0},   /* ...keeps its own alive */
+        {0, 0},   /* Kaphila's is still there, untouched */
+        {2, 1},   /* a reload: generation 2 opens anew */
+        {1, 1},   /* a late transfer of generation 1: a one-off connection */
+        {1, 1},   /* ...that was not kept */
+        {2, 0},   /* generation 2 keeps its own */
+        {0, 0},
+    };
+    server s;
+    server_start(&s);
+    loop *l = loop_create("http", on_call_msg, NULL);
+    assert_int_equal(loop_start(l), 0);
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        iso_req r = {.gen = steps[i].gen};
+        snprintf(r.url, sizeof r.url, "http://127.0.0.1:%d/x", s.port);
+        waiter_init(&r.w);
+        run_on_loop(l, iso_start, &r);
+        assert_true(waiter_wait(&r.w, 1, 5000));
+        waiter_fini(&r.w);
+        assert_int_equal(r.rc, CURLE_OK);
+        if (r.connects != steps[i].connects)
+            fail_msg("step %zu (gen %d): %ld new connections, want %ld", i, steps[i].gen,
+                     r.connects, steps[i].connects);
+    }
+    loop_stop(l);
+    loop_destroy(l);
+    MHD_stop_daemon(s.d);
+}
+
 /* Exchanges on one keep-alive connection: all succeed on a single
  * connection, and its socket stays in the epoll set while idle — the loop
  * does not take it out and put it back for every exchange. */
@@ -1296,6 +1365,7 @@ int main(void)
         cmocka_unit_test(test_timer_not_starved_by_answers),
         cmocka_unit_test(test_destroy_aborts_in_flight),
         cmocka_unit_test(test_http_keepalive_stays_registered),
+        cmocka_unit_test(test_http_isolated_caches),
         cmocka_unit_test(test_http_idle_connection_closed_by_server),
         cmocka_unit_test(test_http_recycled_fd_numbers),
     };

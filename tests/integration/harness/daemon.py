@@ -245,6 +245,9 @@ class Twigate(_Process):
             "db.path": self.db_path,
             "kaphila.timeout_ms": 5000,
             "log.level": "debug",
+            # The receivers live on loopback, which customer URLs may not
+            # reach by default (docs/security.md); None removes it.
+            "webhook.allow": "127.0.0.0/8",
         }
         if external_sim is None:
             self.sim_port = free_port()
