@@ -101,6 +101,7 @@ struct engine {
     bool           stopping;       /* engine_destroy: start nothing new */
     bool           batch;          /* a write transaction is open (see txn_begin) */
     reconciler    *rc;             /* reconcile.c's state */
+    bool           resync;         /* a batch was lost: memory is ahead of the store */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -316,6 +317,7 @@ static void ack_rescue(engine *e)
 static void batch_failed(engine *e)
 {
     e->batch = false;
+    e->resync = true;   /* engine_resync, once the store takes writes again */
     store_rollback(e->db);
     drop_kicked(e);
     ack_rescue(e);
@@ -1702,6 +1704,90 @@ void call_drop_lost(call *c)
     reconcile_forget(c);
     call_unlink(e, c);
     call_unref(c);   /* the table's */
+}
+
+/* After a lost batch (disk full, I/O errors) memory is ahead of the store:
+ * calls moved on, some even retired, while their rows still say what they
+ * said before. Once writes work again (the reconciler calls this every
+ * sweep until it succeeds): the live calls' rows are written from memory,
+ * and rows still live in the store but not in memory (retired in the lost
+ * batch) are loaded back and checked with Kaphila at once, as after a
+ * restart, so their end and `completed` callback — never sent, as the
+ * batch was rolled back — happen for good. */
+typedef struct resync_rows { store_call *v; size_t n, cap; } resync_rows;
+
+static void resync_collect(store_call *row, void *arg)
+{
+    resync_rows *rs = arg;
+    if (rs->n == rs->cap) {
+        size_t ncap = rs->cap ? rs->cap * 2 : 256;
+        store_call *nv = realloc(rs->v, ncap * sizeof *nv);
+        if (!nv) return;
+        rs->v = nv;
+        rs->cap = ncap;
+    }
+    rs->v[rs->n] = *row;
+    rs->v[rs->n++].params = json_incref(row->params);
+}
+
+typedef struct resync_calls { call **v; size_t n, cap; } resync_calls;
+
+static bool resync_collect_call(resync_calls *rc, call *c)
+{
+    if (rc->n == rc->cap) {
+        size_t ncap = rc->cap ? rc->cap * 2 : 64;
+        call **nv = realloc(rc->v, ncap * sizeof *nv);
+        if (!nv) return false;
+        rc->v = nv;
+        rc->cap = ncap;
+    }
+    rc->v[rc->n++] = c;
+    return true;
+}
+
+void engine_resync(engine *e)
+{
+    resync_rows rs = {0};
+    resync_calls starts = {0};
+    size_t loaded = 0;
+    if (!e->resync || !batch_flush(e) || !txn_begin(e)) return;
+    if (store_write_probe(e->db) != STORE_OK) { batch_failed(e); return; }
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext)
+            if (!c->over && !c->lost_since_ms && !txn_commit(e, c, 0)) return;
+    if (!batch_flush(e)) return;   /* still failing: the next sweep tries again */
+    /* Answered in a lost batch: the program never started. Start it now
+     * (collected first: a start that fails at once retires its call). */
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext)
+            if (!c->over && c->rank == RANK_ANSWERED && !c->x && !c->pending_hangup &&
+                resync_collect_call(&starts, c))
+                call_ref(c);
+    for (size_t i = 0; i < starts.n; i++) {
+        call *c = starts.v[i];
+        if (!c->over) {
+            start_time_limit(e, c);
+            rec_call_answered(c);
+            exec_start(c);
+        }
+        call_unref(c);
+    }
+    free(starts.v);
+    if (store_call_each_live(e->db, resync_collect, &rs) != STORE_OK) goto out;
+    for (size_t i = 0; i < rs.n; i++) {
+        call *c = call_find(e, rs.v[i].sid);
+        if (c && !c->over) continue;
+        if (c) retire(e, c);   /* ended in memory only: the store's word wins */
+        if (!(c = call_new(e, &rs.v[i]))) continue;
+        c->last_event_ms = 0;   /* checked with Kaphila by the next sweep */
+        loaded++;
+        if (c->rank >= RANK_ANSWERED) c->pending_hangup = true;
+    }
+    e->resync = false;
+    log_info("engine", "store writable again: %zu call(s) reloaded from it", loaded);
+out:
+    for (size_t i = 0; i < rs.n; i++) store_call_fini(&rs.v[i]);
+    free(rs.v);
 }
 
 /* ---------------------------------------------------------------- 8 */

@@ -142,6 +142,9 @@ void reconcile_forget(call *c);
  * event shows the Kaphila call alive, hang it up with the account's key. */
 void reconcile_stray_event(engine *e, const char *account_sid, const char *call_sid, json_t *ev);
 
+/* After a lost write batch: re-sync memory and the store once writes work
+ * (no-op otherwise; see engine.c). */
+void engine_resync(engine *e);
 /* Every live call, in no particular order. fn must not retire calls. */
 void engine_each_live(engine *e, void (*fn)(call *c, void *arg), void *arg);
 /* Ends c because Kaphila no longer has it or reports it ended (kstatus:

@@ -133,6 +133,13 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
             log_debug("reconcile", "Kaphila status '%.40s' taken as alive", st);
         break;
     }
+    if (c->pending_hangup && !call_is_over(c)) {
+        /* Reloaded after a storage fault, answered: its program is lost. */
+        c->pending_hangup = false;
+        call_notify(c, 20500, 1, "a storage fault interrupted this call; the TwiML program "
+                    "cannot be resumed, so the call is ended", NULL, NULL);
+        call_hangup(c, "storage fault");
+    }
     if (c->hangup_wanted && !call_is_over(c)) {
         /* Every retry of its /hangup failed, and Kaphila still has it. */
         c->hangup_wanted = false;
@@ -328,6 +335,7 @@ static void sweep(reconciler *r)
     due_ctx d = {.r = r, .now = loop_now_ms(engine_loop(r->e))};
     d.room = RECONCILE_MAX_INFLIGHT - r->inflight;
     r->backlog = false;
+    engine_resync(r->e);
     if (d.room > 0) engine_each_live(r->e, find_due, &d);
     r->backlog = d.more || d.room <= 0;
     for (int i = 0; i < d.n; i++) check_call(r, d.due[i]);
