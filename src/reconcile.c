@@ -141,9 +141,9 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
         call_hangup(c, "storage fault");
     }
     if (c->hangup_wanted && !call_is_over(c)) {
-        /* Every retry of its /hangup failed, and Kaphila still has it. */
+        /* Every retry of its /hangup failed, and Kaphila still has it: once
+         * more; further failures keep doubling the backoff, up to 10 min. */
         c->hangup_wanted = false;
-        c->hangup_tries = 0;
         call_hangup(c, "reconciler: still live at Kaphila after failed hang-ups");
     }
 out:
@@ -305,10 +305,16 @@ static void on_list(loop *l, void *arg, const kaphila_result *res)
     /* Lost /makecall answers old enough before this listing began: no event
      * named them, and GET /calls has now been asked (had Kaphila dialled,
      * the call is a suspect and will be hung up). */
-    lost_ctx lost = {.before = lc->started_ms - cfg_of(r)->orphan_wait_ms};
+    const config *cfg = cfg_of(r);
+    const config_account *listed = config_account_by_sid(cfg, lc->account_sid);
+    lost_ctx lost = {.before = lc->started_ms - cfg->orphan_wait_ms};
     engine_each_live(r->e, find_lost, &lost);
-    for (int i = 0; i < lost.n; i++)
-        if (!strcmp(lost.list[i]->row.account_sid, lc->account_sid)) call_drop_lost(lost.list[i]);
+    for (int i = 0; i < lost.n; i++) {
+        /* Accounts may share a Kaphila key: one listing covers them all. */
+        const config_account *a = config_account_by_sid(cfg, lost.list[i]->row.account_sid);
+        if (!a || (listed && !strcmp(a->kaphila_key, listed->kaphila_key)))
+            call_drop_lost(lost.list[i]);
+    }
 out:
     free(lc);
 }
@@ -405,7 +411,7 @@ void reconcile_hangup_failed(call *c)
 {
     const config *cfg = call_config(c);
     if (call_is_over(c) || c->hangup_retry) return;
-    if (c->hangup_tries++ >= cfg->hangup_retries) {
+    if (++c->hangup_tries == cfg->hangup_retries + 1) {
         /* Retries spent: the next sweep asks Kaphila what the call is. */
         c->hangup_wanted = true;
         log_warn("engine", "hang-up failed %d times; the reconciler takes over", c->hangup_tries);
