@@ -172,3 +172,28 @@ def test_unknown_kaphila_call_is_hung_up(kaphila_sim, make_twigate, accounts):
              message="the unowned call was never hung up")
     assert f"Kaphila call {stranger} is not owned by twigate" in tg.log_text()
     assert client.calls(mine.sid).fetch().status in ("queued", "ringing", "in-progress")
+
+
+def test_lost_makecall_without_events_is_found_and_hung_up(make_twigate):
+    """/makecall's answer is lost and the call's events never reach twigate
+    (here: public_url points nowhere, so Kaphila's webhook posts fail):
+    after kaphila.orphan_wait_ms the GET /calls listing shows a call nobody
+    owns, which is hung up, and the kept row is dropped — the REST caller
+    was told the create failed."""
+    from harness import free_port
+    tg = make_twigate(overrides=dict(FAST_RECONCILE, **{
+        "kaphila.timeout_ms": 300, "public_url": f"http://127.0.0.1:{free_port()}"}))
+    client = tg.client()
+    tg.sim_latency(1500)
+    try:
+        client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE)
+        raise AssertionError("create should have timed out")
+    except TwilioRestException as e:
+        assert (e.status, e.code) == (503, 20503), e
+    assert len(statuses(tg)) == 1   # kept while its fate is unknown
+    tg.sim_latency(0)
+    wait_for(lambda: sim_calls(tg), timeout=10, message="the sim placed the call")
+    wait_for(lambda: sim_calls(tg)[0]["status"] not in ("ringing", "answered"), timeout=20,
+             interval=0.1, message="the orphan was left live at Kaphila")
+    wait_for(lambda: not statuses(tg), timeout=10, message="the lost create was not dropped")
+    assert "is not owned by twigate; hanging it up" in tg.log_text()
