@@ -86,8 +86,17 @@ def test_kill9_under_load_every_call_ends_once(make_twigate, receiver):
     assert took <= 30
     print(f"kill -9: {len(created)} calls got a 201, {live} live at the kill, "
           f"all terminal {took:.1f} s after the restart")
-    wait_for(lambda: set(completed_tokens(receiver, "/k9cb")) >= set(created), timeout=30,
-             interval=0.2, message="a completed callback for every call")
+    try:
+        wait_for(lambda: set(completed_tokens(receiver, "/k9cb")) >= set(created), timeout=30,
+                 interval=0.2)
+    except AssertionError:
+        missing = sorted(set(created) - set(completed_tokens(receiver, "/k9cb")))
+        with sqlite3.connect(tg.db_path) as db:
+            rows = {s: (db.execute("SELECT status FROM calls WHERE sid=?", (s,)).fetchone(),
+                        db.execute("SELECT seq, state, attempts, kind FROM outbox "
+                                   "WHERE call_sid=? ORDER BY seq", (s,)).fetchall())
+                    for s in missing[:5]}
+        raise AssertionError(f"{len(missing)} calls without a completed callback: {rows}")
     toks = completed_tokens(receiver, "/k9cb")
     assert all(len(toks[s]) == 1 for s in created), \
         {s: toks[s] for s in created if len(toks[s]) != 1}
