@@ -58,6 +58,7 @@ struct reconciler {
     int         inflight;            /* GET /calls/:callId */
     int         listing;             /* GET /calls */
     bool        backlog;             /* the last sweep hit RECONCILE_MAX_INFLIGHT */
+    bool        sweeping;            /* in check_due: no re-entry from a callback */
     suspect    *sus;
     size_t      n_sus;
 };
@@ -69,7 +70,7 @@ typedef struct list_ctx {
     char        account_sid[SID_SIZE];
 } list_ctx;
 
-static void sweep(reconciler *r);
+static void check_due(reconciler *r);
 
 static const config *cfg_of(reconciler *r) { return engine_config(r->e); }
 
@@ -149,7 +150,9 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
 out:
     call_unref(c);
     free(x);
-    if (r->backlog && !r->inflight && !engine_is_stopping(r->e)) sweep(r);
+    /* A wave of start-up checks is done: the next one need not wait for
+     * the timer. */
+    if (r->backlog && !r->inflight && !r->sweeping && !engine_is_stopping(r->e)) check_due(r);
 }
 
 static void check_call(reconciler *r, call *c)
@@ -335,17 +338,22 @@ static void list_key(reconciler *r, const char *account_sid)
 
 /* ---------------------------------------------------------------- sweep */
 
+static void check_due(reconciler *r)
+{
+    due_ctx d = {.r = r, .now = loop_now_ms(engine_loop(r->e))};
+    d.room = RECONCILE_MAX_INFLIGHT - r->inflight;
+    if (d.room > 0) engine_each_live(r->e, find_due, &d);
+    r->backlog = d.more || d.room <= 0;
+    r->sweeping = true;
+    for (int i = 0; i < d.n; i++) check_call(r, d.due[i]);
+    r->sweeping = false;
+}
+
 static void sweep(reconciler *r)
 {
     const config *cfg = cfg_of(r);
-    due_ctx d = {.r = r, .now = loop_now_ms(engine_loop(r->e))};
-    d.room = RECONCILE_MAX_INFLIGHT - r->inflight;
-    r->backlog = false;
     engine_resync(r->e);
-    if (d.room > 0) engine_each_live(r->e, find_due, &d);
-    r->backlog = d.more || d.room <= 0;
-    for (int i = 0; i < d.n; i++) check_call(r, d.due[i]);
-
+    check_due(r);
     if (r->listing) return;   /* the last listing is still out */
     const char *keys[RECONCILE_MAX_KEYS];
     size_t nk = 0;
