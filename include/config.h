@@ -56,6 +56,11 @@ typedef struct config {
     char *kaphila_url;           /* kaphila.url      = sim */
     int   kaphila_timeout_ms;    /* kaphila.timeout_ms = 10000 */
     int   kaphila_connect_ms;    /* kaphila.connect_timeout_ms = 3000 */
+    int   reconcile_quiet_ms;    /* kaphila.reconcile_quiet_ms = 300000 */
+    int   reconcile_interval_ms; /* kaphila.reconcile_interval_ms = 10000 */
+    int   hangup_retries;        /* kaphila.hangup_retries = 5 */
+    int   hangup_backoff_ms;     /* kaphila.hangup_backoff_ms = 1000 */
+    int   orphan_wait_ms;        /* kaphila.orphan_wait_ms = 30000 */
     /* [limits] */
     int   max_body_bytes;        /* limits.max_body_bytes = 65536 */
     int   max_params;            /* limits.max_params = 256 */

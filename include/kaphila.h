@@ -15,8 +15,10 @@
 #include <jansson.h>
 #include "loop.h"
 
-/* Kaphila's answers are small JSON objects; a bigger one is garbage. */
-#define KAPHILA_MAX_RESPONSE (256 * 1024)
+/* Kaphila's answers are small JSON objects but GET /calls, which lists
+ * every live call of a key (~150 bytes each; 20,000 calls = 3 MB, read by
+ * the reconciler); anything bigger is garbage. */
+#define KAPHILA_MAX_RESPONSE (8 * 1024 * 1024)
 
 typedef struct kaphila_client {
     const char *base_url;      /* "http://127.0.0.1:3000", no trailing slash */

@@ -80,6 +80,21 @@ typedef struct store_ckpt_stats {
     int64_t  wal_pages;
 } store_ckpt_stats;
 void store_checkpoint_stats(const store *s, store_ckpt_stats *out);
+/* Storage faults (/readyz, metrics): statements the disk refused, by kind
+ * (disk full, read-only, I/O error, corrupt page), whether writes are
+ * failing now (set by a refusal, cleared by the next successful commit),
+ * and whether store_open's PRAGMA quick_check failed. Any thread. */
+enum { STORE_FAULT_FULL, STORE_FAULT_READONLY, STORE_FAULT_IO, STORE_FAULT_CORRUPT,
+       STORE_FAULT_KINDS };
+typedef struct store_fault_stats {
+    uint64_t count[STORE_FAULT_KINDS];
+    bool     write_failing;
+    bool     integrity_failed;
+} store_fault_stats;
+void store_faults(const store *s, store_fault_stats *out);
+/* A write that costs one page, inside the caller's transaction: its commit
+ * proves the disk takes writes again (the engine's re-sync after a fault). */
+__attribute__((warn_unused_result)) store_status store_write_probe(store_conn *c);
 void   store_close(store *s);                 /* accepts NULL; all conns released */
 
 /* Every insert, update and delete of a call row tells cc (callcache.h:

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "calljson.h"
@@ -103,6 +104,8 @@ struct engine {
     const kevent  *ending;         /* the call.ended being applied, for finish_call's log line */
     netpolicy     *policy;         /* customer destinations; see engine_policy */
     const config  *policy_cfg;     /* the config policy was last checked against */
+    reconciler    *rc;             /* reconcile.c's state */
+    bool           resync;         /* a batch was lost: memory is ahead of the store */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -158,6 +161,7 @@ static call *call_new(engine *e, store_call *row)
     row->params = NULL;
     c->refs = 1;                   /* the table's reference */
     c->rank = (int)json_integer_value(json_object_get(c->row.params, "rank"));
+    c->last_event_ms = loop_now_ms(e->l);
     size_t b = bucket(c->row.sid);
     c->hnext = e->calls[b];
     e->calls[b] = c;
@@ -317,6 +321,7 @@ static void ack_rescue(engine *e)
 static void batch_failed(engine *e)
 {
     e->batch = false;
+    e->resync = true;   /* engine_resync, once the store takes writes again */
     store_rollback(e->db);
     drop_kicked(e);
     ack_rescue(e);
@@ -901,6 +906,7 @@ static void finish_call(engine *e, call *c, const char *status, int duration)
 /* After the commit of a terminal step: stop the executor and forget the call. */
 static void retire(engine *e, call *c)
 {
+    reconcile_forget(c);
     if (c->x) exec_call_ended(c);
     call_unlink(e, c);
     call_unref(c);
@@ -946,6 +952,15 @@ static void apply_event(engine *e, call *c, json_t *ev, int64_t kid, const buf *
     int rank0 = c->rank;
 
     if (!kevent_parse(ev, &k) || !txn_begin(e)) return;
+    c->last_event_ms = loop_now_ms(e->l);   /* the reconciler's quiet clock */
+    if (c->lost_since_ms) {
+        /* /makecall's answer was lost, yet Kaphila dialled: reconcile.c. */
+        if (!c->row.kaphila_id[0] && json_is_string(json_object_get(ev, "callId")))
+            snprintf(c->row.kaphila_id, sizeof c->row.kaphila_id, "%s",
+                     json_string_value(json_object_get(ev, "callId")));
+        if (c->row.kaphila_id[0] && txn_commit(e, NULL, kid)) call_adopt_lost(c);
+        return;
+    }
     if (k.kind == KE_OTHER) keep_raw(e, c->row.sid, raw);
     /* Under load Kaphila's first events can overtake its /makecall answer:
      * learn the callId from them, or later commands would go out without it. */
@@ -1014,7 +1029,11 @@ static void event_for_gone_call(engine *e, const char *sid, const store_call *ro
     log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
         log_warn("engine", "could not mark event %lld done", (long long)kid);
-    if (kevent_parse(ev, &k) && k.kind == KE_OTHER) keep_raw(e, sid, raw);
+    if (!kevent_parse(ev, &k)) return;
+    if (k.kind == KE_OTHER) keep_raw(e, sid, raw);
+    /* A call twigate has ended that Kaphila is still placing or answering. */
+    if (row && (k.kind == KE_INITIATED || k.kind == KE_ANSWERED))
+        reconcile_stray_event(e, row->account_sid, sid, ev);
     /* Kaphila reports the recording after the call has ended. */
     if (row && (k.kind == KE_RECORDING || k.kind == KE_ENDED))
         rec_kaphila_event(e, row->account_sid, sid, k.name, ev);
@@ -1105,6 +1124,16 @@ static void reply_call(http_req *r, int status, const call *c)
     http_reply_owned(r, status, "application/json", s, strlen(s), NULL);
 }
 
+/* No HTTP answer although the request may have reached Kaphila: a timeout
+ * or a connection cut after sending. A refused connection sent nothing. */
+static bool answer_lost(const kaphila_result *res)
+{
+    return res->http_status == 0 &&
+           (res->curl_rc == CURLE_OPERATION_TIMEDOUT || res->curl_rc == CURLE_GOT_NOTHING ||
+            res->curl_rc == CURLE_RECV_ERROR || res->curl_rc == CURLE_SEND_ERROR ||
+            res->curl_rc == CURLE_PARTIAL_FILE);
+}
+
 static void on_makecall(loop *l, void *arg, const kaphila_result *res)
 {
     (void)l;
@@ -1137,12 +1166,22 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
         return;
     }
 
-    /* Nothing was dialled: the call never existed for the customer. */
     int code, status;
     char msg[400], labels[96];
     kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
     snprintf(labels, sizeof labels, "endpoint=\"/makecall\",outcome=\"%s\"", kaphila_outcome(res));
     metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
+    if (answer_lost(res) && !c->over && !e->stopping) {
+        /* Kaphila may have dialled: the caller is told it failed, but the
+         * call and its token stay until its events or GET /calls settle it
+         * (reconcile.c). */
+        log_warn("engine", "origination answer lost (%s); waiting for the call's events", msg);
+        c->lost_since_ms = loop_now_ms(l);
+        if (r) http_reply_error(r, code, status, msg);
+        call_unref(c);   /* the origination list's; the table keeps the call */
+        return;
+    }
+    /* Nothing was dialled: the call never existed for the customer. */
     log_warn("engine", "origination failed: %s", msg);
     if (store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK)
         log_error("engine", "could not delete the refused call row");
@@ -1290,6 +1329,7 @@ static void on_update_hangup(loop *l, void *arg, const kaphila_result *res)
         kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
         c->hangup_sent = false;
         http_reply_error(u->r, code, status, msg);
+        if (!c->over) reconcile_hangup_failed(c);   /* the hang-up was asked for: retried */
         goto out;
     }
     if (!c->over && txn_begin(e)) {
@@ -1569,13 +1609,22 @@ static void on_hangup_done(loop *l, void *arg, const kaphila_result *res)
 {
     (void)l;
     call *c = arg;
-    if (!kaphila_ok(res) && res->http_status != 404 && !c->over) {
+    if (c->over || kaphila_ok(res)) return;
+    if (res->http_status == 404 && c->row.kaphila_id[0]) {
+        /* Kaphila no longer has the call: the hang-up's goal holds, and no
+         * call.ended will come to say so. */
+        call_end_reconciled(c, NULL, -1, "Kaphila answered 404 to /hangup");
+        return;
+    }
+    if (res->http_status == 404) return;
+    if (!c->hangup_tries) {   /* one notification, not one per retry */
         char msg[400];
         int code, status;
         kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
         call_notify(c, code, 0, msg, NULL, NULL);
-        c->hangup_sent = false;   /* a later attempt may succeed */
     }
+    c->hangup_sent = false;   /* a later attempt may succeed */
+    reconcile_hangup_failed(c);
 }
 
 void call_hangup(call *c, const char *why)
@@ -1664,6 +1713,197 @@ void engine_notify(engine *e, const char *account_sid, const char *call_sid, int
     notify(e, account_sid, call_sid, code, level, message, url, NULL, NULL, NULL);
 }
 
+/* Services for the reconciler (reconcile.c): the decisions are there, the
+ * state changes here, where the ladder and the batch live. */
+reconciler **engine_reconciler_slot(engine *e) { return &e->rc; }
+bool engine_is_stopping(engine *e) { return e->stopping; }
+metrics *engine_metrics(engine *e) { return e->a->metrics; }
+
+void engine_each_live(engine *e, void (*fn)(call *c, void *arg), void *arg)
+{
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext) fn(c, arg);
+}
+
+static const char *reconciled_status(const call *c, const char *kstatus, bool *answered)
+{
+    static const char *const same[] = {"busy", "no-answer", "failed", "canceled"};
+    *answered = c->rank >= RANK_ANSWERED;
+    if (*answered) return "completed";
+    for (size_t i = 0; kstatus && i < sizeof same / sizeof same[0]; i++)
+        if (!strcasecmp(kstatus, same[i])) return same[i];
+    if (kstatus && !strcasecmp(kstatus, "cancelled")) return "canceled";
+    if (kstatus && (!strcasecmp(kstatus, "rejected") || !strcasecmp(kstatus, "busy"))) return "busy";
+    if (kstatus && !strcasecmp(kstatus, "completed") && !c->cancel_requested) {
+        *answered = true;   /* Kaphila says it completed: it was answered, unseen */
+        return "completed";
+    }
+    return c->cancel_requested ? "canceled" : "failed";
+}
+
+void call_end_reconciled(call *c, const char *kstatus, int kduration, const char *why)
+{
+    engine *e = c->e;
+    bool answered;
+    char msg[300];
+    if (c->over || !txn_begin(e)) return;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    const char *st = reconciled_status(c, kstatus, &answered);
+    /* The best known end: the last event heard since the start, else the
+     * row's last change (a restart: twigate heard nothing since). */
+    int64_t end = c->last_event_ms > 0
+                  ? timefmt_now_ms() - (loop_now_ms(e->l) - c->last_event_ms)
+                  : c->row.date_updated;
+    int dur = -1;
+    const char *basis = "none";
+    if (answered && kduration >= 0) { dur = kduration; basis = "kaphila"; }
+    else if (answered && c->row.answered_at) {
+        dur = end > c->row.answered_at ? (int)((end - c->row.answered_at) / 1000) : 0;
+        basis = c->last_event_ms > 0 ? "last-event" : "last-update";
+    } else if (answered) { dur = 0; basis = "unknown-answer"; }
+    snprintf(msg, sizeof msg, "The end of this call was reconciled, not observed: %s; "
+             "marked %s", why, st);
+    call_notify(c, 20500, 1, msg, NULL, NULL);
+    call_log(c, "reconciled", json_pack("{s:s,s:s?,s:s,s:i,s:s}", "reason", why, "kaphila_status",
+                                        kstatus, "status", st, "duration", dur, "duration_basis", basis));
+    metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"ended\"", 1);
+    finish_call(e, c, st, dur);
+    if (txn_commit(e, c, 0)) retire(e, c);
+}
+
+void call_answered_reconciled(call *c)
+{
+    engine *e = c->e;
+    json_t *ev = json_pack("{s:s,s:s,s:s}", "event", "call.answered", "callId", c->row.kaphila_id,
+                           "status", "answered");
+    if (!ev || c->over || c->rank >= RANK_ANSWERED) { json_decref(ev); return; }
+    call_log(c, "reconciled", json_pack("{s:s}", "reason",
+             "Kaphila reports the call answered; its call.answered never arrived"));
+    metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"answered\"", 1);
+    call_ref(c);
+    apply_event(e, c, ev, 0, NULL);
+    call_unref(c);
+    json_decref(ev);
+}
+
+void call_adopt_lost(call *c)
+{
+    engine *e = c->e;
+    c->lost_since_ms = 0;
+    if (c->over || !txn_begin(e)) return;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    call_notify(c, 20500, 1, "Kaphila placed this call although its /makecall answer was lost "
+                "and the create was answered with an error; the call is hung up", NULL, NULL);
+    metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"adopted\"", 1);
+    call_ref(c);
+    call_hangup(c, "the create was answered with an error");
+    finish_call(e, c, "failed", -1);
+    if (txn_commit(e, c, 0)) retire(e, c);
+    call_unref(c);
+}
+
+void call_drop_lost(call *c)
+{
+    engine *e = c->e;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    log_info("engine", "no sign of the call at Kaphila after its lost /makecall answer; dropped");
+    metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"dropped\"", 1);
+    c->lost_since_ms = 0;
+    if (!txn_begin(e) || store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK) {
+        log_error("engine", "could not delete a call whose /makecall answer was lost");
+        return;
+    }
+    c->over = true;
+    c->rank = RANK_OVER;
+    reconcile_forget(c);
+    call_unlink(e, c);
+    call_unref(c);   /* the table's */
+}
+
+/* After a lost batch (disk full, I/O errors) memory is ahead of the store:
+ * calls moved on, some even retired, while their rows still say what they
+ * said before. Once writes work again (the reconciler calls this every
+ * sweep until it succeeds): the live calls' rows are written from memory,
+ * and rows still live in the store but not in memory (retired in the lost
+ * batch) are loaded back and checked with Kaphila at once, as after a
+ * restart, so their end and `completed` callback — never sent, as the
+ * batch was rolled back — happen for good. */
+typedef struct resync_rows { store_call *v; size_t n, cap; } resync_rows;
+
+static void resync_collect(store_call *row, void *arg)
+{
+    resync_rows *rs = arg;
+    if (rs->n == rs->cap) {
+        size_t ncap = rs->cap ? rs->cap * 2 : 256;
+        store_call *nv = realloc(rs->v, ncap * sizeof *nv);
+        if (!nv) return;
+        rs->v = nv;
+        rs->cap = ncap;
+    }
+    rs->v[rs->n] = *row;
+    rs->v[rs->n++].params = json_incref(row->params);
+}
+
+typedef struct resync_calls { call **v; size_t n, cap; } resync_calls;
+
+static bool resync_collect_call(resync_calls *rc, call *c)
+{
+    if (rc->n == rc->cap) {
+        size_t ncap = rc->cap ? rc->cap * 2 : 64;
+        call **nv = realloc(rc->v, ncap * sizeof *nv);
+        if (!nv) return false;
+        rc->v = nv;
+        rc->cap = ncap;
+    }
+    rc->v[rc->n++] = c;
+    return true;
+}
+
+void engine_resync(engine *e)
+{
+    resync_rows rs = {0};
+    resync_calls starts = {0};
+    size_t loaded = 0;
+    if (!e->resync || !batch_flush(e) || !txn_begin(e)) return;
+    if (store_write_probe(e->db) != STORE_OK) { batch_failed(e); return; }
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext)
+            if (!c->over && !c->lost_since_ms && !txn_commit(e, c, 0)) return;
+    if (!batch_flush(e)) return;   /* still failing: the next sweep tries again */
+    /* Answered in a lost batch: the program never started. Start it now
+     * (collected first: a start that fails at once retires its call). */
+    for (size_t b = 0; b < ENGINE_BUCKETS; b++)
+        for (call *c = e->calls[b]; c; c = c->hnext)
+            if (!c->over && c->rank == RANK_ANSWERED && !c->x && !c->pending_hangup &&
+                resync_collect_call(&starts, c))
+                call_ref(c);
+    for (size_t i = 0; i < starts.n; i++) {
+        call *c = starts.v[i];
+        if (!c->over) {
+            start_time_limit(e, c);
+            rec_call_answered(c);
+            exec_start(c);
+        }
+        call_unref(c);
+    }
+    free(starts.v);
+    if (store_call_each_live(e->db, resync_collect, &rs) != STORE_OK) goto out;
+    for (size_t i = 0; i < rs.n; i++) {
+        call *c = call_find(e, rs.v[i].sid);
+        if (c && !c->over) continue;
+        if (c) retire(e, c);   /* ended in memory only: the store's word wins */
+        if (!(c = call_new(e, &rs.v[i]))) continue;
+        c->last_event_ms = 0;   /* checked with Kaphila by the next sweep */
+        loaded++;
+        if (c->rank >= RANK_ANSWERED) c->pending_hangup = true;
+    }
+    e->resync = false;
+    log_info("engine", "store writable again: %zu call(s) reloaded from it", loaded);
+out:
+    for (size_t i = 0; i < rs.n; i++) store_call_fini(&rs.v[i]);
+    free(rs.v);
+}
+
 /* ---------------------------------------------------------------- 8 */
 
 static void probe_tick(loop *l, void *arg);
@@ -1702,6 +1942,7 @@ static void recover_call(store_call *row, void *arg)
     row->params = json_incref(row->params);   /* the caller frees its own */
     call *c = call_new(e, &copy);
     if (!c) return;
+    c->last_event_ms = 0;   /* nothing heard since the restart: checked at once */
     log_context(NULL, c->row.account_sid, c->row.sid);
     if (!c->row.kaphila_id[0]) {
         /* Crashed between the insert and Kaphila's answer: we cannot know
@@ -1769,6 +2010,7 @@ static void recover(engine *e)
         log_error("engine", "could not load the outbox");
     rec_recover(e);
     log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
+    reconcile_start(e);
 }
 
 static void on_msg(loop *l, void *msg)
@@ -1913,6 +2155,7 @@ void engine_destroy(engine *e)
      * reference that loop_destroy would drop without running them. */
     for (size_t b = 0; b < ENGINE_BUCKETS; b++)
         for (call *c = e->calls[b]; c; c = c->hnext) {
+            reconcile_forget(c);
             if (c->x) exec_call_ended(c);
             if (c->time_limit) {
                 loop_timer_cancel(e->l, c->time_limit);
@@ -1924,6 +2167,7 @@ void engine_destroy(engine *e)
     netpolicy_unref(e->policy);
     e->policy = NULL;
     if (e->db) (void)batch_flush(e);   /* what those callbacks wrote */
+    reconcile_destroy(e->rc);
     for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
         while (e->calls[b]) {
             call *c = e->calls[b];

@@ -36,6 +36,13 @@ struct call {
     exec       *x;            /* NULL until the executor starts */
     loop_timer *time_limit;   /* TimeLimit timer */
     int         redirects;    /* TwiML documents fetched (cap: limits.max_redirects) */
+    /* The reconciler's (reconcile.c) view of the call. */
+    int64_t     last_event_ms;    /* loop clock of the last Kaphila event; 0 = none since start */
+    int64_t     lost_since_ms;    /* loop clock when /makecall's answer was lost; 0 = not lost */
+    bool        checking;         /* a GET /calls/:callId is in flight */
+    bool        hangup_wanted;    /* a /hangup failed for good: the sweep retries it */
+    int         hangup_tries;     /* failed /hangup attempts so far */
+    loop_timer *hangup_retry;     /* the backoff timer (holds a reference) */
     call       *hnext;        /* hash chain by CallSid */
     call       *tnext;        /* hash chain by token (Kaphila's events find calls by it) */
 };
@@ -114,6 +121,46 @@ int engine_kaphila(engine *e, const char *account_sid, const char *method, const
 /* A notification not tied to a live call (call_sid may be NULL). */
 void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,
                    int level, const char *message, const char *url);
+
+/* ---- the reconciler (reconcile.c) and the engine's services for it ---- */
+typedef struct reconciler reconciler;
+/* The engine's one reconciler (NULL before reconcile_start); the engine
+ * frees it with reconcile_destroy after its loop, whose cancelled
+ * transfers still call back into it. */
+reconciler **engine_reconciler_slot(engine *e);
+bool engine_is_stopping(engine *e);
+metrics *engine_metrics(engine *e);
+void reconcile_destroy(reconciler *r);
+/* After start-up recovery: every live call is checked with Kaphila at once,
+ * then the sweep runs every kaphila.reconcile_interval_ms. */
+void reconcile_start(engine *e);
+/* A /hangup for c failed (not a 404): retry with backoff, then reconcile. */
+void reconcile_hangup_failed(call *c);
+/* Frees what the reconciler keeps for c (engine_destroy, retire). */
+void reconcile_forget(call *c);
+/* An event for a token whose call has ended (row: the ended call): if the
+ * event shows the Kaphila call alive, hang it up with the account's key. */
+void reconcile_stray_event(engine *e, const char *account_sid, const char *call_sid, json_t *ev);
+
+/* After a lost write batch: re-sync memory and the store once writes work
+ * (no-op otherwise; see engine.c). */
+void engine_resync(engine *e);
+/* Every live call, in no particular order. fn must not retire calls. */
+void engine_each_live(engine *e, void (*fn)(call *c, void *arg), void *arg);
+/* Ends c because Kaphila no longer has it or reports it ended (kstatus:
+ * Kaphila's status, NULL when it has no such call; kduration: seconds
+ * Kaphila reported, -1 unknown): the Twilio terminal status, Duration,
+ * the completed callback, a 20500 warning and an event-log line. */
+void call_end_reconciled(call *c, const char *kstatus, int kduration, const char *why);
+/* Kaphila reports c answered but its call.answered never arrived: apply
+ * it as if it had. */
+void call_answered_reconciled(call *c);
+/* /makecall's answer for c was lost and an event has now named its callId:
+ * the REST caller was told it failed, so hang it up and mark it failed. */
+void call_adopt_lost(call *c);
+/* /makecall's answer for c was lost and nothing came for it: forget it as
+ * a refused create (the caller was told it failed). */
+void call_drop_lost(call *c);
 
 /* ---- recordings (recordings.c), called by the engine after commits ---- */
 /* The call was answered: with Record=true the call's recording starts

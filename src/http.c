@@ -11,6 +11,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -442,6 +443,20 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("mhd", "%s", line);
 }
 
+/* Why MHD could not bind: MHD does not keep errno, so one plain bind()
+ * (with SO_REUSEADDR, as MHD sets it) names the reason. */
+static const char *bind_failure(const struct sockaddr_in *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, e = 0;
+    if (fd < 0) return "cannot create a socket";
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 || listen(fd, 1) != 0) e = errno;
+    close(fd);
+    if (e == EADDRINUSE) return "the port is already in use (another twigate, or another program)";
+    if (e == EACCES) return "permission denied";
+    return e ? strerror(e) : "the HTTP server could not start";
+}
+
 http_server *http_start(const http_config *cfg, char *err, size_t errlen)
 {
     http_server *s = calloc(1, sizeof *s);
@@ -469,11 +484,13 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        /* No MHD_OPTION_LISTENING_ADDRESS_REUSE (SO_REUSEPORT): with it a
+         * second twigate on the port "listens" too and the kernel splits
+         * requests between two databases. One owner per port. */
         MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot listen on %s:%d (in use or not permitted)",
-                 cfg->address, cfg->port);
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->address, cfg->port,
+                 bind_failure(&sa));
         free(s);
         return NULL;
     }

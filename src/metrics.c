@@ -57,6 +57,8 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_call_cache_hits_total", "Call fetches answered from the cache of ended calls' JSON"},
     {"twigate_call_cache_misses_total", "Call fetches that read the database (not cached, live, or another account's)"},
     {"twigate_call_cache_entries", "Ended calls' JSON bodies held in the call cache"},
+    {"twigate_reconciled_total", "Calls settled by the reconciler (outcome: ended, answered, adopted, dropped, unowned)"},
+    {"twigate_storage_errors_total", "Database writes that failed (kind: full, readonly, io, corrupt)"},
     {"twigate_timer_lateness_seconds", "How late the engine's timers (Pause, TimeLimit, retries) fire after their due time"},
     {"twigate_notifications_total", "Notifications (Twilio debugger entries) recorded, by error code"},
     {"twigate_metrics_dropped_total", "Series dropped because the table was full"},

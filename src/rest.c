@@ -140,8 +140,11 @@ static void readyz(void *ctx, http_req *r, const http_match *m)
         db_ok = store_check_writable(c) == STORE_OK;
         store_conn_release(c);
     }
+    store_fault_stats fs;
+    store_faults(a->store, &fs);
     if (atomic_load(&a->draining)) why = "draining\n";
-    else if (!db_ok) why = "database not writable\n";
+    else if (fs.integrity_failed) why = "database failed its integrity check\n";
+    else if (!db_ok || fs.write_failing) why = "database not writable\n";
     else if (!engine_kaphila_ready(a->engine)) why = "kaphila unreachable\n";
     if (why) {
         http_reply(r, 503, "text/plain", why, strlen(why), NULL);
@@ -185,6 +188,14 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
     metrics_counter_set(a->metrics, "twigate_sqlite_checkpoints_total", "trigger=\"timer\"",
                         (double)ck.by_timer);
     metrics_gauge(a->metrics, "twigate_sqlite_wal_pages", NULL, (double)ck.wal_pages);
+    static const char *const fault_kinds[STORE_FAULT_KINDS] = {
+        "kind=\"full\"", "kind=\"readonly\"", "kind=\"io\"", "kind=\"corrupt\"",
+    };
+    store_fault_stats fs;
+    store_faults(a->store, &fs);
+    for (int i = 0; i < STORE_FAULT_KINDS; i++)
+        metrics_counter_set(a->metrics, "twigate_storage_errors_total", fault_kinds[i],
+                            (double)fs.count[i]);
     callcache_stats cs;
     callcache_get_stats(a->callcache, &cs);
     metrics_counter_set(a->metrics, "twigate_call_cache_hits_total", NULL, (double)cs.hits);

@@ -215,6 +215,12 @@ struct store {
     store_conn     *free_list;
     int             n_conns;
     atomic_uint_fast64_t busy;
+    /* Storage faults (store_faults): writes refused by the disk, by
+     * kind, and whether the last one is still unresolved (no commit has
+     * succeeded since); the integrity check of store_open. */
+    atomic_uint_fast64_t faults[STORE_FAULT_KINDS];
+    atomic_bool     write_failing;
+    atomic_bool     integrity_failed;
     callcache      *callcache;   /* told of every call row write; may be NULL */
 };
 
@@ -224,8 +230,43 @@ static store_status map_rc(sqlite3 *db, int rc, const char *what);
  * counted per store. */
 static store_status map_rc_c(store_conn *c, int rc, const char *what)
 {
+    int kind = -1;
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) atomic_fetch_add(&c->owner->busy, 1);
+    switch (rc & 0xff) {
+    case SQLITE_FULL:     kind = STORE_FAULT_FULL; break;
+    case SQLITE_READONLY: kind = STORE_FAULT_READONLY; break;
+    case SQLITE_IOERR: case SQLITE_CANTOPEN: kind = STORE_FAULT_IO; break;
+    case SQLITE_CORRUPT: case SQLITE_NOTADB: kind = STORE_FAULT_CORRUPT; break;
+    }
+    if (kind >= 0) {
+        atomic_fetch_add(&c->owner->faults[kind], 1);
+        atomic_store(&c->owner->write_failing, true);
+    }
     return map_rc(c->db, rc, what);
+}
+
+void store_faults(const store *s, store_fault_stats *out)
+{
+    store *m = (store *)s;
+    for (int i = 0; i < STORE_FAULT_KINDS; i++) out->count[i] = atomic_load(&m->faults[i]);
+    out->write_failing = atomic_load(&m->write_failing);
+    out->integrity_failed = atomic_load(&m->integrity_failed);
+}
+
+/* PRAGMA quick_check at start: a database with corrupt pages loads what it
+ * can, but must not say it is ready (the live calls it lost are unknown). */
+static void integrity_check(store *s, sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
+    const unsigned char *first = NULL;
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) first = sqlite3_column_text(st, 0);
+    if (!first || strcmp((const char *)first, "ok") != 0) {
+        log_error("store", "integrity check failed: %s",
+                  first ? (const char *)first : sqlite3_errmsg(db));
+        atomic_store(&s->integrity_failed, true);
+    }
+    sqlite3_finalize(st);
 }
 
 uint64_t store_busy_count(const store *s)
@@ -417,6 +458,7 @@ store *store_open(const char *path, char *err, size_t errlen)
     db = open_db(s->path, err, errlen);
     if (!db) goto fail;
     if (migrate(db, err, errlen)) goto fail;
+    if (strncmp(s->path, "file:twigate-mem-", 17) != 0) integrity_check(s, db);
     if (!strncmp(s->path, "file:twigate-mem-", 17)) s->keeper = db;
     else sqlite3_close(db);
     db = NULL;
@@ -614,9 +656,24 @@ store_status store_begin(store_conn *c)
 store_status store_commit(store_conn *c)
 {
     store_status r = simple(c, S_COMMIT, "commit");
+    if (r == STORE_OK) atomic_store(&c->owner->write_failing, false);   /* writes work again */
     cc_write_end(c);   /* not after a COMMIT that left the transaction open (busy) */
     return r;
 }
+store_status store_write_probe(store_conn *c)
+{
+    /* Rewrites user_version with its own value: page 1 becomes dirty, so
+     * the caller's commit really writes to the disk. */
+    sqlite3_stmt *st = NULL;
+    int v = -1, rc = sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (v < 0) return map_rc_c(c, rc == SQLITE_OK ? SQLITE_ERROR : rc, "write probe");
+    char sql[48];
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", v);
+    return map_rc_c(c, sqlite3_exec(c->db, sql, NULL, NULL, NULL), "write probe");
+}
+
 store_status store_check_writable(store_conn *c)
 {
     /* Without waiting: a write lock held by someone else means the

@@ -247,12 +247,23 @@ def test_stored_pending_event_is_replayed_at_start(make_twigate, receiver):
         assert db.execute("SELECT count(*) FROM kevents WHERE done = 0").fetchone()[0] == 0
 
 
-def test_event_whose_batch_fails_is_kept_or_refused(make_twigate, receiver):
+def test_event_whose_batch_fails_is_kept_or_refused(make_twigate, receiver, tmp_path, accounts):
     """Fault injection with SQLite triggers. When the transaction holding an
     event's effects fails, the raw event is stored for replay and Kaphila
     still gets its 200; when even that cannot be stored, Kaphila gets a 503
-    (and keeps the event) — never a 200 for something not durable."""
-    tg = make_twigate(overrides=QUIET_SIM)
+    (and keeps the event) — never a 200 for something not durable. The
+    standalone simulator keeps the calls alive across the restart (with the
+    built-in one they would die with twigate and be reconciled)."""
+    from harness import KaphilaSim
+    sim = KaphilaSim(tmp_path / "sim", [a.kaphila_key for a in accounts.values()], fast=False,
+                     extra_args=["--ring-ms", "600000", "--answer-ms", "600000"]).start()
+    try:
+        _batch_fault(make_twigate(external_sim=sim), receiver)
+    finally:
+        sim.stop()
+
+
+def _batch_fault(tg, receiver):
     client = tg.client()
     (a, ta), (b, tb) = [_quiet_call(tg, client, receiver, "/inj") for _ in range(2)]
     busy = {"event": "call.ended", "callId": "inj", "status": "busy", "hangupCause": "17"}

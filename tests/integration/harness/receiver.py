@@ -63,6 +63,14 @@ class Behaviour:
     hits: int = 0
 
 
+class _Server(ThreadingHTTPServer):
+    # A restart that ends hundreds of calls at once sends their callbacks
+    # together: with socketserver's default listen backlog of 5 the excess
+    # connections wait for SYN retransmits and twigate's deliveries time
+    # out (11205) on the receiver's account, not twigate's.
+    request_queue_size = 512
+
+
 class WebhookReceiver:
     def __init__(self, accounts=None, host="127.0.0.1", port=0):
         """accounts: {AccountSid: auth_token} used to validate signatures."""
@@ -84,7 +92,7 @@ class WebhookReceiver:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _Server((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://{host}:{self.port}"

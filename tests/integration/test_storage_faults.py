@@ -1,0 +1,129 @@
+"""Storage faults are visible and survivable (issue 18).
+
+  * disk full, on a small tmpfs holding the database: /readyz answers 503
+    and /metrics counts the refused writes while the disk is full; once
+    space is back the daemon is ready again and every call that got a 201
+    before the fault reaches a terminal status with exactly one
+    `completed` callback per idempotency token;
+  * a database with corrupt pages: the start-up integrity check
+    (PRAGMA quick_check) fails and /readyz says so.
+
+The tmpfs needs root (CAP_SYS_ADMIN); without it the test is skipped with
+the reason."""
+
+import os
+import sqlite3
+import subprocess
+
+import pytest
+import requests
+
+from harness import DEFAULT_FROM, fresh_number, wait_for
+
+TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the disk-full test: {r.stderr.strip()}")
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def readyz(tg):
+    return requests.get(tg.base_url + "/readyz", timeout=5)
+
+
+def metric(tg, name, labels):
+    text = requests.get(tg.base_url + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def statuses(tg):
+    r = tg.http("GET", tg.account_uri() + "/Calls.json", params={"PageSize": 1000})
+    assert r.status_code == 200, r.text
+    return {c["sid"]: c["status"] for c in r.json()["calls"]}
+
+
+def fill(path):
+    """Writes zeros into path until the filesystem is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, receiver):
+    # The first sweeps run while the disk is full; small intervals make
+    # the end quick once it is not.
+    tg = make_twigate(overrides={
+        "db.path": os.path.join(tmpfs, "twigate.db"),
+        "sim.fast": False, "sim.ring_ms": 1500, "sim.answer_ms": 1000,
+        "kaphila.reconcile_interval_ms": 200, "kaphila.reconcile_quiet_ms": 2000,
+    })
+    client = tg.client()
+    assert readyz(tg).status_code == 200
+    sids = [client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                                twiml='<Response><Pause length="1"/></Response>',
+                                status_callback=receiver.url("/full")).sid
+            for _ in range(10)]
+    # Make every later write need new blocks, then take them all.
+    with sqlite3.connect(tg.db_path, timeout=5) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    filler = os.path.join(tmpfs, "filler")
+    fill(filler)
+    wait_for(lambda: readyz(tg).status_code == 503, timeout=20,
+             message="/readyz never failed while the disk was full")
+    assert "not writable" in readyz(tg).text
+    assert metric(tg, "twigate_storage_errors_total", 'kind="full"') > 0
+    # Kaphila's events for the calls come (and are refused) while it is full.
+    wait_for(lambda: all(tg.sim_get(s)["status"] != "ringing" for s in sids), timeout=20)
+    os.unlink(filler)
+    wait_for(lambda: readyz(tg).status_code == 200, timeout=20,
+             message="/readyz never recovered once space came back")
+    wait_for(lambda: all(statuses(tg).get(s) in TERMINAL for s in sids), timeout=30,
+             interval=0.2, message="calls accepted before the fault never ended")
+    wait_for(lambda: all(receiver.requests("/full", call_sid=s,
+                                           predicate=lambda r: "CallDuration" in r.params)
+                         for s in sids), timeout=30, message="a completed callback per call")
+    for s in sids:
+        toks = {r.header("I-Twilio-Idempotency-Token") for r in
+                receiver.requests("/full", call_sid=s,
+                                  predicate=lambda r: "CallDuration" in r.params)}
+        assert len(toks) == 1, (s, toks)
+
+
+def test_corrupt_database_is_not_ready(make_twigate):
+    tg = make_twigate()
+    client = tg.client()
+    for _ in range(3):
+        client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                            twiml="<Response><Hangup/></Response>")
+    tg.end_live_calls()
+    tg.stop()
+    # Scribble over an index page: the header stays readable, so twigate
+    # starts, but quick_check finds the damage.
+    with sqlite3.connect(tg.db_path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE type='index' "
+                          "AND tbl_name='calls' LIMIT 1").fetchone()[0]
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    with open(tg.db_path, "r+b") as f:
+        f.seek((root - 1) * page + 8)
+        f.write(b"\xff" * 64)
+    tg.start()
+    r = readyz(tg)
+    assert r.status_code == 503 and "integrity" in r.text, (r.status_code, r.text)
+    assert "integrity check failed" in tg.log_text()
+    assert tg.healthz().status_code == 200   # alive, just not ready
