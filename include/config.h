@@ -46,6 +46,9 @@ typedef struct config {
     char *listen_address;        /* listen.address   = 127.0.0.1 */
     int   listen_port;           /* listen.port      = 8080 (0 = any free port) */
     int   http_threads;          /* listen.threads   = 2 */
+    int   max_per_client;        /* listen.max_per_client = 1024 (0 = no limit) */
+    int   head_timeout_ms;       /* listen.head_timeout_ms = 10000 */
+    char *limit_exempt;          /* listen.limit_exempt = "" (comma list of IP addresses) */
     char *public_url;            /* public_url       = "" → http://<listen.address>:<port> */
     /* [storage] */
     char *db_path;               /* db.path          = twigate.db */

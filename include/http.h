@@ -7,7 +7,12 @@
  * the http_reply_* functions from any thread, which resumes the connection.
  * No handler ever blocks an MHD thread on the network.
  *
- * Threads: MHD's internal pool ("http-N"). http_req objects belong to the
+ * Per-client connection limits and the request-head deadline are
+ * connguard's (connguard.h), wired in here through MHD's accept policy and
+ * connection notifications.
+ *
+ * Threads: MHD's internal pool ("http-N") and connguard's sweep
+ * ("http-guard"). http_req objects belong to the
  * server; a handler may keep a pointer to a suspended request until it
  * replies exactly once. */
 #ifndef TWIGATE_HTTP_H
@@ -46,6 +51,9 @@ typedef struct http_config {
     int         threads;
     size_t      max_body;         /* bytes; over → 413 */
     int         max_connections;
+    int         max_per_client;   /* open connections per client address; 0 = no limit */
+    int         head_timeout_ms;  /* a connection's first request head must be in by then */
+    const char *limit_exempt;     /* comma list of addresses max_per_client skips; may be NULL */
     const http_route *routes;     /* terminated by a route with pattern NULL */
     http_handler not_found;       /* called when nothing matches (m->n == 0) */
     void       *ctx;              /* passed to every handler */
@@ -65,6 +73,9 @@ void http_quiesce(http_server *s);
  * none has carried a request for quiet_ms (idle keep-alive connections).
  * Any thread; the drain at SIGTERM polls it. */
 bool http_drained(http_server *s, int64_t quiet_ms);
+/* Connections refused over max_per_client and closed for a late request
+ * head, since start (metrics). Any thread. */
+void http_guard_stats(http_server *s, uint64_t *refused, uint64_t *head_timeouts);
 
 /* Request accessors (valid until the reply has been sent). */
 const char *http_method(const http_req *r);

@@ -13,6 +13,7 @@
  * comes from the file, the environment or the command line, and every error
  * names the key the same way. */
 #include "config.h"
+#include "connguard.h"
 #include "sim.h"
 #include "timefmt.h"
 
@@ -72,6 +73,7 @@ static bool check_log_level(const char *v, char *why, size_t whylen);
 static bool check_outcomes(const char *v, char *why, size_t whylen);
 static bool check_friendly_name(const char *v, char *why, size_t whylen);
 static bool check_nonempty(const char *v, char *why, size_t whylen);
+static bool check_addr_list(const char *v, char *why, size_t whylen);
 
 #define STR(n, f, d, r, chk, desc)  { n, KT_STRING, d, 0, 0, r, offsetof(config, f), chk, desc }
 #define SEC(n, f, r, desc)          { n, KT_SECRET, "", 0, 0, r, offsetof(config, f), NULL, desc }
@@ -90,6 +92,12 @@ static const key_def KEYS[] = {
         "TCP port of the REST API; 0 picks any free port"),
     INT("listen.threads", http_threads, "2", 1, 64, false,
         "HTTP worker threads; the handlers never block, so a few suffice"),
+    INT("listen.max_per_client", max_per_client, "1024", 0, 1000000, false,
+        "Most open connections from one client address (exempt ones aside); 0 = no limit"),
+    INT("listen.head_timeout_ms", head_timeout_ms, "10000", 100, 600000, false,
+        "A new connection's request head must be complete within this, however it trickles"),
+    STR("listen.limit_exempt", limit_exempt, "", false, check_addr_list,
+        "Comma list of IP addresses listen.max_per_client does not apply to (Kaphila's, a proxy's)"),
 
     STR("db.path", db_path, "twigate.db", false, check_nonempty,
         "SQLite database file (WAL mode); :memory: keeps nothing across restarts"),
@@ -367,6 +375,29 @@ static bool check_nonempty(const char *v, char *why, size_t whylen)
         return true;
     fail(why, whylen, "must not be empty");
     return false;
+}
+
+static bool check_addr_list(const char *v, char *why, size_t whylen)
+{
+    int n = 0;
+    for (const char *p = v; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        unsigned char key[16];
+        while (len && (*p == ' ' || *p == '\t')) p++, len--;
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (len && !connguard_parse_addr(p, len, key)) {
+            snprintf(why, whylen, "'%.*s' is not an IP address", (int)(len > 64 ? 64 : len), p);
+            return false;
+        }
+        if (len && ++n > CONNGUARD_MAX_EXEMPT) {
+            snprintf(why, whylen, "more than %d addresses", CONNGUARD_MAX_EXEMPT);
+            return false;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    return true;
 }
 
 static bool check_account_sid(const char *v, char *why, size_t whylen)

@@ -244,6 +244,8 @@ int main(int argc, char **argv)
     http_config hc = {
         .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
         .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
+        .max_per_client = cfg->max_per_client, .head_timeout_ms = cfg->head_timeout_ms,
+        .limit_exempt = cfg->limit_exempt,
         .routes = rest_routes(), .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
     };
     a.http = http_start(&hc, err, sizeof err);
