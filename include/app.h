@@ -30,6 +30,7 @@ typedef struct app {
     store        *store;
     callcache    *callcache;          /* ended calls' bodies; NULL = disabled */
     engine       *engine;
+    struct keyauth *keyauth;          /* Kaphila-key accounts (keyauth.h) */
     http_server  *http;
     sim          *sim;
     char          kaphila_url[512];   /* resolved base URL ("sim" → the embedded one) */

@@ -85,6 +85,8 @@ const form *http_query(const http_req *r);      /* decoded query parameters */
 const buf  *http_body(const http_req *r);
 const char *http_header(const http_req *r, const char *name);   /* case-insensitive */
 bool        http_peer_is_loopback(const http_req *r);
+/* The client's address as 16 bytes (IPv4 as v4-mapped IPv6); false if unknown. */
+bool        http_peer_addr(const http_req *r, unsigned char key[16]);
 const char *http_request_id(const http_req *r);
 const char *http_route_name(const http_req *r);
 /* Basic credentials; false when absent or malformed. Strings owned by r. */
@@ -93,6 +95,12 @@ bool http_basic_auth(http_req *r, const char **user, const char **pass);
 /* Replies; call exactly one of them once per request, from any thread.
  * Extra headers: NULL-terminated name/value array, may be NULL. */
 void http_suspend(http_req *r);
+/* Instead of a reply, for a suspended request whose handler must run again
+ * (its answer now in a cache the handler reads: Kaphila-key accounts,
+ * keyauth.h): resumes the connection and routes the request once more on
+ * an MHD thread. Any thread; at most once per request. */
+void http_redispatch(http_req *r);
+bool http_redispatched(const http_req *r);
 void http_reply(http_req *r, int status, const char *content_type, const char *body,
                 size_t len, const char *const *headers);
 /* Takes ownership of body (malloc'd). */

@@ -170,6 +170,9 @@ static const key_def KEYS[] = {
         "Outcome by number suffix: <digits>=busy|no-answer|failed|machine|human|unknown, comma-separated"),
     SEC("sim.admin_token", sim_admin_token, false,
         "Token for the simulator's control API from non-loopback peers; empty = loopback only"),
+
+    BOOL("accounts.kaphila_keys", kaphila_keys, "false", true,
+         "Basic auth with any AC SID and a Kaphila API key that Kaphila accepts is an account"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -1195,7 +1198,8 @@ static int derive_public_url(config *c, char *err, size_t errlen)
 
 int config_finish(config *c, char *err, size_t errlen)
 {
-    if (c->n_accounts == 0) {
+    /* With Kaphila-key accounts a file may define none. */
+    if (c->n_accounts == 0 && !c->kaphila_keys) {
         fail(err, errlen, "no accounts: define at least one [account.<name>] with sid, "
              "auth_token and kaphila_key");
         return -1;
@@ -1442,7 +1446,7 @@ const config_account *config_account_by_sid(const config *c, const char *sid)
     for (size_t i = 0; i < c->n_accounts; i++)
         if (c->accounts[i].sid != NULL && strcmp(c->accounts[i].sid, sid) == 0)
             return &c->accounts[i];
-    return NULL;
+    return c->account_hook ? c->account_hook(c->account_hook_ctx, sid) : NULL;
 }
 
 const config_account *config_account_by_key_sid(const config *c, const char *sk)

@@ -74,6 +74,7 @@ struct http_req {
     bool                   started, too_big, uri_too_long, dispatched;
     form_status            query_status;
     bool                   suspended;
+    bool                   redispatched;   /* http_redispatch has run once */
     char                   request_id[24];
     char                  *auth_user, *auth_pass;
     connguard_conn        *guard;       /* the connection's, from MHD's socket context */
@@ -148,6 +149,24 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
  * password with an embedded NUL is refused here instead of being cut at the
  * NUL and matching the token that is its prefix. Neither the configured
  * secrets nor any SID can contain a NUL, so refusing loses nothing. */
+bool http_peer_addr(const http_req *r, unsigned char key[16])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    if (ci->client_addr->sa_family == AF_INET) {
+        memset(key, 0, 10);
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
+        return true;
+    }
+    if (ci->client_addr->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
 bool http_basic_auth(http_req *r, const char **user, const char **pass)
 {
     if (!r->auth_user) {
@@ -213,6 +232,21 @@ static void set_response(http_req *r, int status, struct MHD_Response *resp,
     pthread_mutex_unlock(&r->lock);
     if (resume) MHD_resume_connection(r->conn);
 }
+
+void http_redispatch(http_req *r)
+{
+    /* access_cb dispatches again when the resumed connection comes back
+     * with no answer and dispatched false. */
+    pthread_mutex_lock(&r->lock);
+    bool resume = r->suspended;
+    r->dispatched = false;
+    r->redispatched = true;
+    r->suspended = false;
+    pthread_mutex_unlock(&r->lock);
+    if (resume) MHD_resume_connection(r->conn);
+}
+
+bool http_redispatched(const http_req *r) { return r->redispatched; }
 
 void http_suspend(http_req *r)
 {
@@ -439,15 +473,20 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     pthread_mutex_lock(&r->lock);
     bool suspended = r->suspended;
     struct MHD_Response *resp = r->resp;
+    bool run = !suspended && !r->dispatched;
+    if (run) r->dispatched = true;
     pthread_mutex_unlock(&r->lock);
     if (suspended) return MHD_YES;  /* spurious wake-up before the reply */
 
-    if (!r->dispatched) {
-        r->dispatched = true;
+    /* Runs again only when another thread has asked for a second dispatch
+     * (http_redispatch) before the first one returned here. */
+    while (run) {
         dispatch(r);
         pthread_mutex_lock(&r->lock);
         suspended = r->suspended;
         resp = r->resp;
+        run = !suspended && !resp && !r->dispatched;
+        if (run) r->dispatched = true;
         pthread_mutex_unlock(&r->lock);
         if (suspended) return MHD_YES;
     }

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "engine.h"
 #include "http.h"
+#include "keyauth.h"
 #include "log.h"
 #include "metrics.h"
 #include "rest.h"
@@ -167,6 +168,8 @@ static void reload(app *a, const options *o)
         if (!sim_add_keys(a->sim, keys, next->n_accounts))
             log_warn("main", "SIGHUP: the simulator did not take the new accounts' keys");
     }
+    next->account_hook = keyauth_account;
+    next->account_hook_ctx = a->keyauth;
     a->retired[a->n_retired++] = cur;
     atomic_store_explicit(&a->cfg, next, memory_order_release);
     apply_logging(next);
@@ -236,6 +239,14 @@ int main(int argc, char **argv)
         snprintf(a.kaphila_url, sizeof a.kaphila_url, "%s", cfg->kaphila_url);
     }
 
+    /* Before the engine, which reloads the live calls of bound accounts. */
+    a.keyauth = keyauth_create(&a, err, sizeof err);
+    if (!a.keyauth) {
+        fprintf(stderr, "twigate: accounts: %s\n", err);
+        goto out;
+    }
+    cfg->account_hook = keyauth_account;
+    cfg->account_hook_ctx = a.keyauth;
     a.engine = engine_create(&a, err, sizeof err);
     if (!a.engine) {
         fprintf(stderr, "twigate: %s\n", err);
@@ -299,6 +310,7 @@ out:
         engine_destroy(a.engine);
     }
     http_stop(a.http);
+    keyauth_destroy(a.keyauth);
     sim_destroy(a.sim);
     store_close(a.store);
     callcache_destroy(a.callcache);

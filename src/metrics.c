@@ -57,6 +57,7 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_call_cache_hits_total", "Call fetches answered from the cache of ended calls' JSON"},
     {"twigate_call_cache_misses_total", "Call fetches that read the database (not cached, live, or another account's)"},
     {"twigate_call_cache_entries", "Ended calls' JSON bodies held in the call cache"},
+    {"twigate_kaphila_key_checks_total", "Kaphila-key credentials checked with Kaphila's /api/me, by verdict"},
     {"twigate_http_connections_refused_total", "Connections refused over listen.max_per_client"},
     {"twigate_http_head_timeouts_total", "Connections closed: request head not complete within its deadline"},
     {"twigate_timer_lateness_seconds", "How late the engine's timers (Pause, TimeLimit, retries) fire after their due time"},

@@ -12,6 +12,7 @@
 #include "calljson.h"
 #include "engine.h"
 #include "errors.h"
+#include "keyauth.h"
 #include "log.h"
 #include "metrics.h"
 #include "recordings.h"
@@ -33,7 +34,18 @@ static const config_account *auth(app *a, http_req *r, const char *path_account_
     const char *user = NULL, *pass = NULL;
     bool ok = false;
 
-    if (http_basic_auth(r, &user, &pass) && acct) {
+    /* A SID the file does not define, or one bound to a Kaphila key: with
+     * accounts.kaphila_keys the key is checked (cached /api/me verdicts,
+     * keyauth.h); such an account has no API key to refuse. */
+    if (cfg->kaphila_keys && a->keyauth && (!acct || acct->kaphila_key_account)) {
+        if (!(acct = keyauth_auth(a->keyauth, r, path_account_sid))) return NULL;
+        ok = true;
+    } else if (acct && acct->kaphila_key_account) {
+        acct = NULL;   /* the mode was switched off (SIGHUP): bound keys no longer open */
+    }
+    if (ok) {
+        /* authenticated above */
+    } else if (http_basic_auth(r, &user, &pass) && acct) {
         if (sid_equal_ct(user, acct->sid))
             ok = sid_equal_ct(pass, acct->auth_token);
         else if (acct->api_key_sid && sid_equal_ct(user, acct->api_key_sid))
