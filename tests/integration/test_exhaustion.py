@@ -97,12 +97,11 @@ def test_per_client_limit_and_rate_limited_log(make_twigate):
     held = [_slow_conn(tg.port) for _ in range(10)]
     try:
         # Each of these is accepted by the kernel, then closed by twigate.
-        refused = 0
-        for _ in range(300):
+        for i in range(300):
             s = _slow_conn(tg.port)
-            refused += _closed_by_peer(s, 5)
+            closed = _closed_by_peer(s, 2)
             s.close()
-        assert refused == 300, f"only {refused} of 300 connections over the limit were refused"
+            assert closed, f"connection {i + 11} from one address was not refused"
         # The held ten still count; 127.0.0.1 is another client.
         assert tg.healthz().status_code == 200
         assert _count_refused(tg) >= 300
