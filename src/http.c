@@ -3,7 +3,9 @@
  * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
  * access_cb collects the body and dispatches, completed_cb frees); routing;
  * replies (which may come from any thread and resume a suspended connection);
- * server start/stop.
+ * Basic credentials; server start/stop, with connguard (per-client limits,
+ * head deadline) wired in through MHD's accept policy and connection
+ * notifications; MHD's log, rate-limited.
  *
  * We take the raw URI from MHD's URI log callback rather than MHD's parsed
  * arguments because the query must be decoded with form semantics
