@@ -260,16 +260,15 @@ static void *sweep_main(void *arg)
             for (size_t b = 0; b < CLIENT_BUCKETS; b++)
                 for (client *c = g->clients[b]; c; c = c->next)
                     if (c->n > most) { most = c->n; fmt_key(c->key, top, sizeof top); }
-            log_warn("http", "refused %llu connection(s) over listen.max_per_client = %d in the "
-                     "last %d s (busiest client now: %s with %d)",
+            log_warn("http", "refused %llu connection(s) over listen.max_per_client = %d since "
+                     "the last report (busiest client now: %s with %d)",
                      (unsigned long long)(r - seen_refused), g->max_per_client,
-                     (int)((now - last_log) / 1000), *top ? top : "-", most);
+                     *top ? top : "-", most);
         }
         if (t != seen_timeouts)
             log_warn("http", "closed %llu connection(s) whose request head was not complete in "
-                     "time (listen.head_timeout_ms = %d) in the last %d s",
-                     (unsigned long long)(t - seen_timeouts), g->head_timeout_ms,
-                     (int)((now - last_log) / 1000));
+                     "time (listen.head_timeout_ms = %d) since the last report",
+                     (unsigned long long)(t - seen_timeouts), g->head_timeout_ms);
         seen_refused = r;
         seen_timeouts = t;
         last_log = now;
