@@ -91,6 +91,10 @@ const char *http_request_id(const http_req *r);
 const char *http_route_name(const http_req *r);
 /* Basic credentials; false when absent or malformed. Strings owned by r. */
 bool http_basic_auth(http_req *r, const char **user, const char **pass);
+/* The parser behind it, for any Authorization value (NULL too): on true,
+ * *user and *pass are malloc'd for the caller (who wipes *pass); a scheme in
+ * any case, strict base64, no NUL byte in the credentials. */
+bool http_basic_decode(const char *header, char **user, char **pass);
 
 /* Replies; call exactly one of them once per request, from any thread.
  * Extra headers: NULL-terminated name/value array, may be NULL. */

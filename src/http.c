@@ -118,6 +118,24 @@ bool http_peer_is_loopback(const http_req *r)
     return false;
 }
 
+bool http_peer_addr(const http_req *r, unsigned char key[16])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    if (ci->client_addr->sa_family == AF_INET) {
+        memset(key, 0, 10);
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
+        return true;
+    }
+    if (ci->client_addr->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
 /* Strict standard base64 (RFC 4648 §4, padding optional); -1 on any other
  * byte. out must hold 3 * (n / 4) + 3 bytes. */
 static long b64_decode(const char *in, size_t n, unsigned char *out)
@@ -151,58 +169,45 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
  * password with an embedded NUL is refused here instead of being cut at the
  * NUL and matching the token that is its prefix. Neither the configured
  * secrets nor any SID can contain a NUL, so refusing loses nothing. */
-bool http_peer_addr(const http_req *r, unsigned char key[16])
+bool http_basic_decode(const char *h, char **user, char **pass)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr) return false;
-    if (ci->client_addr->sa_family == AF_INET) {
-        memset(key, 0, 10);
-        key[10] = key[11] = 0xff;
-        memcpy(key + 12, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
-        return true;
+    unsigned char *dec = NULL;
+    bool ok = false;
+    size_t n;
+    long len = 0;
+    *user = *pass = NULL;
+    if (!h || strncasecmp(h, "basic", 5) != 0 || (h[5] != ' ' && h[5] != '\t')) return false;
+    h += 5;
+    while (*h == ' ' || *h == '\t') h++;
+    n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+    if (!n || !(dec = malloc(3 * (n / 4) + 4))) return false;
+    len = b64_decode(h, n, dec);
+    if (len > 0 && !memchr(dec, '\0', (size_t)len)) {
+        unsigned char *colon = memchr(dec, ':', (size_t)len);
+        if (colon) {
+            *user = strndup((char *)dec, (size_t)(colon - dec));
+            *pass = strndup((char *)colon + 1, (size_t)(len - (colon + 1 - dec)));
+            ok = *user && *pass;
+        }
     }
-    if (ci->client_addr->sa_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
-        return true;
+    /* Wipe the decoded secret before handing the memory back. */
+    if (len > 0) memset(dec, 0, (size_t)len);
+    free(dec);
+    if (!ok) {
+        free(*user);
+        if (*pass) memset(*pass, 0, strlen(*pass));
+        free(*pass);
+        *user = *pass = NULL;
     }
-    return false;
+    return ok;
 }
 
 bool http_basic_auth(http_req *r, const char **user, const char **pass)
 {
-    if (!r->auth_user) {
-        const char *h = http_header(r, "Authorization");
-        unsigned char *dec = NULL;
-        bool ok = false;
-        size_t n;
-        long len;
-        if (!h || strncasecmp(h, "basic", 5) != 0 || (h[5] != ' ' && h[5] != '\t')) return false;
-        h += 5;
-        while (*h == ' ' || *h == '\t') h++;
-        n = strlen(h);
-        while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
-        if (!n || !(dec = malloc(3 * (n / 4) + 4))) return false;
-        len = b64_decode(h, n, dec);
-        if (len > 0 && !memchr(dec, '\0', (size_t)len)) {
-            unsigned char *colon = memchr(dec, ':', (size_t)len);
-            if (colon) {
-                r->auth_user = strndup((char *)dec, (size_t)(colon - dec));
-                r->auth_pass = strndup((char *)colon + 1, (size_t)(len - (colon + 1 - dec)));
-                ok = r->auth_user && r->auth_pass;
-            }
-        }
-        /* Wipe the decoded secret before handing the memory back. */
-        if (len > 0) memset(dec, 0, (size_t)len);
-        free(dec);
-        if (!ok) {
-            free(r->auth_user);
-            if (r->auth_pass) memset(r->auth_pass, 0, strlen(r->auth_pass));
-            free(r->auth_pass);
-            r->auth_user = r->auth_pass = NULL;
-            return false;
-        }
-    }
+    if (!r->auth_user && !http_basic_decode(http_header(r, "Authorization"), &r->auth_user,
+                                            &r->auth_pass))
+        return false;
     *user = r->auth_user;
     *pass = r->auth_pass;
     return true;

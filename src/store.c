@@ -182,8 +182,8 @@ static const char *const migrations[] = {
      * webhooks of the account need it to sign and to drive Kaphila.
      * IF NOT EXISTS: a database rolled back to an older user_version by hand
      * (test_a_schema_2_database_is_migrated) may have it already. */
-    "CREATE TABLE IF NOT EXISTS account_keys("
-    "  account_sid TEXT PRIMARY KEY, kaphila_key TEXT NOT NULL, created INTEGER NOT NULL);",
+    ("CREATE TABLE IF NOT EXISTS account_keys("
+     "  account_sid TEXT PRIMARY KEY, kaphila_key TEXT NOT NULL, created INTEGER NOT NULL);"),
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
