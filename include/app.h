@@ -33,6 +33,7 @@ typedef struct app {
     callcache    *callcache;          /* ended calls' bodies; NULL = disabled */
     engine       *engine;
     rec_mp3      *mp3;                /* recordings' MP3 encoder thread */
+    struct keyauth *keyauth;          /* Kaphila-key accounts (keyauth.h) */
     http_server  *http;
     sim          *sim;
     char          kaphila_url[512];   /* resolved base URL ("sim" → the embedded one) */

@@ -41,6 +41,7 @@ typedef struct config_account {
     long long created_at;  /* ms; from account.<name>.created (ISO 8601), default 0 = first start */
     bool  media_auth;      /* recording media needs Basic auth (default false, as on Twilio) */
     char *kaphila_voice;   /* voiceName for /makecall; NULL or "" = Kaphila's default */
+    bool kaphila_key_account;   /* not from the file: a Kaphila-key account (keyauth.h) */
 } config_account;
 
 typedef struct config {
@@ -48,6 +49,9 @@ typedef struct config {
     char *listen_address;        /* listen.address   = 127.0.0.1 */
     int   listen_port;           /* listen.port      = 8080 (0 = any free port) */
     int   http_threads;          /* listen.threads   = 2 */
+    int   max_per_client;        /* listen.max_per_client = 1024 (0 = no limit) */
+    int   head_timeout_ms;       /* listen.head_timeout_ms = 10000 */
+    char *limit_exempt;          /* listen.limit_exempt = "" (comma list of IP addresses) */
     char *public_url;            /* public_url       = "" → http://<listen.address>:<port> */
     /* [storage] */
     char *db_path;               /* db.path          = twigate.db */
@@ -96,9 +100,16 @@ typedef struct config {
     int   sim_kept_calls;        /* sim.kept_calls = 10000 */
     char *sim_outcomes;          /* sim.outcomes = 0001=busy,0002=no-answer,0003=failed,0004=machine */
     char *sim_admin_token;       /* sim.admin_token = "" (secret) */
+    /* [accounts] */
+    bool  kaphila_keys;          /* accounts.kaphila_keys = false (keyauth.h) */
     /* accounts */
     config_account *accounts;
     size_t          n_accounts;
+    /* Accounts not in the file (Kaphila-key accounts, keyauth.h): main.c
+     * sets the hook on every config before publishing it, and
+     * config_account_by_sid asks it for a SID the file does not have. */
+    const config_account *(*account_hook)(void *ctx, const char *sid);
+    void *account_hook_ctx;
 } config;
 
 /* Defaults only. NULL on out-of-memory. */
@@ -145,6 +156,7 @@ void config_print(const config *c, FILE *out);
 /* Every key with its type, default, bounds and description. */
 void config_print_help(FILE *out);
 
+/* The file's account of sid, else the account_hook's, else NULL. */
 const config_account *config_account_by_sid(const config *c, const char *sid);
 /* The account whose api_key_sid is sk, or NULL. */
 const config_account *config_account_by_key_sid(const config *c, const char *sk);

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include "app.h"
 #include "http.h"
+#include "kaphila.h"
 #include "store.h"
 
 engine *engine_create(app *a, char *err, size_t errlen);
@@ -54,6 +55,12 @@ size_t engine_live_calls(const engine *e);
 int engine_inflight_deliveries(engine *e);
 /* Whether Kaphila's GET /health answered at the last probe (every 2 s). */
 bool engine_kaphila_ready(engine *e);
+
+/* A Kaphila request with an explicit API key (keyauth's GET /api/me).
+ * Engine thread only; 0 = under way, the callback then runs once. */
+__attribute__((warn_unused_result))
+int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
+                       json_t *body, kaphila_cb cb, void *arg);
 
 /* Runs fn(e, arg) on the engine thread (for modules such as recordings that
  * need the loop: Kaphila downloads, callbacks). false = queue full; the

@@ -7,7 +7,12 @@
  * the http_reply_* functions from any thread, which resumes the connection.
  * No handler ever blocks an MHD thread on the network.
  *
- * Threads: MHD's internal pool ("http-N"). http_req objects belong to the
+ * Per-client connection limits and the request-head deadline are
+ * connguard's (connguard.h), wired in here through MHD's accept policy and
+ * connection notifications.
+ *
+ * Threads: MHD's internal pool ("http-N") and connguard's sweep
+ * ("http-guard"). http_req objects belong to the
  * server; a handler may keep a pointer to a suspended request until it
  * replies exactly once. */
 #ifndef TWIGATE_HTTP_H
@@ -46,6 +51,9 @@ typedef struct http_config {
     int         threads;
     size_t      max_body;         /* bytes; over → 413 */
     int         max_connections;
+    int         max_per_client;   /* open connections per client address; 0 = no limit */
+    int         head_timeout_ms;  /* a connection's first request head must be in by then */
+    const char *limit_exempt;     /* comma list of addresses max_per_client skips; may be NULL */
     const http_route *routes;     /* terminated by a route with pattern NULL */
     http_handler not_found;       /* called when nothing matches (m->n == 0) */
     void       *ctx;              /* passed to every handler */
@@ -68,6 +76,9 @@ void http_quiesce(http_server *s);
  * none has carried a request for quiet_ms (idle keep-alive connections).
  * Any thread; the drain at SIGTERM polls it. */
 bool http_drained(http_server *s, int64_t quiet_ms);
+/* Connections refused over max_per_client and closed for a late request
+ * head, since start (metrics). Any thread. */
+void http_guard_stats(http_server *s, uint64_t *refused, uint64_t *head_timeouts);
 
 /* Request accessors (valid until the reply has been sent). */
 const char *http_method(const http_req *r);
@@ -77,14 +88,26 @@ const form *http_query(const http_req *r);      /* decoded query parameters */
 const buf  *http_body(const http_req *r);
 const char *http_header(const http_req *r, const char *name);   /* case-insensitive */
 bool        http_peer_is_loopback(const http_req *r);
+/* The client's address as 16 bytes (IPv4 as v4-mapped IPv6); false if unknown. */
+bool        http_peer_addr(const http_req *r, unsigned char key[16]);
 const char *http_request_id(const http_req *r);
 const char *http_route_name(const http_req *r);
 /* Basic credentials; false when absent or malformed. Strings owned by r. */
 bool http_basic_auth(http_req *r, const char **user, const char **pass);
+/* The parser behind it, for any Authorization value (NULL too): on true,
+ * *user and *pass are malloc'd for the caller (who wipes *pass); a scheme in
+ * any case, strict base64, no NUL byte in the credentials. */
+bool http_basic_decode(const char *header, char **user, char **pass);
 
 /* Replies; call exactly one of them once per request, from any thread.
  * Extra headers: NULL-terminated name/value array, may be NULL. */
 void http_suspend(http_req *r);
+/* Instead of a reply, for a suspended request whose handler must run again
+ * (its answer now in a cache the handler reads: Kaphila-key accounts,
+ * keyauth.h): resumes the connection and routes the request once more on
+ * an MHD thread. Any thread; at most once per request. */
+void http_redispatch(http_req *r);
+bool http_redispatched(const http_req *r);
 void http_reply(http_req *r, int status, const char *content_type, const char *body,
                 size_t len, const char *const *headers);
 /* Takes ownership of body (malloc'd). */

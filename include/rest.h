@@ -21,7 +21,10 @@ void rest_observe(void *ctx, const char *route, int status, int64_t usec);
 void rest_access(void *ctx, const http_req *r, int status, uint64_t bytes, int64_t usec);
 
 /* Shared by the rest_*.c files. Authenticates r for the account in the path;
- * on failure replies 401 (20003) itself and returns NULL. */
+ * on failure replies 401 (20003) itself and returns NULL. With
+ * accounts.kaphila_keys it may also answer 429/503 or suspend r while
+ * Kaphila checks a key (keyauth.h) and return NULL: the handler is then
+ * dispatched again. Either way a NULL means "return at once". */
 const config_account *rest_auth(app *a, http_req *r, const char *path_account_sid);
 /* Parses the POST body as a form (content type checked); replies 400/415
  * and returns false on failure. */

@@ -13,6 +13,7 @@
  * comes from the file, the environment or the command line, and every error
  * names the key the same way. */
 #include "config.h"
+#include "connguard.h"
 #include "sim.h"
 #include "timefmt.h"
 
@@ -76,6 +77,7 @@ static bool check_outcomes(const char *v, char *why, size_t whylen);
 static bool check_friendly_name(const char *v, char *why, size_t whylen);
 static bool check_nonempty(const char *v, char *why, size_t whylen);
 static bool check_voice_name(const char *v, char *why, size_t whylen);
+static bool check_addr_list(const char *v, char *why, size_t whylen);
 
 #define STR(n, f, d, r, chk, desc)  { n, KT_STRING, d, 0, 0, r, offsetof(config, f), chk, desc }
 #define SEC(n, f, r, desc)          { n, KT_SECRET, "", 0, 0, r, offsetof(config, f), NULL, desc }
@@ -94,6 +96,12 @@ static const key_def KEYS[] = {
         "TCP port of the REST API; 0 picks any free port"),
     INT("listen.threads", http_threads, "2", 1, 64, false,
         "HTTP worker threads; the handlers never block, so a few suffice"),
+    INT("listen.max_per_client", max_per_client, "1024", 0, 1000000, false,
+        "Most open connections from one client address (exempt ones aside); 0 = no limit"),
+    INT("listen.head_timeout_ms", head_timeout_ms, "10000", 100, 600000, false,
+        "A new connection's request head must be complete within this, however it trickles"),
+    STR("listen.limit_exempt", limit_exempt, "", false, check_addr_list,
+        "Comma list of IP addresses listen.max_per_client does not apply to (Kaphila's, a proxy's)"),
 
     STR("db.path", db_path, "twigate.db", false, check_nonempty,
         "SQLite database file (WAL mode); :memory: keeps nothing across restarts"),
@@ -180,6 +188,9 @@ static const key_def KEYS[] = {
         "Outcome by number suffix: <digits>=busy|no-answer|failed|machine|human|unknown, comma-separated"),
     SEC("sim.admin_token", sim_admin_token, false,
         "Token for the simulator's control API from non-loopback peers; empty = loopback only"),
+
+    BOOL("accounts.kaphila_keys", kaphila_keys, "false", true,
+         "Basic auth with any AC SID and a Kaphila API key that Kaphila accepts is an account"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -407,6 +418,29 @@ static bool check_voice_name(const char *v, char *why, size_t whylen)
             fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
             return false;
         }
+    return true;
+}
+
+static bool check_addr_list(const char *v, char *why, size_t whylen)
+{
+    int n = 0;
+    for (const char *p = v; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        unsigned char key[16];
+        while (len && (*p == ' ' || *p == '\t')) p++, len--;
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (len && !connguard_parse_addr(p, len, key)) {
+            snprintf(why, whylen, "'%.*s' is not an IP address", (int)(len > 64 ? 64 : len), p);
+            return false;
+        }
+        if (len && ++n > CONNGUARD_MAX_EXEMPT) {
+            snprintf(why, whylen, "more than %d addresses", CONNGUARD_MAX_EXEMPT);
+            return false;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
     return true;
 }
 
@@ -1214,7 +1248,8 @@ static int derive_public_url(config *c, char *err, size_t errlen)
 
 static int finish(config *c, bool need_account, char *err, size_t errlen)
 {
-    if (need_account && c->n_accounts == 0) {
+    /* With Kaphila-key accounts a file may define none. */
+    if (need_account && c->n_accounts == 0 && !c->kaphila_keys) {
         fail(err, errlen, "no accounts: define at least one [account.<name>] with sid, "
              "auth_token and kaphila_key");
         return -1;
@@ -1477,7 +1512,7 @@ const config_account *config_account_by_sid(const config *c, const char *sid)
     for (size_t i = 0; i < c->n_accounts; i++)
         if (c->accounts[i].sid != NULL && strcmp(c->accounts[i].sid, sid) == 0)
             return &c->accounts[i];
-    return NULL;
+    return c->account_hook ? c->account_hook(c->account_hook_ctx, sid) : NULL;
 }
 
 const config_account *config_account_by_key_sid(const config *c, const char *sk)

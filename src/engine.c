@@ -1707,6 +1707,12 @@ int engine_kaphila(engine *e, const char *account_sid, const char *method, const
     return kaphila_call(e->l, &e->kc, acct->kaphila_key, method, path, body, cb, arg);
 }
 
+int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
+                       json_t *body, kaphila_cb cb, void *arg)
+{
+    return kaphila_call(e->l, &e->kc, api_key, method, path, body, cb, arg);
+}
+
 void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,
                    int level, const char *message, const char *url)
 {

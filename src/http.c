@@ -3,7 +3,9 @@
  * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
  * access_cb collects the body and dispatches, completed_cb frees); routing;
  * replies (which may come from any thread and resume a suspended connection);
- * server start/stop.
+ * Basic credentials; server start/stop, with connguard (per-client limits,
+ * head deadline) wired in through MHD's accept policy and connection
+ * notifications; MHD's log, rate-limited.
  *
  * We take the raw URI from MHD's URI log callback rather than MHD's parsed
  * arguments because the query must be decoded with form semantics
@@ -24,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connguard.h"
 #include "errors.h"
 #include "log.h"
 #include "timefmt.h"
@@ -42,6 +45,10 @@
 #define HTTP_CONN_MEMORY (32 * 1024)
 /* Idle keep-alive connections are closed after this many seconds. */
 #define HTTP_IDLE_TIMEOUT_S 60
+/* libmicrohttpd's own messages (one per refused connection, say) are let
+ * through at most this many per second; the rest are counted and the count
+ * is logged with the next line let through. */
+#define HTTP_MHD_LOG_PER_S 5
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -52,6 +59,11 @@ struct http_server {
     MHD_socket         quiesced_fd;     /* from MHD_quiesce_daemon; closed in http_stop */
     atomic_int         active;          /* requests between uri_cb and completed_cb */
     atomic_llong       last_done_ms;    /* monotonic time the last request ended */
+    connguard         *guard;
+    pthread_mutex_t    log_lock;        /* the MHD log's rate limit below */
+    int64_t            log_window_ms;
+    int                log_in_window;
+    unsigned long      log_suppressed;
 };
 
 struct http_req {
@@ -66,8 +78,10 @@ struct http_req {
     bool                   started, too_big, uri_too_long, dispatched;
     form_status            query_status;
     bool                   suspended;
+    bool                   redispatched;   /* http_redispatch has run once */
     char                   request_id[24];
     char                  *auth_user, *auth_pass;
+    connguard_conn        *guard;       /* the connection's, from MHD's socket context */
     int64_t                t0_us;
     pthread_mutex_t        lock;        /* guards resp/status between threads */
     struct MHD_Response   *resp;
@@ -115,24 +129,96 @@ bool http_peer_is_loopback(const http_req *r)
     return false;
 }
 
+bool http_peer_addr(const http_req *r, unsigned char key[16])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    if (ci->client_addr->sa_family == AF_INET) {
+        memset(key, 0, 10);
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
+        return true;
+    }
+    if (ci->client_addr->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/* Strict standard base64 (RFC 4648 §4, padding optional); -1 on any other
+ * byte. out must hold 3 * (n / 4) + 3 bytes. */
+static long b64_decode(const char *in, size_t n, unsigned char *out)
+{
+    unsigned acc = 0;
+    int bits = 0;
+    long o = 0;
+    while (n && in[n - 1] == '=') n--;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        unsigned v;
+        if (c >= 'A' && c <= 'Z') v = c - 'A';
+        else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9') v = c - '0' + 52;
+        else if (c == '+') v = 62;
+        else if (c == '/') v = 63;
+        else return -1;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return o;
+}
+
+/* Our own parse rather than MHD_basic_auth_get_username_password: the auth
+ * scheme is case-insensitive (RFC 9110 §11.1; libmicrohttpd 0.9.75 wants
+ * "Basic" exactly), and the decoded credentials are length-counted, so a
+ * password with an embedded NUL is refused here instead of being cut at the
+ * NUL and matching the token that is its prefix. Neither the configured
+ * secrets nor any SID can contain a NUL, so refusing loses nothing. */
+bool http_basic_decode(const char *h, char **user, char **pass)
+{
+    unsigned char *dec = NULL;
+    bool ok = false;
+    size_t n;
+    long len = 0;
+    *user = *pass = NULL;
+    if (!h || strncasecmp(h, "basic", 5) != 0 || (h[5] != ' ' && h[5] != '\t')) return false;
+    h += 5;
+    while (*h == ' ' || *h == '\t') h++;
+    n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+    if (!n || !(dec = malloc(3 * (n / 4) + 4))) return false;
+    len = b64_decode(h, n, dec);
+    if (len > 0 && !memchr(dec, '\0', (size_t)len)) {
+        unsigned char *colon = memchr(dec, ':', (size_t)len);
+        if (colon) {
+            *user = strndup((char *)dec, (size_t)(colon - dec));
+            *pass = strndup((char *)colon + 1, (size_t)(len - (colon + 1 - dec)));
+            ok = *user && *pass;
+        }
+    }
+    /* Wipe the decoded secret before handing the memory back. */
+    if (len > 0) memset(dec, 0, (size_t)len);
+    free(dec);
+    if (!ok) {
+        free(*user);
+        if (*pass) memset(*pass, 0, strlen(*pass));
+        free(*pass);
+        *user = *pass = NULL;
+    }
+    return ok;
+}
+
 bool http_basic_auth(http_req *r, const char **user, const char **pass)
 {
-    if (!r->auth_user) {
-        char *p = NULL;
-        char *u = MHD_basic_auth_get_username_password(r->conn, &p);
-        if (!u || !p) {
-            MHD_free(u);
-            MHD_free(p);
-            return false;
-        }
-        r->auth_user = strdup(u);
-        r->auth_pass = strdup(p);
-        /* Wipe MHD's copy of the secret before handing the memory back. */
-        memset(p, 0, strlen(p));
-        MHD_free(u);
-        MHD_free(p);
-        if (!r->auth_user || !r->auth_pass) return false;
-    }
+    if (!r->auth_user && !http_basic_decode(http_header(r, "Authorization"), &r->auth_user,
+                                            &r->auth_pass))
+        return false;
     *user = r->auth_user;
     *pass = r->auth_pass;
     return true;
@@ -166,6 +252,21 @@ static void set_response(http_req *r, int status, struct MHD_Response *resp, uin
     pthread_mutex_unlock(&r->lock);
     if (resume) MHD_resume_connection(r->conn);
 }
+
+void http_redispatch(http_req *r)
+{
+    /* access_cb dispatches again when the resumed connection comes back
+     * with no answer and dispatched false. */
+    pthread_mutex_lock(&r->lock);
+    bool resume = r->suspended;
+    r->dispatched = false;
+    r->redispatched = true;
+    r->suspended = false;
+    pthread_mutex_unlock(&r->lock);
+    if (resume) MHD_resume_connection(r->conn);
+}
+
+bool http_redispatched(const http_req *r) { return r->redispatched; }
 
 void http_suspend(http_req *r)
 {
@@ -373,8 +474,13 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (!r || !r->uri || !r->path) return MHD_NO;   /* out of memory: drop */
 
     if (!r->started) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->started = true;
         r->method = method;
+        /* The head is complete: its deadline no longer applies. */
+        r->guard = ci ? ci->socket_context : NULL;
+        connguard_head_done(r->guard);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -387,15 +493,20 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     pthread_mutex_lock(&r->lock);
     bool suspended = r->suspended;
     struct MHD_Response *resp = r->resp;
+    bool run = !suspended && !r->dispatched;
+    if (run) r->dispatched = true;
     pthread_mutex_unlock(&r->lock);
     if (suspended) return MHD_YES;  /* spurious wake-up before the reply */
 
-    if (!r->dispatched) {
-        r->dispatched = true;
+    /* Runs again only when another thread has asked for a second dispatch
+     * (http_redispatch) before the first one returned here. */
+    while (run) {
         dispatch(r);
         pthread_mutex_lock(&r->lock);
         suspended = r->suspended;
         resp = r->resp;
+        run = !suspended && !resp && !r->dispatched;
+        if (run) r->dispatched = true;
         pthread_mutex_unlock(&r->lock);
         if (suspended) return MHD_YES;
     }
@@ -420,6 +531,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     atomic_fetch_sub(&s->active, 1);
     atomic_store(&s->last_done_ms, (long long)timefmt_mono_ms());
+    if (r->guard && s->guard) connguard_request_done(s->guard, r->guard);
     if (r->resp) MHD_destroy_response(r->resp);
     form_fini(&r->query);
     buf_fini(&r->body);
@@ -435,22 +547,59 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    http_server *s = cls;
     char line[512];
+    unsigned long dropped = 0;
+    int64_t now = timefmt_mono_ms();
+    pthread_mutex_lock(&s->log_lock);
+    if (now - s->log_window_ms >= 1000) {
+        s->log_window_ms = now;
+        s->log_in_window = 0;
+    }
+    if (s->log_in_window >= HTTP_MHD_LOG_PER_S) {
+        s->log_suppressed++;
+        pthread_mutex_unlock(&s->log_lock);
+        return;
+    }
+    s->log_in_window++;
+    dropped = s->log_suppressed;
+    s->log_suppressed = 0;
+    pthread_mutex_unlock(&s->log_lock);
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    log_warn("mhd", "%s", line);
+    if (dropped) log_warn("mhd", "%s (and %lu similar message(s) not logged)", line, dropped);
+    else log_warn("mhd", "%s", line);
+}
+
+static enum MHD_Result accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    http_server *s = cls;
+    return connguard_accept(s->guard, addr, addrlen) ? MHD_YES : MHD_NO;
+}
+
+static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode code)
+{
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = fd && ad ? connguard_open(s->guard, ad->client_addr, fd->connect_fd) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        connguard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 /* Why MHD could not bind: MHD does not keep errno, so one plain bind()
  * (with SO_REUSEADDR, as MHD sets it) names the reason. */
-static const char *bind_failure(const struct sockaddr_in *sa)
+static const char *bind_failure(const struct sockaddr *sa, socklen_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, e = 0;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, e = 0;
     if (fd < 0) return "cannot create a socket";
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 || listen(fd, 1) != 0) e = errno;
+    if (bind(fd, sa, len) != 0 || listen(fd, 1) != 0) e = errno;
     close(fd);
     if (e == EADDRINUSE) return "the port is already in use (another twigate, or another program)";
     if (e == EACCES) return "permission denied";
@@ -461,26 +610,46 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
 {
     http_server *s = calloc(1, sizeof *s);
     struct sockaddr_in sa;
+    struct sockaddr_in6 sa6;
+    struct sockaddr *bind_sa = (struct sockaddr *)&sa;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    char gerr[160];
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
     s->cfg = *cfg;
     s->quiesced_fd = MHD_INVALID_SOCKET;
+    pthread_mutex_init(&s->log_lock, NULL);
     memset(&sa, 0, sizeof sa);
+    memset(&sa6, 0, sizeof sa6);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)cfg->port);
-    if (inet_pton(AF_INET, cfg->address, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "listen.address: '%s' is not an IPv4 address", cfg->address);
-        free(s);
-        return NULL;
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->address, &sa.sin_addr) == 1) {
+        /* IPv4 as before */
+    } else if (inet_pton(AF_INET6, cfg->address, &sa6.sin6_addr) == 1) {
+        /* Dual stack: "::" takes IPv4 clients too (as v4-mapped addresses),
+         * as docs/configuration.md promises for all interfaces. */
+        bind_sa = (struct sockaddr *)&sa6;
+        flags |= MHD_USE_DUAL_STACK;
+    } else {
+        snprintf(err, errlen, "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->address);
+        goto fail;
+    }
+    s->guard = connguard_create(cfg->max_per_client, cfg->head_timeout_ms > 0 ? cfg->head_timeout_ms : 10000,
+                                HTTP_IDLE_TIMEOUT_S * 1000, cfg->limit_exempt, gerr, sizeof gerr);
+    if (!s->guard) {
+        snprintf(err, errlen, "listen.limit_exempt: %s", gerr);
+        goto fail;
     }
     s->d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_ERROR_LOG,
-        (uint16_t)cfg->port, NULL, NULL, access_cb, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        flags, (uint16_t)cfg->port, accept_cb, s, access_cb, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, bind_sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 0 ? cfg->threads : 1),
         MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
         MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+        MHD_OPTION_NOTIFY_CONNECTION, conn_cb, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
@@ -490,13 +659,26 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         MHD_OPTION_END);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->address, cfg->port,
-                 bind_failure(&sa));
-        free(s);
-        return NULL;
+                 bind_failure(bind_sa, bind_sa == (struct sockaddr *)&sa6
+                                       ? (socklen_t)sizeof sa6 : (socklen_t)sizeof sa));
+        goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
     return s;
+fail:
+    connguard_destroy(s->guard);
+    pthread_mutex_destroy(&s->log_lock);
+    free(s);
+    return NULL;
+}
+
+void http_guard_stats(http_server *s, uint64_t *refused, uint64_t *head_timeouts)
+{
+    connguard_stats st = {0};
+    if (s && s->guard) connguard_get_stats(s->guard, &st);
+    *refused = st.refused;
+    *head_timeouts = st.head_timeouts;
 }
 
 int http_port(const http_server *s) { return s->port; }
@@ -531,5 +713,7 @@ void http_stop(http_server *s)
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
     if (s->quiesced_fd != MHD_INVALID_SOCKET) close(s->quiesced_fd);
+    connguard_destroy(s->guard);
+    pthread_mutex_destroy(&s->log_lock);
     free(s);
 }

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "engine.h"
 #include "http.h"
+#include "keyauth.h"
 #include "log.h"
 #include "metrics.h"
 #include "recordings.h"
@@ -171,6 +172,8 @@ static void reload(app *a, const options *o)
         if (!sim_add_keys(a->sim, keys, next->n_accounts))
             log_warn("main", "SIGHUP: the simulator did not take the new accounts' keys");
     }
+    next->account_hook = keyauth_account;
+    next->account_hook_ctx = a->keyauth;
     a->retired[a->n_retired++] = cur;
     atomic_store_explicit(&a->cfg, next, memory_order_release);
     apply_logging(next);
@@ -246,6 +249,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "twigate: cannot start the MP3 encoder thread\n");
         goto out;
     }
+    /* Before the engine, which reloads the live calls of bound accounts. */
+    a.keyauth = keyauth_create(&a, err, sizeof err);
+    if (!a.keyauth) {
+        fprintf(stderr, "twigate: accounts: %s\n", err);
+        goto out;
+    }
+    cfg->account_hook = keyauth_account;
+    cfg->account_hook_ctx = a.keyauth;
     a.engine = engine_create(&a, err, sizeof err);
     if (!a.engine) {
         fprintf(stderr, "twigate: %s\n", err);
@@ -254,6 +265,8 @@ int main(int argc, char **argv)
     http_config hc = {
         .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
         .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
+        .max_per_client = cfg->max_per_client, .head_timeout_ms = cfg->head_timeout_ms,
+        .limit_exempt = cfg->limit_exempt,
         .routes = rest_routes(), .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
         .access = rest_access,
     };
@@ -310,6 +323,7 @@ out:
     rec_mp3_stop(a.mp3);   /* answers what it holds before the server stops */
     http_stop(a.http);
     rec_mp3_destroy(a.mp3);
+    keyauth_destroy(a.keyauth);
     sim_destroy(a.sim);
     store_close(a.store);
     callcache_destroy(a.callcache);

@@ -12,6 +12,7 @@
 #include "calljson.h"
 #include "engine.h"
 #include "errors.h"
+#include "keyauth.h"
 #include "log.h"
 #include "metrics.h"
 #include "recordings.h"
@@ -26,18 +27,31 @@
 
 static const char *const www_auth[] = {"WWW-Authenticate", "Basic realm=\"Twilio API\"", NULL};
 
-const config_account *rest_auth(app *a, http_req *r, const char *path_account_sid)
+/* allow_key: whether a Standard API key (SK…) may act for the account. */
+static const config_account *auth(app *a, http_req *r, const char *path_account_sid,
+                                  bool allow_key)
 {
     const config *cfg = app_config(a);
     const config_account *acct = config_account_by_sid(cfg, path_account_sid);
     const char *user = NULL, *pass = NULL;
     bool ok = false;
 
-    if (http_basic_auth(r, &user, &pass) && acct) {
+    /* A SID the file does not define, or one bound to a Kaphila key: with
+     * accounts.kaphila_keys the key is checked (cached /api/me verdicts,
+     * keyauth.h); such an account has no API key to refuse. */
+    if (cfg->kaphila_keys && a->keyauth && (!acct || acct->kaphila_key_account)) {
+        if (!(acct = keyauth_auth(a->keyauth, r, path_account_sid))) return NULL;
+        ok = true;
+    } else if (acct && acct->kaphila_key_account) {
+        acct = NULL;   /* the mode was switched off (SIGHUP): bound keys no longer open */
+    }
+    if (ok) {
+        /* authenticated above */
+    } else if (http_basic_auth(r, &user, &pass) && acct) {
         if (sid_equal_ct(user, acct->sid))
             ok = sid_equal_ct(pass, acct->auth_token);
         else if (acct->api_key_sid && sid_equal_ct(user, acct->api_key_sid))
-            ok = sid_equal_ct(pass, acct->api_key_secret);
+            ok = sid_equal_ct(pass, acct->api_key_secret) && allow_key;
     }
     if (!ok) {
         log_info("rest", "authentication failed for %s", http_path(r));
@@ -51,6 +65,11 @@ const config_account *rest_auth(app *a, http_req *r, const char *path_account_si
         return NULL;
     }
     return acct;
+}
+
+const config_account *rest_auth(app *a, http_req *r, const char *path_account_sid)
+{
+    return auth(a, r, path_account_sid, true);
 }
 
 bool rest_body_form(app *a, http_req *r, form *out)
@@ -116,7 +135,11 @@ static void account_fetch(void *ctx, http_req *r, const http_match *m)
     app *a = ctx;
     char sid[HTTP_CAPTURE_LEN];
     snprintf(sid, sizeof sid, "%s", m->cap[0]);
-    const config_account *acct = rest_auth(a, r, sid);
+    /* Only the account's own credentials reach the Account resource: a
+     * Standard API key cannot (Twilio: only Main keys reach /Accounts), and
+     * this body carries auth_token, the webhook signing key. Twilio's answer
+     * to a credential that may not act is 401 / 20003 (contract §7). */
+    const config_account *acct = auth(a, r, sid, false);
     if (!acct) return;
     http_reply_json(r, 200, calljson_account(acct, a->started_ms));
 }
@@ -161,10 +184,11 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
     size_t len = 0;
     char *text;
     if (cfg->metrics_token && *cfg->metrics_token) {
+        /* Scheme and token compared apart, the token over its full length
+         * (no fixed buffer to cut a long one short); the scheme is
+         * case-insensitive (RFC 9110 §11.1). */
         const char *h = http_header(r, "Authorization");
-        char want[512];
-        snprintf(want, sizeof want, "Bearer %s", cfg->metrics_token);
-        if (!h || !sid_equal_ct(h, want)) {
+        if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !sid_equal_ct(h + 7, cfg->metrics_token)) {
             http_reply(r, 401, "text/plain", "unauthorized\n", 13, NULL);
             return;
         }
@@ -201,6 +225,10 @@ static void metrics_handler(void *ctx, http_req *r, const http_match *m)
     metrics_counter_set(a->metrics, "twigate_call_cache_hits_total", NULL, (double)cs.hits);
     metrics_counter_set(a->metrics, "twigate_call_cache_misses_total", NULL, (double)cs.misses);
     metrics_gauge(a->metrics, "twigate_call_cache_entries", NULL, (double)cs.entries);
+    uint64_t refused = 0, head_timeouts = 0;
+    http_guard_stats(a->http, &refused, &head_timeouts);
+    metrics_counter_set(a->metrics, "twigate_http_connections_refused_total", NULL, (double)refused);
+    metrics_counter_set(a->metrics, "twigate_http_head_timeouts_total", NULL, (double)head_timeouts);
     text = metrics_render(a->metrics, &len);
     if (!text) {
         http_reply(r, 500, "text/plain", "", 0, NULL);
@@ -339,6 +367,11 @@ static const http_route routes[] = {
     {"GET",    "/healthz", healthz, "healthz"},
     {"GET",    "/readyz", readyz, "readyz"},
     {"GET",    "/metrics", metrics_handler, "metrics"},
+    /* HEAD: the same answer without its body (libmicrohttpd sends only the
+     * head of a response to a HEAD request); load balancers probe so. */
+    {"HEAD",   "/healthz", healthz, "healthz"},
+    {"HEAD",   "/readyz", readyz, "readyz"},
+    {"HEAD",   "/metrics", metrics_handler, "metrics"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -1,6 +1,9 @@
 """The Account resource (contract §6.3) and the account-level Notifications
 list."""
 
+import pytest
+from twilio.base.exceptions import TwilioRestException
+
 from harness import (assert_list_envelope, assert_matches_schema, assert_rfc2822,
                      assert_twilio_error)
 
@@ -60,10 +63,20 @@ def test_fetch_account_sdk(twigate):
     assert c.api.account.fetch().sid == acct.sid
 
 
-def test_account_with_api_key(twigate):
+def test_account_is_refused_to_a_standard_api_key(twigate):
+    """Issue 16 §2: an SK key must not read the Account resource, whose body
+    carries auth_token (the webhook signing key). Twilio lets only Main keys
+    reach /Accounts; a Standard key gets 401 / 20003 and no body fields."""
     acct = twigate.accounts["a"]
-    fetched = twigate.client("a", api_key=True).api.accounts(acct.sid).fetch()
-    assert fetched.sid == acct.sid
+    with pytest.raises(TwilioRestException) as ei:
+        twigate.client("a", api_key=True).api.accounts(acct.sid).fetch()
+    assert ei.value.status == 401 and ei.value.code == 20003
+    r = twigate.http("GET", twigate.account_uri("a") + ".json",
+                     auth=(acct.api_key_sid, acct.api_key_secret))
+    assert_twilio_error(r, 401, 20003)
+    assert acct.auth_token not in r.text
+    # The same key still acts on the account's calls (contract §1).
+    twigate.client("a", api_key=True).calls.list(limit=1)
 
 
 def test_unknown_account_is_an_error(twigate):

@@ -161,3 +161,34 @@ def test_other_account_credentials_on_owner_path_leak_nothing(twigate, a_call):
 
 def test_healthz_needs_no_auth(twigate):
     assert twigate.healthz().status_code == 200
+
+
+def test_lowercase_basic_scheme_works(twigate, a_call):
+    """Issue 16 §2: the auth scheme is case-insensitive (RFC 9110 §11.1)."""
+    a = twigate.accounts["a"]
+    uri = twigate.account_uri("a") + f"/Calls/{a_call.sid}.json"
+    for scheme in ("basic", "BASIC", "bAsIc"):
+        r = twigate.http("GET", uri, auth=None,
+                         headers={"Authorization": f"{scheme} " + b64(f"{a.sid}:{a.auth_token}")})
+        assert r.status_code == 200, (scheme, r.status_code, r.text)
+        assert r.json()["sid"] == a_call.sid
+    # extra blanks between the scheme and the credentials are tolerated too
+    r = twigate.http("GET", uri, auth=None,
+                     headers={"Authorization": "basic   " + b64(f"{a.sid}:{a.auth_token}")})
+    assert r.status_code == 200, r.text
+
+
+def test_password_with_embedded_nul_does_not_match_its_prefix(twigate, a_call):
+    """Issue 16 §2: "token\\0anything" is not the token. Before, the decoded
+    password was cut at the NUL and matched."""
+    a = twigate.accounts["a"]
+    uri = twigate.account_uri("a") + f"/Calls/{a_call.sid}.json"
+    for pw in (a.auth_token + "\0", a.auth_token + "\0garbage", a.auth_token + "\0" + a.auth_token):
+        cred = base64.b64encode(f"{a.sid}:{pw}".encode()).decode()
+        assert_401(twigate.http("GET", uri, auth=None,
+                                headers={"Authorization": "Basic " + cred}))
+    cred = base64.b64encode(f"{a.api_key_sid}:{a.api_key_secret}\0x".encode()).decode()
+    assert_401(twigate.http("GET", uri, auth=None, headers={"Authorization": "Basic " + cred}))
+    # a NUL in the user name neither
+    cred = base64.b64encode(f"{a.sid}\0x:{a.auth_token}".encode()).decode()
+    assert_401(twigate.http("GET", uri, auth=None, headers={"Authorization": "Basic " + cred}))

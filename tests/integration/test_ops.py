@@ -468,6 +468,26 @@ def test_metrics_token(make_twigate):
     _assert_shapes(_scrape(tg, token))
 
 
+@pytest.mark.parametrize("length", [504, 505, 600, 4096])
+def test_long_metrics_token_is_compared_in_full(make_twigate, length):
+    """Issue 16 §2: a metrics.token past 504 characters was cut short at
+    comparison (a fixed 512-byte buffer for "Bearer <token>"), so any header
+    with the right first 504 characters was let in. Every character counts
+    now, whatever the length; the scheme is case-insensitive."""
+    token = ("t" + os.urandom(length).hex())[:length]
+    tg = make_twigate(overrides={"metrics.token": token})
+    last = "x" if token[-1] != "x" else "y"
+    bads = [token[:-1], token[:-1] + last, token + "x"]
+    if length > 504:
+        bads.append(token[:504] + "z" * (length - 504))   # same length, differs past 504
+    for bad in bads:
+        r = tg.http("GET", "/metrics", auth=None, headers={"Authorization": f"Bearer {bad}"})
+        assert r.status_code == 401, (len(bad), r.status_code)
+    for scheme in ("Bearer", "bearer"):
+        r = tg.http("GET", "/metrics", auth=None, headers={"Authorization": f"{scheme} {token}"})
+        assert r.status_code == 200, (scheme, r.status_code)
+
+
 def test_metrics_without_token_are_open(make_twigate):
     tg = make_twigate()
     _assert_shapes(_scrape(tg))
