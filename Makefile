@@ -16,15 +16,16 @@ CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-MAINS    := src/main.c src/sim/sim_main.c
-LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*.c src/sim/*.c))
+# One folder per layer (docs/architecture.md; scripts/check-layers.sh keeps the rules).
+MAINS    := src/app/main.c src/sim/sim_main.c
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libtwigate.a
-UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PYTHON   := /usr/bin/python3
 
-.PHONY: all deps run check unit integration sanitize fuzz-replay fuzz bench install clean
+.PHONY: all deps run check layers unit integration sanitize fuzz-replay fuzz bench install clean
 all: $(BUILD)/twigate $(BUILD)/kaphila-sim
 
 $(BUILD)/%.o: %.c
@@ -35,7 +36,7 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/twigate: $(BUILD)/src/main.o $(LIB)
+$(BUILD)/twigate: $(BUILD)/src/app/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kaphila-sim: $(BUILD)/src/sim/sim_main.o $(LIB)
@@ -52,6 +53,9 @@ deps:
 run: deps all
 	@scripts/run-demo.sh $(BUILD)/twigate $(ARGS)
 
+layers:
+	scripts/check-layers.sh
+
 # Each unit-test binary runs in its own process; cmocka prints its own summary.
 unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
@@ -61,6 +65,7 @@ integration: all
 
 check:
 	@scripts/install-deps.sh build test
+	scripts/check-layers.sh
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) SANITIZE=address,undefined OPT="-O1 -g" all unit integration

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mp3.h"
+#include "engine/mp3.h"
 
 static void put16(unsigned char *p, unsigned v) { p[0] = v & 255; p[1] = (v >> 8) & 255; }
 static void put32(unsigned char *p, uint32_t v) { put16(p, v & 0xFFFF); put16(p + 2, v >> 16); }

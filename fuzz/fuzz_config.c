@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "conf/config.h"
 
 /* Enough lines for many variables without making each run slow. */
 #define FUZZ_MAX_ENV 256

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "form.h"
+#include "base/form.h"
 
 /* Worst case an encoded byte is "%XX": three times the decoded bytes, plus
  * '=' and '&' per pair. */

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kevent.h"
+#include "net/kevent.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

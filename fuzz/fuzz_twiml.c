@@ -3,7 +3,7 @@
  * Besides "no crash, no leak", it checks what callers rely on: exactly one of
  * doc / error comes back, error codes are the documented ones, and every
  * string a caller may print is present. The seed corpus is fuzz/corpus/twiml. */
-#include "twiml.h"
+#include "twiml/twiml.h"
 
 #include <stdint.h>
 #include <stdlib.h>

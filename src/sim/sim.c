@@ -23,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "sid.h"
+#include "base/log.h"
+#include "base/sid.h"
 
 /* MHD worker threads: requests are cheap (the loop does the work), two
  * keep one slow client from holding up the rest. */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
+#include "base/log.h"
 
 /* "the far end presses the keys ~100 ms apart" */
 #define DIGIT_GAP_MS 100

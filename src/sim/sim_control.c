@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "form.h"
-#include "sid.h"
+#include "base/form.h"
+#include "base/sid.h"
 
 #define MAX_PATH_SEGS 5
 

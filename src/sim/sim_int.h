@@ -19,9 +19,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "loop.h"
-#include "sim.h"
+#include "base/buf.h"
+#include "net/loop.h"
+#include "sim/sim.h"
 
 /* Caps, each with its reason. */
 #define SIM_MAX_BODY         65536    /* Kaphila bodies are tiny; a TTS text is < 4 KB */

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "sim.h"
+#include "base/log.h"
+#include "sim/sim.h"
 
 /* --key may repeat; more keys than this is a configuration mistake. */
 #define MAX_KEYS 64

@@ -531,7 +531,7 @@ def test_call_cache_metrics_move(make_twigate):
 
 def test_checkpoints_follow_the_wal_volume(make_twigate):
     """The checkpointer runs once writers have added ~1,000 WAL pages, not
-    only on its one-second timer (src/store.c: each pass then syncs a few MB,
+    only on its one-second timer (src/store/store.c: each pass then syncs a few MB,
     and the engine's appends do not stall behind a large sync). A burst of
     creates writes tens of pages per call: well past the step."""
     tg = make_twigate()

@@ -202,7 +202,7 @@ def test_sdk_date_filters(twigate, data):
 
 
 # ---------------------------------------------------------------- status index
-# Schema 3 (src/store.c): ended calls are listed by status through
+# Schema 3 (src/store/store.c): ended calls are listed by status through
 # calls_acct_ended, live ones through calls_live (account_sid, status); a
 # call moves from one to the other when it ends.
 

@@ -1,0 +1,467 @@
+/* reconcile.c — no call stays live forever (issue 18).
+ *
+ * Kaphila posts each event once, and twigate can die, lose its disk or time
+ * out at any moment, so an event can be lost and with it a call's end. The
+ * reconciler asks Kaphila what it knows, with its two reads that are not
+ * rate limited (GET /calls/:callId and GET /calls), and settles what it
+ * finds through the engine (engine_int.h), which owns the status ladder:
+ *
+ *   1. quiet calls: a live call with no event for kaphila.reconcile_quiet_ms
+ *      (every call, at start-up) is looked up; Kaphila answering 404 or an
+ *      ended status ends it the Twilio way (call_end_reconciled), an
+ *      answered status it never told us about starts its TwiML;
+ *   2. failed hang-ups: retried with doubling backoff, then left to the
+ *      quiet check, which finds the call ended or hangs it up again;
+ *   3. lost /makecall answers: the call waits kaphila.orphan_wait_ms for
+ *      its events (the engine adopts and hangs it up if they come), then a
+ *      GET /calls is made before it is dropped;
+ *   4. calls Kaphila has on one of our keys that no live call owns
+ *      ("suspects"): hung up once they have been listed for longer than
+ *      a /makecall can take to answer, so a call whose answer is still in
+ *      flight is never mistaken for a stranger.
+ *
+ * One sweep every kaphila.reconcile_interval_ms does 1, 3 and 4. Nothing
+ * here touches the hot paths: the engine only stamps last_event_ms.
+ * Engine loop thread only. */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/log.h"
+#include "base/metrics.h"
+
+/* GET /calls/:callId in flight at once: a restart with 20,000 live calls
+ * checks them in waves rather than opening 20,000 transfers. */
+#define RECONCILE_MAX_INFLIGHT 64
+/* Unknown Kaphila calls remembered between listings; beyond it the newest
+ * wait for a later sweep. */
+#define RECONCILE_MAX_SUSPECTS 1024
+/* Distinct Kaphila keys listed per sweep. */
+#define RECONCILE_MAX_KEYS 64
+/* The longest /hangup backoff step. */
+#define RECONCILE_MAX_BACKOFF_MS (10 * 60 * 1000)
+
+typedef struct suspect {
+    char    account_sid[SID_SIZE];   /* whose key listed it */
+    char    call_id[STORE_KID_LEN];
+    int64_t first_seen_ms;
+    bool    seen;                    /* in the latest listing of its key */
+    bool    hung;                    /* /hangup sent */
+} suspect;
+
+struct reconciler {
+    engine     *e;
+    loop_timer *tick;
+    int         inflight;            /* GET /calls/:callId */
+    int         listing;             /* GET /calls */
+    bool        backlog;             /* the last sweep hit RECONCILE_MAX_INFLIGHT */
+    bool        sweeping;            /* in check_due: no re-entry from a callback */
+    suspect    *sus;
+    size_t      n_sus;
+};
+
+typedef struct check_ctx { reconciler *r; call *c; } check_ctx;
+typedef struct list_ctx {
+    reconciler *r;
+    int64_t     started_ms;
+    char        account_sid[SID_SIZE];
+} list_ctx;
+
+static void check_due(reconciler *r);
+
+static const config *cfg_of(reconciler *r) { return engine_config(r->e); }
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum { K_ALIVE, K_ANSWERED, K_ENDED } kstate;
+
+/* Kaphila's status words are loosely specified: what is not known to mean
+ * "ended" or "answered" is taken as alive, and the next quiet check asks
+ * again. */
+static kstate classify(const char *st)
+{
+    static const char *const ended[] = {
+        "completed", "ended", "hangup", "hungup", "busy", "no-answer", "noanswer", "failed",
+        "canceled", "cancelled", "rejected", "terminated", "finished",
+    };
+    static const char *const answered[] = {"answered", "in-progress", "up", "active",
+                                           "bridged", "connected"};
+    if (!st) return K_ALIVE;
+    for (size_t i = 0; i < sizeof ended / sizeof ended[0]; i++)
+        if (!strcasecmp(st, ended[i])) return K_ENDED;
+    for (size_t i = 0; i < sizeof answered / sizeof answered[0]; i++)
+        if (!strcasecmp(st, answered[i])) return K_ANSWERED;
+    return K_ALIVE;
+}
+
+/* ---------------------------------------------------------------- 1 */
+
+static void on_check(loop *l, void *arg, const kaphila_result *res)
+{
+    check_ctx *x = arg;
+    reconciler *r = x->r;
+    call *c = x->c;
+    r->inflight--;
+    c->checking = false;
+    if (engine_is_stopping(r->e) || call_is_over(c)) goto out;
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    if (res->http_status == 404) {
+        call_end_reconciled(c, NULL, -1, "Kaphila no longer has the call (GET /calls/:callId: 404)");
+        goto out;
+    }
+    if (!kaphila_ok(res)) {   /* asked again after another quiet period */
+        c->last_event_ms = loop_now_ms(l);
+        goto out;
+    }
+    const char *st = json_string_value(json_object_get(res->body, "status"));
+    json_t *d = json_object_get(res->body, "callDuration");
+    if (!json_is_integer(d)) d = json_object_get(res->body, "duration");
+    switch (classify(st)) {
+    case K_ENDED:
+        call_end_reconciled(c, st, json_is_integer(d) ? (int)json_integer_value(d) : -1,
+                            "Kaphila reports the call ended");
+        goto out;
+    case K_ANSWERED:
+        c->last_event_ms = loop_now_ms(l);   /* known alive now */
+        if (strcmp(c->row.status, "in-progress") != 0) call_answered_reconciled(c);
+        break;
+    case K_ALIVE:
+        c->last_event_ms = loop_now_ms(l);
+        if (st && strcasecmp(st, "ringing") && strcasecmp(st, "initiated"))
+            log_debug("reconcile", "Kaphila status '%.40s' taken as alive", st);
+        break;
+    }
+    if (c->pending_hangup && !call_is_over(c)) {
+        /* Reloaded after a storage fault, answered: its program is lost. */
+        c->pending_hangup = false;
+        call_notify(c, 20500, 1, "a storage fault interrupted this call; the TwiML program "
+                    "cannot be resumed, so the call is ended", NULL, NULL);
+        call_hangup(c, "storage fault");
+    }
+    if (c->hangup_wanted && !call_is_over(c)) {
+        /* Every retry of its /hangup failed, and Kaphila still has it: once
+         * more; further failures keep doubling the backoff, up to 10 min. */
+        c->hangup_wanted = false;
+        call_hangup(c, "reconciler: still live at Kaphila after failed hang-ups");
+    }
+out:
+    call_unref(c);
+    free(x);
+    /* A wave of start-up checks is done: the next one need not wait for
+     * the timer. */
+    if (r->backlog && !r->inflight && !r->sweeping && !engine_is_stopping(r->e)) check_due(r);
+}
+
+static void check_call(reconciler *r, call *c)
+{
+    check_ctx *x = calloc(1, sizeof *x);
+    char path[96];
+    if (!x) return;
+    x->r = r;
+    x->c = c;
+    snprintf(path, sizeof path, "/calls/%s", c->row.kaphila_id);
+    call_ref(c);
+    c->checking = true;
+    r->inflight++;
+    if (engine_kaphila(r->e, c->row.account_sid, "GET", path, NULL, on_check, x) != 0) {
+        kaphila_result res = {.endpoint = "/calls", .curl_rc = CURLE_FAILED_INIT};
+        on_check(engine_loop(r->e), x, &res);
+    }
+}
+
+typedef struct due_ctx {
+    reconciler *r;
+    int64_t     now;
+    call       *due[RECONCILE_MAX_INFLIGHT];
+    int         n, room;
+    bool        more;
+} due_ctx;
+
+static void find_due(call *c, void *arg)
+{
+    due_ctx *d = arg;
+    const config *cfg = cfg_of(d->r);
+    if (call_is_over(c) || c->checking || !c->row.kaphila_id[0] || c->create_req ||
+        c->lost_since_ms || c->hangup_retry)
+        return;
+    if (!c->hangup_wanted && c->last_event_ms &&
+        d->now - c->last_event_ms < cfg->reconcile_quiet_ms)
+        return;
+    if (d->n >= d->room) { d->more = true; return; }
+    d->due[d->n++] = c;
+}
+
+/* ---------------------------------------------------------------- 3, 4 */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+typedef struct ids_ctx { const char **ids; size_t n, cap; } ids_ctx;
+
+static void collect_id(call *c, void *arg)
+{
+    ids_ctx *x = arg;
+    if (c->row.kaphila_id[0] && x->n < x->cap) x->ids[x->n++] = c->row.kaphila_id;
+}
+
+typedef struct lost_ctx { call *list[RECONCILE_MAX_INFLIGHT]; int n; int64_t before; } lost_ctx;
+
+static void find_lost(call *c, void *arg)
+{
+    lost_ctx *x = arg;
+    if (c->lost_since_ms && !call_is_over(c) && c->lost_since_ms <= x->before &&
+        x->n < RECONCILE_MAX_INFLIGHT)
+        x->list[x->n++] = c;
+}
+
+static void on_unowned_hangup(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    char *id = arg;
+    log_warn("reconcile", "Kaphila call %s, not owned by twigate: /hangup -> %d", id,
+             res->http_status);
+    free(id);
+}
+
+static suspect *suspect_find(reconciler *r, const char *account_sid, const char *id)
+{
+    for (size_t i = 0; i < r->n_sus; i++)
+        if (!strcmp(r->sus[i].call_id, id) && !strcmp(r->sus[i].account_sid, account_sid))
+            return &r->sus[i];
+    return NULL;
+}
+
+/* The calls Kaphila lists for one key, against the live calls: a call
+ * nobody owns is a suspect; one listed for longer than a /makecall can
+ * take to answer (kaphila.timeout_ms, plus a sweep) is hung up. */
+static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
+{
+    engine *e = r->e;
+    const config *cfg = cfg_of(r);
+    int64_t now = loop_now_ms(engine_loop(e));
+    ids_ctx ids = {0};
+    size_t i;
+    json_t *it;
+
+    ids.cap = engine_live_calls(e) + 16;
+    ids.ids = malloc(ids.cap * sizeof *ids.ids);
+    if (!ids.ids) return;
+    engine_each_live(e, collect_id, &ids);
+    qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_str);
+
+    for (i = 0; i < r->n_sus; i++)
+        if (!strcmp(r->sus[i].account_sid, lc->account_sid)) r->sus[i].seen = false;
+    json_array_foreach(calls, i, it) {
+        const char *id = json_string_value(json_object_get(it, "callId"));
+        const char *st = json_string_value(json_object_get(it, "status"));
+        if (!id || !*id || strlen(id) >= STORE_KID_LEN || classify(st) == K_ENDED) continue;
+        if (bsearch(&id, ids.ids, ids.n, sizeof *ids.ids, cmp_str)) continue;
+        suspect *s = suspect_find(r, lc->account_sid, id);
+        if (!s && r->n_sus < RECONCILE_MAX_SUSPECTS) {
+            s = &r->sus[r->n_sus++];
+            memset(s, 0, sizeof *s);
+            snprintf(s->account_sid, sizeof s->account_sid, "%s", lc->account_sid);
+            snprintf(s->call_id, sizeof s->call_id, "%s", id);
+            s->first_seen_ms = now;
+        }
+        if (s) s->seen = true;
+    }
+    free(ids.ids);
+
+    /* Forget what Kaphila no longer lists; hang up what has waited enough. */
+    int64_t grace = (int64_t)cfg->kaphila_timeout_ms + cfg->reconcile_interval_ms;
+    for (i = 0; i < r->n_sus;) {
+        suspect *s = &r->sus[i];
+        if (strcmp(s->account_sid, lc->account_sid) != 0) { i++; continue; }
+        if (!s->seen) { r->sus[i] = r->sus[--r->n_sus]; continue; }
+        if (!s->hung && now - s->first_seen_ms >= grace) {
+            json_t *body = json_pack("{s:s}", "callId", s->call_id);
+            char *id = strdup(s->call_id);
+            log_context(NULL, s->account_sid, NULL);
+            log_warn("reconcile", "Kaphila call %s is not owned by twigate; hanging it up",
+                     s->call_id);
+            metrics_inc(engine_metrics(e), "twigate_reconciled_total", "outcome=\"unowned\"", 1);
+            s->hung = true;
+            if (!body || !id ||
+                engine_kaphila(e, s->account_sid, "POST", "/hangup", body, on_unowned_hangup, id) != 0)
+                free(id);
+            json_decref(body);
+        }
+        i++;
+    }
+}
+
+static void on_list(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    list_ctx *lc = arg;
+    reconciler *r = lc->r;
+    r->listing--;
+    if (engine_is_stopping(r->e)) goto out;
+    json_t *calls = json_object_get(res->body, "calls");
+    if (kaphila_ok(res) && json_is_array(calls)) judge_listing(r, lc, calls);
+    /* Lost /makecall answers old enough before this listing began: no event
+     * named them, and GET /calls has now been asked (had Kaphila dialled,
+     * the call is a suspect and will be hung up). */
+    const config *cfg = cfg_of(r);
+    const config_account *listed = config_account_by_sid(cfg, lc->account_sid);
+    lost_ctx lost = {.before = lc->started_ms - cfg->orphan_wait_ms};
+    engine_each_live(r->e, find_lost, &lost);
+    for (int i = 0; i < lost.n; i++) {
+        /* Accounts may share a Kaphila key: one listing covers them all. */
+        const config_account *a = config_account_by_sid(cfg, lost.list[i]->row.account_sid);
+        if (!a || (listed && !strcmp(a->kaphila_key, listed->kaphila_key)))
+            call_drop_lost(lost.list[i]);
+    }
+out:
+    free(lc);
+}
+
+static void list_key(reconciler *r, const char *account_sid)
+{
+    list_ctx *lc = calloc(1, sizeof *lc);
+    if (!lc) return;
+    lc->r = r;
+    lc->started_ms = loop_now_ms(engine_loop(r->e));
+    snprintf(lc->account_sid, sizeof lc->account_sid, "%s", account_sid);
+    r->listing++;
+    if (engine_kaphila(r->e, account_sid, "GET", "/calls", NULL, on_list, lc) != 0) {
+        kaphila_result res = {.endpoint = "/calls", .curl_rc = CURLE_FAILED_INIT};
+        on_list(engine_loop(r->e), lc, &res);
+    }
+}
+
+/* ---------------------------------------------------------------- sweep */
+
+static void check_due(reconciler *r)
+{
+    due_ctx d = {.r = r, .now = loop_now_ms(engine_loop(r->e))};
+    d.room = RECONCILE_MAX_INFLIGHT - r->inflight;
+    if (d.room > 0) engine_each_live(r->e, find_due, &d);
+    r->backlog = d.more || d.room <= 0;
+    r->sweeping = true;
+    for (int i = 0; i < d.n; i++) check_call(r, d.due[i]);
+    r->sweeping = false;
+}
+
+static void sweep(reconciler *r)
+{
+    const config *cfg = cfg_of(r);
+    engine_resync(r->e);
+    check_due(r);
+    if (r->listing) return;   /* the last listing is still out */
+    const char *keys[RECONCILE_MAX_KEYS];
+    size_t nk = 0;
+    for (size_t i = 0; i < cfg->n_accounts && nk < RECONCILE_MAX_KEYS; i++) {
+        const config_account *a = &cfg->accounts[i];
+        bool dup = false;
+        for (size_t j = 0; j < nk && !dup; j++) dup = !strcmp(keys[j], a->kaphila_key);
+        if (dup) continue;
+        keys[nk++] = a->kaphila_key;
+        list_key(r, a->sid);
+    }
+}
+
+static void tick(loop *l, void *arg)
+{
+    reconciler *r = arg;
+    r->tick = NULL;
+    if (engine_is_stopping(r->e)) return;
+    sweep(r);
+    r->tick = loop_timer_add(l, cfg_of(r)->reconcile_interval_ms, tick, r);
+    if (!r->tick) log_warn("reconcile", "cannot schedule the next sweep");
+}
+
+void reconcile_start(engine *e)
+{
+    reconciler **slot = engine_reconciler_slot(e);
+    reconciler *r = calloc(1, sizeof *r);
+    if (r) r->sus = calloc(RECONCILE_MAX_SUSPECTS, sizeof *r->sus);
+    if (!r || !r->sus) {
+        log_error("reconcile", "out of memory: no reconciler");
+        if (r) free(r);
+        return;
+    }
+    r->e = e;
+    *slot = r;
+    /* Recovered calls carry last_event_ms = 0: the first sweep checks them
+     * all with Kaphila, whatever happened while twigate was down. */
+    tick(engine_loop(e), r);
+}
+
+void reconcile_destroy(reconciler *r)
+{
+    if (!r) return;
+    free(r->sus);
+    free(r);
+}
+
+/* ---------------------------------------------------------------- 2 */
+
+static void hangup_retry_fired(loop *l, void *arg)
+{
+    (void)l;
+    call *c = arg;
+    c->hangup_retry = NULL;
+    if (!call_is_over(c)) {
+        log_context(NULL, c->row.account_sid, c->row.sid);
+        call_hangup(c, "retry of a failed hang-up");
+    }
+    call_unref(c);
+}
+
+void reconcile_hangup_failed(call *c)
+{
+    const config *cfg = call_config(c);
+    if (call_is_over(c) || c->hangup_retry) return;
+    if (++c->hangup_tries == cfg->hangup_retries + 1) {
+        /* Retries spent: the next sweep asks Kaphila what the call is. */
+        c->hangup_wanted = true;
+        log_warn("engine", "hang-up failed %d times; the reconciler takes over", c->hangup_tries);
+        return;
+    }
+    int64_t delay = cfg->hangup_backoff_ms;
+    for (int i = 1; i < c->hangup_tries && delay < RECONCILE_MAX_BACKOFF_MS; i++) delay *= 2;
+    if (delay > RECONCILE_MAX_BACKOFF_MS) delay = RECONCILE_MAX_BACKOFF_MS;
+    call_ref(c);
+    c->hangup_retry = loop_timer_add(call_loop(c), delay, hangup_retry_fired, c);
+    if (!c->hangup_retry) {
+        call_unref(c);
+        c->hangup_wanted = true;
+    }
+}
+
+void reconcile_forget(call *c)
+{
+    if (c->hangup_retry) {
+        loop_timer_cancel(call_loop(c), c->hangup_retry);
+        c->hangup_retry = NULL;
+        call_unref(c);
+    }
+}
+
+static void on_stray_hangup(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    char *sid = arg;
+    log_context(NULL, NULL, sid);
+    log_info("reconcile", "stray Kaphila call of an ended call: /hangup -> %d", res->http_status);
+    free(sid);
+}
+
+void reconcile_stray_event(engine *e, const char *account_sid, const char *call_sid, json_t *ev)
+{
+    const char *id = json_string_value(json_object_get(ev, "callId"));
+    if (!id || !*id || engine_is_stopping(e)) return;
+    json_t *body = json_pack("{s:s}", "callId", id);
+    char *sid = strdup(call_sid);
+    log_warn("reconcile", "Kaphila is still placing call %s of an ended call; hanging it up", id);
+    if (!body || !sid || engine_kaphila(e, account_sid, "POST", "/hangup", body, on_stray_hangup, sid) != 0)
+        free(sid);
+    json_decref(body);
+}
