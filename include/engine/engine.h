@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
-#include "app/app.h"
+#include "conf/app.h"
 #include "http/http.h"
 #include "net/kaphila.h"
 #include "store/store.h"

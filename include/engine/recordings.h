@@ -28,7 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "app/app.h"
+#include "conf/app.h"
 #include "http/http.h"
 
 /* ---- REST handlers (HTTP threads; routes in docs/recordings.md) ---- */

@@ -37,7 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include "app/app.h"
+#include "conf/app.h"
 #include "conf/config.h"
 #include "http/http.h"
 

@@ -7,7 +7,7 @@
 #ifndef TWIGATE_REST_H
 #define TWIGATE_REST_H
 
-#include "app/app.h"
+#include "conf/app.h"
 #include "conf/config.h"
 #include "http/http.h"
 

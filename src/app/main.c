@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "app/app.h"
+#include "conf/app.h"
 #include "store/callcache.h"
 #include "conf/config.h"
 #include "engine/engine.h"

@@ -29,10 +29,12 @@
 #include "net/kevent.h"
 #include "net/netpolicy.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/phone.h"
 #include "engine/recordings.h"
 #include "base/sid.h"
 #include "base/timefmt.h"
+#include "sim/sim.h"
 
 enum { RANK_QUEUED, RANK_INITIATED, RANK_RINGING, RANK_ANSWERED, RANK_OVER };
 enum { CB_INITIATED = 1, CB_RINGING = 2, CB_ANSWERED = 4, CB_COMPLETED = 8 };

@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <jansson.h>
 
-#include "app/app.h"
+#include "conf/app.h"
 #include "conf/config.h"
 #include "http/http.h"
 #include "engine/recordings.h"

@@ -2,7 +2,9 @@
  * the current config, the store and its call cache, the engine, the
  * recordings' MP3 encoder thread, the HTTP server, the embedded simulator
  * and the metrics. Created and destroyed by
- * main.c only.
+ * main.c only. It lives in conf/ (next to the config it carries) so that
+ * store-, engine- and http-layer code may hold it without pulling in any
+ * higher layer (scripts/check-layers.sh).
  *
  * The config pointer is swapped whole on SIGHUP; readers take it with
  * app_config() and use it for the duration of one request or one engine
@@ -13,15 +15,20 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
-#include "store/callcache.h"
-#include "conf/config.h"
-#include "http/http.h"
-#include "base/metrics.h"
-#include "sim/sim.h"
-#include "store/store.h"
+#include <stdint.h>
 
+/* Opaque here on purpose: app.h sits in conf/, below every layer that reads
+ * the context, so it names each part without including its header (a file
+ * that dereferences a->store includes store/store.h itself). C11 allows the
+ * same typedef twice. */
+typedef struct config config;
+typedef struct store store;
+typedef struct callcache callcache;
 typedef struct engine engine;
 typedef struct rec_mp3 rec_mp3;
+typedef struct http_server http_server;
+typedef struct sim sim;
+typedef struct metrics metrics;
 
 #define APP_MAX_RETIRED_CONFIGS 256
 
