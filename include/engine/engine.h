@@ -4,7 +4,9 @@
  * HTTP threads hand it work with the engine_* calls below (a message on the
  * loop's queue); each call either takes the http_req and replies to it later
  * (suspending the connection) or returns false when the engine cannot take
- * more, in which case the caller still owns everything and replies itself.
+ * more, in which case the caller still owns r and replies itself. Ownership
+ * of the other arguments is each call's own (below): a JSON argument is
+ * stolen in every case, true or false (STYLE: "steals").
  * Start-up recovery (live calls, unprocessed Kaphila events, pending
  * outbox rows) happens in engine_start. */
 #ifndef TWIGATE_ENGINE_H
@@ -29,14 +31,15 @@ void engine_destroy(engine *e);   /* accepts NULL */
  * commit with a 20001 warning notification per string of warnings (a JSON
  * array, or NULL; stolen), originates it on Kaphila once that commit is
  * done, and replies to r with 201 + the Call JSON, or removes the row and
- * replies with the mapped Twilio error. Takes call->params. false: the
- * engine's queue is full (nothing was stored). */
+ * replies with the mapped Twilio error. Takes call->params on true (NULLs
+ * it; the caller keeps it on false). false: the engine's queue is full
+ * (nothing was stored). */
 __attribute__((warn_unused_result))
 bool engine_originate(engine *e, http_req *r, store_call *call, json_t *warnings);
 /* Applies a validated update (JSON with optional keys status, url, method,
  * twiml, fallback_url, fallback_method, status_callback,
  * status_callback_method, time_limit) and replies with the Call JSON or an
- * error. Steals upd. */
+ * error. Steals upd, also on false. */
 __attribute__((warn_unused_result))
 bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
                    json_t *upd);

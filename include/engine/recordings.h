@@ -10,7 +10,7 @@
  * model and every difference from Twilio.
  *
  * Threads:
- *   - the REST handlers below run on HTTP threads (ctx is the app *); they
+ *   - the REST handlers (http/recordings_rest.h) run on HTTP threads (ctx is the app *); they
  *     read the store themselves and hand every change to the engine thread
  *     (engine_submit), which replies to the suspended request;
  *   - rec_call_answered, rec_kaphila_event and call_record_window
@@ -29,29 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "conf/app.h"
-#include "http/http.h"
 
-/* ---- REST handlers (HTTP threads; routes in docs/recordings.md) ---- */
-/* GET …/Recordings.json (account-wide list). */
-void rec_list(void *ctx, http_req *r, const http_match *m);
-/* GET and DELETE …/Recordings/{RE}.json. */
-void rec_fetch(void *ctx, http_req *r, const http_match *m);
-void rec_delete(void *ctx, http_req *r, const http_match *m);
-/* GET …/Recordings/{RE}, {RE}.wav (WAV), {RE}.mp3 (MP3, encoded once by
- * rec-mp3 and cached); Range honoured. Without credentials too unless the
- * account sets media_auth. */
-void rec_media(void *ctx, http_req *r, const http_match *m);
-/* GET and POST …/Calls/{CA}/Recordings.json. */
-void rec_call_list(void *ctx, http_req *r, const http_match *m);
-void rec_call_create(void *ctx, http_req *r, const http_match *m);
-/* GET, POST and DELETE …/Calls/{CA}/Recordings/{RE}.json. */
-void rec_call_fetch(void *ctx, http_req *r, const http_match *m);
-void rec_call_update(void *ctx, http_req *r, const http_match *m);
-void rec_call_delete(void *ctx, http_req *r, const http_match *m);
-/* GET and POST …/Calls/{CA}/Recordings/Twilio.CURRENT.json: the call's
- * newest recording still in progress. */
-void rec_call_current_fetch(void *ctx, http_req *r, const http_match *m);
-void rec_call_current_update(void *ctx, http_req *r, const http_match *m);
+/* The REST handlers are in http/recordings_rest.h (HTTP threads). */
 
 /* ---- engine thread ---- */
 /* Start-up (the engine's recovery): finishes what a stop interrupted —

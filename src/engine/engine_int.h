@@ -109,9 +109,12 @@ loop         *engine_loop(engine *e);
 const config *engine_config(engine *e);
 const char   *engine_public_url(engine *e);
 const char   *engine_kaphila_url(engine *e);
-/* Writes a delivery to the outbox in its own transaction and starts it
- * (ordered after the call's earlier deliveries). kind: "status", "amd",
- * "recording". Must not be called inside another engine transaction. */
+/* Adds a delivery to the outbox inside the engine's open write batch
+ * (opening one when none is): the row becomes durable with that batch's
+ * group commit and is started after it, ordered after the call's earlier
+ * deliveries. kind: "status", "amd", "recording". Must not be called while
+ * the caller holds a store transaction of its own on engine_db (the batch
+ * could not open, and the delivery would be lost). */
 void engine_enqueue_callback(engine *e, const char *account_sid, const char *call_sid,
                              const char *kind, const char *url, const char *method,
                              const form *params);

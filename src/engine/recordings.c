@@ -225,8 +225,8 @@ static void unload(call_recs *cr)
 
 /* Writes the rows flagged in `dirty` in one transaction. With announce
  * (every flagged row has just become completed or absent), then sends
- * their callbacks: the outbox write is its own transaction and must come
- * after. why[i], when set, is a notification for a row that became absent
+ * their callbacks: the outbox rows join the engine's write batch
+ * (engine_enqueue_callback), so they must come after this transaction. why[i], when set, is a notification for a row that became absent
  * because of Kaphila's file; a window too short to hold audio is the
  * caller's own doing (an empty <Record>) and is not worth a debugger entry. */
 static void save(engine *e, rec_row *rows, int n, const bool *dirty, bool announce,

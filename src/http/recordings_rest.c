@@ -26,6 +26,7 @@
 #include "engine/engine.h"
 #include "base/log.h"
 #include "base/params.h"
+#include "http/recordings_rest.h"
 #include "http/rest.h"
 #include "base/timefmt.h"
 

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "engine/recordings.h"
+#include "http/recordings_rest.h"
 #include "base/sid.h"
 #include "base/timefmt.h"
 
