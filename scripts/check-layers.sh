@@ -8,7 +8,9 @@
 # rank (twiml and net know nothing of each other), and never another folder's
 # private header (*_int.h: "the engine is reachable only through its header").
 # With those rules no include cycle can span two folders; the script checks
-# that too, directly, on the folder graph. A .c file over MAX_LINES fails.
+# that too, directly, on the folder graph. A .c file over MAX_LINES fails,
+# and so does a call-row write (store_call_insert/update/delete) outside
+# src/engine/: only the engine writes calls.
 #
 # The only way past a rule is a line in scripts/layers-allow.txt, with a
 # reason: "include FILE HEADER reason..." or "lines FILE reason...". A listed
@@ -102,6 +104,14 @@ cycle=$(sort -u "$edges" | tsort 2>&1 >/dev/null)
 if [ -n "$cycle" ]; then
   echo "layers: include cycle between folders:"; echo "$cycle" | sed 's/^/  /'; fail=1
 fi
+
+# --- only the engine writes calls (docs/architecture.md, threads) ---
+for f in src/*/*.c; do
+  case "$f" in src/engine/*|src/store/*) continue ;; esac
+  grep -Hn 'store_call_\(insert\|update\|delete\)[[:space:]]*(' "$f" | while IFS= read -r hit; do
+    echo "layers: ${hit%%:*}: writes calls outside the engine (${hit#*:}); go through engine.h"
+  done | grep . && fail=1
+done
 
 # --- file length ---
 for f in src/*/*.c; do

@@ -43,6 +43,13 @@ bool engine_originate(engine *e, http_req *r, store_call *call, json_t *warnings
 __attribute__((warn_unused_result))
 bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
                    json_t *upd);
+/* Deletes an ended call's row (DELETE …/Calls/{CA}.json) on the engine
+ * thread, the only writer of calls, and replies to r: 204 once the delete
+ * is committed, 400 21220 while the engine still holds the call, 503 when
+ * the store fails. false = the engine's queue is full: the caller still
+ * owns r and answers. */
+__attribute__((warn_unused_result))
+bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const char *call_sid);
 /* A Kaphila event POSTed to /kaphila/events/{token}; ev is its validated
  * body (an object with a string "event"), stolen in every case. The engine
  * finds the call by its token, applies the event inside its open write

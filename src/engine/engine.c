@@ -45,7 +45,7 @@ enum { CB_INITIATED = 1, CB_RINGING = 2, CB_ANSWERED = 4, CB_COMPLETED = 8 };
 /* Outbox rows a call can have queued; a call produces at most a dozen. */
 #define ENGINE_MAX_OUTBOX_PER_CALL 256
 
-typedef enum { M_ORIGINATE, M_UPDATE, M_KEVENT, M_RECOVER, M_CALLBACK } mkind;
+typedef enum { M_ORIGINATE, M_UPDATE, M_DELETE, M_KEVENT, M_RECOVER, M_CALLBACK } mkind;
 
 typedef struct emsg {
     mkind      k;
@@ -2021,6 +2021,27 @@ static void recover(engine *e)
     reconcile_start(e);
 }
 
+/* DELETE …/Calls/{CA}.json. Only the engine writes calls (docs/architecture.md):
+ * the HTTP thread saw an ended row, but a call still in the table may yet
+ * write it (its final status, a retry after a lost batch), so it is refused
+ * as still in progress; otherwise the row goes in the batch, committed now
+ * so the 204 means it is gone. */
+static void handle_delete(engine *e, emsg *m)
+{
+    log_context(NULL, m->account_sid, m->sid);
+    if (call_find(e, m->sid)) {
+        http_reply_error(m->r, 21220, 400, "Invalid call state: the call is still in progress;"
+                         " end it with Status=completed (or canceled) before deleting it");
+        return;
+    }
+    if (!txn_begin(e) || store_call_delete(e->db, m->account_sid, m->sid) != STORE_OK ||
+        !batch_flush(e)) {
+        http_reply_error(m->r, 20503, 503, NULL);
+        return;
+    }
+    http_reply(m->r, 204, NULL, "", 0, NULL);
+}
+
 static void on_msg(loop *l, void *msg)
 {
     engine *e = loop_ctx(l);
@@ -2035,6 +2056,7 @@ static void on_msg(loop *l, void *msg)
     switch (m->k) {
     case M_ORIGINATE: handle_originate(e, m); break;
     case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
+    case M_DELETE:    handle_delete(e, m); break;
     case M_KEVENT:    if (m->r) handle_kevent_post(e, m); else handle_kevent(e, m); break;
     case M_RECOVER:   recover(e); probe_tick(l, e); break;
     case M_CALLBACK:  m->fn(e, m->arg); break;
@@ -2106,6 +2128,18 @@ bool engine_update(engine *e, http_req *r, const char *account_sid, const char *
     snprintf(m->sid, sizeof m->sid, "%s", call_sid);
     snprintf(m->account_sid, sizeof m->account_sid, "%s", account_sid);
     if (!loop_post(e->l, m)) { json_decref(upd); free(m); return false; }
+    return true;
+}
+
+bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const char *call_sid)
+{
+    emsg *m = calloc(1, sizeof *m);
+    if (!m) return false;
+    m->k = M_DELETE;
+    m->r = r;
+    snprintf(m->sid, sizeof m->sid, "%s", call_sid);
+    snprintf(m->account_sid, sizeof m->account_sid, "%s", account_sid);
+    if (!loop_post(e->l, m)) { free(m); return false; }
     return true;
 }
 

@@ -468,21 +468,17 @@ void rest_call_delete(void *ctx, http_req *r, const http_match *m)
     app *a = ctx;
     const config_account *acct = rest_auth(a, r, m->cap[0]);
     store_call call = {0};
-    store_conn *c = NULL;
     if (!acct || !load_call(a, r, acct->sid, m->cap[1], &call)) return;
     if (store_status_live(call.status)) {
         http_reply_error(r, 21220, 400, "Invalid call state: the call is still in progress;"
                          " end it with Status=completed (or canceled) before deleting it");
         goto out;
     }
-    c = store_conn_acquire(a->store);
-    if (!c || store_call_delete(c, acct->sid, call.sid) != STORE_OK) {
-        http_reply_error(r, 20503, 503, NULL);
-        goto out;
-    }
-    http_reply(r, 204, NULL, "", 0, NULL);
+    /* Only the engine writes calls: it deletes the row and replies. */
+    http_suspend(r);
+    if (!engine_delete_call(a->engine, r, acct->sid, call.sid))
+        http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
 out:
-    store_conn_release(c);
     store_call_fini(&call);
 }
 
