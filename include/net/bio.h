@@ -31,7 +31,8 @@ typedef void (*bio_fn)(void *arg);
 bio *bio_create(const char *thread_name, char *err, size_t errlen);
 /* Queues run(arg). cancel(arg) instead when the bio stops before the job
  * ran (it must release arg and answer whoever waits). false: the queue is
- * full or the bio is stopping; nothing was queued and the caller keeps arg. */
+ * full, the bio is stopping or NULL; nothing was queued and the caller
+ * keeps arg. */
 __attribute__((warn_unused_result))
 bool bio_submit(bio *b, bio_fn run, bio_fn cancel, void *arg);
 /* Stops taking jobs, lets the running job finish, cancels the queued ones

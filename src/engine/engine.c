@@ -27,6 +27,7 @@
 #include "store/calljson.h"
 #include "base/errors.h"
 #include "net/kevent.h"
+#include "net/bio.h"
 #include "net/netpolicy.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -86,6 +87,7 @@ typedef struct obq {
 struct engine {
     app           *a;
     loop          *l;
+    bio           *bio;                       /* file work off this thread (recordings) */
     store_conn    *db;
     kaphila_client kc;
     call          *calls[ENGINE_BUCKETS];
@@ -1679,6 +1681,7 @@ static void time_limit_fired(loop *l, void *arg)
 engine       *call_engine(call *c) { return c->e; }
 store_conn   *engine_db(engine *e) { return e->db; }
 loop         *engine_loop(engine *e) { return e->l; }
+bio          *engine_bio(engine *e) { return e->bio; }
 const config *engine_config(engine *e) { return app_config(e->a); }
 const char   *engine_public_url(engine *e) { return e->a->public_url; }
 const char   *engine_kaphila_url(engine *e) { return e->kc.base_url; }
@@ -2082,6 +2085,12 @@ engine *engine_create(app *a, char *err, size_t errlen)
         free(e);
         return NULL;
     }
+    e->bio = bio_create("engine-bio", err, errlen);
+    if (!e->bio) {
+        loop_destroy(e->l);
+        free(e);
+        return NULL;
+    }
     loop_set_idle(e->l, engine_idle, e);
     loop_set_timer_observer(e->l, engine_timer_late, e);
     return e;
@@ -2185,6 +2194,10 @@ void engine_stop(engine *e, int grace_ms)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    /* File work first: the pass under way finishes and posts its result to
+     * the loop, still running; queued passes are cancelled (their rows stay
+     * pending for the next start). */
+    bio_stop(e->bio);
     loop_stop(e->l);
     e->started = false;
 }
@@ -2205,6 +2218,8 @@ void engine_destroy(engine *e)
                 call_unref(c);
             }
         }
+    bio_destroy(e->bio);  /* an engine that never started: its queued passes are cancelled */
+    e->bio = NULL;
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
     netpolicy_unref(e->policy);
     e->policy = NULL;

@@ -106,6 +106,8 @@ int64_t call_answered_ms(call *c);
 engine       *call_engine(call *c);
 store_conn   *engine_db(engine *e);              /* the engine thread's connection */
 loop         *engine_loop(engine *e);
+/* The engine's background I/O thread (net/bio.h): recordings' file work. */
+struct bio   *engine_bio(engine *e);
 const config *engine_config(engine *e);
 const char   *engine_public_url(engine *e);
 const char   *engine_kaphila_url(engine *e);

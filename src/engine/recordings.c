@@ -25,6 +25,7 @@
 #include "engine_int.h"
 #include "recordings_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@
 #include "base/errors.h"
 #include "base/log.h"
 #include "base/timefmt.h"
+#include "net/bio.h"
 
 /* The largest bridge file accepted from Kaphila: a 4-hour call (twigate's
  * TimeLimit default) is 230 MB at 8 kHz 16-bit mono and under 1 GB even at
@@ -502,7 +504,9 @@ typedef struct dl {
     rec_job           *job;          /* a media request waiting for this file, or NULL */
 } dl;
 
-static void finalize(engine *e, const char *call_sid);
+typedef enum { FIN_SETTLE, FIN_RECUT } fin_kind;
+static bool finalize(engine *e, const char *call_sid, fin_kind kind, const rec_row *recut,
+                     rec_job *j);
 static void gc_bridge(engine *e, const char *call_sid);
 static void ensure(engine *e, rec_job *j, bool may_fetch);
 static void job_reply_error(rec_job *j, int code, int status, const char *msg);
@@ -619,9 +623,10 @@ static void on_download(loop *l, CURL *easy, CURLcode rc, void *arg)
         }
         log_info("recordings", "bridge recording downloaded (%llu bytes)",
                  (unsigned long long)d->written);
-        finalize(e, d->call_sid);
-        if (j) ensure(e, j, false);
-        gc_bridge(e, d->call_sid);
+        /* The cuts run on the bio thread; the pass answers j and collects
+         * the bridge when it is done. */
+        if (!finalize(e, d->call_sid, FIN_SETTLE, NULL, j) && j)
+            job_reply_error(j, 20503, 503, "The recording is being prepared; retry");
         goto out;
     }
     unlink(d->part);
@@ -767,8 +772,7 @@ static void kick(engine *e, const char *call_sid, int attempt)
     for (int i = 0; i < cr.n && final; i++) any = any || pending(&cr.rows[i], true);
     if (!any) goto out;
     if (rec_bridge_path(engine_config(e), call_sid, path) && access(path, F_OK) == 0) {
-        finalize(e, call_sid);
-        gc_bridge(e, call_sid);
+        (void)finalize(e, call_sid, FIN_SETTLE, NULL, NULL);   /* logs its own failure */
         goto out;
     }
     switch (start_fetch(e, &cr, NULL, attempt)) {
@@ -803,6 +807,13 @@ void rec_recover(engine *e)
 
 /* ================================================================ 4 */
 
+/* File work — opening the bridge, cutting windows, deleting files — runs on
+ * the engine's bio thread (net/bio.h), never on the engine thread: a bridge
+ * file can be 2 GiB and every call would wait for the copy. A pass is
+ * decided here (which windows, where to), cut there, and settled back here
+ * (fin_done), where the rows change. bio runs one job at a time, so two
+ * passes over the same files never overlap. */
+
 typedef struct bridge {
     int           fd;
     uint64_t      size;
@@ -811,14 +822,13 @@ typedef struct bridge {
     rec_wav       w;
 } bridge;
 
-static bool bridge_open(engine *e, const char *call_sid, bridge *b)
+/* bio thread. */
+static bool bridge_open(const char *path, bridge *b)
 {
-    char path[PATH_MAX];
     struct stat st;
     ssize_t got;
     b->fd = -1;
     b->wav_ok = false;
-    if (!rec_bridge_path(engine_config(e), call_sid, path)) return false;
     b->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (b->fd < 0) return false;
     if (fstat(b->fd, &st) != 0) {
@@ -838,11 +848,13 @@ static void bridge_close(bridge *b)
     b->fd = -1;
 }
 
+/* bio thread only: the check that keeps copies off the engine thread. */
 static bool copy_range(int in, uint64_t off, uint64_t len, int out)
 {
     loff_t o = (loff_t)off;
     char *cbuf = NULL;
     bool ok = true;
+    assert(bio_on_thread());
     while (len) {
         ssize_t n = copy_file_range(in, &o, out, NULL, len, 0);
         if (n < 0 && errno == EINTR) continue;
@@ -860,21 +872,21 @@ static bool copy_range(int in, uint64_t off, uint64_t len, int out)
     return ok;
 }
 
-/* Cuts r's window out of the bridge into r's own file. Returns the
- * milliseconds of audio written (0: the window holds no audio, no file
- * made), or -1 on an I/O error. */
-static int64_t cut_window(engine *e, const bridge *b, const rec_row *r)
+/* bio thread. Cuts [offset_ms, offset_ms + window_ms) out of the bridge
+ * into path. Returns the milliseconds of audio written (0: the window holds
+ * no audio, no file made), or -1 on an I/O error. */
+static int64_t cut_window(const bridge *b, int64_t offset_ms, int64_t window_ms, const char *path)
 {
-    char path[PATH_MAX], part[PATH_MAX + 8];
+    char part[PATH_MAX + 8];
     unsigned char head[REC_WAV_OUT_HEADER_MAX];
     uint64_t off, len;
     size_t hl;
     int fd;
     bool ok;
-    rec_wav_window(&b->w, r->offset_ms, r->window_ms, &off, &len);
+    rec_wav_window(&b->w, offset_ms, window_ms, &off, &len);
     if (!len) return 0;
     hl = rec_wav_header(b->hdr + b->w.fmt_off, b->w.fmt_len, len, head);
-    if (!hl || !rec_media_path(engine_config(e), r, path)) return -1;
+    if (!hl) return -1;
     snprintf(part, sizeof part, "%s.part", path);
     fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -892,36 +904,157 @@ static int64_t cut_window(engine *e, const bridge *b, const rec_row *r)
     return rec_wav_ms(&b->w, len);
 }
 
-/* One waiting row against the bridge file: completed or absent. Returns
- * false on an I/O error (the row stays as it was; a later request retries). */
-static bool settle(engine *e, const bridge *b, rec_row *r, int64_t end_ms, int64_t now,
-                   const char **why)
+/* One window of a pass: decided on the engine thread, cut on bio. */
+typedef struct fin_cut {
+    int64_t id;                   /* the row */
+    int64_t offset_ms, window_ms; /* as cut; the row must still say so */
+    char    path[PATH_MAX];       /* its media file */
+    int64_t ms;                   /* bio's result: audio written, 0 none, -1 I/O error */
+} fin_cut;
+
+/* A pass over one call's bridge file. FIN_SETTLE: every recording waiting
+ * for the file becomes completed or absent. FIN_RECUT: one completed
+ * window whose cut file is gone (cache cleared) is cut again. Either way j,
+ * a suspended media request, is answered when the pass is done. */
+typedef struct fin_job {
+    engine  *e;
+    fin_kind kind;
+    char     call_sid[SID_SIZE];
+    char     account_sid[SID_SIZE];
+    char     bridge[PATH_MAX];
+    rec_job *j;
+    int      n;
+    fin_cut *cuts;
+    bool     opened, wav_ok;      /* bio's results */
+    rec_wav  w;
+} fin_job;
+
+static void fin_free(fin_job *f)
 {
-    if (!b->wav_ok) {
+    free(f->cuts);
+    free(f);
+}
+
+static void fin_done(engine *e, void *arg);
+
+/* bio thread: stopping before the pass ran, or its completion could not be
+ * posted. The rows stay as they were (the next start's recovery, or the
+ * next media request, finishes them). */
+static void fin_cancel(void *arg)
+{
+    fin_job *f = arg;
+    if (f->j) job_reply_error(f->j, 20503, 503, "twigate is stopping; retry");
+    fin_free(f);
+}
+
+static void fin_run(void *arg)
+{
+    fin_job *f = arg;
+    bridge b;
+    if (bridge_open(f->bridge, &b)) {
+        f->opened = true;
+        f->wav_ok = b.wav_ok;
+        f->w = b.w;
+        for (int i = 0; i < f->n; i++) {
+            fin_cut *c = &f->cuts[i];
+            c->ms = b.wav_ok ? cut_window(&b, c->offset_ms, c->window_ms, c->path) : -1;
+            /* A window that lies (mostly) past the file's end is too short
+             * to keep: settling makes it absent. */
+            if (f->kind == FIN_SETTLE && c->ms > 0 && c->ms < REC_MIN_WINDOW_MS) unlink(c->path);
+        }
+        bridge_close(&b);
+    }
+    if (!engine_submit(f->e, fin_done, f)) fin_cancel(f);
+}
+
+/* A window still open when the bridge ended closes at its end. */
+static void close_window(rec_row *r, int64_t end_ms)
+{
+    if (r->window_ms >= 0) return;
+    r->window_ms = end_ms > r->offset_ms ? end_ms - r->offset_ms : 0;
+    r->duration = rec_duration_s(r->window_ms);
+}
+
+/* Starts a pass (engine thread). recut: the row of FIN_RECUT. On true the
+ * pass owns j and answers it; on false (nothing to open, queue full,
+ * stopping, out of memory) nothing happened and the caller keeps j. */
+static bool finalize(engine *e, const char *call_sid, fin_kind kind, const rec_row *recut,
+                     rec_job *j)
+{
+    const config *cfg = engine_config(e);
+    call_recs cr;
+    fin_job *f = NULL;
+    bool ok = false;
+    if (!load(e, call_sid, &cr)) return false;
+    if (!cr.n || !(f = calloc(1, sizeof *f)) ||
+        !(f->cuts = calloc((size_t)cr.n, sizeof *f->cuts)) ||
+        !rec_bridge_path(cfg, call_sid, f->bridge))
+        goto out;
+    f->e = e;
+    f->kind = kind;
+    f->j = j;
+    snprintf(f->call_sid, sizeof f->call_sid, "%s", call_sid);
+    snprintf(f->account_sid, sizeof f->account_sid, "%s", cr.call.account_sid);
+    bool final = bridge_final(&cr.call, cr.rows, cr.n);
+    int64_t end = bridge_end_ms(&cr.call, cr.rows, cr.n);
+    for (int i = 0; i < cr.n; i++) {
+        rec_row *r = &cr.rows[i];
+        if (kind == FIN_RECUT ? r->id != recut->id
+                              : !pending(r, final) || !rec_is_window(r))
+            continue;
+        close_window(r, end);
+        if (r->window_ms < REC_MIN_WINDOW_MS) continue;   /* settles as too short, uncut */
+        fin_cut *c = &f->cuts[f->n];
+        if (!rec_media_path(cfg, r, c->path)) continue;    /* settles as an I/O error */
+        c->id = r->id;
+        c->offset_ms = r->offset_ms;
+        c->window_ms = r->window_ms;
+        f->n++;
+    }
+    ok = bio_submit(engine_bio(e), fin_run, fin_cancel, f);
+    if (!ok) log_warn("recordings", "the file worker is busy or stopping; recordings stay pending");
+out:
+    if (!ok && f) fin_free(f);
+    unload(&cr);
+    return ok;
+}
+
+/* The cut made for r in this pass: its result, or -1 when the pass did not
+ * cut r as it stands now (the row changed meanwhile: it stays pending). */
+static int64_t cut_result(const fin_job *f, const rec_row *r)
+{
+    for (int i = 0; i < f->n; i++)
+        if (f->cuts[i].id == r->id)
+            return f->cuts[i].offset_ms == r->offset_ms && f->cuts[i].window_ms == r->window_ms
+                       ? f->cuts[i].ms : -1;
+    return -1;
+}
+
+/* One waiting row against the pass's results: completed or absent.
+ * Returns false on an I/O error (the row stays as it was; a later request
+ * retries). */
+static bool settle(const fin_job *f, rec_row *r, int64_t end_ms, int64_t now, const char **why)
+{
+    if (!f->wav_ok) {
         make_absent(r, REC_ERR_BAD_FILE, now);
         *why = "Kaphila's recording file is not a WAV file twigate can read";
         return true;
     }
-    r->channels = (int)b->w.channels;
+    r->channels = (int)f->w.channels;
     if (!rec_is_window(r)) {
-        if (!b->w.data_len) {
+        if (!f->w.data_len) {
             make_absent(r, REC_ERR_TOO_SHORT, now);
             *why = "Kaphila's recording holds no audio";
             return true;
         }
-        if (r->duration < 0) r->duration = rec_duration_s(rec_wav_ms(&b->w, b->w.data_len));
+        if (r->duration < 0) r->duration = rec_duration_s(rec_wav_ms(&f->w, f->w.data_len));
         set_status(r, "completed", now);
         return true;
     }
-    if (r->window_ms < 0) {   /* still open when the bridge ended */
-        r->window_ms = end_ms > r->offset_ms ? end_ms - r->offset_ms : 0;
-        r->duration = rec_duration_s(r->window_ms);
-    }
-    int64_t ms = r->window_ms < REC_MIN_WINDOW_MS ? 0 : cut_window(e, b, r);
+    close_window(r, end_ms);
+    int64_t ms = r->window_ms < REC_MIN_WINDOW_MS ? 0 : cut_result(f, r);
     if (ms < 0) return false;
     if (ms < REC_MIN_WINDOW_MS) {
-        char path[PATH_MAX];
-        if (ms > 0 && rec_media_path(engine_config(e), r, path)) unlink(path);
         make_absent(r, REC_ERR_TOO_SHORT, now);   /* the window lies past the file's end */
         return true;
     }
@@ -930,30 +1063,65 @@ static bool settle(engine *e, const bridge *b, rec_row *r, int64_t end_ms, int64
     return true;
 }
 
-static void finalize(engine *e, const char *call_sid)
+static void fin_settle(engine *e, const fin_job *f)
 {
     call_recs cr;
-    bridge b;
     bool *dirty = NULL;
     const char **whys = NULL;
     int64_t now = timefmt_now_ms(), end;
-    if (!load(e, call_sid, &cr)) return;
-    if (!cr.n || !bridge_open(e, call_sid, &b)) goto out_unload;
-    if (!(dirty = calloc((size_t)cr.n, sizeof *dirty)) ||
+    if (!load(e, f->call_sid, &cr)) return;
+    if (!cr.n || !(dirty = calloc((size_t)cr.n, sizeof *dirty)) ||
         !(whys = calloc((size_t)cr.n, sizeof *whys)))
         goto out;
     bool final = bridge_final(&cr.call, cr.rows, cr.n);
     end = bridge_end_ms(&cr.call, cr.rows, cr.n);
     for (int i = 0; i < cr.n; i++)
         if (pending(&cr.rows[i], final))
-            dirty[i] = settle(e, &b, &cr.rows[i], end, now, &whys[i]);
+            dirty[i] = settle(f, &cr.rows[i], end, now, &whys[i]);
     save(e, cr.rows, cr.n, dirty, true, whys);
 out:
-    bridge_close(&b);
-out_unload:
     free(whys);
     free(dirty);
     unload(&cr);
+}
+
+static bool serve(engine *e, rec_job *j, const rec_row *r, const char *path);
+static bool job_row(engine *e, rec_job *j, rec_row *out);
+
+/* The media request that waited for a pass, answered from its outcome. */
+static void fin_answer(engine *e, const fin_job *f, rec_job *j)
+{
+    rec_row r;
+    char path[PATH_MAX], msg[320];
+    if (!job_row(e, j, &r)) return;
+    if (!rec_media_path(engine_config(e), &r, path)) {
+        job_reply_error(j, 20500, 500, "The recording's cache path is too long");
+    } else if (status_is(&r, "completed") && serve(e, j, &r, path)) {
+        /* answered */
+    } else if (status_is(&r, "absent")) {
+        snprintf(msg, sizeof msg, "The recording %s is absent (error %d): there is no media",
+                 r.sid, r.error_code);
+        job_reply_error(j, 20404, 404, msg);
+    } else if (f->kind == FIN_RECUT) {
+        job_reply_error(j, 20500, 500, "The recording could not be cut from the call's"
+                        " recording");
+    } else {
+        job_reply_error(j, 20500, 500, "The recording could not be prepared from the call's"
+                        " recording");
+    }
+    rec_row_fini(&r);
+}
+
+/* Engine thread: the pass's files are done; the rows change here. */
+static void fin_done(engine *e, void *arg)
+{
+    fin_job *f = arg;
+    log_context(NULL, f->account_sid, f->call_sid);
+    if (f->kind == FIN_SETTLE && f->opened) fin_settle(e, f);
+    if (f->j) fin_answer(e, f, f->j);
+    gc_bridge(e, f->call_sid);
+    fin_free(f);
+    log_context_clear();
 }
 
 /* The bridge file is kept while it is some recording's media (Record=true)
@@ -1074,33 +1242,15 @@ static void ensure(engine *e, rec_job *j, bool may_fetch)
         job_reply_error(j, 20404, 404, msg);
         goto out;
     }
-    bridge b;
-    if (bridge_open(e, r.call_sid, &b)) {
-        if (status_is(&r, "completed") && rec_is_window(&r) && b.wav_ok) {
-            /* Completed, but its cut file is gone (cache cleared): cut again. */
-            int64_t ms = cut_window(e, &b, &r);
-            bridge_close(&b);
-            if (!(ms > 0 && serve(e, j, &r, path)))
-                job_reply_error(j, 20500, 500, "The recording could not be cut from the call's"
-                                " recording");
-            gc_bridge(e, r.call_sid);
-            goto out;
-        }
-        bridge_close(&b);
-        finalize(e, r.call_sid);
-        rec_row_fini(&r);
-        if (!job_row(e, j, &r)) goto out;
-        if (status_is(&r, "completed") && serve(e, j, &r, path)) {
-            /* answered */
-        } else if (status_is(&r, "absent")) {
-            snprintf(msg, sizeof msg, "The recording %s is absent (error %d): there is no media",
-                     r.sid, r.error_code);
-            job_reply_error(j, 20404, 404, msg);
-        } else {
-            job_reply_error(j, 20500, 500, "The recording could not be prepared from the call's"
-                            " recording");
-        }
-        gc_bridge(e, r.call_sid);
+    char bridge_path[PATH_MAX];
+    if (rec_bridge_path(engine_config(e), r.call_sid, bridge_path) &&
+        access(bridge_path, F_OK) == 0) {
+        /* A completed window whose cut file is gone (cache cleared) is cut
+         * again; anything else waiting is settled. Both on the bio thread,
+         * which answers j when done. */
+        bool recut = status_is(&r, "completed") && rec_is_window(&r);
+        if (!finalize(e, r.call_sid, recut ? FIN_RECUT : FIN_SETTLE, &r, j))
+            job_reply_error(j, 20503, 503, "The recording is being prepared; retry");
         goto out;
     }
     if (!may_fetch) {

@@ -77,9 +77,9 @@ bio *bio_create(const char *thread_name, char *err, size_t errlen)
 
 bool bio_submit(bio *b, bio_fn run, bio_fn cancel, void *arg)
 {
-    bio_job *j = malloc(sizeof *j);
+    bio_job *j;
     bool ok;
-    if (!j) return false;
+    if (!b || !(j = malloc(sizeof *j))) return false;
     *j = (bio_job){.run = run, .cancel = cancel, .arg = arg};
     pthread_mutex_lock(&b->mu);
     ok = !b->stopping && b->queued < BIO_MAX_JOBS;
