@@ -16,6 +16,10 @@ typedef struct twerr_def {
     const char *title;         /* default message */
 } twerr_def;
 
+/* Twilio's generic "Calls resource error": twigate's code for a malformed
+ * optional parameter, with a message naming it (docs/api.md). */
+#define TWERR_BAD_PARAM 21200
+
 /* NULL for a code that is not in the catalogue. */
 const twerr_def *twerr_lookup(int code);
 /* HTTP status for code (400 when unknown or notification-only). */

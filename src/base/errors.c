@@ -23,6 +23,7 @@ static const twerr_def catalogue[] = {
     { 20429, 429, "ERROR",   "Too Many Requests" },
     { 20500, 500, "ERROR",   "Internal Server Error" },
     { 20503, 503, "ERROR",   "Service Unavailable" },
+    { 21200, 400, "ERROR",   "Calls resource error" },
     { 21201, 400, "ERROR",   "No 'To' number is specified" },
     { 21205, 400, "ERROR",
       "Url parameter is required. For more information, see http://www.twilio.com/docs/api/twiml" },

@@ -25,15 +25,12 @@
 #include "store/calljson.h"
 #include "engine/engine.h"
 #include "base/log.h"
+#include "base/errors.h"
 #include "base/params.h"
 #include "http/recordings_rest.h"
 #include "http/rest.h"
 #include "base/timefmt.h"
 
-/* Twilio answers malformed optional parameters with 400 and a 2xxxx code;
- * twigate uses 21200 with a message naming the parameter, as for Calls
- * (docs/api.md). */
-#define REC_BAD_PARAM 21200
 /* Rows fetched per list page: PageSize is at most 1000, +1 shows whether
  * another page exists. */
 #define REC_LIST_MAX_ROWS 1001
@@ -43,21 +40,21 @@
 
 static const param_spec create_spec[] = {
     {"RecordingStatusCallbackEvent", "recording_status_callback_event", P_LIST, 0, 0,
-     "in-progress|completed|absent", REC_BAD_PARAM},
+     "in-progress|completed|absent", TWERR_BAD_PARAM},
     {"RecordingStatusCallback", "recording_status_callback", P_URL, 0, 0, NULL, 21205},
     {"RecordingStatusCallbackMethod", "recording_status_callback_method", P_METHOD, 0, 0, NULL,
-     REC_BAD_PARAM},
-    {"Trim", "trim", P_ENUM, 0, 0, "trim-silence|do-not-trim", REC_BAD_PARAM},
-    {"RecordingChannels", "recording_channels", P_ENUM, 0, 0, "mono|dual", REC_BAD_PARAM},
-    {"RecordingTrack", "recording_track", P_ENUM, 0, 0, "inbound|outbound|both", REC_BAD_PARAM},
+     TWERR_BAD_PARAM},
+    {"Trim", "trim", P_ENUM, 0, 0, "trim-silence|do-not-trim", TWERR_BAD_PARAM},
+    {"RecordingChannels", "recording_channels", P_ENUM, 0, 0, "mono|dual", TWERR_BAD_PARAM},
+    {"RecordingTrack", "recording_track", P_ENUM, 0, 0, "inbound|outbound|both", TWERR_BAD_PARAM},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
 /* Twilio's enum also names processing, completed and absent, which a
  * client cannot ask for. */
 static const param_spec update_spec[] = {
-    {"Status", "status", P_ENUM, 0, 0, "in-progress|paused|stopped", REC_BAD_PARAM},
-    {"PauseBehavior", "pause_behavior", P_ENUM, 0, 0, "skip|silence", REC_BAD_PARAM},
+    {"Status", "status", P_ENUM, 0, 0, "in-progress|paused|stopped", TWERR_BAD_PARAM},
+    {"PauseBehavior", "pause_behavior", P_ENUM, 0, 0, "skip|silence", TWERR_BAD_PARAM},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -109,7 +106,7 @@ static bool query_bool(http_req *r, const char *name, bool *out)
     }
     char msg[160];
     snprintf(msg, sizeof msg, "%s must be true or false, not '%.64s'", name, v);
-    http_reply_error(r, REC_BAD_PARAM, 400, msg);
+    http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
     return false;
 }
 
@@ -130,7 +127,7 @@ static bool date_filter(http_req *r, int64_t *from, int64_t *to)
             char msg[160];
             snprintf(msg, sizeof msg, "%s must be a date (YYYY-MM-DD) or an ISO 8601 date-time,"
                      " not '%.64s'", key, v);
-            http_reply_error(r, REC_BAD_PARAM, 400, msg);
+            http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
             return false;
         }
         if (i == 0) {
@@ -179,7 +176,7 @@ static void list(app *a, http_req *r, const config_account *acct, const char *ca
         rec_row t;
         if (strncmp(pg.token, "PA", 2) != 0 || !sid_valid(pg.token + 2, "RE") ||
             rec_db_get(c, acct->sid, pg.token + 2, &t) != STORE_OK) {
-            http_reply_error(r, REC_BAD_PARAM, 400, "PageToken is not valid for this list");
+            http_reply_error(r, TWERR_BAD_PARAM, 400, "PageToken is not valid for this list");
             goto out;
         }
         before = t.id;
@@ -385,7 +382,7 @@ static void update(app *a, http_req *r, const http_match *m, const char *sid)
     }
     if (!(p = body_params(a, r, update_spec))) return;
     if (!json_object_get(p, "status")) {
-        http_reply_error(r, REC_BAD_PARAM, 400, "Status is required: stopped (or paused,"
+        http_reply_error(r, TWERR_BAD_PARAM, 400, "Status is required: stopped (or paused,"
                          " in-progress)");
         json_decref(p);
         return;

@@ -113,7 +113,7 @@ bool rest_paging_parse(http_req *r, rest_paging *p)
     if (ps) {
         long n = strtol(ps, &end, 10);
         if (!*ps || *end || n < 1 || n > 1000) {
-            http_reply_error(r, 21200, 400, "PageSize must be an integer between 1 and 1000");
+            http_reply_error(r, TWERR_BAD_PARAM, 400, "PageSize must be an integer between 1 and 1000");
             return false;
         }
         p->page_size = (int)n;
@@ -121,7 +121,7 @@ bool rest_paging_parse(http_req *r, rest_paging *p)
     if (pg) {
         long n = strtol(pg, &end, 10);
         if (!*pg || *end || n < 0 || n > 100000000L) {
-            http_reply_error(r, 21200, 400, "Page must be a non-negative integer");
+            http_reply_error(r, TWERR_BAD_PARAM, 400, "Page must be a non-negative integer");
             return false;
         }
         p->page = (int)n;

@@ -21,10 +21,6 @@
 #include "base/sid.h"
 #include "base/timefmt.h"
 
-/* Twilio has no dedicated code for most malformed optional parameters; it
- * answers 400 with 21200-range codes. twigate uses 21200 ("Calls resource
- * error") with a message naming the parameter (docs/api.md). */
-#define TW_BAD_PARAM 21200
 /* Kaphila's ringTimeout has no documented cap; Twilio's Timeout is at most 600. */
 #define CREATE_MAX_TIMEOUT 600
 /* TimeLimit: Twilio allows up to 24 h; default 4 h. */
@@ -37,62 +33,62 @@ static const param_spec create_spec[] = {
     {"To", "to", P_STR, 0, 256, NULL, 21211},
     {"From", "from", P_STR, 0, 256, NULL, 21212},
     {"Url", "url", P_URL, 0, 0, NULL, 21205},
-    {"Twiml", "twiml", P_STR, 0, 1 << 20, NULL, TW_BAD_PARAM},
+    {"Twiml", "twiml", P_STR, 0, 1 << 20, NULL, TWERR_BAD_PARAM},
     {"ApplicationSid", "application_sid", P_STR, 0, 64, NULL, 21218},
-    {"Method", "method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
+    {"Method", "method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
     {"FallbackUrl", "fallback_url", P_URL, 0, 0, NULL, 21205},
-    {"FallbackMethod", "fallback_method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
+    {"FallbackMethod", "fallback_method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
     {"StatusCallback", "status_callback", P_URL, 0, 0, NULL, 21205},
     {"StatusCallbackEvent", "status_callback_event", P_LIST, 0, 0,
      "initiated|ringing|answered|completed", 21626},
-    {"StatusCallbackMethod", "status_callback_method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
-    {"SendDigits", "send_digits", P_STR, 0, 32, NULL, TW_BAD_PARAM},
-    {"Timeout", "timeout", P_INT, 1, CREATE_MAX_TIMEOUT, NULL, TW_BAD_PARAM},
-    {"Record", "record", P_BOOL, 0, 0, NULL, TW_BAD_PARAM},
-    {"RecordingChannels", "recording_channels", P_ENUM, 0, 0, "mono|dual", TW_BAD_PARAM},
+    {"StatusCallbackMethod", "status_callback_method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
+    {"SendDigits", "send_digits", P_STR, 0, 32, NULL, TWERR_BAD_PARAM},
+    {"Timeout", "timeout", P_INT, 1, CREATE_MAX_TIMEOUT, NULL, TWERR_BAD_PARAM},
+    {"Record", "record", P_BOOL, 0, 0, NULL, TWERR_BAD_PARAM},
+    {"RecordingChannels", "recording_channels", P_ENUM, 0, 0, "mono|dual", TWERR_BAD_PARAM},
     {"RecordingStatusCallback", "recording_status_callback", P_URL, 0, 0, NULL, 21205},
     {"RecordingStatusCallbackMethod", "recording_status_callback_method", P_METHOD, 0, 0, NULL,
-     TW_BAD_PARAM},
+     TWERR_BAD_PARAM},
     {"RecordingStatusCallbackEvent", "recording_status_callback_event", P_LIST, 0, 0,
-     "in-progress|completed|absent", TW_BAD_PARAM},
-    {"RecordingTrack", "recording_track", P_ENUM, 0, 0, "inbound|outbound|both", TW_BAD_PARAM},
-    {"Trim", "trim", P_ENUM, 0, 0, "trim-silence|do-not-trim", TW_BAD_PARAM},
-    {"SipAuthUsername", "sip_auth_username", P_IGNORE, 0, 256, NULL, TW_BAD_PARAM},
-    {"SipAuthPassword", "sip_auth_password", P_IGNORE, 0, 256, NULL, TW_BAD_PARAM},
+     "in-progress|completed|absent", TWERR_BAD_PARAM},
+    {"RecordingTrack", "recording_track", P_ENUM, 0, 0, "inbound|outbound|both", TWERR_BAD_PARAM},
+    {"Trim", "trim", P_ENUM, 0, 0, "trim-silence|do-not-trim", TWERR_BAD_PARAM},
+    {"SipAuthUsername", "sip_auth_username", P_IGNORE, 0, 256, NULL, TWERR_BAD_PARAM},
+    {"SipAuthPassword", "sip_auth_password", P_IGNORE, 0, 256, NULL, TWERR_BAD_PARAM},
     {"MachineDetection", "machine_detection", P_ENUM, 0, 0, "Enable|DetectMessageEnd",
-     TW_BAD_PARAM},
-    {"MachineDetectionTimeout", "machine_detection_timeout", P_INT, 3, 60, NULL, TW_BAD_PARAM},
+     TWERR_BAD_PARAM},
+    {"MachineDetectionTimeout", "machine_detection_timeout", P_INT, 3, 60, NULL, TWERR_BAD_PARAM},
     {"MachineDetectionSpeechThreshold", "machine_detection_speech_threshold", P_INT, 1000, 6000,
-     NULL, TW_BAD_PARAM},
+     NULL, TWERR_BAD_PARAM},
     {"MachineDetectionSpeechEndThreshold", "machine_detection_speech_end_threshold", P_INT, 500,
-     5000, NULL, TW_BAD_PARAM},
+     5000, NULL, TWERR_BAD_PARAM},
     {"MachineDetectionSilenceTimeout", "machine_detection_silence_timeout", P_INT, 2000, 10000,
-     NULL, TW_BAD_PARAM},
-    {"AsyncAmd", "async_amd", P_BOOL, 0, 0, NULL, TW_BAD_PARAM},
+     NULL, TWERR_BAD_PARAM},
+    {"AsyncAmd", "async_amd", P_BOOL, 0, 0, NULL, TWERR_BAD_PARAM},
     {"AsyncAmdStatusCallback", "async_amd_status_callback", P_URL, 0, 0, NULL, 21205},
     {"AsyncAmdStatusCallbackMethod", "async_amd_status_callback_method", P_METHOD, 0, 0, NULL,
-     TW_BAD_PARAM},
+     TWERR_BAD_PARAM},
     {"CallerId", "caller_id", P_STR, 0, 256, NULL, 21212},
-    {"Byoc", "byoc", P_IGNORE, 0, 64, NULL, TW_BAD_PARAM},
-    {"CallReason", "call_reason", P_IGNORE, 0, 256, NULL, TW_BAD_PARAM},
-    {"CallToken", "call_token", P_IGNORE, 0, 8192, NULL, TW_BAD_PARAM},
-    {"TimeLimit", "time_limit", P_INT, 1, CREATE_MAX_TIME_LIMIT, NULL, TW_BAD_PARAM},
-    {"ClientNotificationUrl", "client_notification_url", P_IGNORE, 0, 2048, NULL, TW_BAD_PARAM},
+    {"Byoc", "byoc", P_IGNORE, 0, 64, NULL, TWERR_BAD_PARAM},
+    {"CallReason", "call_reason", P_IGNORE, 0, 256, NULL, TWERR_BAD_PARAM},
+    {"CallToken", "call_token", P_IGNORE, 0, 8192, NULL, TWERR_BAD_PARAM},
+    {"TimeLimit", "time_limit", P_INT, 1, CREATE_MAX_TIME_LIMIT, NULL, TWERR_BAD_PARAM},
+    {"ClientNotificationUrl", "client_notification_url", P_IGNORE, 0, 2048, NULL, TWERR_BAD_PARAM},
     {"RecordingConfigurationId", "recording_configuration_id", P_IGNORE, 0, 256, NULL,
-     TW_BAD_PARAM},
+     TWERR_BAD_PARAM},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
 static const param_spec update_spec[] = {
     {"Url", "url", P_URL, 0, 0, NULL, 21205},
-    {"Method", "method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
-    {"Twiml", "twiml", P_STR, 0, 1 << 20, NULL, TW_BAD_PARAM},
-    {"Status", "status", P_ENUM, 0, 0, "canceled|completed", TW_BAD_PARAM},
+    {"Method", "method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
+    {"Twiml", "twiml", P_STR, 0, 1 << 20, NULL, TWERR_BAD_PARAM},
+    {"Status", "status", P_ENUM, 0, 0, "canceled|completed", TWERR_BAD_PARAM},
     {"FallbackUrl", "fallback_url", P_URL, 0, 0, NULL, 21205},
-    {"FallbackMethod", "fallback_method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
+    {"FallbackMethod", "fallback_method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
     {"StatusCallback", "status_callback", P_URL, 0, 0, NULL, 21205},
-    {"StatusCallbackMethod", "status_callback_method", P_METHOD, 0, 0, NULL, TW_BAD_PARAM},
-    {"TimeLimit", "time_limit", P_INT, 1, CREATE_MAX_TIME_LIMIT, NULL, TW_BAD_PARAM},
+    {"StatusCallbackMethod", "status_callback_method", P_METHOD, 0, 0, NULL, TWERR_BAD_PARAM},
+    {"TimeLimit", "time_limit", P_INT, 1, CREATE_MAX_TIME_LIMIT, NULL, TWERR_BAD_PARAM},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -189,11 +185,11 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     if (json_object_get(p, "url")) json_object_del(p, "twiml");   /* Url wins on create */
     if ((v = json_object_get(p, "twiml")) && json_string_length(v) > (size_t)cfg->max_twiml_bytes) {
         snprintf(msg, sizeof msg, "Twiml is longer than %d bytes", cfg->max_twiml_bytes);
-        http_reply_error(r, TW_BAD_PARAM, 400, msg);
+        http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
         goto out;
     }
     if ((v = json_object_get(p, "send_digits")) && !send_digits_ok(json_string_value(v))) {
-        http_reply_error(r, TW_BAD_PARAM, 400,
+        http_reply_error(r, TWERR_BAD_PARAM, 400,
                          "SendDigits may contain only 0-9, A-D, #, * and w/W pauses");
         goto out;
     }
@@ -264,7 +260,7 @@ static bool time_filter(http_req *r, const char *name, int64_t *from, int64_t *t
             char msg[160];
             snprintf(msg, sizeof msg, "%s must be a date (YYYY-MM-DD) or an ISO 8601 date-time,"
                      " not '%.64s'", key, v);
-            http_reply_error(r, TW_BAD_PARAM, 400, msg);
+            http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
             return false;
         }
         if (i == 0) { *from = ms; *to = ms + (date_only ? 86400000 : 1000); }
@@ -306,7 +302,7 @@ void rest_calls_list(void *ctx, http_req *r, const http_match *m)
         snprintf(status, sizeof status, "%.*s", (int)strlen(probe) - 2, probe + 1);
         f.status = status;
         if (!strstr(statuses, probe)) {
-            http_reply_error(r, TW_BAD_PARAM, 400, "Status must be one of queued, ringing,"
+            http_reply_error(r, TWERR_BAD_PARAM, 400, "Status must be one of queued, ringing,"
                              " in-progress, completed, busy, failed, no-answer, canceled");
             return;
         }
@@ -322,7 +318,7 @@ void rest_calls_list(void *ctx, http_req *r, const http_match *m)
         /* "PA" + the SID of the previous page's last call. */
         if (strncmp(pg.token, "PA", 2) != 0 ||
             store_call_id(c, acct->sid, pg.token + 2, &before) != STORE_OK) {
-            http_reply_error(r, TW_BAD_PARAM, 400, "PageToken is not valid for this list");
+            http_reply_error(r, TWERR_BAD_PARAM, 400, "PageToken is not valid for this list");
             goto out;
         }
     }
@@ -433,11 +429,11 @@ void rest_call_update(void *ctx, http_req *r, const http_match *m)
         goto out;
     }
     if (json_object_get(upd, "url") && json_object_get(upd, "twiml")) {
-        http_reply_error(r, TW_BAD_PARAM, 400, "Url and Twiml are mutually exclusive");
+        http_reply_error(r, TWERR_BAD_PARAM, 400, "Url and Twiml are mutually exclusive");
         goto out;
     }
     if ((v = json_object_get(upd, "twiml")) && json_string_length(v) > (size_t)cfg->max_twiml_bytes) {
-        http_reply_error(r, TW_BAD_PARAM, 400, "Twiml is too long");
+        http_reply_error(r, TWERR_BAD_PARAM, 400, "Twiml is too long");
         goto out;
     }
     if (!store_status_live(call.status)) {
@@ -498,7 +494,7 @@ void rest_call_events(void *ctx, http_req *r, const http_match *m)
     if (!acct || !rest_paging_parse(r, &pg) || !load_call(a, r, acct->sid, m->cap[1], &call))
         return;
     if (pg.token && (strncmp(pg.token, "PA", 2) || (after = strtoll(pg.token + 2, NULL, 10)) <= 0)) {
-        http_reply_error(r, TW_BAD_PARAM, 400, "PageToken is not valid for this list");
+        http_reply_error(r, TWERR_BAD_PARAM, 400, "PageToken is not valid for this list");
         goto out;
     }
     c = store_conn_acquire(a->store);
@@ -585,7 +581,7 @@ void rest_notifications_list(void *ctx, http_req *r, const http_match *m)
     if (!acct || !rest_paging_parse(r, &pg)) return;
     if (call_sid && !load_call(a, r, acct->sid, call_sid, &call)) return;
     if (pg.token && (strncmp(pg.token, "PA", 2) || (before = strtoll(pg.token + 2, NULL, 10)) <= 0)) {
-        http_reply_error(r, TW_BAD_PARAM, 400, "PageToken is not valid for this list");
+        http_reply_error(r, TWERR_BAD_PARAM, 400, "PageToken is not valid for this list");
         goto out;
     }
     c = store_conn_acquire(a->store);

@@ -23,6 +23,7 @@ static void test_rest_codes(void **state)
         { 20429, 429, "Too Many Requests" },
         { 20500, 500, "Internal Server Error" },
         { 20503, 503, "Service Unavailable" },
+        { TWERR_BAD_PARAM, 400, "Calls resource error" },
         { 21201, 400, "No 'To' number is specified" },
         { 21205, 400, "Url parameter is required. For more information, see http://www.twilio.com/docs/api/twiml" },
         { 21213, 400, "No 'From' number is specified" },
