@@ -49,4 +49,12 @@ typedef struct rest_paging {
 } rest_paging;
 bool rest_paging_parse(http_req *r, rest_paging *p);
 
+/* The one date filter of every list: name, name< and name> from the query
+ * (StartTime, EndTime, DateCreated). A date (YYYY-MM-DD) means that whole
+ * UTC day, a date-time that second; an empty value is no filter. Sets
+ * [*from, *to) in ms, leaving a bound untouched when not given; a bound at
+ * the epoch is kept as 1 ms, since 0 means "unbounded" to the store.
+ * false: replied 400 (TWERR_BAD_PARAM) naming the parameter. */
+bool rest_date_filter(http_req *r, const char *name, int64_t *from, int64_t *to);
+
 #endif

@@ -110,38 +110,6 @@ static bool query_bool(http_req *r, const char *name, bool *out)
     return false;
 }
 
-/* DateCreated, DateCreated< and DateCreated> (a date means that whole UTC
- * day), as the Calls list reads StartTime. Replies 400 itself. */
-static bool date_filter(http_req *r, int64_t *from, int64_t *to)
-{
-    static const char *const ops[] = {"", "<", ">"};
-    const form *q = http_query(r);
-    for (int i = 0; i < 3; i++) {
-        char key[32];
-        const char *v;
-        int64_t ms;
-        bool date_only;
-        snprintf(key, sizeof key, "DateCreated%s", ops[i]);
-        if (!(v = form_get(q, key)) || !*v) continue;
-        if (!timefmt_parse_iso8601(v, &ms, &date_only)) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s must be a date (YYYY-MM-DD) or an ISO 8601 date-time,"
-                     " not '%.64s'", key, v);
-            http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
-            return false;
-        }
-        if (i == 0) {
-            *from = ms ? ms : 1;
-            *to = ms + (date_only ? 86400000 : 1000);
-        } else if (i == 1) {
-            *to = ms;
-        } else {
-            *from = ms ? ms : 1;
-        }
-    }
-    return true;
-}
-
 /* ---- lists ---- */
 
 static void list(app *a, http_req *r, const config_account *acct, const char *call_sid)
@@ -157,7 +125,7 @@ static void list(app *a, http_req *r, const config_account *acct, const char *ca
     char base[160], next[SID_SIZE + 2];
     json_t *items = NULL;
 
-    if (!rest_paging_parse(r, &pg) || !date_filter(r, &f.created_from, &f.created_to)) return;
+    if (!rest_paging_parse(r, &pg) || !rest_date_filter(r, "DateCreated", &f.created_from, &f.created_to)) return;
     if (!call_sid) {
         const char *v = form_get(q, "CallSid");
         if (v && *v) f.call_sid = v;

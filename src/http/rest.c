@@ -101,6 +101,36 @@ bool rest_body_form(app *a, http_req *r, form *out)
     return true;
 }
 
+bool rest_date_filter(http_req *r, const char *name, int64_t *from, int64_t *to)
+{
+    static const char *const ops[] = {"", "<", ">"};
+    const form *q = http_query(r);
+    for (int i = 0; i < 3; i++) {
+        char key[32];
+        const char *v;
+        int64_t ms;
+        bool date_only;
+        snprintf(key, sizeof key, "%s%s", name, ops[i]);
+        if (!(v = form_get(q, key)) || !*v) continue;
+        if (!timefmt_parse_iso8601(v, &ms, &date_only)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s must be a date (YYYY-MM-DD) or an ISO 8601 date-time,"
+                     " not '%.64s'", key, v);
+            http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
+            return false;
+        }
+        if (i == 0) {
+            *from = ms ? ms : 1;
+            *to = ms + (date_only ? 86400000 : 1000);
+        } else if (i == 1) {
+            *to = ms;
+        } else {
+            *from = ms ? ms : 1;
+        }
+    }
+    return true;
+}
+
 bool rest_paging_parse(http_req *r, rest_paging *p)
 {
     const form *q = http_query(r);

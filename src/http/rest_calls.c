@@ -244,32 +244,6 @@ out:
     if (have_form) form_fini(&f);
 }
 
-/* A date filter: YYYY-MM-DD means that whole UTC day. */
-static bool time_filter(http_req *r, const char *name, int64_t *from, int64_t *to)
-{
-    const form *q = http_query(r);
-    char key[32];
-    const char *v;
-    int64_t ms;
-    bool date_only;
-    const char *ops[] = {"", "<", ">"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(key, sizeof key, "%s%s", name, ops[i]);
-        if (!(v = form_get(q, key))) continue;
-        if (!timefmt_parse_iso8601(v, &ms, &date_only)) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s must be a date (YYYY-MM-DD) or an ISO 8601 date-time,"
-                     " not '%.64s'", key, v);
-            http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
-            return false;
-        }
-        if (i == 0) { *from = ms; *to = ms + (date_only ? 86400000 : 1000); }
-        else if (i == 1) *to = ms;
-        else *from = ms ? ms : 1;
-    }
-    return true;
-}
-
 void rest_calls_list(void *ctx, http_req *r, const http_match *m)
 {
     static const char *const statuses = "|queued|ringing|in-progress|completed|busy|failed|no-answer|canceled|";
@@ -307,8 +281,8 @@ void rest_calls_list(void *ctx, http_req *r, const http_match *m)
             return;
         }
     }
-    if (!time_filter(r, "StartTime", &f.start_from, &f.start_to) ||
-        !time_filter(r, "EndTime", &f.end_from, &f.end_to))
+    if (!rest_date_filter(r, "StartTime", &f.start_from, &f.start_to) ||
+        !rest_date_filter(r, "EndTime", &f.end_from, &f.end_to))
         return;
 
     c = store_conn_acquire(a->store);
