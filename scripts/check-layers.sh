@@ -10,7 +10,8 @@
 # With those rules no include cycle can span two folders; the script checks
 # that too, directly, on the folder graph. A .c file over MAX_LINES fails,
 # and so does a call-row write (store_call_insert/update/delete) outside
-# src/engine/: only the engine writes calls.
+# src/engine/: only the engine writes calls; and a call's row read as
+# c->row outside engine.c (engine_int.h has the accessors).
 #
 # The only way past a rule is a line in scripts/layers-allow.txt, with a
 # reason: "include FILE HEADER reason..." or "lines FILE reason...". A listed
@@ -111,6 +112,14 @@ for f in src/*/*.c; do
   grep -Hn 'store_call_\(insert\|update\|delete\)[[:space:]]*(' "$f" | while IFS= read -r hit; do
     echo "layers: ${hit%%:*}: writes calls outside the engine (${hit#*:}); go through engine.h"
   done | grep . && fail=1
+done
+
+# --- a call's row is read through engine_int.h's accessors outside engine.c ---
+for f in src/*/*.c; do
+  [ "$f" = src/engine/engine.c ] && continue
+  if grep -Hn -e '->row\.' "$f" | grep . ; then
+    echo "layers: $f reads a call's row directly; use call_row_* (src/engine/engine_int.h)"; fail=1
+  fi
 done
 
 # --- file length ---

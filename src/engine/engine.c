@@ -1678,6 +1678,14 @@ static void time_limit_fired(loop *l, void *arg)
     call_unref(c);
 }
 
+const char *call_row_sid(const call *c) { return c->row.sid; }
+const char *call_row_account_sid(const call *c) { return c->row.account_sid; }
+const char *call_row_kaphila_id(const call *c) { return c->row.kaphila_id; }
+const char *call_row_status(const call *c) { return c->row.status; }
+int64_t     call_row_answered_at(const call *c) { return c->row.answered_at; }
+json_t     *call_row_param(const call *c, const char *key) { return json_object_get(c->row.params, key); }
+json_t     *call_row_params(const call *c) { return c->row.params; }
+
 engine       *call_engine(call *c) { return c->e; }
 store_conn   *engine_db(engine *e) { return e->db; }
 loop         *engine_loop(engine *e) { return e->l; }

@@ -47,6 +47,16 @@ struct call {
     call       *tnext;        /* hash chain by token (Kaphila's events find calls by it) */
 };
 
+/* ---- the call's row, read-only: the engine alone writes it (engine.c) ---- */
+const char *call_row_sid(const call *c);
+const char *call_row_account_sid(const call *c);
+const char *call_row_kaphila_id(const call *c);   /* "" until Kaphila named the call */
+const char *call_row_status(const call *c);
+int64_t     call_row_answered_at(const call *c);  /* ms since the epoch, 0 = not answered */
+/* One of the create/update parameters (params.c names): borrowed, NULL = absent. */
+json_t     *call_row_param(const call *c, const char *key);
+json_t     *call_row_params(const call *c);   /* all of them, borrowed: read, never change */
+
 /* ---- services of the engine for the executor ---- */
 loop                 *call_loop(call *c);
 const config         *call_config(call *c);

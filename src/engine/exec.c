@@ -193,7 +193,7 @@ static const char *doc_method(const exec *x)
 
 static const char *param_str(call *c, const char *key)
 {
-    const char *v = json_string_value(json_object_get(c->row.params, key));
+    const char *v = json_string_value(call_row_param(c, key));
     return v && *v ? v : NULL;
 }
 
@@ -1176,7 +1176,7 @@ static void record_end(exec *x, const char *digits, bool hung_up)
     }
     snprintf(dur, sizeof dur, "%ld", secs);
     snprintf(rec_url, sizeof rec_url, "%s/2010-04-01/Accounts/%s/Recordings/%s",
-             call_public_url(x->c), x->c->row.account_sid, re);
+             call_public_url(x->c), call_row_account_sid(x->c), re);
     form_init(&extra);
     bool ok = add(&extra, "RecordingUrl", rec_url) && add(&extra, "RecordingSid", re) &&
               add(&extra, "RecordingDuration", dur) && (!digits || add(&extra, "Digits", digits));

@@ -107,7 +107,7 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
     r->inflight--;
     c->checking = false;
     if (engine_is_stopping(r->e) || call_is_over(c)) goto out;
-    log_context(NULL, c->row.account_sid, c->row.sid);
+    log_context(NULL, call_row_account_sid(c), call_row_sid(c));
     if (res->http_status == 404) {
         call_end_reconciled(c, NULL, -1, "Kaphila no longer has the call (GET /calls/:callId: 404)");
         goto out;
@@ -126,7 +126,7 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
         goto out;
     case K_ANSWERED:
         c->last_event_ms = loop_now_ms(l);   /* known alive now */
-        if (strcmp(c->row.status, "in-progress") != 0) call_answered_reconciled(c);
+        if (strcmp(call_row_status(c), "in-progress") != 0) call_answered_reconciled(c);
         break;
     case K_ALIVE:
         c->last_event_ms = loop_now_ms(l);
@@ -162,11 +162,11 @@ static void check_call(reconciler *r, call *c)
     if (!x) return;
     x->r = r;
     x->c = c;
-    snprintf(path, sizeof path, "/calls/%s", c->row.kaphila_id);
+    snprintf(path, sizeof path, "/calls/%s", call_row_kaphila_id(c));
     call_ref(c);
     c->checking = true;
     r->inflight++;
-    if (engine_kaphila(r->e, c->row.account_sid, "GET", path, NULL, on_check, x) != 0) {
+    if (engine_kaphila(r->e, call_row_account_sid(c), "GET", path, NULL, on_check, x) != 0) {
         kaphila_result res = {.endpoint = "/calls", .curl_rc = CURLE_FAILED_INIT};
         on_check(engine_loop(r->e), x, &res);
     }
@@ -184,7 +184,7 @@ static void find_due(call *c, void *arg)
 {
     due_ctx *d = arg;
     const config *cfg = cfg_of(d->r);
-    if (call_is_over(c) || c->checking || !c->row.kaphila_id[0] || c->create_req ||
+    if (call_is_over(c) || c->checking || !call_row_kaphila_id(c)[0] || c->create_req ||
         c->lost_since_ms || c->hangup_retry)
         return;
     if (!c->hangup_wanted && c->last_event_ms &&
@@ -206,7 +206,7 @@ typedef struct ids_ctx { const char **ids; size_t n, cap; } ids_ctx;
 static void collect_id(call *c, void *arg)
 {
     ids_ctx *x = arg;
-    if (c->row.kaphila_id[0] && x->n < x->cap) x->ids[x->n++] = c->row.kaphila_id;
+    if (call_row_kaphila_id(c)[0] && x->n < x->cap) x->ids[x->n++] = call_row_kaphila_id(c);
 }
 
 typedef struct lost_ctx { call *list[RECONCILE_MAX_INFLIGHT]; int n; int64_t before; } lost_ctx;
@@ -314,7 +314,7 @@ static void on_list(loop *l, void *arg, const kaphila_result *res)
     engine_each_live(r->e, find_lost, &lost);
     for (int i = 0; i < lost.n; i++) {
         /* Accounts may share a Kaphila key: one listing covers them all. */
-        const config_account *a = config_account_by_sid(cfg, lost.list[i]->row.account_sid);
+        const config_account *a = config_account_by_sid(cfg, call_row_account_sid(lost.list[i]));
         if (!a || (listed && !strcmp(a->kaphila_key, listed->kaphila_key)))
             call_drop_lost(lost.list[i]);
     }
@@ -409,7 +409,7 @@ static void hangup_retry_fired(loop *l, void *arg)
     call *c = arg;
     c->hangup_retry = NULL;
     if (!call_is_over(c)) {
-        log_context(NULL, c->row.account_sid, c->row.sid);
+        log_context(NULL, call_row_account_sid(c), call_row_sid(c));
         call_hangup(c, "retry of a failed hang-up");
     }
     call_unref(c);

@@ -261,26 +261,26 @@ void rec_call_answered(call *c)
     engine *e = call_engine(c);
     rec_row r = {0};
     int64_t now = timefmt_now_ms();
-    if (!json_is_true(json_object_get(c->row.params, "record"))) return;
+    if (!json_is_true(call_row_param(c, "record"))) return;
     if (!sid_new("RE", r.sid)) {
         call_notify(c, 20500, 0, "Record=true: no randomness for a Recording SID", NULL, NULL);
         return;
     }
-    snprintf(r.account_sid, sizeof r.account_sid, "%s", c->row.account_sid);
-    snprintf(r.call_sid, sizeof r.call_sid, "%s", c->row.sid);
+    snprintf(r.account_sid, sizeof r.account_sid, "%s", call_row_account_sid(c));
+    snprintf(r.call_sid, sizeof r.call_sid, "%s", call_row_sid(c));
     snprintf(r.source, sizeof r.source, "OutboundAPI");
     snprintf(r.status, sizeof r.status, "in-progress");
     /* Kaphila's bridge recording is mono with both parties mixed, whatever
      * RecordingChannels and RecordingTrack asked for (docs/recordings.md). */
     r.channels = 1;
     snprintf(r.track, sizeof r.track, "both");
-    r.start_time = c->row.answered_at ? c->row.answered_at : now;
+    r.start_time = call_row_answered_at(c) ? call_row_answered_at(c) : now;
     r.date_created = r.start_time;
     r.date_updated = now;
     r.duration = -1;
     r.window_ms = -1;
-    snprintf(r.kaphila_call_id, sizeof r.kaphila_call_id, "%s", c->row.kaphila_id);
-    set_callback(&r, c->row.params);
+    snprintf(r.kaphila_call_id, sizeof r.kaphila_call_id, "%s", call_row_kaphila_id(c));
+    set_callback(&r, call_row_params(c));
     if (rec_db_insert(engine_db(e), &r) != STORE_OK) {
         call_notify(c, 20500, 0, "Record=true: the recording could not be stored", NULL, NULL);
         rec_row_fini(&r);
@@ -299,8 +299,8 @@ bool rec_status_params(call *c, form *f, int duration_s)
     int n = 0, found = -1;
     char url[768], dur[16];
     bool ok = true;
-    if (!json_is_true(json_object_get(c->row.params, "record"))) return true;
-    if (rec_db_for_call(engine_db(e), c->row.sid, &rows, &n) != STORE_OK) {
+    if (!json_is_true(call_row_param(c, "record"))) return true;
+    if (rec_db_for_call(engine_db(e), call_row_sid(c), &rows, &n) != STORE_OK) {
         log_warn("recordings", "completed callback without the recording: store read failed");
         return true;
     }
@@ -332,7 +332,7 @@ void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t e
         log_error("recordings", "<Record> window with an invalid Recording SID");
         return;
     }
-    if (rec_db_for_call(engine_db(e), c->row.sid, &rows, &n) != STORE_OK) {
+    if (rec_db_for_call(engine_db(e), call_row_sid(c), &rows, &n) != STORE_OK) {
         call_notify(c, 20500, 0, "<Record>: the recording could not be stored", NULL, NULL);
         return;
     }
@@ -344,18 +344,18 @@ void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t e
         goto out;
     }
     snprintf(r.sid, sizeof r.sid, "%s", re_sid);
-    snprintf(r.account_sid, sizeof r.account_sid, "%s", c->row.account_sid);
-    snprintf(r.call_sid, sizeof r.call_sid, "%s", c->row.sid);
+    snprintf(r.account_sid, sizeof r.account_sid, "%s", call_row_account_sid(c));
+    snprintf(r.call_sid, sizeof r.call_sid, "%s", call_row_sid(c));
     snprintf(r.source, sizeof r.source, "RecordVerb");
     r.channels = 1;
     snprintf(r.track, sizeof r.track, "both");
     r.offset_ms = start_ms > 0 ? start_ms : 0;
     r.window_ms = end_ms > r.offset_ms ? end_ms - r.offset_ms : 0;
-    r.start_time = (c->row.answered_at ? c->row.answered_at : now) + r.offset_ms;
+    r.start_time = (call_row_answered_at(c) ? call_row_answered_at(c) : now) + r.offset_ms;
     r.date_created = r.start_time;
     r.date_updated = now;
     r.duration = rec_duration_s(r.window_ms);
-    snprintf(r.kaphila_call_id, sizeof r.kaphila_call_id, "%s", c->row.kaphila_id);
+    snprintf(r.kaphila_call_id, sizeof r.kaphila_call_id, "%s", call_row_kaphila_id(c));
     r.callback_url = rsc_url && *rsc_url ? strdup(rsc_url) : NULL;
     snprintf(r.callback_method, sizeof r.callback_method, "%s", rsc_method ? rsc_method : "POST");
     r.callback_events = rsc_events ? rsc_events : REC_EV_COMPLETED;
@@ -380,7 +380,7 @@ void call_record_window(call *c, const char *re_sid, int64_t start_ms, int64_t e
     if (status_is(&r, "absent")) {
         send_callback(e, &r);
     } else if (bridge_final(&c->row, rows, n)) {
-        kick(e, c->row.sid, 0);   /* the bridge was already stopped: finish now */
+        kick(e, call_row_sid(c), 0);   /* the bridge was already stopped: finish now */
     }
 out:
     rec_row_fini(&r);
