@@ -20,6 +20,23 @@ typedef struct sim sim;
  * a kept call is ~2.5 KB, and its recording must outlive it (sim_int.h). */
 #define SIM_MAX_KEPT_CALLS 200000
 
+/* The simulator's tunables: defaults and bounds, the one table read by
+ * sim_config_defaults, config.c's sim.* keys and kaphila-sim's options
+ * (which used to disagree). SIM_STR gives config.c's table the string form. */
+#define SIM_RING_MS_DEFAULT         1000
+#define SIM_ANSWER_MS_DEFAULT       3000
+#define SIM_TTS_MS_PER_CHAR_DEFAULT 60
+#define SIM_TTS_MIN_MS_DEFAULT      500
+#define SIM_PLAY_MS_DEFAULT         3000
+#define SIM_AMD_MS_DEFAULT          2500
+#define SIM_KEPT_CALLS_DEFAULT      10000
+#define SIM_OUTCOMES_DEFAULT        "0001=busy,0002=no-answer,0003=failed,0004=machine"
+/* Upper bound of ring_ms, answer_ms and play_ms: ten minutes of simulated time. */
+#define SIM_DELAY_MS_MAX            600000
+#define SIM_TTS_MS_PER_CHAR_MAX     10000
+#define SIM_STR_(x) #x
+#define SIM_STR(x)  SIM_STR_(x)
+
 typedef struct sim_config {
     const char  *bind_address;    /* "127.0.0.1" */
     int          port;            /* 0 = pick a free port */

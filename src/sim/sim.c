@@ -40,16 +40,16 @@ void sim_config_defaults(sim_config *c)
     c->bind_address = "127.0.0.1";
     c->port = 0;
     c->fast = false;
-    c->ring_ms = 1000;
-    c->answer_ms = 3000;
-    c->tts_ms_per_char = 60;
-    c->tts_min_ms = 500;
-    c->play_ms = 3000;
-    c->amd_ms = 2500;
-    c->outcomes = "0001=busy,0002=no-answer,0003=failed,0004=machine";
+    c->ring_ms = SIM_RING_MS_DEFAULT;
+    c->answer_ms = SIM_ANSWER_MS_DEFAULT;
+    c->tts_ms_per_char = SIM_TTS_MS_PER_CHAR_DEFAULT;
+    c->tts_min_ms = SIM_TTS_MIN_MS_DEFAULT;
+    c->play_ms = SIM_PLAY_MS_DEFAULT;
+    c->amd_ms = SIM_AMD_MS_DEFAULT;
+    c->outcomes = SIM_OUTCOMES_DEFAULT;
     c->rate_limit = 0;
     c->recordings_dir = NULL;
-    c->kept_calls = 10000;
+    c->kept_calls = SIM_KEPT_CALLS_DEFAULT;
 }
 
 /* ---------------------------------------------------------------- helpers */

@@ -95,10 +95,10 @@ int main(int argc, char **argv)
             break;
         case O_ADMIN: cfg.admin_token = optarg; break;
         case O_FAST: cfg.fast = true; break;
-        case O_RING: ok = parse_int(optarg, 0, INT_MAX, &cfg.ring_ms); break;
-        case O_ANSWER: ok = parse_int(optarg, 0, INT_MAX, &cfg.answer_ms); break;
-        case O_TTS: ok = parse_int(optarg, 0, 100000, &cfg.tts_ms_per_char); break;
-        case O_PLAY: ok = parse_int(optarg, 0, INT_MAX, &cfg.play_ms); break;
+        case O_RING: ok = parse_int(optarg, 0, SIM_DELAY_MS_MAX, &cfg.ring_ms); break;
+        case O_ANSWER: ok = parse_int(optarg, 0, SIM_DELAY_MS_MAX, &cfg.answer_ms); break;
+        case O_TTS: ok = parse_int(optarg, 0, SIM_TTS_MS_PER_CHAR_MAX, &cfg.tts_ms_per_char); break;
+        case O_PLAY: ok = parse_int(optarg, 0, SIM_DELAY_MS_MAX, &cfg.play_ms); break;
         case O_OUTCOMES: cfg.outcomes = optarg; break;
         case O_RATE: ok = parse_int(optarg, 0, INT_MAX, &cfg.rate_limit); break;
         case O_RECDIR: cfg.recordings_dir = optarg; break;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "sim/sim.h"
 
 #define SID1 "AC0123456789abcdef0123456789abcdef"
 #define SID2 "ACfedcba9876543210fedcba9876543210"
@@ -941,6 +942,28 @@ static void test_sample_loads_with_default_values(void **state)
     config_destroy(d);
 }
 
+/* The sim.* keys and the simulator share one table of defaults and bounds
+ * (include/sim/sim.h): the embedded simulator and kaphila-sim start alike. */
+static void test_sim_defaults_and_bounds_are_the_simulators(void **state)
+{
+    (void)state;
+    sim_config d;
+    char err[256];
+    sim_config_defaults(&d);
+    config *c = loaded(ACCOUNT_OK);
+    assert_int_equal(c->sim_ring_ms, d.ring_ms);
+    assert_int_equal(c->sim_answer_ms, d.answer_ms);
+    assert_int_equal(c->sim_tts_ms_per_char, d.tts_ms_per_char);
+    assert_int_equal(c->sim_play_ms, d.play_ms);
+    assert_int_equal(c->sim_kept_calls, d.kept_calls);
+    assert_string_equal(c->sim_outcomes, d.outcomes);
+    assert_int_equal(config_set(c, "sim.tts_ms_per_char", SIM_STR(SIM_TTS_MS_PER_CHAR_MAX), err, sizeof err), 0);
+    assert_int_not_equal(config_set(c, "sim.tts_ms_per_char", "10001", err, sizeof err), 0);
+    assert_int_equal(config_set(c, "sim.play_ms", SIM_STR(SIM_DELAY_MS_MAX), err, sizeof err), 0);
+    assert_int_not_equal(config_set(c, "sim.play_ms", "600001", err, sizeof err), 0);
+    config_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -970,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_reload_compatible),
         cmocka_unit_test(test_sample_documents_every_key),
         cmocka_unit_test(test_sample_loads_with_default_values),
+        cmocka_unit_test(test_sim_defaults_and_bounds_are_the_simulators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
