@@ -124,10 +124,10 @@ function connectStream() {
 function callRow(c, fresh) {
   return h('tr', { 'data-sid': c.sid, class: fresh ? 'fresh' : null },
     h('td', null, badge(c.status)),
-    h('td', null, h('a', { href: '#/calls/' + c.sid, class: 'mono' }, c.to_formatted || c.to)),
-    h('td', { class: 'mono' }, c.from_formatted || c.from),
+    h('td', { class: 'nowrap' }, h('a', { href: '#/calls/' + c.sid, class: 'mono' }, c.to_formatted || c.to)),
+    h('td', { class: 'mono nowrap hide-narrow' }, c.from_formatted || c.from),
     h('td', null, fmtTime(c.start_time || c.date_created)),
-    h('td', { class: 'num' }, c.duration != null ? c.duration + ' s' : '—'),
+    h('td', { class: 'num hide-narrow' }, c.duration != null ? c.duration + ' s' : '—'),
     h('td', { class: 'hide-narrow' }, c.direction));
 }
 
@@ -159,8 +159,8 @@ function viewCalls(params) {
     h('div', { class: 'card flush' }, h('table', { class: 'calls' },
       h('caption', { class: 'sr-only' }, 'Calls, newest first'),
       h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'To'),
-        h('th', { scope: 'col' }, 'From'), h('th', { scope: 'col' }, 'Started'),
-        h('th', { scope: 'col', class: 'num' }, 'Duration'), h('th', { scope: 'col', class: 'hide-narrow' }, 'Direction'))),
+        h('th', { scope: 'col', class: 'hide-narrow' }, 'From'), h('th', { scope: 'col' }, 'Started'),
+        h('th', { scope: 'col', class: 'num hide-narrow' }, 'Duration'), h('th', { scope: 'col', class: 'hide-narrow' }, 'Direction'))),
       tbody), empty),
     pager);
 
@@ -170,9 +170,10 @@ function viewCalls(params) {
     tbody.replaceChildren(...list.calls.map((c) => callRow(c)));
     list.calls.forEach((c) => S.calls.set(c.sid, c));
     empty.hidden = list.calls.length > 0;
-    pager.replaceChildren(
+    pager.replaceChildren(...[
       list.previous_page_uri ? h('a', { class: 'button ghost', href: '#/calls?page=' + encodeURIComponent(list.previous_page_uri) }, '← Newer') : null,
-      list.next_page_uri ? h('a', { class: 'button ghost', href: '#/calls?page=' + encodeURIComponent(list.next_page_uri) }, 'Older →') : null);
+      list.next_page_uri ? h('a', { class: 'button ghost', href: '#/calls?page=' + encodeURIComponent(list.next_page_uri) }, 'Older →') : null,
+    ].filter(Boolean));
   };
   const p = new URLSearchParams(q);
   p.delete('page');
@@ -182,7 +183,9 @@ function viewCalls(params) {
   return { node: main, onCall: (c, old) => {
     if (filtered || page) return;
     const row = tbody.querySelector(`tr[data-sid="${c.sid}"]`);
-    const fresh = callRow(c, true);
+    const changed = !old || old.status !== c.status || old.date_updated !== c.date_updated;
+    if (row && !changed) return;
+    const fresh = callRow(c, changed);
     if (row) row.replaceWith(fresh);
     else tbody.prepend(fresh);
     empty.hidden = true;
@@ -311,11 +314,21 @@ function viewCall(sid) {
   } };
 }
 
+// message_text is form-encoded (Msg=…&sourceComponent=…), as on Twilio.
+function noteText(t) {
+  if (!t) return '';
+  try {
+    const p = new URLSearchParams(t);
+    if (p.get('Msg')) return p.get('Msg') + (p.get('url') ? ` (${p.get('url')})` : '');
+  } catch (e) { /* as is */ }
+  return t.slice(0, 400);
+}
+
 function noteItem(n) {
   return h('li', { class: 'note lvl-' + (n.log === '0' ? 'error' : 'warning') },
     h('span', { class: 'badge ' + (n.log === '0' ? 's-failed' : 's-busy') }, n.log === '0' ? 'error' : 'warning'),
     h('a', { href: n.more_info, rel: 'noopener noreferrer', target: '_blank', class: 'mono' }, n.error_code),
-    h('span', null, ' ' + (n.message_text || '').slice(0, 300)),
+    h('span', { class: 'msg' }, noteText(n.message_text)),
     n.call_sid ? h('a', { href: '#/calls/' + n.call_sid, class: 'mono small' }, ' ' + n.call_sid) : null,
     h('span', { class: 'muted small' }, ' ' + fmtTime(n.date_created)));
 }
@@ -373,8 +386,9 @@ function viewFarEnd() {
     h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'kind', value: 'url', checked: true }), ' Voice URL'),
     h('input', { name: 'Url', type: 'url', placeholder: 'https://example.com/voice', 'aria-label': 'Voice URL' }),
     h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'kind', value: 'twiml' }), ' Inline TwiML'),
-    h('textarea', { name: 'Twiml', rows: 5, 'aria-label': 'Inline TwiML' },
-      '<Response>\n  <Gather numDigits="1" action="https://example.com/menu">\n    <Say>Press 1 for sales, 2 for support.</Say>\n  </Gather>\n</Response>')),
+    h('textarea', { name: 'Twiml', rows: 6, 'aria-label': 'Inline TwiML' },
+      '<Response>\n  <Say>Hello from the twigate console.</Say>\n  <Gather numDigits="1" timeout="20">\n    <Say>Press a key.</Say>\n  </Gather>\n  <Say>Goodbye.</Say>\n</Response>')),
+  h('p', { class: 'muted small' }, 'A <Gather> in inline TwiML has no URL to send its result to unless you give it an action: the Debugger then shows error 11100.'),
   h('button', { type: 'submit', id: 'place-call' }, 'Place test call'));
   return { node: h('section', null, h('div', { class: 'head' }, h('h1', null, 'Test a call without a phone')),
     S.session.simulator ? [h('p', { class: 'muted' }, 'Places a call on the built-in simulator; its page has the keypad, the callee\'s hang-up and the live transcript.'), form]
@@ -430,6 +444,7 @@ function viewQueue() {
 
 // ---- routing ----
 function route() {
+  $('#toast').hidden = true;
   S.timers.forEach(clearInterval);
   S.timers = [];
   const [path, query] = location.hash.replace(/^#/, '').split('?');

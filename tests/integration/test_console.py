@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from harness import DEFAULT_FROM, LIVE_TWIML, fresh_number, wait_for
+from harness import DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, wait_for
 from harness.oas import REPO_ROOT
 
 CSP_PARTS = ("default-src 'none'", "script-src 'self'", "style-src 'self'",
@@ -231,6 +231,10 @@ def test_console_in_chromium(tg, receiver):
     a, b = tg.accounts["a"], tg.accounts["b"]
     receiver.set("/voice", twiml=GATHER_TWIML)
     receiver.set("/gathered", twiml=LIVE_TWIML)
+    # A few ended calls first, so that the list (and its screenshot) has some.
+    c = tg.client()
+    for to in (fresh_number(), fresh_number()[:-4] + "0001", fresh_number()[:-4] + "0002"):
+        c.calls.create(to=to, from_=DEFAULT_FROM, twiml=SHORT_TWIML)
     shots = os.environ.get("CONSOLE_SCREENSHOTS", "")
     env = dict(os.environ, CHROMIUM=CHROMIUM, SCREENSHOTS=shots)
     p = subprocess.Popen(["node", "console_test.js", tg.base_url, a.sid, a.auth_token,

@@ -96,12 +96,26 @@ async function main() {
     await page.waitForFunction(() => document.querySelector('.call .head .badge') &&
       document.querySelector('.call .head .badge').textContent === 'completed', { timeout: STEP_MS });
 
-    step('debugger, far end and a narrow window');
-    await page.goto(BASE + '/console/#/debugger', { waitUntil: 'load' });
-    await page.waitForSelector('.notes li', { timeout: STEP_MS });
+    step('place a test call with inline TwiML from the far end page');
     await page.goto(BASE + '/console/#/farend', { waitUntil: 'load' });
     await page.waitForSelector('#place-call', { timeout: STEP_MS });
+    await page.click('input[name="kind"][value="twiml"]');
     await shot(page, 'farend');
+    await page.click('#place-call');
+    await page.waitForFunction(() => /^#\/calls\/CA/.test(location.hash), { timeout: STEP_MS });
+    const sid2 = await page.evaluate(() => location.hash.slice('#/calls/'.length));
+    await page.waitForFunction(() => document.querySelector('.transcript') &&
+      document.querySelector('.transcript').textContent.includes('Press a key.'), { timeout: STEP_MS });
+    await page.click('.key[data-key="1"]');
+
+    step('the debugger shows its 11100 (a <Gather> with no action), linked to the call');
+    await page.goto(BASE + '/console/#/debugger', { waitUntil: 'load' });
+    await page.waitForFunction((sid) => [...document.querySelectorAll('.notes li')].some((li) =>
+      li.textContent.includes('11100') && li.querySelector(`a[href="#/calls/${sid}"]`)),
+    { timeout: STEP_MS }, sid2);
+    await shot(page, 'debugger');
+
+    step('a narrow window');
     await page.setViewport({ width: 390, height: 780 });
     await page.goto(BASE + '/console/#/calls', { waitUntil: 'load' });
     await page.waitForSelector(`tr[data-sid="${call.sid}"]`, { timeout: STEP_MS });
