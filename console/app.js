@@ -48,7 +48,9 @@ async function get(path) {
   return body;
 }
 
-async function post(path, fields) {
+// A 403 may be a token from before a restart of twigate (the key is drawn
+// at start-up): the session is fetched again and the request retried once.
+async function post(path, fields, retried) {
   const r = await fetch(path.startsWith('/console/') ? path : apiBase() + path, {
     method: 'POST', credentials: 'same-origin',
     headers: { 'Content-Type': 'application/x-www-form-urlencoded',
@@ -56,6 +58,10 @@ async function post(path, fields) {
     body: new URLSearchParams(fields || {}).toString(),
   });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 403 && !retried) {
+    S.session = await get('/console/api/session');
+    return post(path, fields, true);
+  }
   if (!r.ok) throw new Error(body.message || body.error || `HTTP ${r.status}`);
   return body;
 }
