@@ -206,7 +206,7 @@ function isKaphila(ev) {
     !('CallSid' in p));
 }
 
-function exchange(ev, i) {
+function exchange(ev, i, sig) {
   const kap = isKaphila(ev);
   const req = ev.request, res = ev.response || {};
   const ok = res.response_code >= 200 && res.response_code < 300;
@@ -225,8 +225,8 @@ function exchange(ev, i) {
         h('h4', null, 'Request parameters'),
         params.length ? h('dl', { class: 'params' }, params.map(([k, v]) => [h('dt', null, k), h('dd', { class: 'mono' }, typeof v === 'string' ? v : JSON.stringify(v))]))
           : h('p', { class: 'muted' }, 'none'),
-        !kap && req.parameters && req.parameters.CallSid ? h('p', { class: 'muted small' },
-          'Signed with X-Twilio-Signature (HMAC-SHA1 of the URL and these parameters, the account\'s auth token as key).') : null,
+        sig ? h('p', { class: 'sig' }, h('span', { class: 'muted' }, 'X-Twilio-Signature '),
+          h('code', { class: 'mono' }, sig)) : null,
         h('h4', null, `Answer ${res.response_code || ''} ${res.content_type || ''}`),
         h('pre', { class: 'code-block' }, pretty(res.response_body, res.content_type) || '(empty)'))));
 }
@@ -285,8 +285,9 @@ function viewCall(sid) {
   const loadEvents = async () => {
     const list = await get(`/Calls/${sid}/Events.json?PageSize=200`);
     if (list.events.length === lastEvents) return;
+    const sigs = await get(`/console/api/calls/${sid}/signatures`).catch(() => ({ signatures: [] }));
     lastEvents = list.events.length;
-    exList.replaceChildren(...list.events.map(exchange));
+    exList.replaceChildren(...list.events.map((ev, i) => exchange(ev, i, sigs.signatures[i])));
     if (!list.events.length) exList.replaceChildren(h('li', { class: 'muted' }, 'No requests yet.'));
   };
   const loadSide = async () => {

@@ -18,6 +18,7 @@
 #include "recordings.h"
 #include "rest.h"
 #include "sid.h"
+#include "signature.h"
 #include "store.h"
 
 #define CSP "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " \
@@ -229,12 +230,64 @@ static void stream(void *ctx, http_req *r, const http_match *m)
     if (acct) console_stream_open(a->console, r, acct->sid);
 }
 
+/* X-Twilio-Signature of each webhook in the first CONSOLE_SIGNED_EVENTS of
+ * a call's request log (the page shows that many), recomputed from what the
+ * log holds: the URL, the method and the parameters (signature.h). Kaphila
+ * requests are not signed: null. Signs only what twigate sent, so it is no
+ * signing oracle. */
+static void signatures(void *ctx, http_req *r, const http_match *m)
+{
+    app *a = ctx;
+    const config_account *acct = console_auth(a, r);
+    store_conn *c = NULL;
+    json_t *items = NULL, *out = NULL;
+    int64_t last = 0;
+    size_t klen = strlen(a->kaphila_url);
+
+    if (!acct) return;
+    items = json_array();
+    out = json_array();
+    if (!items || !out || !(c = store_conn_acquire(a->store)) ||
+        store_event_list(c, acct->sid, m->cap[0], 0, 0, CONSOLE_SIGNED_EVENTS, items, &last) !=
+            STORE_OK) {
+        http_reply_error(r, 20503, 503, NULL);
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *rq = json_object_get(json_array_get(items, i), "request");
+        const char *url = json_string_value(json_object_get(rq, "url"));
+        const char *method = json_string_value(json_object_get(rq, "method"));
+        json_t *params = json_object_get(rq, "parameters");
+        char sig[SIGNATURE_SIZE];
+        form f;
+        bool ok = url && method && !(klen && !strncmp(url, a->kaphila_url, klen)) &&
+                  json_object_get(params, "CallSid");
+        form_init(&f);
+        if (ok && !strcmp(method, "POST")) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(params, k, v)
+                if (json_is_string(v) && form_add(&f, k, json_string_value(v)) != FORM_OK) ok = false;
+        }
+        ok = ok && signature_compute(acct->auth_token, url, strcmp(method, "POST") ? NULL : &f, sig);
+        form_fini(&f);
+        json_array_append_new(out, ok ? json_string(sig) : json_null());
+    }
+    http_reply_json(r, 200, json_pack("{s:o}", "signatures", out));
+    out = NULL;
+out:
+    json_decref(out);
+    json_decref(items);
+    store_conn_release(c);
+}
+
 #define API "/console/api/2010-04-01/Accounts/*"
 static const http_route routes[] = {
     {"GET",  "/console", redirect_root, "console"},
     {"GET",  "/console/", index_page, "console"},
     {"GET",  "/console/api/session", session, "console_session"},
     {"GET",  "/console/api/stream", stream, "console_stream"},
+    {"GET",  "/console/api/calls/*/signatures", signatures, "console_api"},
     {"GET",  "/console/api/sim/*", sim_transcript, "console_sim"},
     {"POST", "/console/api/sim/*/digits", sim_digits, "console_sim"},
     {"POST", "/console/api/sim/*/hangup", sim_hangup, "console_sim"},

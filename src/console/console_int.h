@@ -8,6 +8,7 @@
 #include "console.h"
 
 #define CONSOLE_MAX_DIGITS 32   /* keys in one press request: the simulator presses them in turn */
+#define CONSOLE_SIGNED_EVENTS 200   /* the request log entries the page shows (PageSize=200) */
 
 typedef struct cstream cstream;
 typedef struct console_job console_job;

@@ -198,6 +198,25 @@ def test_the_far_end_keypad_reaches_the_gather(tg, receiver):
     tg.wait_for_status(tg.client(), sid, "completed")
 
 
+def test_the_timeline_shows_each_webhooks_signature(tg, receiver):
+    sid = live_call(tg, receiver, twiml='<Response><Say>Hi</Say><Pause length="600"/></Response>')
+    sent = receiver.wait_for_requests("/voice", call_sid=sid)[0]
+
+    def logged():   # the webhook and the Kaphila /voice its <Say> became
+        ev = tg.http("GET", f"{api(tg)}/Calls/{sid}/Events.json?PageSize=200").json()["events"]
+        return ev if len(ev) >= 2 else None
+    events = wait_for(logged, 10)
+    sigs = tg.http("GET", f"/console/api/calls/{sid}/signatures").json()["signatures"]
+    assert len(sigs) == len(events)
+    i = next(i for i, e in enumerate(events) if e["request"]["url"] == sent.url)
+    assert sigs[i] == sent.signature
+    # Kaphila's requests are not signed; another account gets nothing.
+    assert any(s is None for s in sigs)
+    assert tg.http("GET", f"/console/api/calls/{sid}/signatures", account="b").json() == {
+        "signatures": []}
+    tg.client().calls(sid).update(status="completed")
+
+
 def test_the_console_mounts_the_rest_api_for_its_own_account_only(tg, receiver):
     sid = live_call(tg, receiver)
     r = tg.http("GET", f"{api(tg)}/Calls.json?PageSize=5")

@@ -71,6 +71,8 @@ async function main() {
       .some((s) => s.textContent.includes(url)), { timeout: STEP_MS }, VOICE_URL);
     const gatherShown = await page.$eval('.ex.webhook .code-block', (el) => el.textContent);
     if (!gatherShown.includes('<Gather')) throw new Error('the TwiML answer is not shown: ' + gatherShown);
+    const sig = await page.$eval('.ex.webhook .sig code', (el) => el.textContent);
+    if (!/^[A-Za-z0-9+/]{27}=$/.test(sig)) throw new Error('no X-Twilio-Signature shown: ' + sig);
 
     step('the keypad presses 5 and the <Gather> action request appears');
     await page.waitForSelector('.key[data-key="5"]', { timeout: STEP_MS });
