@@ -129,7 +129,8 @@ void http_reply_error_h(http_req *r, int code, int status, const char *message,
 /* ---- console hook (issue 20): streaming replies, for server-sent events ----
  * http_reply_stream answers r with a body of unknown length read through
  * rd(ctx, buf, max) on an MHD thread: > 0 bytes written, 0 = nothing now
- * (the connection is suspended until http_stream_wake), < 0 = end. rd must
+ * (the connection is suspended until http_stream_wake), -1 = the end (the
+ * connection may carry another request), -2 = abort (it is closed). rd must
  * not block. The stream has two references, the caller's and the
  * connection's: done(ctx) runs once the connection has let go, and the
  * caller gives its reference back with http_stream_release (after which it

@@ -722,6 +722,9 @@ void http_stop(http_server *s)
  * The reader runs under s->lock and suspends the connection when it has
  * nothing to send; http_stream_wake takes the same lock before resuming, so
  * a wake between "nothing" and the suspension cannot be lost. */
+/* Kernel send buffer of a streaming reply's socket (Linux doubles it). */
+#define HTTP_STREAM_SNDBUF (64 * 1024)
+
 struct http_stream {
     pthread_mutex_t        lock;
     struct MHD_Connection *conn;
@@ -750,7 +753,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
         MHD_suspend_connection(s->conn);
     }
     pthread_mutex_unlock(&s->lock);
-    return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : (ssize_t)n;
+    return n == -1 ? MHD_CONTENT_READER_END_OF_STREAM
+         : n < 0  ? MHD_CONTENT_READER_END_WITH_ERROR : (ssize_t)n;
 }
 
 static void stream_free(void *cls)
@@ -785,6 +789,13 @@ http_stream *http_reply_stream(http_req *r, const char *content_type, unsigned i
         }
     }
     if (s && idle_s) MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, idle_s);
+    /* Loopback and LAN sockets grow their send buffer to megabytes: a client
+     * that stopped reading would hide that much in the kernel before the
+     * stream's own bounded buffer noticed. */
+    const union MHD_ConnectionInfo *ci =
+        s ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
+    int sndbuf = HTTP_STREAM_SNDBUF;
+    if (ci) (void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     set_response(r, 200, resp, 0, content_type, headers);
     return s;
 }

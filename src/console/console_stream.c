@@ -50,7 +50,7 @@ static long stream_read(void *ctx, char *dst, size_t max)
     long n = 0;
     pthread_mutex_lock(&s->lock);
     if (s->closed) {
-        n = -1;
+        n = -2;   /* close the connection: EventSource reconnects, the drain ends */
     } else if (s->off < s->len) {
         size_t k = s->len - s->off < max ? s->len - s->off : max;
         memcpy(dst, s->out + s->off, k);
@@ -236,6 +236,31 @@ static size_t collect(char *p, size_t size, size_t n, void *ud)
     return buf_append(b, p, size * n) == BUF_OK ? size * n : 0;
 }
 
+/* The transcript shows /makecall's webhookUrl, whose last path segment is
+ * the call's event token: a credential (anyone holding it can post events
+ * for the call), hidden as in the access log. Returns a new text or NULL. */
+static char *hide_tokens(const char *text, size_t len)
+{
+    json_t *t = json_loadb(text, len, 0, NULL), *rq;
+    size_t i;
+    char *out = NULL;
+    if (!t) return NULL;
+    json_array_foreach(json_object_get(t, "requests"), i, rq) {
+        json_t *body = json_object_get(rq, "body");
+        const char *u = json_string_value(json_object_get(body, "webhookUrl"));
+        const char *at = u ? strstr(u, "/kaphila/events/") : NULL;
+        if (!at) continue;
+        const char *q = strchr(at, '?');
+        char hidden[1024];
+        snprintf(hidden, sizeof hidden, "%.*s/kaphila/events/(hidden)%s", (int)(at - u), u,
+                 q ? q : "");
+        json_object_set_new(body, "webhookUrl", json_string(hidden));
+    }
+    out = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    return out;
+}
+
 static void run_job(console *c, console_job *j)
 {
     char url[700];
@@ -262,7 +287,13 @@ static void run_job(console *c, console_job *j)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(h);
     }
-    if (rc == CURLE_OK && status >= 200 && status < 600) {
+    char *shown = rc == CURLE_OK && !*j->action && status == 200 ? hide_tokens(buf_str(&body), body.len)
+                                                                   : NULL;
+    if (shown) {
+        http_reply_owned(j->r, 200, "application/json", shown, strlen(shown), json_headers);
+    } else if (rc == CURLE_OK && !*j->action && status == 200) {
+        http_reply_error(j->r, 20500, 500, "The simulator's transcript is not JSON");
+    } else if (rc == CURLE_OK && status >= 200 && status < 600) {
         http_reply(j->r, (int)status, "application/json", buf_str(&body), body.len, json_headers);
     } else {
         log_warn("console", "simulator request %s failed: %s", url, curl_easy_strerror(rc));

@@ -4,9 +4,11 @@ stream (SSE), the far-end proxy to the simulator and the isolation of
 accounts — and, when Debian's chromium and npm puppeteer-core are present,
 the console itself in a real browser (tests/node/console_test.js)."""
 
+import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -193,6 +195,10 @@ def test_the_far_end_keypad_reaches_the_gather(tg, receiver):
     # The transcript, through the console, is the simulator's.
     t = tg.http("GET", f"/console/api/sim/{sid}").json()
     assert t["callSid"] == sid and any(e["event"] == "dtmf.received" for e in t["events"])
+    # The call's event token (in /makecall's webhookUrl) is a credential: hidden.
+    hook = next(r["body"]["webhookUrl"] for r in t["requests"] if r["path"] == "/makecall")
+    assert "/kaphila/events/(hidden)?" in hook
+    assert "/kaphila/events/(hidden)" not in json.dumps(tg.sim_get(sid))
     r = tg.http("POST", f"/console/api/sim/{sid}/hangup", headers={"X-Twigate-CSRF": token})
     assert r.status_code in (200, 202), r.text
     tg.wait_for_status(tg.client(), sid, "completed")
@@ -224,6 +230,35 @@ def test_the_console_mounts_the_rest_api_for_its_own_account_only(tg, receiver):
     assert tg.http("GET", f"{api(tg)}/Calls/{sid}/Events.json").status_code == 200
     assert tg.http("GET", f"{api(tg)}/Calls.json", account="b").status_code == 401
     tg.client().calls(sid).update(status="completed")
+
+
+def test_a_browser_that_stops_reading_is_cut_off(make_twigate):
+    """A stream whose reader never reads (tiny receive buffer) while calls keep
+    changing: its events pile up to CONSOLE_STREAM_BUF and it is cut off,
+    while the API keeps answering (the engine never waits for a stream)."""
+    t = make_twigate({"console.enabled": True, "log.level": "info"})
+    a = t.accounts["a"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", t.port))
+    cred = base64.b64encode(f"{a.sid}:{a.auth_token}".encode()).decode()
+    s.sendall(f"GET /console/api/stream HTTP/1.1\r\nHost: x\r\n"
+              f"Authorization: Basic {cred}\r\n\r\n".encode())
+    try:
+        created = 0
+        while "cut off: the browser is not reading" not in t.log_text():
+            assert created < 4000, "the stalled stream was never cut off"
+            for _ in range(25):
+                r = t.create_call_raw(To=fresh_number(), From=DEFAULT_FROM, Twiml=SHORT_TWIML)
+                assert r.status_code == 201, r.text
+                created += 1
+        # The connection is closed by the server once the cut is noticed.
+        s.settimeout(30)
+        while s.recv(65536):
+            pass
+    finally:
+        s.close()
+    assert t.http("GET", "/console/api/session").status_code == 200
 
 
 def test_a_stop_with_a_stream_open_is_clean(make_twigate, receiver):
