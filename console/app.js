@@ -393,7 +393,7 @@ function viewFarEnd() {
     h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'kind', value: 'url', checked: true }), ' Voice URL'),
     h('input', { name: 'Url', type: 'url', placeholder: 'https://example.com/voice', 'aria-label': 'Voice URL' }),
     h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'kind', value: 'twiml' }), ' Inline TwiML'),
-    h('textarea', { name: 'Twiml', rows: 6, 'aria-label': 'Inline TwiML' },
+    h('textarea', { name: 'Twiml', rows: 8, 'aria-label': 'Inline TwiML' },
       '<Response>\n  <Say>Hello from the twigate console.</Say>\n  <Gather numDigits="1" timeout="20">\n    <Say>Press a key.</Say>\n  </Gather>\n  <Say>Goodbye.</Say>\n</Response>')),
   h('p', { class: 'muted small' }, 'A <Gather> in inline TwiML has no URL to send its result to unless you give it an action: the Debugger then shows error 11100.'),
   h('button', { type: 'submit', id: 'place-call' }, 'Place test call'));
@@ -419,11 +419,17 @@ function viewDebugger(params) {
   h('button', { type: 'submit' }, 'Filter'));
   const p = new URLSearchParams({ PageSize: '200' });
   if (q.get('Log')) p.set('Log', q.get('Log'));
-  get('/Notifications.json?' + p).then((r) => {
+  let shown = null;
+  const load = () => get('/Notifications.json?' + p).then((r) => {
     const code = q.get('code');
     const items = r.notifications.filter((n) => !code || n.error_code === code);
+    const key = items.map((n) => n.sid).join();
+    if (key === shown) return;
+    shown = key;
     list.replaceChildren(...(items.length ? items.map(noteItem) : [h('li', { class: 'muted' }, 'No notifications. Errors and warnings from webhooks and TwiML appear here.')]));
   }).catch((e) => toast(e.message));
+  load();
+  later(load, 3000);   // new notifications appear without a reload
   return { node: h('section', null, h('div', { class: 'head' }, h('h1', null, 'Debugger'),
     h('span', { class: 'muted' }, 'notifications across your calls; each code links to its meaning')), form, h('div', { class: 'card' }, list)) };
 }

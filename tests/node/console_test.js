@@ -109,6 +109,8 @@ async function main() {
     await page.waitForFunction(() => document.querySelector('.transcript') &&
       document.querySelector('.transcript').textContent.includes('Press a key.'), { timeout: STEP_MS });
     await page.click('.key[data-key="1"]');
+    await page.waitForFunction(() => document.querySelector('#toast').textContent === 'Pressed 1',
+      { timeout: STEP_MS });
 
     step('the debugger shows its 11100 (a <Gather> with no action), linked to the call');
     await page.goto(BASE + '/console/#/debugger', { waitUntil: 'load' });
