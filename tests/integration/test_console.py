@@ -306,3 +306,28 @@ def test_console_in_chromium(tg, receiver):
     # The browser pressed the key: the <Gather> action request came.
     got = receiver.requests("/gathered")
     assert got and got[-1].params["Digits"] == "5"
+
+
+# ---- make run shows the console ----
+
+def test_make_run_turns_the_console_on_and_prints_its_url(tmp_path):
+    from harness.util import free_port
+    from test_demo import Demo
+    d = Demo(tmp_path, env={"TWIGATE_LISTEN_PORT": str(free_port())})
+    try:
+        url = d._field("Console")
+        assert url == d.base + "/console/"
+        s = requests.Session()
+        s.trust_env = False
+        assert s.get(url, timeout=10).status_code == 401
+        r = s.get(url, auth=(d.sid, d.token), timeout=10)
+        assert r.status_code == 200 and "twigate console" in r.text
+    finally:
+        assert d.interrupt() == 0
+    # And off again on request: no Console line, no /console/.
+    d = Demo(tmp_path, env={"TWIGATE_LISTEN_PORT": str(free_port()), "TWIGATE_CONSOLE_ENABLED": "0"})
+    try:
+        assert "Console" not in d.banner
+        assert requests.get(d.base + "/console/", timeout=10).status_code == 404
+    finally:
+        assert d.interrupt() == 0
