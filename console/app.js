@@ -447,12 +447,21 @@ function viewQueue() {
   }).catch((e) => toast(e.message));
   load();
   later(load, 2000);
+  // Asked once per visit: each ask is a request to Kaphila with your key.
+  const credits = h('dl', { class: 'params credits' }, h('dt', null, 'Credits'), h('dd', null, '…'));
+  get('/console/api/kaphila/me').then((m) => credits.replaceChildren(
+    h('dt', null, 'Credits'), h('dd', { id: 'credits' }, String(m.credits ?? '—')),
+    h('dt', null, 'Calls (answered)'), h('dd', null, `${m.totalCalls ?? '—'} (${m.successfulCalls ?? '—'})`),
+    h('dt', null, 'Rate limit'), h('dd', null, m.rateLimit === 0 ? 'unlimited' : m.rateLimit != null ? `${m.rateLimit} / hour` : '—'),
+    h('dt', null, 'Key'), h('dd', null, m.name || '—')))
+    .catch((e) => credits.replaceChildren(h('dt', null, 'Credits'), h('dd', null, 'unavailable: ' + e.message)));
   return { node: h('section', null, h('div', { class: 'head' }, h('h1', null, 'Queue & budget')),
     h('div', { class: 'grid' },
       h('div', { class: 'card flush' }, h('table', null, h('caption', null, 'Queued calls and their wait'),
         h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'To'), h('th', { scope: 'col' }, 'From'), h('th', { scope: 'col', class: 'num' }, 'Waiting'))), tbody)),
-      h('div', { class: 'card' }, h('h2', null, 'Kaphila budget and credits'),
-        h('p', { class: 'muted' }, 'The per-key budget (used / left) and the credits arrive with the Kaphila budget queue (issue 19). Until then calls wait only while Kaphila is slow to take them.')))) };
+      h('div', { class: 'card' }, h('h2', null, 'Kaphila credits'), credits,
+        h('h2', null, 'Budget'),
+        h('p', { class: 'muted' }, 'The per-key budget (used / left) arrives with the Kaphila budget queue (issue 19). Until then calls wait only while Kaphila is slow to take them.')))) };
 }
 
 // ---- routing ----

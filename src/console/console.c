@@ -215,12 +215,28 @@ static void sim_proxy(void *ctx, http_req *r, const http_match *m, const char *a
         log_info("console", "far end %s%s%s on %s by %s", action, *digits ? " " : "", digits,
                  m->cap[0], user);
     }
-    console_job_submit(a->console, r, m->cap[0], action, digits);
+    console_job_submit(a->console, r, m->cap[0], action, digits, NULL);
 }
 
 static void sim_transcript(void *ctx, http_req *r, const http_match *m) { sim_proxy(ctx, r, m, NULL); }
 static void sim_digits(void *ctx, http_req *r, const http_match *m) { sim_proxy(ctx, r, m, "digits"); }
 static void sim_hangup(void *ctx, http_req *r, const http_match *m) { sim_proxy(ctx, r, m, "hangup"); }
+
+/* The credits panel: Kaphila's GET /api/me with the account's own key,
+ * asked by the console thread (Kaphila may be slow; an HTTP thread never
+ * waits for it). */
+static void kaphila_me(void *ctx, http_req *r, const http_match *m)
+{
+    (void)m;
+    app *a = ctx;
+    const config_account *acct = console_auth(a, r);
+    if (!acct) return;
+    if (!acct->kaphila_key || !*acct->kaphila_key) {
+        http_reply_error(r, 20404, 404, "This account has no Kaphila key");
+        return;
+    }
+    console_job_submit(a->console, r, "", "me", "", acct->kaphila_key);
+}
 
 static void stream(void *ctx, http_req *r, const http_match *m)
 {
@@ -288,6 +304,7 @@ static const http_route routes[] = {
     {"GET",  "/console/api/session", session, "console_session"},
     {"GET",  "/console/api/stream", stream, "console_stream"},
     {"GET",  "/console/api/calls/*/signatures", signatures, "console_api"},
+    {"GET",  "/console/api/kaphila/me", kaphila_me, "console_kaphila"},
     {"GET",  "/console/api/sim/*", sim_transcript, "console_sim"},
     {"POST", "/console/api/sim/*/digits", sim_digits, "console_sim"},
     {"POST", "/console/api/sim/*/hangup", sim_hangup, "console_sim"},

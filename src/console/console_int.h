@@ -31,9 +31,10 @@ struct console {
 const config_account *console_auth(app *a, http_req *r);
 bool console_csrf_ok(app *a, http_req *r, const char *account_sid);
 bool console_key_init(console *c);
-/* Answer r later from the console thread (or now, 503, when full). */
+/* Answer r later from the console thread (or now, 503, when full). action
+ * "me": Kaphila's GET /api/me with bearer (copied, wiped after). */
 void console_job_submit(console *c, http_req *r, const char *call_sid, const char *action,
-                        const char *digits);
+                        const char *digits, const char *bearer);
 /* Answer r with the account's event stream (or 503 when full). */
 void console_stream_open(console *c, http_req *r, const char *account_sid);
 

@@ -35,9 +35,19 @@ struct cstream {
 struct console_job {
     http_req *r;
     char      sid[SID_SIZE];
-    char      action[8];                 /* "" = transcript, "digits", "hangup" */
+    char      action[8];                 /* "" = transcript, "digits", "hangup", "me" */
     char      digits[CONSOLE_MAX_DIGITS + 1];
+    char     *bearer;                    /* "me": the account's Kaphila key (secret, wiped) */
 };
+
+static void job_free(console_job *j)
+{
+    if (j->bearer) {
+        memset(j->bearer, 0, strlen(j->bearer));
+        free(j->bearer);
+    }
+    free(j);
+}
 
 static const char *const json_headers[] = {
     "Cache-Control", "no-store", "X-Content-Type-Options", "nosniff", NULL};
@@ -205,10 +215,14 @@ static void tick(console *c, store_call *rows)
 /* ---- simulator jobs ---- */
 
 void console_job_submit(console *c, http_req *r, const char *call_sid, const char *action,
-                        const char *digits)
+                        const char *digits, const char *bearer)
 {
     console_job *j = calloc(1, sizeof *j);
     bool queued = false;
+    if (j && bearer && !(j->bearer = strdup(bearer))) {
+        free(j);
+        j = NULL;
+    }
     if (j) {
         j->r = r;
         snprintf(j->sid, sizeof j->sid, "%s", call_sid);
@@ -225,7 +239,7 @@ void console_job_submit(console *c, http_req *r, const char *call_sid, const cha
             pthread_cond_signal(&c->wake);
             return;
         }
-        free(j);
+        job_free(j);
     }
     http_reply_error(r, 20503, 503, "The console is busy; try again");
 }
@@ -261,8 +275,72 @@ static char *hide_tokens(const char *text, size_t len)
     return out;
 }
 
+/* Kaphila's GET /api/me for the credits panel: only the key's counters,
+ * never the key. Returns a new text or NULL. */
+static char *me_fields(const char *text, size_t len)
+{
+    json_t *t = json_loadb(text, len, 0, NULL);
+    json_t *k = json_object_get(t, "apiKey");
+    char *out = NULL;
+    if (json_is_object(k)) {
+        json_t *o = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?}", "name", json_object_get(k, "name"),
+                              "credits", json_object_get(k, "credits"),
+                              "totalCalls", json_object_get(k, "totalCalls"),
+                              "successfulCalls", json_object_get(k, "successfulCalls"),
+                              "rateLimit", json_object_get(k, "rateLimit"));
+        out = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+    }
+    json_decref(t);
+    return out;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *ud);
+
+static void run_me(console *c, console_job *j)
+{
+    char url[600], auth[300];
+    buf body;
+    long status = 0;
+    CURLcode rc = CURLE_FAILED_INIT;
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    const config *cfg = app_config(c->a);
+
+    buf_init(&body, CONSOLE_SIM_BODY_MAX);
+    snprintf(url, sizeof url, "%s/api/me", c->a->kaphila_url);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", j->bearer);
+    if (h && (hdr = curl_slist_append(NULL, auth))) {
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->kaphila_connect_ms);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)cfg->kaphila_timeout_ms);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+        rc = curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    }
+    memset(auth, 0, sizeof auth);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    char *shown = rc == CURLE_OK && status == 200 ? me_fields(buf_str(&body), body.len) : NULL;
+    if (shown) {
+        http_reply_owned(j->r, 200, "application/json", shown, strlen(shown), json_headers);
+    } else {
+        log_warn("console", "Kaphila GET /api/me: %s, HTTP %ld", curl_easy_strerror(rc), status);
+        http_reply_error(j->r, 20503, 503, "Kaphila did not answer GET /api/me");
+    }
+    buf_fini(&body);
+    job_free(j);
+}
+
 static void run_job(console *c, console_job *j)
 {
+    if (!strcmp(j->action, "me")) {
+        run_me(c, j);
+        return;
+    }
     char url[700];
     buf body;
     long status = 0;
@@ -300,7 +378,7 @@ static void run_job(console *c, console_job *j)
         http_reply_error(j->r, 20503, 503, "The simulator did not answer");
     }
     buf_fini(&body);
-    free(j);
+    job_free(j);
 }
 
 /* ---- the thread ---- */
@@ -392,7 +470,7 @@ void console_stop(console *c)
     if (!was && c->started) pthread_join(c->thread, NULL);
     for (int i = 0; i < n_jobs; i++) {
         http_reply_error(jobs[i]->r, 20503, 503, "twigate is stopping");
-        free(jobs[i]);
+        job_free(jobs[i]);
     }
 }
 

@@ -232,6 +232,15 @@ def test_the_console_mounts_the_rest_api_for_its_own_account_only(tg, receiver):
     tg.client().calls(sid).update(status="completed")
 
 
+def test_credits_come_from_kaphila_without_the_key(tg):
+    r = tg.http("GET", "/console/api/kaphila/me")
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert isinstance(me["credits"], (int, float)) and "totalCalls" in me
+    assert tg.accounts["a"].kaphila_key not in r.text
+    assert tg.http("GET", "/console/api/kaphila/me", auth=None).status_code == 401
+
+
 def test_a_browser_that_stops_reading_is_cut_off(make_twigate):
     """A stream whose reader never reads (tiny receive buffer) while calls keep
     changing: its events pile up to CONSOLE_STREAM_BUF and it is cut off,

@@ -119,6 +119,12 @@ async function main() {
     { timeout: STEP_MS }, sid2);
     await shot(page, 'debugger');
 
+    step('the queue page shows the credits from Kaphila');
+    await page.goto(BASE + '/console/#/queue', { waitUntil: 'load' });
+    await page.waitForFunction(() => document.querySelector('#credits') &&
+      /^[0-9.]+$/.test(document.querySelector('#credits').textContent), { timeout: STEP_MS });
+    await shot(page, 'queue');
+
     step('a narrow window');
     await page.setViewport({ width: 390, height: 780 });
     await page.goto(BASE + '/console/#/calls', { waitUntil: 'load' });
