@@ -19,13 +19,18 @@
  *     nothing to send (http_reply_stream). A browser that does not read is
  *     cut off: by the buffer's cap (CONSOLE_STREAM_BUF) and by the
  *     connection's idle deadline (CONSOLE_STREAM_IDLE_S);
+ *   - GET /console/api/calls/{CallSid}/signatures: each logged webhook's
+ *     X-Twilio-Signature, recomputed (the request log does not keep it);
+ *   - GET /console/api/kaphila/me: the account key's credits from Kaphila's
+ *     GET /api/me, asked by the console thread (the key never leaves);
  *   - /console/api/sim/{CallSid}[/digits|/hangup]: the simulator's control
  *     API (kaphila.url = sim) for the account's own calls only, proxied over
  *     loopback HTTP by the console thread (the browser never reaches the
  *     simulator's port; the simulator has no in-process C API for these).
  *
  * Threads: handlers run on HTTP threads; one "console" thread polls the
- * streams and runs the simulator requests. console_create/console_stop/
+ * streams and runs the simulator and /api/me requests (a job queue capped at
+ * CONSOLE_MAX_JOBS; the suspended HTTP request is answered from there). console_create/console_stop/
  * console_destroy from main only. */
 #ifndef TWIGATE_CONSOLE_H
 #define TWIGATE_CONSOLE_H

@@ -1,5 +1,6 @@
 /* console_stream.c — the "console" thread: the live call streams (SSE) and
- * the simulator requests (console.h has the design). Streams and jobs are
+ * the jobs that wait on another server: the simulator's control API and
+ * Kaphila's /api/me (console.h has the design). Streams and jobs are
  * added by HTTP threads under console.lock; only the console thread frees a
  * stream, once its connection has let go (gone) and it has taken it off
  * the list. */
