@@ -14,6 +14,8 @@ WORKDIR /src
 COPY Makefile ./
 COPY include ./include
 COPY src ./src
+COPY tools ./tools
+COPY console ./console
 COPY conf ./conf
 COPY docs/twigate.8 ./docs/twigate.8
 RUN make -j"$(nproc)" all \

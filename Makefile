@@ -19,7 +19,7 @@ endif
 # One folder per layer (docs/architecture.md; scripts/check-layers.sh keeps the rules).
 MAINS    := src/app/main.c src/sim/sim_main.c
 LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 LIB      := $(BUILD)/libtwigate.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -31,6 +31,17 @@ all: $(BUILD)/twigate $(BUILD)/kaphila-sim
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The console's static files (console/) compiled in as C by tools/mkassets.c.
+CONSOLE_ASSETS := $(sort $(wildcard console/*))
+$(BUILD)/tools/mkassets: tools/mkassets.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -o $@ $<
+$(BUILD)/gen/console_assets.c: $(BUILD)/tools/mkassets $(CONSOLE_ASSETS)
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/mkassets $(CONSOLE_ASSETS) > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/console_assets.o: $(BUILD)/gen/console_assets.c
+	$(CC) $(CFLAGS) -Isrc/console -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

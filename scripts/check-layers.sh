@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves and keeps the source tree's layering (docs/architecture.md, "The tree"):
 #
-#   base  <  twiml, net  <  sim  <  conf  <  store  <  engine  <  http  <  app
+#   base  <  twiml, net  <  sim  <  conf  <  store  <  engine  <  http  <  console  <  app
 #
 # A file in src/<L>/ or include/<L>/ may include a header of its own folder or
 # of a strictly lower layer; never a higher one, never a sibling of the same
@@ -27,7 +27,7 @@ ALLOW=scripts/layers-allow.txt
 rank_of() {
   case "$1" in
     base) echo 0 ;; twiml|net) echo 1 ;; sim) echo 2 ;; conf) echo 3 ;;
-    store) echo 4 ;; engine) echo 5 ;; http) echo 6 ;; app) echo 7 ;;
+    store) echo 4 ;; engine) echo 5 ;; http) echo 6 ;; console) echo 7 ;; app) echo 8 ;;
     *) echo -1 ;;
   esac
 }

@@ -13,7 +13,8 @@ for set in "${@:-build}"; do
     build) want+=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev
                   libjansson-dev libxml2-dev libsqlite3-dev libssl-dev libmp3lame-dev) ;;
     test)  want+=(libcmocka-dev python3 python3-twilio python3-pytest python3-jsonschema
-                  python3-requests curl sqlite3 clang libclang-rt-14-dev)
+                  python3-requests curl sqlite3 clang libclang-rt-14-dev
+                  chromium)   # the console's browser test (puppeteer-core drives it)
            node_wanted=1 ;;
     bench) want+=(wrk hyperfine nginx-light curl sqlite3) ; node_wanted=1 ;;
     *) echo "install-deps: unknown set '$set' (build|test|bench)" >&2; exit 2 ;;
@@ -48,9 +49,10 @@ fi
 for set in "$@"; do
   if [ "$set" = test ] || [ "$set" = bench ]; then
     here=$(cd "$(dirname "$0")/.." && pwd)
-    if [ -f "$here/tests/node/package.json" ] && [ ! -d "$here/tests/node/node_modules/twilio" ]; then
+    if [ -f "$here/tests/node/package.json" ] && { [ ! -d "$here/tests/node/node_modules/twilio" ] ||
+         [ ! -d "$here/tests/node/node_modules/puppeteer-core" ]; }; then
       echo "install-deps: npm install in tests/node"
-      (cd "$here/tests/node" && npm install --no-audit --no-fund --loglevel=error)
+      (cd "$here/tests/node" && PUPPETEER_SKIP_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error)
     fi
   fi
   # The Prism mock server, the benchmarks' baseline, pinned in bench/package-lock.json.

@@ -22,6 +22,9 @@ conf=${TWIGATE_CONF:-conf/twigate.conf}
 # (docs/security.md); the demo's webhook servers are on this machine, so
 # open loopback (and only it). TWIGATE_WEBHOOK_ALLOW= (empty) undoes it.
 export TWIGATE_WEBHOOK_ALLOW=${TWIGATE_WEBHOOK_ALLOW-127.0.0.0/8}
+# The web console (docs/console.md) is off by default; the demo shows it.
+# TWIGATE_CONSOLE_ENABLED=0 make run turns it off again.
+export TWIGATE_CONSOLE_ENABLED=${TWIGATE_CONSOLE_ENABLED-1}
 
 effective=$("$bin" --config "$conf" "$@" --print-config 2>/dev/null) || {
     "$bin" --config "$conf" "$@" --print-config >/dev/null   # shows the one-line error
@@ -80,6 +83,11 @@ if [ -z "$base" ]; then
 fi
 
 calls="$base/2010-04-01/Accounts/$sid/Calls"
+console_line=
+case "${TWIGATE_CONSOLE_ENABLED,,}" in 1|true|yes|on)
+    console_line="  Console      $base/console/   (log in with the SID and token above)
+" ;;
+esac
 twiml='<Response><Say>Hello from twigate</Say><Pause length="30"/></Response>'
 cat <<MSG
 
@@ -89,7 +97,7 @@ cat <<MSG
   Account SID  $sid
   Auth token   $token
   Simulator    $sim   (its control API, docs/simulator.md)
-
+$console_line
   Another port: TWIGATE_LISTEN_PORT=9011 make run, or make run ARGS='--set listen.port=9011'.
 
   1. Place a call (the simulator answers it after ~4 s; it lasts 30 s more):

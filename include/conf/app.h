@@ -43,6 +43,7 @@ typedef struct app {
     struct keyauth *keyauth;          /* Kaphila-key accounts (keyauth.h) */
     http_server  *http;
     sim          *sim;
+    struct console *console;          /* the web console (console.h); NULL = off */
     char          kaphila_url[512];   /* resolved base URL ("sim" → the embedded one) */
     char          public_url[512];    /* where Kaphila and customers reach twigate */
     metrics      *metrics;

@@ -102,6 +102,8 @@ typedef struct config {
     char *sim_admin_token;       /* sim.admin_token = "" (secret) */
     /* [accounts] */
     bool  kaphila_keys;          /* accounts.kaphila_keys = false (keyauth.h) */
+    /* [console] (issue 20) */
+    bool  console_enabled;       /* console.enabled = false (docs/console.md) */
     /* accounts */
     config_account *accounts;
     size_t          n_accounts;

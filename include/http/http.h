@@ -126,4 +126,22 @@ void http_reply_error(http_req *r, int code, int status, const char *message);
 void http_reply_error_h(http_req *r, int code, int status, const char *message,
                         const char *const *headers);
 
+/* ---- console hook (issue 20): streaming replies, for server-sent events ----
+ * http_reply_stream answers r with a body of unknown length read through
+ * rd(ctx, buf, max) on an MHD thread: > 0 bytes written, 0 = nothing now
+ * (the connection is suspended until http_stream_wake), -1 = the end (the
+ * connection may carry another request), -2 = abort (it is closed). rd must
+ * not block. The stream has two references, the caller's and the
+ * connection's: done(ctx) runs once the connection has let go, and the
+ * caller gives its reference back with http_stream_release (after which it
+ * must not call wake). idle_s: the connection is closed when no byte could be
+ * sent for that long (a stalled client). NULL when the reply failed (then
+ * done is not called and r has been answered 500). */
+typedef struct http_stream http_stream;
+http_stream *http_reply_stream(http_req *r, const char *content_type, unsigned idle_s,
+                               long (*rd)(void *ctx, char *buf, size_t max),
+                               void (*done)(void *ctx), void *ctx, const char *const *headers);
+void http_stream_wake(http_stream *s);       /* any thread */
+void http_stream_release(http_stream *s);    /* accepts NULL */
+
 #endif

@@ -31,6 +31,7 @@
 #include "engine/recordings.h"
 #include "http/rest.h"
 #include "sim/sim.h"
+#include "console/console.h"   /* console (issue 20) */
 #include "store/store.h"
 #include "base/timefmt.h"
 
@@ -262,12 +263,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "twigate: %s\n", err);
         goto out;
     }
+    /* console (issue 20): its routes go before the REST API's. */
+    if (cfg->console_enabled && !(a.console = console_create(&a, err, sizeof err))) {
+        fprintf(stderr, "twigate: console: %s\n", err);
+        goto out;
+    }
     http_config hc = {
         .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
         .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
         .max_per_client = cfg->max_per_client, .head_timeout_ms = cfg->head_timeout_ms,
         .limit_exempt = cfg->limit_exempt,
-        .routes = rest_routes(), .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
+        .routes = a.console ? console_routes(a.console, rest_routes()) : rest_routes(),
+        .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
         .access = rest_access,
     };
     a.http = http_start(&hc, err, sizeof err);
@@ -302,6 +309,7 @@ int main(int argc, char **argv)
     }
     log_info("main", "signal %d: draining (grace %d ms)", sig, app_config(&a)->shutdown_grace_ms);
     atomic_store(&a.draining, true);
+    console_stop(a.console);   /* console (issue 20): its streams would hold the drain */
     rc = 0;
     {
         /* Drain: refuse new connections, close the open ones after their
@@ -321,7 +329,9 @@ out:
         engine_destroy(a.engine);
     }
     rec_mp3_stop(a.mp3);   /* answers what it holds before the server stops */
+    console_stop(a.console);   /* console (issue 20): likewise */
     http_stop(a.http);
+    console_destroy(a.console);   /* console (issue 20) */
     rec_mp3_destroy(a.mp3);
     keyauth_destroy(a.keyauth);
     sim_destroy(a.sim);

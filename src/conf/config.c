@@ -192,6 +192,9 @@ static const key_def KEYS[] = {
 
     BOOL("accounts.kaphila_keys", kaphila_keys, "false", true,
          "Basic auth with any AC SID and a Kaphila API key that Kaphila accepts is an account"),
+    /* console (issue 20): the web console at /console/ (docs/console.md) */
+    BOOL("console.enabled", console_enabled, "false", false,
+         "Serve the web console at /console/ (Basic auth with the account's REST credentials)"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 

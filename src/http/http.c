@@ -717,3 +717,100 @@ void http_stop(http_server *s)
     pthread_mutex_destroy(&s->log_lock);
     free(s);
 }
+
+/* ---- console hook (issue 20): streaming replies (http.h) ----
+ * The reader runs under s->lock and suspends the connection when it has
+ * nothing to send; http_stream_wake takes the same lock before resuming, so
+ * a wake between "nothing" and the suspension cannot be lost. */
+/* Kernel send buffer of a streaming reply's socket (Linux doubles it). */
+#define HTTP_STREAM_SNDBUF (64 * 1024)
+
+struct http_stream {
+    pthread_mutex_t        lock;
+    struct MHD_Connection *conn;
+    bool                   paused, dead;
+    atomic_int             refs;
+    long                 (*rd)(void *ctx, char *buf, size_t max);
+    void                 (*done)(void *ctx);
+    void                  *ctx;
+};
+
+static void stream_unref(http_stream *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    http_stream *s = cls;
+    (void)pos;
+    pthread_mutex_lock(&s->lock);
+    long n = s->rd(s->ctx, out, max);
+    if (n == 0) {
+        s->paused = true;
+        MHD_suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n == -1 ? MHD_CONTENT_READER_END_OF_STREAM
+         : n < 0  ? MHD_CONTENT_READER_END_WITH_ERROR : (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    http_stream *s = cls;
+    pthread_mutex_lock(&s->lock);
+    s->dead = true;
+    pthread_mutex_unlock(&s->lock);
+    s->done(s->ctx);
+    stream_unref(s);
+}
+
+http_stream *http_reply_stream(http_req *r, const char *content_type, unsigned idle_s,
+                               long (*rd)(void *ctx, char *buf, size_t max),
+                               void (*done)(void *ctx), void *ctx, const char *const *headers)
+{
+    http_stream *s = calloc(1, sizeof *s);
+    struct MHD_Response *resp = NULL;
+    if (s) {
+        pthread_mutex_init(&s->lock, NULL);
+        s->conn = r->conn;
+        s->rd = rd;
+        s->done = done;
+        s->ctx = ctx;
+        atomic_init(&s->refs, 2);
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, s,
+                                                 stream_free);
+        if (!resp) {
+            pthread_mutex_destroy(&s->lock);
+            free(s);
+            s = NULL;
+        }
+    }
+    if (s && idle_s) MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, idle_s);
+    /* Loopback and LAN sockets grow their send buffer to megabytes: a client
+     * that stopped reading would hide that much in the kernel before the
+     * stream's own bounded buffer noticed. */
+    const union MHD_ConnectionInfo *ci =
+        s ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
+    int sndbuf = HTTP_STREAM_SNDBUF;
+    if (ci) (void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    set_response(r, 200, resp, 0, content_type, headers);
+    return s;
+}
+
+void http_stream_wake(http_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->paused && !s->dead) {
+        s->paused = false;
+        MHD_resume_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void http_stream_release(http_stream *s)
+{
+    if (s) stream_unref(s);
+}
