@@ -77,8 +77,13 @@ def test_a_rest_hangup_ends_the_story_without_a_kaphila_cause(make_twigate):
     tg.wait_for_status(c, sid, "in-progress", timeout=15)
     c.calls(sid).update(status="completed")
     story = _wait_story_end(tg, sid)
-    assert re.fullmatch(r"call ended: completed, \d+ s, before any call\.ended from Kaphila",
-                        story[-1]), story
+    # Two orders are both right: the answer to twigate's /hangup ends the call
+    # (no Kaphila cause to tell), or Kaphila's call.ended for that hang-up,
+    # posted while the answer is on its way, is handled first (a loaded
+    # machine often does) - then the cause is Kaphila's for an API hang-up,
+    # never an invented one.
+    assert re.fullmatch(r"call ended: completed, \d+ s, (before any call\.ended from Kaphila"
+                        r"|Kaphila cause 16 \(api_hangup\))", story[-1]), story
 
 
 def test_access_log_is_off_by_default(make_twigate):

@@ -6,13 +6,12 @@ The SDK is the client wherever it can express the request; raw requests are
 used only to look at the exact JSON the daemon sends."""
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_call_json,
+from harness import (DEFAULT_FROM, engine_barrier, settle_call, LIVE_TWIML, SHORT_TWIML, assert_call_json,
                      assert_list_envelope, assert_matches_schema, assert_rfc2822,
                      assert_twilio_error, fresh_number, parse_rfc2822, utcnow, wait_for)
 
@@ -168,10 +167,13 @@ def test_cancel_ringing_call(slow_ring):
     assert done.duration is None
     # Kaphila was told to hang up, and the call never gets answered later.
     wait_for(lambda: "/hangup" in sim_paths(tg, call.sid), 5, message="no /hangup sent")
-    time.sleep(2.2)      # past the moment the simulator would have answered
-    again = client.calls(call.sid).fetch()
-    assert again.status == "canceled"
-    assert again.duration is None
+    # Barrier: the simulator has ended the call (it can answer it no more),
+    # an engine barrier call has passed and the outbox is empty.
+    again = settle_call(tg, call.sid)
+    assert again["status"] == "canceled"
+    assert again["duration"] is None
+    events = [e["event"] for e in tg.sim_get(call.sid)["events"]]
+    assert "call.answered" not in events, events
 
 
 def test_status_completed_hangs_up_live_call(twigate, client):
@@ -193,8 +195,9 @@ def test_status_canceled_does_not_end_in_progress_call(twigate, client):
             client.calls(call.sid).update(status="canceled")
         except TwilioRestException as e:   # refusing is acceptable, ending is not
             assert e.status == 400, e
-        time.sleep(0.3)
+        engine_barrier(twigate)     # the engine is past anything the update caused
         assert client.calls(call.sid).fetch().status == "in-progress"
+        assert "/hangup" not in sim_paths(twigate, call.sid)
     finally:
         client.calls(call.sid).update(status="completed")
     twigate.wait_for_status(client, call.sid, "completed")

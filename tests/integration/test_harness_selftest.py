@@ -326,3 +326,99 @@ def test_client_plumbing_against_a_canned_page(rx, tmp_path):
     auth = rx.requests()[-1].header("Authorization")
     user = base64.b64decode(auth.split()[1]).decode().split(":")[0]
     assert user == accounts["a"].api_key_sid
+
+
+# ------------------------------------------------------------ no deciding sleeps
+
+# Every sleep call in tests/integration, by (file, enclosing function):
+# (how many, why it may stay).  A sleep that waits for something must be a
+# wait_for on the observable instead, and a "did not happen" check must wait
+# for a barrier (harness/barriers.py); only sleeps that make time pass for
+# its own sake - a recording's length, a load's pace, a polling interval, a
+# deliberately slow customer server - belong here.  Load can only make them
+# longer, and no assertion depends on them being short.
+_MEDIA = "the recording's length (time is the content), not a wait for an event"
+SLEEP_ALLOWED = {
+    ("harness/util.py", "wait_for"): (1, "the polling interval of wait_for itself"),
+    ("harness/daemon.py", "_Process._wait_ready"): (1, "the polling interval while /healthz comes up"),
+    ("harness/receiver.py", "WebhookReceiver._respond"): (
+        1, "Behaviour(delay=): a slow customer server is the thing under test"),
+    ("test_ops.py", "_load"): (1, "pacing: the request rate of the load generator"),
+    ("test_ops.py", "test_sigterm_during_load_drains_cleanly_and_restart_loses_nothing"): (
+        1, "pacing: more load in flight when SIGTERM comes (outcomes are judged per request)"),
+    ("test_ported.py", "recorded_call"): (1, _MEDIA),
+    ("test_ported.py", "test_record_true_completed_callback_carries_the_recording"): (1, _MEDIA),
+    ("test_recordings.py", "test_record_true_end_to_end"): (1, _MEDIA),
+    ("test_recordings.py", "test_record_true_default_events_and_get_method"): (1, _MEDIA),
+    ("test_recordings.py", "finished"): (1, _MEDIA),
+    ("test_recordings.py", "test_concurrent_first_requests_download_once.fetch"): (
+        1, "pacing: a client honouring 503 Retry-After while the MP3 is encoded"),
+    ("test_recordings.py", "test_sdk_list_fetch_paging_delete"): (1, _MEDIA),
+    ("test_recordings.py", "test_start_recording_window"): (
+        3, "audio before, in and after the window; the window's length is asserted "
+           "against the measured time, not the sleep"),
+    ("test_recordings.py", "test_stop_record_true_recording"): (1, _MEDIA),
+    ("test_recordings.py", "test_window_open_at_hangup_ends_with_the_call"): (1, _MEDIA),
+    ("test_recordings.py", "test_record_verb_window"): (1, "call audio after the window"),
+    ("test_recordings.py", "test_transient_download_failure_is_retried"): (1, _MEDIA),
+    ("test_recordings.py", "test_restart_finishes_waiting_recordings"): (1, _MEDIA),
+    ("test_twiml.py", "test_record_finish_on_key"): (1, _MEDIA),
+    ("test_twiml.py", "test_record_status_callback"): (1, _MEDIA),
+    ("test_twiml.py", "test_record_caller_hangs_up"): (1, _MEDIA),
+}
+
+
+def _sleep_calls(root):
+    """{(file relative to root, dotted enclosing function): [line, ...]} of
+    every call to something named sleep (time.sleep, asyncio.sleep, a bare
+    sleep imported from time) in the Python files under root."""
+    import ast
+    import pathlib
+    found = {}
+    for path in sorted(pathlib.Path(root).rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+
+        def walk(node, stack):
+            for ch in ast.iter_child_nodes(node):
+                inner = stack
+                if isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    inner = stack + [ch.name]
+                if isinstance(ch, ast.Call):
+                    fn = ch.func
+                    if ((isinstance(fn, ast.Attribute) and fn.attr == "sleep")
+                            or (isinstance(fn, ast.Name) and fn.id == "sleep")):
+                        found.setdefault((rel, ".".join(stack)), []).append(ch.lineno)
+                walk(ch, inner)
+        walk(ast.parse(path.read_text(), str(path)), [])
+    return found
+
+
+def test_no_sleep_decides_an_outcome():
+    """The integration suite waits for events, never for time: every sleep
+    call is on the allow-list above, with its reason and exact count."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent
+    found = _sleep_calls(root)
+    unexpected = {k: v for k, v in found.items()
+                  if k not in SLEEP_ALLOWED or len(v) > SLEEP_ALLOWED[k][0]}
+    assert not unexpected, (
+        "fixed sleeps outside the allow-list (use wait_for on the observable, or a "
+        f"barrier from harness/barriers.py for a 'did not happen'): {unexpected}")
+    stale = {k: (n, len(found.get(k, []))) for k, (n, _) in SLEEP_ALLOWED.items()
+             if len(found.get(k, [])) != n}
+    assert not stale, f"allow-list entries that no longer match the code: {stale}"
+    assert all(reason.strip() for _, reason in SLEEP_ALLOWED.values())
+
+
+def test_sleep_guard_sees_every_form(tmp_path):
+    """The scan finds time.sleep, a bare sleep and asyncio.sleep, inside
+    nested functions and methods, and names where they are."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "test_a.py").write_text(
+        "import time\nfrom time import sleep\n"
+        "def test_x():\n    time.sleep(1)\n    def inner():\n        sleep(0.1)\n")
+    (tmp_path / "sub" / "b.py").write_text(
+        "import asyncio\nclass K:\n    async def m(self):\n        await asyncio.sleep(2)\n")
+    assert _sleep_calls(tmp_path) == {("test_a.py", "test_x"): [4],
+                                      ("test_a.py", "test_x.inner"): [6],
+                                      ("sub/b.py", "K.m"): [4]}

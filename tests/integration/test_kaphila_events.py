@@ -5,12 +5,12 @@ duplicates, late arrivals or garbage Kaphila (or anyone else) sends.
 Also the outbound policy for customer URLs (webhook.allow / webhook.deny)."""
 
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from harness import DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, wait_for
+from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, outbox_drained,
+                     wait_for)
 
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
@@ -42,7 +42,9 @@ def test_replayed_and_late_events_change_nothing(twigate, receiver):
         body = {"event": name, "callId": kid, "timestamp": stamp, "status": "busy",
                 "hangupCause": "17", "wasAnswered": False}
         assert post_event(twigate, token, body).status_code == 200
-    time.sleep(0.5)
+    # Each 200 left after its batch committed; the barrier is that every
+    # callback those commits wrote has been delivered.
+    outbox_drained(twigate)
     after = client.calls(call.sid).fetch()
     assert (after.status, after.duration, after.end_time) == (done.status, done.duration, done.end_time)
     seqs = [r.params["SequenceNumber"] for r in receiver.requests("/ev", call_sid=call.sid)]
@@ -62,7 +64,7 @@ def test_early_end_without_answer_skips_nothing_backwards(twigate, receiver):
                                        "hangupCause": "17", "wasAnswered": False}).status_code == 200
     twigate.wait_for_status(client, call.sid, {"busy"})
     assert post_event(twigate, token, {"event": "call.answered", "callId": kid}).status_code == 200
-    time.sleep(0.5)
+    outbox_drained(twigate)     # the 200 followed the commit; and its callbacks are done
     assert client.calls(call.sid).fetch().status == "busy"
     final = receiver.wait_for_requests("/early", 1, call_sid=call.sid,
                                        predicate=lambda r: r.params["CallStatus"] == "busy")

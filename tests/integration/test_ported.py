@@ -26,7 +26,7 @@ import urllib.parse
 import pytest
 from twilio.twiml.voice_response import VoiceResponse
 
-from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_twilio_error, fresh_number,
+from harness import (settle_call, DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_twilio_error, fresh_number,
                      wait_for)
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
@@ -131,7 +131,8 @@ def twiml(build):
 
 def finish(tg, client, sid, timeout=15):
     call = tg.wait_for_status(client, sid, TERMINAL, timeout=timeout)
-    time.sleep(0.2)     # commands sent just before the end reach the transcript
+    # Barrier (harness.settle_call): the transcript and callbacks are final.
+    settle_call(tg, sid, timeout=max(timeout, 30))
     return call
 
 
@@ -373,7 +374,7 @@ def test_record_true_completed_callback_carries_the_recording(twigate, client, r
     call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE_TWIML,
                                record=True, status_callback=receiver.url("/st"))
     twigate.wait_for_status(client, call.sid, "in-progress")
-    time.sleep(1.2)        # the recording's length
+    time.sleep(1.2)        # the recording's length, not a wait for an event
     client.calls(call.sid).update(status="completed")
     req = receiver.wait_for_requests("/st", call_sid=call.sid)[0]
     assert req.valid and req.method == "POST"

@@ -25,7 +25,7 @@ import urllib.parse
 import pytest
 from twilio.twiml.voice_response import VoiceResponse
 
-from harness import DEFAULT_FROM, fresh_number, wait_for
+from harness import DEFAULT_FROM, fresh_number, settle_call, wait_for
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 APP_ERROR = "We're sorry, an application error has occurred. Goodbye."
@@ -39,10 +39,14 @@ def create(client, receiver, path, **kw):
                                **kw)
 
 
-def finish(tg, client, sid, timeout=15):
+def finish(tg, client, sid, timeout=15, pause=0):
+    """Waits until the call is terminal and everything it caused has been
+    seen (harness.settle_call: the simulator ended it, an engine barrier call
+    passed - with `pause`, longer than any timer of the call's document that
+    must not fire - and the outbox is empty), so the transcript and the
+    receiver's requests can be asserted complete."""
     call = tg.wait_for_status(client, sid, TERMINAL, timeout=timeout)
-    # Commands sent just before the end reach the transcript a moment later.
-    time.sleep(0.2)
+    settle_call(tg, sid, pause=pause, timeout=max(timeout, 30))
     return call
 
 
@@ -97,6 +101,17 @@ def event_urls(tg, sid):
     r = tg.http("GET", f"{tg.account_uri()}/Calls/{sid}/Events.json", params={"PageSize": 1000})
     assert r.status_code == 200, r.text
     return [(e["request"].get("method"), e["request"].get("url")) for e in r.json()["events"]]
+
+
+def window_open(tg, receiver, sid, path="/voice"):
+    """Waits until twigate has run the document fetched from `path`: the
+    fetch's answer is in the call's event log, and the executor runs the
+    document's first verbs (a <Record> without a beep opens its window) in the
+    same engine step that commits that entry."""
+    receiver.wait_for_requests(path, call_sid=sid)
+    url = receiver.url(path)
+    wait_for(lambda: any(u == url for _, u in event_urls(tg, sid)), 10,
+             message=f"the answer of {path} never reached the event log")
 
 
 def routes(receiver, sid):
@@ -433,7 +448,7 @@ def test_record_finish_on_key(twigate, client, receiver):
     call = create(client, receiver, "/voice")
     wait_kaphila(twigate, call.sid, lambda q: ("/play", {"file": "beep"}) in q,
                  what="no beep")
-    time.sleep(1.3)
+    time.sleep(1.3)     # the recording's length (beep + at least 1 s), not a wait for an event
     twigate.sim_digits(call.sid, "1")         # not in finishOnKey: recorded as sound
     twigate.sim_digits(call.sid, "#")
     finish(twigate, client, call.sid)
@@ -465,8 +480,8 @@ def test_record_status_callback(twigate, client, receiver):
     receiver.set("/voice", twiml(build))
     receiver.set("/rec/done", twiml(lambda r: r.hangup()))
     call = create(client, receiver, "/voice")
-    receiver.wait_for_requests("/voice", call_sid=call.sid)
-    time.sleep(1.3)
+    window_open(twigate, receiver, call.sid)
+    time.sleep(1.3)     # the recording's length (at least 1 s), not a wait for an event
     twigate.sim_digits(call.sid, "#")
     act = receiver.wait_for_requests("/rec/done", call_sid=call.sid)[0].params
     finish(twigate, client, call.sid)
@@ -488,8 +503,8 @@ def test_record_caller_hangs_up(twigate, client, receiver):
     receiver.set("/voice", twiml(build))
     receiver.set("/rec/hup", twiml(lambda r: r.say("ignored: the call is over")))
     call = create(client, receiver, "/voice")
-    receiver.wait_for_requests("/voice", call_sid=call.sid)
-    time.sleep(1.3)
+    window_open(twigate, receiver, call.sid)
+    time.sleep(1.3)     # the recording's length (at least 1 s), not a wait for an event
     twigate.sim_hangup(call.sid)
     done = finish(twigate, client, call.sid)
     assert done.status == "completed"
@@ -498,8 +513,8 @@ def test_record_caller_hangs_up(twigate, client, receiver):
     check_recording_params(twigate, p)
     assert p["Digits"] == "hangup"
     assert p["CallStatus"] == "completed"
-    time.sleep(0.3)
-    assert kaphila_requests(twigate, call.sid) == []      # nothing after the hang-up
+    # finish() passed an engine barrier: nothing was sent after the hang-up.
+    assert kaphila_requests(twigate, call.sid) == []
 
 
 def test_record_max_length(twigate, client, receiver):
@@ -534,8 +549,7 @@ def test_record_empty_falls_through(twigate, client, receiver):
         r.say("Nothing was recorded.")
     receiver.set("/voice", twiml(build))
     call = create(client, receiver, "/voice")
-    receiver.wait_for_requests("/voice", call_sid=call.sid)
-    time.sleep(0.1)
+    window_open(twigate, receiver, call.sid)
     twigate.sim_digits(call.sid, "9")
     finish(twigate, client, call.sid)
     assert routes(receiver, call.sid) == ["/voice"]
@@ -725,7 +739,6 @@ def test_live_redirect_with_twiml(twigate, client, receiver):
     receiver.set("/voice", twiml(lambda r: (r.say("Please hold."), r.pause(length=600))))
     call = create(client, receiver, "/voice")
     wait_spoken(twigate, call.sid, "Please hold.")
-    time.sleep(0.3)
     client.calls(call.sid).update(twiml=twiml(lambda r: r.say("You were redirected.")))
     done = finish(twigate, client, call.sid)
     assert done.status == "completed"
@@ -760,9 +773,9 @@ def test_caller_hangs_up_mid_say(twigate, client, receiver):
                   status_callback=receiver.url("/status"))
     wait_kaphila(twigate, call.sid, lambda q: len(q) == 1, what="no /voice")
     twigate.sim_hangup(call.sid)
-    done = finish(twigate, client, call.sid)
+    # The barrier's Pause outlasts the document's <Pause length=1> had it gone on.
+    done = finish(twigate, client, call.sid, pause=2)
     assert done.status == "completed"
-    time.sleep(1.5)                       # past the Pause, had the document gone on
     assert [p for p, b in kaphila_requests(twigate, call.sid)] == ["/voice"]
     assert routes(receiver, call.sid) == ["/voice", "/status"]
     assert receiver.requests("/status", call_sid=call.sid)[0].params["CallStatus"] == "completed"

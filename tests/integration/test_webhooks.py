@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_list_envelope,
+from harness import (outbox_drained, DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, assert_list_envelope,
                      assert_matches_schema, response_schema, assert_rfc2822, free_port, fresh_number,
                      wait_for)
 
@@ -68,7 +68,7 @@ def test_status_callbacks_for_all_events(twigate, client, receiver):
     done = twigate.wait_for_status(client, call.sid, TERMINAL)
     assert done.status == "completed"
     got = by_seq(receiver.wait_for_requests("/status", 4, call_sid=call.sid))
-    time.sleep(0.3)
+    outbox_drained(twigate)         # barrier: every callback of the ended call is done
     assert len(receiver.requests("/status", call_sid=call.sid)) == 4, "extra callbacks"
 
     assert [r.params["SequenceNumber"] for r in got] == ["0", "1", "2", "3"]
@@ -100,7 +100,7 @@ def test_only_completed_without_status_callback_event(twigate, client, receiver)
                                status_callback=receiver.url("/only"))
     twigate.wait_for_status(client, call.sid, TERMINAL)
     receiver.wait_for_requests("/only", 1, call_sid=call.sid)
-    time.sleep(0.3)
+    outbox_drained(twigate)         # barrier: every callback of the ended call is done
     got = receiver.requests("/only", call_sid=call.sid)
     assert [r.params["CallStatus"] for r in got] == ["completed"]
     assert_webhook_headers(got[0])
@@ -117,7 +117,7 @@ def test_unanswered_calls_send_completed_event(twigate, client, receiver, suffix
                                status_callback_event=["completed"])
     twigate.wait_for_status(client, call.sid, TERMINAL, timeout=15)
     got = receiver.wait_for_requests("/end", 1, call_sid=call.sid)
-    time.sleep(0.2)
+    outbox_drained(twigate)         # barrier: every callback of the ended call is done
     got = receiver.requests("/end", call_sid=call.sid)
     assert len(got) == 1
     p = got[0].params
@@ -211,7 +211,7 @@ def test_fragment_overrides_retry_on_5xx(twigate, client, receiver):
                                status_callback=url)
     twigate.wait_for_status(client, call.sid, TERMINAL)
     got = receiver.wait_for_requests("/flaky", 3, call_sid=call.sid, timeout=15)
-    time.sleep(0.5)
+    outbox_drained(twigate)         # barrier: delivered, so no retry is pending
     got = receiver.requests("/flaky", call_sid=call.sid)
     assert len(got) == 3, "delivered on the 3rd try, then no more"
     tokens = {r.header("I-Twilio-Idempotency-Token") for r in got}
@@ -229,7 +229,7 @@ def test_5xx_is_not_retried_by_default(twigate, client, receiver):
                                status_callback=receiver.url("/fails"))
     twigate.wait_for_status(client, call.sid, TERMINAL)
     receiver.wait_for_requests("/fails", 1, call_sid=call.sid)
-    time.sleep(1.0)
+    outbox_drained(twigate)         # barrier: given up, so no retry is pending
     assert len(receiver.requests("/fails", call_sid=call.sid)) == 1
 
 
@@ -391,7 +391,7 @@ def test_live_calls_reconciled_after_twigate_crash(twigate_ext, receiver):
             # ended by twigate on recovery: it must say so
             notes = client.calls(c.sid).notifications.list()
             assert notes, "call ended on recovery without a notification"
-    time.sleep(0.3)
+    outbox_drained(tg)              # barrier: no delivery (or re-delivery) left to come
     for c in calls:
         # A callback whose answer twigate had not recorded when it was killed
         # may be delivered again (at least once) - with the same token.

@@ -1,4 +1,6 @@
 """Test harness for twigate's integration tests (see ../README.md)."""
+from .barriers import (engine_barrier, metric_value, outbox_drained, settle_call,
+                       sim_ended)
 from .daemon import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, Account, KaphilaSim,
                      Twigate, build_dir, make_accounts, render_config)
 from .oas import (assert_matches_schema, find_operation, response_examples,
