@@ -105,10 +105,17 @@ void store_set_callcache(store *s, callcache *cc);
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);
 
-/* The raw SQLite handle, for sibling modules that own their own tables
- * (recordings.c): they prepare their statements on it and follow the same
- * rules (one thread at a time, short transactions). */
-struct sqlite3 *store_conn_sqlite(store_conn *c);
+/* For the one table file outside src/store/ (the engine's
+ * recordings_store.c, whose row type is the engine's): it prepares its
+ * statements with store_stmt_get and follows the same rules (one thread at
+ * a time, short transactions). store_step_status maps a sqlite3_step result
+ * as the store's own statements are (SQLITE_ROW and SQLITE_DONE are
+ * STORE_OK; contention counts in store_busy_count, disk refusals in
+ * store_faults); then the rowid of the connection's last insert and the
+ * rows its last statement changed. */
+store_status store_step_status(store_conn *c, int rc, const char *what);
+int64_t store_last_insert_id(store_conn *c);
+int     store_changes(store_conn *c);
 
 /* store_begin returns STORE_CONFLICT, quietly, when the connection is
  * already inside a transaction: the caller's writes then join it and it
@@ -234,5 +241,17 @@ store_status store_notification_list(store_conn *c, const char *account_sid, con
 __attribute__((warn_unused_result))
 store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
                                     json_t **out);
+
+/* Kaphila-key accounts (keyauth.c; the account_keys table): binds sid to key
+ * unless sid is bound already, then *same says whether the stored key is
+ * key (compared in constant time). */
+__attribute__((warn_unused_result))
+store_status store_account_key_bind(store_conn *c, const char *sid, const char *key,
+                                    int64_t now, bool *same);
+/* Every binding, oldest first, at most max; cb returning false (out of
+ * memory) stops the walk with STORE_ERROR. */
+__attribute__((warn_unused_result))
+store_status store_account_key_each(store_conn *c, int max,
+        bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg);
 
 #endif

@@ -39,20 +39,6 @@ bool rec_is_window(const rec_row *r)
     return strcmp(r->source, "OutboundAPI") != 0;
 }
 
-static store_status map_rc(sqlite3 *db, int rc, const char *what)
-{
-    switch (rc) {
-    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW: return STORE_OK;
-    case SQLITE_CONSTRAINT: return STORE_CONFLICT;
-    case SQLITE_BUSY: case SQLITE_LOCKED:
-        log_warn("recordings", "%s: database busy", what);
-        return STORE_BUSY;
-    default:
-        log_error("recordings", "%s: %s", what, sqlite3_errmsg(db));
-        return STORE_ERROR;
-    }
-}
-
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
@@ -95,7 +81,6 @@ static void read_row(sqlite3_stmt *st, rec_row *r, bool with_callback)
 
 store_status rec_db_insert(store_conn *c, rec_row *r)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c,
         "INSERT INTO recordings(sid, account_sid, call_sid, source, status, channels, track,"
         " date_created, date_updated, start_time, duration, offset_ms, window_ms,"
@@ -125,13 +110,13 @@ store_status rec_db_insert(store_conn *c, rec_row *r)
     bind_text(st, 19, r->callback_method[0] ? r->callback_method : "POST");
     sqlite3_bind_int(st, 20, r->callback_events);
     sqlite3_bind_int(st, 21, r->deleted);
-    s = map_rc(db, sqlite3_step(st), "recording insert");
-    if (s == STORE_OK) r->id = sqlite3_last_insert_rowid(db);
+    s = store_step_status(c, sqlite3_step(st), "recording insert");
+    if (s == STORE_OK) r->id = store_last_insert_id(c);
     store_stmt_done(c, st);
     return s;
 }
 
-static store_status get_one(store_conn *c, sqlite3 *db, sqlite3_stmt *st, rec_row *out)
+static store_status get_one(store_conn *c, sqlite3_stmt *st, rec_row *out)
 {
     int rc = sqlite3_step(st);
     store_status s;
@@ -139,7 +124,7 @@ static store_status get_one(store_conn *c, sqlite3 *db, sqlite3_stmt *st, rec_ro
         read_row(st, out, true);
         s = STORE_OK;
     } else {
-        s = rc == SQLITE_DONE ? STORE_NOTFOUND : map_rc(db, rc, "recording get");
+        s = rc == SQLITE_DONE ? STORE_NOTFOUND : store_step_status(c, rc, "recording get");
     }
     store_stmt_done(c, st);
     return s;
@@ -147,28 +132,25 @@ static store_status get_one(store_conn *c, sqlite3 *db, sqlite3_stmt *st, rec_ro
 
 store_status rec_db_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c, account_sid
         ? "SELECT " COLS " FROM recordings WHERE sid = ?1 AND account_sid = ?2"
         : "SELECT " COLS " FROM recordings WHERE sid = ?1");
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     if (account_sid) bind_text(st, 2, account_sid);
-    return get_one(c, db, st, out);
+    return get_one(c, st, out);
 }
 
 store_status rec_db_get_id(store_conn *c, int64_t id, rec_row *out)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE id = ?1");
     if (!st) return STORE_ERROR;
     sqlite3_bind_int64(st, 1, id);
-    return get_one(c, db, st, out);
+    return get_one(c, st, out);
 }
 
 store_status rec_db_update(store_conn *c, const rec_row *r)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET status = ?2, date_updated = ?3, duration = ?4, window_ms = ?5,"
         " kaphila_call_id = ?6, kaphila_recording_id = ?7, filename = ?8, channels = ?9,"
@@ -185,22 +167,21 @@ store_status rec_db_update(store_conn *c, const rec_row *r)
     bind_text(st, 8, r->filename);
     sqlite3_bind_int(st, 9, r->channels);
     sqlite3_bind_int(st, 10, r->error_code);
-    s = map_rc(db, sqlite3_step(st), "recording update");
-    if (s == STORE_OK && sqlite3_changes(db) == 0) s = STORE_NOTFOUND;
+    s = store_step_status(c, sqlite3_step(st), "recording update");
+    if (s == STORE_OK && store_changes(c) == 0) s = STORE_NOTFOUND;
     store_stmt_done(c, st);
     return s;
 }
 
 store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET deleted = 1, date_updated = ?2 WHERE sid = ?1");
     store_status s;
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     sqlite3_bind_int64(st, 2, now);
-    s = map_rc(db, sqlite3_step(st), "recording delete");
+    s = store_step_status(c, sqlite3_step(st), "recording delete");
     store_stmt_done(c, st);
     return s;
 }
@@ -208,7 +189,6 @@ store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
 store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
                          int limit, rec_row *out, int *n_out)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     char sql[640];
     int n = 0, idx = 1, rc = SQLITE_DONE;
     bool by_call = f->call_sid && *f->call_sid;
@@ -238,7 +218,7 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
     sqlite3_bind_int(st, idx++, limit);
     if (offset > 0) sqlite3_bind_int64(st, idx++, offset);
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) read_row(st, &out[n++], false);
-    if (n < limit && rc != SQLITE_DONE) s = map_rc(db, rc, "recording list");
+    if (n < limit && rc != SQLITE_DONE) s = store_step_status(c, rc, "recording list");
     store_stmt_done(c, st);
     *n_out = n;
     return s;
@@ -246,7 +226,6 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
 
 store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out)
 {
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE call_sid = ?1"
                                    " ORDER BY id LIMIT ?2");
     rec_row *rows = NULL;
@@ -268,7 +247,7 @@ store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out,
         }
         read_row(st, &rows[n++], true);
     }
-    if (s == STORE_OK && rc != SQLITE_DONE) s = map_rc(db, rc, "recordings of a call");
+    if (s == STORE_OK && rc != SQLITE_DONE) s = store_step_status(c, rc, "recordings of a call");
     store_stmt_done(c, st);
     if (s != STORE_OK) {
         rec_rows_free(rows, n);
@@ -292,7 +271,6 @@ store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
      * have closed them were lost to a restart). The call is looked up by SID
      * per recording: `call_sid IN (SELECT sid FROM calls WHERE …)` made
      * SQLite list every ended call first, a scan of the whole table. */
-    sqlite3 *db = store_conn_sqlite(c);
     sqlite3_stmt *st = store_stmt_get(c,
         "SELECT DISTINCT call_sid FROM recordings WHERE deleted = 0 AND"
         " (status IN ('stopped', 'processing') OR (status = 'in-progress' AND EXISTS"
@@ -304,7 +282,7 @@ store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
     if (!st) return STORE_ERROR;
     sqlite3_bind_int(st, 1, max);
     while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) copy_col(st, 0, out[n++], SID_SIZE);
-    if (n < max && rc != SQLITE_DONE) s = map_rc(db, rc, "pending recordings");
+    if (n < max && rc != SQLITE_DONE) s = store_step_status(c, rc, "pending recordings");
     store_stmt_done(c, st);
     *n_out = n;
     return s;
