@@ -4,7 +4,8 @@
  * WAL mode, synchronous=NORMAL (a committed row survives kill -9 of twigate;
  * see docs/architecture.md for the power-loss trade-off), versioned schema
  * migrations (PRAGMA user_version), foreign keys off (rows are deleted by
- * explicit statements). A `store` is shared by all threads; each thread takes
+ * explicit statements). The recordings table's rows and SQL are in
+ * store/recstore.h. A `store` is shared by all threads; each thread takes
  * a connection with store_conn_acquire and gives it back with
  * store_conn_release, so no connection is used by two threads at once.
  * Prepared statements are cached per connection. */
@@ -105,26 +106,9 @@ void store_set_callcache(store *s, callcache *cc);
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);
 
-/* For the one table file outside src/store/ (the engine's
- * recordings_store.c, whose row type is the engine's): it prepares its
- * statements with store_stmt_get and follows the same rules (one thread at
- * a time, short transactions). store_step_status maps a sqlite3_step result
- * as the store's own statements are (SQLITE_ROW and SQLITE_DONE are
- * STORE_OK; contention counts in store_busy_count, disk refusals in
- * store_faults); then the rowid of the connection's last insert and the
- * rows its last statement changed. */
-store_status store_step_status(store_conn *c, int rc, const char *what);
-int64_t store_last_insert_id(store_conn *c);
-int     store_changes(store_conn *c);
-
 /* store_begin returns STORE_CONFLICT, quietly, when the connection is
  * already inside a transaction: the caller's writes then join it and it
  * must not commit (see the engine's write batch in engine.c). */
-/* A prepared statement for sql (any text, built at run time or not) from
- * the connection's cache; give it back with store_stmt_done, which resets
- * it. NULL on error (logged). */
-struct sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql);
-void store_stmt_done(store_conn *c, struct sqlite3_stmt *st);
 /* Takes and releases the write lock: the database is writable now. */
 __attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);

@@ -350,12 +350,6 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
     return st ? step_done(c, st, what) : STORE_ERROR;
 }
 
-store_status store_step_status(store_conn *c, int rc, const char *what)
-{
-    return store_map_rc_c(c, rc, what);
-}
-int64_t store_last_insert_id(store_conn *c) { return sqlite3_last_insert_rowid(c->db); }
-int store_changes(store_conn *c) { return sqlite3_changes(c->db); }
 
 void store_set_callcache(store *s, callcache *cc) { s->callcache = cc; }
 

@@ -95,6 +95,12 @@ struct store {
     callcache      *callcache;   /* told of every call row write; may be NULL */
 };
 
+/* A prepared statement for sql (any text, built at run time or not) from
+ * the connection's cache; give it back with store_stmt_done, which resets
+ * it. NULL on error (logged). */
+sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql);
+void store_stmt_done(store_conn *c, sqlite3_stmt *st);
+
 /* Maps a statement's result code to a store_status, counting contention
  * (SQLITE_BUSY) and storage faults on the connection's store (store.c). */
 store_status store_map_rc_c(store_conn *c, int rc, const char *what);
