@@ -4,7 +4,8 @@
  * Map of the store (src/store/): store_int.h, the internals every file
  * shares; store.c, this file; store_schema.c, opening a connection and the
  * schema migrations; then one file per group of tables: store_calls.c
- * (calls), store_log.c (kevents, outbox, call events, notifications).
+ * (calls), store_log.c (kevents, outbox, call events, notifications),
+ * store_keys.c (account_keys), store_recordings.c (recordings).
  * Every fixed statement is prepared once per connection (stmt_get) and
  * reset after use, so a request costs no SQL compilation. */
 #include "store_int.h"

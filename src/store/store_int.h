@@ -1,6 +1,6 @@
 /* store_int.h — the store's internals, private to src/store/: shared by
  * the pool (store.c), the schema (store_schema.c) and every table file
- * (store_calls.c, store_log.c).
+ * (store_calls.c, store_log.c, store_keys.c, store_recordings.c).
  *
  * What is here: the pool's and a connection's structures (struct store,
  * struct store_conn), the fixed statements' ids and their per-connection

@@ -52,7 +52,7 @@ static const char *const migrations[] = {
     "  response_headers TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX notifications_acct ON notifications(account_sid, id);"
     "CREATE INDEX notifications_call ON notifications(call_sid, id) WHERE call_sid != '';"
-    /* Recordings (recordings.c owns the SQL). A RecordVerb recording is a
+    /* Recordings (store_recordings.c owns the SQL). A RecordVerb recording is a
      * window [offset_ms, offset_ms + duration) of the call's bridge file. */
     "CREATE TABLE recordings("
     "  id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, account_sid TEXT NOT NULL,"
@@ -91,7 +91,7 @@ static const char *const migrations[] = {
     "DROP INDEX calls_live;"
     "CREATE INDEX calls_live ON calls(account_sid, status)"
     "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';",
-    /* 4. Kaphila-key accounts (keyauth.c owns the SQL): the SID each key
+    /* 4. Kaphila-key accounts (store_keys.c owns the SQL, for keyauth.c): the SID each key
      * was bound to on first use. The key itself is kept, as the config file
      * keeps a file account's: after a restart, live calls and pending
      * webhooks of the account need it to sign and to drive Kaphila.
