@@ -4,7 +4,8 @@
  * WAL mode, synchronous=NORMAL (a committed row survives kill -9 of twigate;
  * see docs/architecture.md for the power-loss trade-off), versioned schema
  * migrations (PRAGMA user_version), foreign keys off (rows are deleted by
- * explicit statements). A `store` is shared by all threads; each thread takes
+ * explicit statements). The recordings table's rows and SQL are in
+ * store/recstore.h. A `store` is shared by all threads; each thread takes
  * a connection with store_conn_acquire and gives it back with
  * store_conn_release, so no connection is used by two threads at once.
  * Prepared statements are cached per connection. */
@@ -105,19 +106,9 @@ void store_set_callcache(store *s, callcache *cc);
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);
 
-/* The raw SQLite handle, for sibling modules that own their own tables
- * (recordings.c): they prepare their statements on it and follow the same
- * rules (one thread at a time, short transactions). */
-struct sqlite3 *store_conn_sqlite(store_conn *c);
-
 /* store_begin returns STORE_CONFLICT, quietly, when the connection is
  * already inside a transaction: the caller's writes then join it and it
  * must not commit (see the engine's write batch in engine.c). */
-/* A prepared statement for sql (any text, built at run time or not) from
- * the connection's cache; give it back with store_stmt_done, which resets
- * it. NULL on error (logged). */
-struct sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql);
-void store_stmt_done(store_conn *c, struct sqlite3_stmt *st);
 /* Takes and releases the write lock: the database is writable now. */
 __attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);
@@ -234,5 +225,17 @@ store_status store_notification_list(store_conn *c, const char *account_sid, con
 __attribute__((warn_unused_result))
 store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
                                     json_t **out);
+
+/* Kaphila-key accounts (keyauth.c; the account_keys table): binds sid to key
+ * unless sid is bound already, then *same says whether the stored key is
+ * key (compared in constant time). */
+__attribute__((warn_unused_result))
+store_status store_account_key_bind(store_conn *c, const char *sid, const char *key,
+                                    int64_t now, bool *same);
+/* Every binding, oldest first, at most max; cb returning false (out of
+ * memory) stops the walk with STORE_ERROR. */
+__attribute__((warn_unused_result))
+store_status store_account_key_each(store_conn *c, int max,
+        bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg);
 
 #endif

@@ -10,7 +10,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,73 +168,36 @@ static store_status store_bind(keyauth *k, const char *sid, const char *key, int
                                bool *same)
 {
     store_conn *c = store_conn_acquire(k->a->store);
-    sqlite3_stmt *st = NULL;
-    store_status r = STORE_ERROR;
+    store_status r;
     *same = false;
     if (!c) return STORE_ERROR;
-    st = store_stmt_get(c, "INSERT OR IGNORE INTO account_keys(account_sid, kaphila_key, created)"
-                           " VALUES(?1, ?2, ?3)");
-    if (!st) goto out;
-    sqlite3_bind_text(st, 1, sid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now);
-    int rc = sqlite3_step(st);
-    store_stmt_done(c, st);
-    st = NULL;
-    if (rc != SQLITE_DONE) {
-        r = rc == SQLITE_BUSY ? STORE_BUSY : STORE_ERROR;
-        log_error("keyauth", "cannot bind an account to its key: %s", sqlite3_errstr(rc));
-        goto out;
-    }
-    st = store_stmt_get(c, "SELECT kaphila_key FROM account_keys WHERE account_sid = ?1");
-    if (!st) goto out;
-    sqlite3_bind_text(st, 1, sid, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *stored = (const char *)sqlite3_column_text(st, 0);
-        *same = stored && strlen(stored) == strlen(key) &&
-                CRYPTO_memcmp(stored, key, strlen(key)) == 0;
-        r = STORE_OK;
-    }
-out:
-    if (st) store_stmt_done(c, st);
+    r = store_account_key_bind(c, sid, key, now, same);
+    if (r != STORE_OK) log_error("keyauth", "cannot bind an account to its key");
     store_conn_release(c);
     return r;
+}
+
+static bool load_one(const char *sid, const char *key, int64_t created, void *arg)
+{
+    if (!sid_valid(sid, "AC")) return true;
+    return bound_add(arg, sid, key, created) != NULL;
 }
 
 static int load_bindings(keyauth *k, char *err, size_t errlen)
 {
     store_conn *c = store_conn_acquire(k->a->store);
-    sqlite3_stmt *st = NULL;
-    int ret = -1, rc;
+    store_status r;
     if (!c) {
         snprintf(err, errlen, "no database connection");
         return -1;
     }
-    st = store_stmt_get(c, "SELECT account_sid, kaphila_key, created FROM account_keys"
-                           " ORDER BY rowid LIMIT ?1");
-    if (!st) {
-        snprintf(err, errlen, "cannot read account_keys");
-        goto out;
-    }
-    sqlite3_bind_int(st, 1, KEYAUTH_MAX_ACCOUNTS);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *sid = (const char *)sqlite3_column_text(st, 0);
-        const char *key = (const char *)sqlite3_column_text(st, 1);
-        if (!sid || !key || !sid_valid(sid, "AC")) continue;
-        if (!bound_add(k, sid, key, sqlite3_column_int64(st, 2))) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-    }
-    if (rc != SQLITE_DONE) {
-        snprintf(err, errlen, "cannot read account_keys: %s", sqlite3_errstr(rc));
-        goto out;
-    }
-    ret = 0;
-out:
-    if (st) store_stmt_done(c, st);
+    r = store_account_key_each(c, KEYAUTH_MAX_ACCOUNTS, load_one, k);
     store_conn_release(c);
-    return ret;
+    if (r != STORE_OK) {
+        snprintf(err, errlen, "cannot read account_keys (or out of memory)");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the look-up (engine thread) ---- */
