@@ -1,8 +1,8 @@
 /* config — the key table and everything it drives.
  *
- * Files (the one table stays here, every other file reads it through
- * config_int.h):
- *   config.c        caps, the key table (global keys, then the account
+ * Files (the one table stays here; the other files read it, the caps and
+ * the shared helpers through config_int.h):
+ *   config.c        the key table (global keys, then the account
  *                   fields), the value checks it references, small helpers,
  *                   lifecycle, table introspection, lookups, reload rules
  *   config_set.c    set_value: the one place a key gets a value, whatever the
@@ -11,9 +11,9 @@
  *   config_file.c   the file parser (sections, quotes, comments, UTF-8)
  *   config_print.c  printing (effective config, help)
  *
- * Every source funnels into config_set_value(), so a key behaves the same whether it
- * comes from the file, the environment or the command line, and every error
- * names the key the same way. */
+ * Every source funnels into config_set_value(), so a key behaves the same
+ * whether it comes from the file, the environment or the command line, and
+ * every error names the key the same way. */
 #include "config_int.h"
 #include "net/connguard.h"
 #include "sim/sim.h"
@@ -30,7 +30,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
 
 static bool check_account_sid(const char *v, char *why, size_t whylen);
 static bool check_key_sid(const char *v, char *why, size_t whylen);
