@@ -2,6 +2,7 @@
  * the default policy (rp=ct, rc=1) retries no HTTP answer; rp=5xx and
  * rp=4xx retry their class only, rc attempts more at most and clamped to
  * Twilio's 5; a read timeout (rt) is retried under rp=rt with error 11205;
+ * a refused connection is retried by the default policy (11205);
  * every attempt of one delivery carries the same idempotency token and a
  * signature, and the fragment is neither sent nor reported. */
 #include <stdarg.h>
@@ -9,7 +10,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +268,35 @@ static void test_read_timeout_not_retried_by_default(void **state)
     assert_int_equal(seen(f), 1);
 }
 
+/* A loopback port nobody listens on: bound and closed again, so a connect
+ * there is refused at once (no timing involved). */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void test_connect_failure_retried_by_default(void **state)
+{
+    fixture *f = *state;
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/hook", closed_port());
+    ut_run_on_loop(f->l, send_on_loop, f);
+    assert_true(ut_waiter_wait(&f->done, 1, WAIT_MS));
+    assert_int_equal(f->res.error_code, 11205);
+    assert_int_equal(f->res.attempts, 2);   /* rp=ct, rc=1 */
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/hook#rc=0", closed_port());
+    ut_run_on_loop(f->l, send_on_loop, f);
+    assert_true(ut_waiter_wait(&f->done, 2, WAIT_MS));
+    assert_int_equal(f->res.error_code, 11205);
+    assert_int_equal(f->res.attempts, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rc_clamped_to_five, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout_retried_under_rp_rt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout_not_retried_by_default, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_failure_retried_by_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
