@@ -23,6 +23,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 LIB      := $(BUILD)/libtwigate.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# The unit tests' shared helpers (tests/unit/support/support.h), linked into each.
+UNIT_SUPPORT := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/unit/support/*.c))
 PYTHON   := /usr/bin/python3
 
 .PHONY: all deps run check layers unit integration sanitize fuzz-replay fuzz bench install clean
@@ -53,7 +55,7 @@ $(BUILD)/twigate: $(BUILD)/src/app/main.o $(LIB)
 $(BUILD)/kaphila-sim: $(BUILD)/src/sim/sim_main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_SUPPORT) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 

@@ -31,7 +31,7 @@
 #include "engine/recordings.h"
 #include "http/rest.h"
 #include "sim/sim.h"
-#include "console/console.h"   /* console (issue 20) */
+#include "console/console.h"
 #include "store/store.h"
 #include "base/timefmt.h"
 
@@ -181,167 +181,224 @@ static void reload(app *a, const options *o)
     log_info("main", "configuration reloaded (%zu accounts)", next->n_accounts);
 }
 
+/* --print-config: the effective config on stdout, nothing started. */
+static int print_config(config *cfg)
+{
+    config_print(cfg, stdout);
+    if (cfg->n_accounts == 0)
+        fprintf(stderr, "twigate: no account defined yet; the daemon needs one to start\n");
+    config_destroy(cfg);
+    return 0;
+}
+
+/* Process-wide set-up before any thread: every thread created from here
+ * inherits the blocked set, so signals reach only main's sigwait. */
+static int init_process(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_setname_np(pthread_self(), "main");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "twigate: libcurl initialisation failed\n");
+        return -1;
+    }
+    xmlInitParser();
+    return 0;
+}
+
+/* Metrics, the database and its call cache. */
+static int open_state(app *a, config *cfg)
+{
+    char err[512];
+    a->metrics = metrics_create();
+    a->store = store_open(cfg->db_path, err, sizeof err);
+    if (!a->metrics || !a->store) {
+        fprintf(stderr, "twigate: db.path: %s\n", a->store ? "out of memory" : err);
+        return -1;
+    }
+    /* Before any other thread uses the store; destroyed after it. */
+    if (cfg->call_cache_entries > 0) {
+        a->callcache = callcache_create((size_t)cfg->call_cache_entries);
+        if (!a->callcache) {
+            fprintf(stderr, "twigate: db.call_cache_entries: out of memory\n");
+            return -1;
+        }
+        store_set_callcache(a->store, a->callcache);
+    }
+    return 0;
+}
+
+/* Kaphila's URL: the configured one, or the embedded simulator started now. */
+static int start_kaphila(app *a, const config *cfg)
+{
+    char err[512];
+    if (!strcmp(cfg->kaphila_url, "sim")) {
+        a->sim = start_sim(cfg, a->kaphila_url, sizeof a->kaphila_url, err, sizeof err);
+        if (!a->sim) {
+            fprintf(stderr, "twigate: sim: %s\n", err);
+            return -1;
+        }
+    } else {
+        snprintf(a->kaphila_url, sizeof a->kaphila_url, "%s", cfg->kaphila_url);
+    }
+    return 0;
+}
+
+/* The MP3 encoder, key accounts and the engine (created, not yet running). */
+static int create_engine(app *a, config *cfg)
+{
+    char err[512];
+    if (!(a->mp3 = rec_mp3_create())) {
+        fprintf(stderr, "twigate: cannot start the MP3 encoder thread\n");
+        return -1;
+    }
+    /* Before the engine, which reloads the live calls of bound accounts. */
+    a->keyauth = keyauth_create(a, err, sizeof err);
+    if (!a->keyauth) {
+        fprintf(stderr, "twigate: accounts: %s\n", err);
+        return -1;
+    }
+    cfg->account_hook = keyauth_account;
+    cfg->account_hook_ctx = a->keyauth;
+    a->engine = engine_create(a, err, sizeof err);
+    if (!a->engine) {
+        fprintf(stderr, "twigate: %s\n", err);
+        return -1;
+    }
+    /* The console (docs/console.md): its routes go before the REST API's. */
+    if (cfg->console_enabled && !(a->console = console_create(a, err, sizeof err))) {
+        fprintf(stderr, "twigate: console: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The REST server, then (the port now known) public_url, then the engine. */
+static int start_serving(app *a, config *cfg)
+{
+    char err[512];
+    http_config hc = {
+        .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
+        .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
+        .max_per_client = cfg->max_per_client, .head_timeout_ms = cfg->head_timeout_ms,
+        .limit_exempt = cfg->limit_exempt,
+        .routes = a->console ? console_routes(a->console, rest_routes()) : rest_routes(),
+        .not_found = rest_not_found, .ctx = a, .observe = rest_observe,
+        .access = rest_access,
+    };
+    a->http = http_start(&hc, err, sizeof err);
+    if (!a->http) {
+        fprintf(stderr, "twigate: listen: %s\n", err);
+        return -1;
+    }
+    /* With listen.port = 0 only now is the port known, and with it the
+     * default public_url. */
+    if (config_bind_port(cfg, http_port(a->http), err, sizeof err)) {
+        fprintf(stderr, "twigate: %s\n", err);
+        return -1;
+    }
+    snprintf(a->public_url, sizeof a->public_url, "%s", cfg->public_url);
+    if (engine_start(a->engine) != 0) {
+        fprintf(stderr, "twigate: cannot start the engine\n");
+        return -1;
+    }
+    printf("twigate %s listening on http://%s:%d (public URL %s)\n", TWIGATE_VERSION,
+           cfg->listen_address, http_port(a->http), a->public_url);
+    printf("Kaphila: %s%s\n", a->kaphila_url, a->sim ? " (built-in simulator)" : "");
+    fflush(stdout);
+    log_info("main", "ready: %zu account(s), database %s", cfg->n_accounts, cfg->db_path);
+    return 0;
+}
+
+/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads. */
+static int wait_for_stop(app *a, const options *o, const sigset_t *sigs)
+{
+    int sig = 0;
+    for (;;) {
+        if (sigwait(sigs, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            reload(a, o);
+            continue;
+        }
+        return sig;
+    }
+}
+
+/* Drain: refuse new connections, close the open ones after their next
+ * answer, and let deliveries finish, all within the grace. */
+static void drain(app *a)
+{
+    int64_t deadline = timefmt_mono_ms() + app_config(a)->shutdown_grace_ms;
+    console_stop(a->console);   /* its open event streams would hold the drain */
+    http_quiesce(a->http);
+    while (timefmt_mono_ms() < deadline &&
+           (!http_drained(a->http, DRAIN_QUIET_MS) || engine_inflight_deliveries(a->engine) > 0)) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Stops and frees whatever was started, in the reverse order; NULL parts
+ * were never started. */
+static void teardown(app *a)
+{
+    if (a->http) http_quiesce(a->http);
+    if (a->engine) {
+        engine_stop(a->engine, 0);
+        engine_destroy(a->engine);
+    }
+    rec_mp3_stop(a->mp3);   /* answers what it holds before the server stops */
+    console_stop(a->console);   /* likewise */
+    http_stop(a->http);
+    console_destroy(a->console);
+    rec_mp3_destroy(a->mp3);
+    keyauth_destroy(a->keyauth);
+    sim_destroy(a->sim);
+    store_close(a->store);
+    callcache_destroy(a->callcache);
+    metrics_destroy(a->metrics);
+    for (int i = 0; i < a->n_retired; i++) config_destroy((config *)a->retired[i]);
+    config_destroy((config *)app_config(a));
+    xmlCleanupParser();
+    curl_global_cleanup();
+}
+
 int main(int argc, char **argv)
 {
     options o = {0};
     app a = {0};
     char err[512];
     sigset_t sigs;
-    int rc = 1, sig = 0;
-    config *cfg;
+    int rc = 1;
 
     if (parse_args(argc, argv, &o)) return 2;
-    cfg = load_config(&o, err, sizeof err);
+    config *cfg = load_config(&o, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "twigate: %s\n", err);
         return 2;
     }
-    if (o.print_config) {
-        config_print(cfg, stdout);
-        if (cfg->n_accounts == 0)
-            fprintf(stderr, "twigate: no account defined yet; the daemon needs one to start\n");
-        config_destroy(cfg);
-        return 0;
-    }
+    if (o.print_config)
+        return print_config(cfg);
     atomic_store(&a.cfg, cfg);
     apply_logging(cfg);
     a.started_ms = timefmt_now_ms();
-
-    /* Every thread created from here inherits the blocked set. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    pthread_setname_np(pthread_self(), "main");
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "twigate: libcurl initialisation failed\n");
+    if (init_process(&sigs) != 0)
         return 1;
-    }
-    xmlInitParser();
 
-    a.metrics = metrics_create();
-    a.store = store_open(cfg->db_path, err, sizeof err);
-    if (!a.metrics || !a.store) {
-        fprintf(stderr, "twigate: db.path: %s\n", a.store ? "out of memory" : err);
+    if (open_state(&a, cfg) || start_kaphila(&a, cfg) || create_engine(&a, cfg) ||
+        start_serving(&a, cfg))
         goto out;
-    }
-    /* Before any other thread uses the store; destroyed after it. */
-    if (cfg->call_cache_entries > 0) {
-        a.callcache = callcache_create((size_t)cfg->call_cache_entries);
-        if (!a.callcache) {
-            fprintf(stderr, "twigate: db.call_cache_entries: out of memory\n");
-            goto out;
-        }
-        store_set_callcache(a.store, a.callcache);
-    }
-    if (!strcmp(cfg->kaphila_url, "sim")) {
-        a.sim = start_sim(cfg, a.kaphila_url, sizeof a.kaphila_url, err, sizeof err);
-        if (!a.sim) {
-            fprintf(stderr, "twigate: sim: %s\n", err);
-            goto out;
-        }
-    } else {
-        snprintf(a.kaphila_url, sizeof a.kaphila_url, "%s", cfg->kaphila_url);
-    }
-
-    if (!(a.mp3 = rec_mp3_create())) {
-        fprintf(stderr, "twigate: cannot start the MP3 encoder thread\n");
-        goto out;
-    }
-    /* Before the engine, which reloads the live calls of bound accounts. */
-    a.keyauth = keyauth_create(&a, err, sizeof err);
-    if (!a.keyauth) {
-        fprintf(stderr, "twigate: accounts: %s\n", err);
-        goto out;
-    }
-    cfg->account_hook = keyauth_account;
-    cfg->account_hook_ctx = a.keyauth;
-    a.engine = engine_create(&a, err, sizeof err);
-    if (!a.engine) {
-        fprintf(stderr, "twigate: %s\n", err);
-        goto out;
-    }
-    /* console (issue 20): its routes go before the REST API's. */
-    if (cfg->console_enabled && !(a.console = console_create(&a, err, sizeof err))) {
-        fprintf(stderr, "twigate: console: %s\n", err);
-        goto out;
-    }
-    http_config hc = {
-        .address = cfg->listen_address, .port = cfg->listen_port, .threads = cfg->http_threads,
-        .max_body = (size_t)cfg->max_body_bytes, .max_connections = cfg->max_connections,
-        .max_per_client = cfg->max_per_client, .head_timeout_ms = cfg->head_timeout_ms,
-        .limit_exempt = cfg->limit_exempt,
-        .routes = a.console ? console_routes(a.console, rest_routes()) : rest_routes(),
-        .not_found = rest_not_found, .ctx = &a, .observe = rest_observe,
-        .access = rest_access,
-    };
-    a.http = http_start(&hc, err, sizeof err);
-    if (!a.http) {
-        fprintf(stderr, "twigate: listen: %s\n", err);
-        goto out;
-    }
-    /* With listen.port = 0 only now is the port known, and with it the
-     * default public_url. */
-    if (config_bind_port(cfg, http_port(a.http), err, sizeof err)) {
-        fprintf(stderr, "twigate: %s\n", err);
-        goto out;
-    }
-    snprintf(a.public_url, sizeof a.public_url, "%s", cfg->public_url);
-    if (engine_start(a.engine) != 0) {
-        fprintf(stderr, "twigate: cannot start the engine\n");
-        goto out;
-    }
-    printf("twigate %s listening on http://%s:%d (public URL %s)\n", TWIGATE_VERSION,
-           cfg->listen_address, http_port(a.http), a.public_url);
-    printf("Kaphila: %s%s\n", a.kaphila_url, a.sim ? " (built-in simulator)" : "");
-    fflush(stdout);
-    log_info("main", "ready: %zu account(s), database %s", cfg->n_accounts, cfg->db_path);
-
-    for (;;) {
-        if (sigwait(&sigs, &sig) != 0) continue;
-        if (sig == SIGHUP) {
-            reload(&a, &o);
-            continue;
-        }
-        break;
-    }
+    int sig = wait_for_stop(&a, &o, &sigs);
     log_info("main", "signal %d: draining (grace %d ms)", sig, app_config(&a)->shutdown_grace_ms);
     atomic_store(&a.draining, true);
-    console_stop(a.console);   /* console (issue 20): its streams would hold the drain */
     rc = 0;
-    {
-        /* Drain: refuse new connections, close the open ones after their
-         * next answer, and let deliveries finish, all within the grace. */
-        int64_t deadline = timefmt_mono_ms() + app_config(&a)->shutdown_grace_ms;
-        http_quiesce(a.http);
-        while (timefmt_mono_ms() < deadline &&
-               (!http_drained(a.http, DRAIN_QUIET_MS) || engine_inflight_deliveries(a.engine) > 0)) {
-            struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    drain(&a);
 out:
-    if (a.http) http_quiesce(a.http);
-    if (a.engine) {
-        engine_stop(a.engine, 0);
-        engine_destroy(a.engine);
-    }
-    rec_mp3_stop(a.mp3);   /* answers what it holds before the server stops */
-    console_stop(a.console);   /* console (issue 20): likewise */
-    http_stop(a.http);
-    console_destroy(a.console);   /* console (issue 20) */
-    rec_mp3_destroy(a.mp3);
-    keyauth_destroy(a.keyauth);
-    sim_destroy(a.sim);
-    store_close(a.store);
-    callcache_destroy(a.callcache);
-    metrics_destroy(a.metrics);
-    for (int i = 0; i < a.n_retired; i++) config_destroy((config *)a.retired[i]);
-    config_destroy((config *)app_config(&a));
-    xmlCleanupParser();
-    curl_global_cleanup();
+    teardown(&a);
     if (rc == 0) log_info("main", "stopped cleanly");
     return rc;
 }

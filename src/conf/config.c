@@ -1,18 +1,20 @@
 /* config — the key table and everything it drives.
  *
- * Map of this file:
- *   caps and the key table (global keys, then the account fields)
- *   value checks (SIDs, URLs, sim.outcomes …) referenced from the table
- *   set_value: the one place a key gets a value, whatever the source
- *   the file parser (sections, quotes, comments, UTF-8)
- *   environment and --set
- *   config_finish: cross-key checks and derived values
- *   printing (effective config, help), lookups, reload compatibility
+ * Files (the one table stays here; the other files read it, the caps and
+ * the shared helpers through config_int.h):
+ *   config.c        the key table (global keys, then the account
+ *                   fields), the value checks it references, small helpers,
+ *                   lifecycle, table introspection, lookups, reload rules
+ *   config_set.c    set_value: the one place a key gets a value, whatever the
+ *                   source; environment and --set; config_finish's cross-key
+ *                   checks and derived values
+ *   config_file.c   the file parser (sections, quotes, comments, UTF-8)
+ *   config_print.c  printing (effective config, help)
  *
- * Every source funnels into set_value(), so a key behaves the same whether it
- * comes from the file, the environment or the command line, and every error
- * names the key the same way. */
-#include "conf/config.h"
+ * Every source funnels into config_set_value(), so a key behaves the same
+ * whether it comes from the file, the environment or the command line, and
+ * every error names the key the same way. */
+#include "config_int.h"
 #include "net/connguard.h"
 #include "sim/sim.h"
 #include "base/timefmt.h"
@@ -28,45 +30,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-/* The longest legal key is account.<64>.api_key_secret (~88 bytes); anything
- * past this is a typo or garbage, and a fixed buffer keeps the parser simple. */
-#define KEY_MAX 128
-/* 1024 accounts with every field and a comment each fit in well under 1 MiB;
- * a bigger file is not a config file. */
-#define CONFIG_MAX_FILE_BYTES (4 * 1024 * 1024)
-/* Twilio's own limit on friendly_name (Twilio's Accounts resource: 64 characters). */
-#define FRIENDLY_NAME_MAX 64
-/* E.164 numbers have at most 15 digits, so a longer suffix can never match. */
-#define OUTCOME_SUFFIX_MAX 15
-/* Kaphila's voice names are like en-US-Neural2-A; 64 leaves room for any
- * vendor prefix and stays well under the 256 bytes Kaphila's fields take. */
-#define CONFIG_MAX_VOICE_NAME 64
-
-typedef enum { KT_STRING, KT_SECRET, KT_INT, KT_BOOL, KT_TIME } key_type;
-
-/* Extra shape check for a string value; fills why (without the key) on failure. */
-typedef bool (*value_check)(const char *v, char *why, size_t whylen);
-
-typedef struct key_def {
-    const char *name;
-    key_type    type;
-    const char *def;        /* default, as it would be written in the file */
-    int         min, max;   /* ints only */
-    bool        reloadable;
-    size_t      offset;     /* of the field in struct config */
-    value_check check;
-    const char *desc;
-} key_def;
-
-typedef struct field_def {
-    const char *name;       /* the <field> in account.<name>.<field> */
-    key_type    type;
-    bool        required;
-    size_t      offset;     /* of the field in struct config_account */
-    value_check check;
-    const char *desc;
-} field_def;
 
 static bool check_account_sid(const char *v, char *why, size_t whylen);
 static bool check_key_sid(const char *v, char *why, size_t whylen);
@@ -86,7 +49,7 @@ static bool check_addr_list(const char *v, char *why, size_t whylen);
 
 /* Keys without a dot come first: in a file they must precede every [section].
  * Sections appear in this order in --print-config and conf/twigate.conf. */
-static const key_def KEYS[] = {
+const key_def config_keys[] = {
     STR("public_url", public_url, "", false, check_public_url,
         "Base URL clients and webhooks see; empty = http://<listen.address>:<listen.port>"),
 
@@ -196,10 +159,10 @@ static const key_def KEYS[] = {
     BOOL("console.enabled", console_enabled, "false", false,
          "Serve the web console at /console/ (Basic auth with the account's REST credentials)"),
 };
-#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
 
 #define FIELD(n, t, req, f, chk, desc) { n, t, req, offsetof(config_account, f), chk, desc }
-static const field_def FIELDS[] = {
+const field_def config_fields[] = {
     FIELD("sid", KT_STRING, true, sid, check_account_sid,
           "Account SID (AC + 32 hex digits); the Basic auth username"),
     FIELD("auth_token", KT_SECRET, true, auth_token, NULL,
@@ -221,20 +184,12 @@ static const field_def FIELDS[] = {
           "Kaphila voiceName sent with /makecall for this account's calls; empty = Kaphila's"
           " default"),
 };
-#define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
-
-#define ACCOUNT_PREFIX "account."
-#define ACCOUNT_PREFIX_LEN (sizeof ACCOUNT_PREFIX - 1)
-#define ENV_PREFIX "TWIGATE_"
-#define ENV_PREFIX_LEN (sizeof ENV_PREFIX - 1)
-#define ENV_ACCOUNT "TWIGATE_ACCOUNT_"
-#define ENV_ACCOUNT_NEW "TWIGATE_ACCOUNT__"
-#define MASK "********"
+const size_t config_n_fields = sizeof config_fields / sizeof config_fields[0];
 
 /* ---- small helpers ---------------------------------------------------- */
 
 __attribute__((format(printf, 3, 4)))
-static void fail(char *err, size_t errlen, const char *fmt, ...)
+void config_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0)
         return;
@@ -244,13 +199,13 @@ static void fail(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static char **str_field(void *base, size_t offset)
+char **config_str_field(void *base, size_t offset)
 {
     return (char **)((char *)base + offset);
 }
 
 /* Replaces a heap string field; false on out-of-memory (field untouched). */
-static bool replace_str(char **slot, const char *v)
+bool config_replace_str(char **slot, const char *v)
 {
     char *copy = strdup(v);
     if (copy == NULL)
@@ -260,7 +215,7 @@ static bool replace_str(char **slot, const char *v)
     return true;
 }
 
-static bool is_hex(const char *s, size_t n)
+bool config_is_hex(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!isxdigit((unsigned char)s[i]))
@@ -268,9 +223,9 @@ static bool is_hex(const char *s, size_t n)
     return true;
 }
 
-static bool sid_shape(const char *v, const char *prefix)
+bool config_sid_shape(const char *v, const char *prefix)
 {
-    return strlen(v) == 34 && strncmp(v, prefix, 2) == 0 && is_hex(v + 2, 32);
+    return strlen(v) == 34 && strncmp(v, prefix, 2) == 0 && config_is_hex(v + 2, 32);
 }
 
 static bool is_name_char(char ch)
@@ -278,12 +233,12 @@ static bool is_name_char(char ch)
     return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
 }
 
-static bool is_key_char(char ch)
+bool config_is_key_char(char ch)
 {
     return is_name_char(ch) || ch == '.';
 }
 
-static bool valid_account_name(const char *s, size_t n)
+bool config_valid_account_name(const char *s, size_t n)
 {
     if (n == 0 || n > CONFIG_MAX_ACCOUNT_NAME)
         return false;
@@ -294,7 +249,7 @@ static bool valid_account_name(const char *s, size_t n)
 }
 
 /* Returns NULL when s (of length n) is valid UTF-8, else a reason. */
-static const char *utf8_problem(const unsigned char *s, size_t n)
+const char *config_utf8_problem(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -325,7 +280,7 @@ static const char *utf8_problem(const unsigned char *s, size_t n)
 
 /* Control characters would corrupt logs and the printed config; tab is only
  * allowed as whitespace in the file, never inside a value. */
-static int control_char(const char *s, size_t n)
+int config_control_char(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -335,7 +290,7 @@ static int control_char(const char *s, size_t n)
     return -1;
 }
 
-static size_t utf8_chars(const char *s)
+size_t config_utf8_chars(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -345,7 +300,7 @@ static size_t utf8_chars(const char *s)
 }
 
 /* Edit distance for "did you mean"; keys are short, so O(n*m) on the stack. */
-static size_t edit_distance(const char *a, const char *b)
+size_t config_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la >= KEY_MAX || lb >= KEY_MAX)
@@ -365,37 +320,37 @@ static size_t edit_distance(const char *a, const char *b)
     return prev[lb];
 }
 
-static const key_def *find_key(const char *name)
+const key_def *config_find_key(const char *name)
 {
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (strcmp(KEYS[i].name, name) == 0)
-            return &KEYS[i];
+    for (size_t i = 0; i < config_n_keys; i++)
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
     return NULL;
 }
 
-static const field_def *find_field(const char *name)
+const field_def *config_find_field(const char *name)
 {
-    for (size_t i = 0; i < N_FIELDS; i++)
-        if (strcmp(FIELDS[i].name, name) == 0)
-            return &FIELDS[i];
+    for (size_t i = 0; i < config_n_fields; i++)
+        if (strcmp(config_fields[i].name, name) == 0)
+            return &config_fields[i];
     return NULL;
 }
 
-static void unknown_key(const char *key, char *why, size_t whylen)
+void config_unknown_key(const char *key, char *why, size_t whylen)
 {
     const char *best = NULL;
     size_t best_d = 3;   /* suggest only close misspellings */
-    for (size_t i = 0; i < N_KEYS; i++) {
-        size_t d = edit_distance(key, KEYS[i].name);
+    for (size_t i = 0; i < config_n_keys; i++) {
+        size_t d = config_edit_distance(key, config_keys[i].name);
         if (d < best_d) {
             best_d = d;
-            best = KEYS[i].name;
+            best = config_keys[i].name;
         }
     }
     if (best != NULL)
-        fail(why, whylen, "unknown key '%s' (did you mean '%s'?)", key, best);
+        config_fail(why, whylen, "unknown key '%s' (did you mean '%s'?)", key, best);
     else
-        fail(why, whylen, "unknown key '%s'", key);
+        config_fail(why, whylen, "unknown key '%s'", key);
 }
 
 /* ---- value checks ----------------------------------------------------- */
@@ -404,7 +359,7 @@ static bool check_nonempty(const char *v, char *why, size_t whylen)
 {
     if (*v != '\0')
         return true;
-    fail(why, whylen, "must not be empty");
+    config_fail(why, whylen, "must not be empty");
     return false;
 }
 
@@ -414,12 +369,12 @@ static bool check_voice_name(const char *v, char *why, size_t whylen)
 {
     size_t n = strlen(v);
     if (n > CONFIG_MAX_VOICE_NAME) {
-        fail(why, whylen, "at most %d characters", CONFIG_MAX_VOICE_NAME);
+        config_fail(why, whylen, "at most %d characters", CONFIG_MAX_VOICE_NAME);
         return false;
     }
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)v[i]) && !strchr("-_.:/", v[i])) {
-            fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
+            config_fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
             return false;
         }
     return true;
@@ -450,28 +405,28 @@ static bool check_addr_list(const char *v, char *why, size_t whylen)
 
 static bool check_account_sid(const char *v, char *why, size_t whylen)
 {
-    if (sid_shape(v, "AC"))
+    if (config_sid_shape(v, "AC"))
         return true;
-    fail(why, whylen, "'%s' is not an Account SID (AC + 32 hex digits)", v);
+    config_fail(why, whylen, "'%s' is not an Account SID (AC + 32 hex digits)", v);
     return false;
 }
 
 static bool check_key_sid(const char *v, char *why, size_t whylen)
 {
-    if (sid_shape(v, "SK"))
+    if (config_sid_shape(v, "SK"))
         return true;
-    fail(why, whylen, "'%s' is not an API key SID (SK + 32 hex digits)", v);
+    config_fail(why, whylen, "'%s' is not an API key SID (SK + 32 hex digits)", v);
     return false;
 }
 
 static bool check_friendly_name(const char *v, char *why, size_t whylen)
 {
     if (*v == '\0') {
-        fail(why, whylen, "must not be empty");
+        config_fail(why, whylen, "must not be empty");
         return false;
     }
-    if (utf8_chars(v) > FRIENDLY_NAME_MAX) {
-        fail(why, whylen, "is longer than %d characters", FRIENDLY_NAME_MAX);
+    if (config_utf8_chars(v) > FRIENDLY_NAME_MAX) {
+        config_fail(why, whylen, "is longer than %d characters", FRIENDLY_NAME_MAX);
         return false;
     }
     return true;
@@ -479,7 +434,7 @@ static bool check_friendly_name(const char *v, char *why, size_t whylen)
 
 /* An absolute http(s) URL with a host and no query or fragment, because
  * request paths are appended to it. */
-static bool http_url_ok(const char *v)
+bool config_http_url_ok(const char *v)
 {
     const char *rest;
     if (strncmp(v, "http://", 7) == 0)
@@ -495,17 +450,17 @@ static bool http_url_ok(const char *v)
 
 static bool check_public_url(const char *v, char *why, size_t whylen)
 {
-    if (*v == '\0' || http_url_ok(v))
+    if (*v == '\0' || config_http_url_ok(v))
         return true;
-    fail(why, whylen, "'%s' is not an http:// or https:// URL without query or fragment", v);
+    config_fail(why, whylen, "'%s' is not an http:// or https:// URL without query or fragment", v);
     return false;
 }
 
 static bool check_kaphila_url(const char *v, char *why, size_t whylen)
 {
-    if (strcmp(v, "sim") == 0 || http_url_ok(v))
+    if (strcmp(v, "sim") == 0 || config_http_url_ok(v))
         return true;
-    fail(why, whylen, "'%s' is neither 'sim' nor an http:// or https:// URL", v);
+    config_fail(why, whylen, "'%s' is neither 'sim' nor an http:// or https:// URL", v);
     return false;
 }
 
@@ -515,7 +470,7 @@ static bool check_log_level(const char *v, char *why, size_t whylen)
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
         if (strcmp(v, levels[i]) == 0)
             return true;
-    fail(why, whylen, "'%s' is not one of debug, info, warn, error", v);
+    config_fail(why, whylen, "'%s' is not one of debug, info, warn, error", v);
     return false;
 }
 
@@ -541,220 +496,19 @@ static bool check_outcomes(const char *v, char *why, size_t whylen)
         }
         if (!ok) {
             int len = (int)strcspn(item, ",");
-            fail(why, whylen, "'%.*s' is not <digits>=busy|no-answer|failed|machine|human|unknown",
+            config_fail(why, whylen, "'%.*s' is not <digits>=busy|no-answer|failed|machine|human|unknown",
                  len, item);
             return false;
         }
         if (*p == ',') {
             p++;
             if (*p == '\0') {
-                fail(why, whylen, "trailing comma");
+                config_fail(why, whylen, "trailing comma");
                 return false;
             }
         }
     }
     return true;
-}
-
-/* ---- typed parsing ---------------------------------------------------- */
-
-static bool parse_int(const char *v, int min, int max, int *out, char *why, size_t whylen)
-{
-    const char *p = v;
-    if (*p == '+' || *p == '-')
-        p++;
-    if (*p == '\0' || strspn(p, "0123456789") != strlen(p)) {
-        fail(why, whylen, "'%s' is not an integer", v);
-        return false;
-    }
-    errno = 0;
-    long long n = strtoll(v, NULL, 10);
-    if (errno == ERANGE || n < min || n > max) {
-        fail(why, whylen, "%s is out of range (%d..%d)", v, min, max);
-        return false;
-    }
-    *out = (int)n;
-    return true;
-}
-
-static bool parse_bool(const char *v, bool *out, char *why, size_t whylen)
-{
-    static const char *const yes[] = { "true", "yes", "on", "1" };
-    static const char *const no[] = { "false", "no", "off", "0" };
-    for (size_t i = 0; i < 4; i++) {
-        if (strcasecmp(v, yes[i]) == 0) { *out = true; return true; }
-        if (strcasecmp(v, no[i]) == 0) { *out = false; return true; }
-    }
-    fail(why, whylen, "'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", v);
-    return false;
-}
-
-static bool parse_time(const char *v, long long *out, char *why, size_t whylen)
-{
-    int64_t ms;
-    bool date_only;
-    if (!timefmt_parse_iso8601(v, &ms, &date_only)) {
-        fail(why, whylen, "'%s' is not an ISO 8601 date-time (2024-01-31T12:00:00Z)", v);
-        return false;
-    }
-    *out = (long long)ms;
-    return true;
-}
-
-/* ---- setting one key ---------------------------------------------------- */
-
-static config_account *find_account(config *c, const char *name, size_t n)
-{
-    for (size_t i = 0; i < c->n_accounts; i++)
-        if (strlen(c->accounts[i].name) == n && strncmp(c->accounts[i].name, name, n) == 0)
-            return &c->accounts[i];
-    return NULL;
-}
-
-static config_account *add_account(config *c, const char *name, size_t n)
-{
-    /* Grows one at a time: at most CONFIG_MAX_ACCOUNTS, once, at load. */
-    config_account *grown = realloc(c->accounts, (c->n_accounts + 1) * sizeof *grown);
-    if (grown == NULL)
-        return NULL;
-    c->accounts = grown;
-    config_account *a = &grown[c->n_accounts];
-    memset(a, 0, sizeof *a);
-    a->name = strndup(name, n);
-    if (a->name == NULL)
-        return NULL;
-    c->n_accounts++;
-    return a;
-}
-
-static int set_account_value(config *c, const char *key, const char *value, char *why, size_t whylen)
-{
-    const char *name = key + ACCOUNT_PREFIX_LEN;
-    const char *dot = strchr(name, '.');
-    if (dot == NULL) {
-        fail(why, whylen, "%s: expected account.<name>.<field>", key);
-        return -1;
-    }
-    size_t name_len = (size_t)(dot - name);
-    if (!valid_account_name(name, name_len)) {
-        fail(why, whylen, "%s: account name '%.*s' must be 1..%d characters of [a-z0-9_-]",
-             key, (int)name_len, name, CONFIG_MAX_ACCOUNT_NAME);
-        return -1;
-    }
-    const field_def *f = find_field(dot + 1);
-    if (f == NULL) {
-        const char *best = NULL;
-        for (size_t i = 0; i < N_FIELDS && best == NULL; i++)
-            if (edit_distance(dot + 1, FIELDS[i].name) <= 2)
-                best = FIELDS[i].name;
-        if (best != NULL)
-            fail(why, whylen, "unknown key '%s' (did you mean '%.*s%s'?)", key,
-                 (int)(dot + 1 - key), key, best);
-        else
-            fail(why, whylen, "unknown key '%s' (account fields: sid, auth_token, kaphila_key, "
-                 "friendly_name, api_key_sid, api_key_secret, created, media_auth, "
-                 "kaphila_voice)", key);
-        return -1;
-    }
-
-    char reason[256];
-    long long ms = 0;
-    bool b = false;
-    if (f->type == KT_TIME) {
-        if (!parse_time(value, &ms, reason, sizeof reason))
-            goto bad;
-    } else if (f->type == KT_BOOL) {
-        if (!parse_bool(value, &b, reason, sizeof reason))
-            goto bad;
-    } else if (f->check != NULL && !f->check(value, reason, sizeof reason)) {
-        goto bad;
-    }
-
-    config_account *a = find_account(c, name, name_len);
-    if (a == NULL) {
-        if (c->n_accounts >= CONFIG_MAX_ACCOUNTS) {
-            fail(why, whylen, "%s: too many accounts (at most %d)", key, CONFIG_MAX_ACCOUNTS);
-            return -1;
-        }
-        a = add_account(c, name, name_len);
-        if (a == NULL)
-            goto oom;
-    }
-    if (f->type == KT_TIME) {
-        *(long long *)((char *)a + f->offset) = ms;
-        return 0;
-    }
-    if (f->type == KT_BOOL) {
-        *(bool *)((char *)a + f->offset) = b;
-        return 0;
-    }
-    if (!replace_str(str_field(a, f->offset), value))
-        goto oom;
-    return 0;
-
-bad:
-    fail(why, whylen, "%s: %s", key, reason);
-    return -1;
-oom:
-    fail(why, whylen, "%s: out of memory", key);
-    return -1;
-}
-
-/* The one place a key gets a value. why gets "key: reason" on failure. */
-static int set_value(config *c, const char *key, const char *value, char *why, size_t whylen)
-{
-    int cc = control_char(value, strlen(value));
-    if (cc >= 0) {
-        fail(why, whylen, "%s: value contains control character 0x%02x", key, cc);
-        return -1;
-    }
-    const char *bad_utf8 = utf8_problem((const unsigned char *)value, strlen(value));
-    if (bad_utf8 != NULL) {
-        fail(why, whylen, "%s: value is %s", key, bad_utf8);
-        return -1;
-    }
-    if (strncmp(key, ACCOUNT_PREFIX, ACCOUNT_PREFIX_LEN) == 0)
-        return set_account_value(c, key, value, why, whylen);
-
-    const key_def *k = find_key(key);
-    if (k == NULL) {
-        unknown_key(key, why, whylen);
-        return -1;
-    }
-    char reason[256];
-    switch (k->type) {
-    case KT_INT: {
-        int n;
-        if (!parse_int(value, k->min, k->max, &n, reason, sizeof reason))
-            goto bad;
-        *(int *)((char *)c + k->offset) = n;
-        return 0;
-    }
-    case KT_BOOL: {
-        bool b;
-        if (!parse_bool(value, &b, reason, sizeof reason))
-            goto bad;
-        *(bool *)((char *)c + k->offset) = b;
-        return 0;
-    }
-    case KT_STRING:
-    case KT_SECRET:
-        if (k->check != NULL && !k->check(value, reason, sizeof reason))
-            goto bad;
-        if (!replace_str(str_field(c, k->offset), value)) {
-            fail(why, whylen, "%s: out of memory", key);
-            return -1;
-        }
-        return 0;
-    case KT_TIME:
-        break;
-    }
-    assert(!"global keys are never KT_TIME");
-    return -1;
-
-bad:
-    fail(why, whylen, "%s: %s", key, reason);
-    return -1;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -764,9 +518,9 @@ config *config_create(void)
     config *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
-    for (size_t i = 0; i < N_KEYS; i++) {
+    for (size_t i = 0; i < config_n_keys; i++) {
         char why[256];
-        if (set_value(c, KEYS[i].name, KEYS[i].def, why, sizeof why) != 0) {
+        if (config_set_value(c, config_keys[i].name, config_keys[i].def, why, sizeof why) != 0) {
             /* Only out-of-memory can get here: the table's defaults are
              * checked by tests/unit/conf/test_config.c. */
             config_destroy(c);
@@ -780,704 +534,25 @@ void config_destroy(config *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (KEYS[i].type == KT_STRING || KEYS[i].type == KT_SECRET)
-            free(*str_field(c, KEYS[i].offset));
+    for (size_t i = 0; i < config_n_keys; i++)
+        if (config_keys[i].type == KT_STRING || config_keys[i].type == KT_SECRET)
+            free(*config_str_field(c, config_keys[i].offset));
     for (size_t i = 0; i < c->n_accounts; i++) {
         config_account *a = &c->accounts[i];
         free(a->name);
-        for (size_t f = 0; f < N_FIELDS; f++)
-            if (FIELDS[f].type != KT_TIME && FIELDS[f].type != KT_BOOL)
-                free(*str_field(a, FIELDS[f].offset));
+        for (size_t f = 0; f < config_n_fields; f++)
+            if (config_fields[f].type != KT_TIME && config_fields[f].type != KT_BOOL)
+                free(*config_str_field(a, config_fields[f].offset));
     }
     free(c->accounts);
     free(c);
-}
-
-/* ---- the file format -------------------------------------------------- */
-
-static bool is_ws(char ch)
-{
-    return ch == ' ' || ch == '\t';
-}
-
-/* A section is known when some key lives under it, or it is account.<name>. */
-static bool section_known(const char *s)
-{
-    if (strncmp(s, ACCOUNT_PREFIX, ACCOUNT_PREFIX_LEN) == 0)
-        return valid_account_name(s + ACCOUNT_PREFIX_LEN, strlen(s + ACCOUNT_PREFIX_LEN));
-    size_t n = strlen(s);
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (strncmp(KEYS[i].name, s, n) == 0 && KEYS[i].name[n] == '.')
-            return true;
-    return false;
-}
-
-/* Parses one line (without its newline) and applies it. section is the
- * current [section] (empty at the top) and is updated by headers. Returns 0,
- * or -1 with the reason (no location) in why. */
-static int parse_line(config *c, const char *line, size_t len, char section[KEY_MAX],
-                      char *why, size_t whylen)
-{
-    if (len > 0 && line[len - 1] == '\r')
-        len--;
-    if (memchr(line, '\0', len) != NULL) {
-        fail(why, whylen, "line contains a NUL byte");
-        return -1;
-    }
-    const char *bad_utf8 = utf8_problem((const unsigned char *)line, len);
-    if (bad_utf8 != NULL) {
-        fail(why, whylen, "line is %s", bad_utf8);
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)line[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) {
-            fail(why, whylen, "line contains control character 0x%02x", ch);
-            return -1;
-        }
-    }
-
-    const char *p = line, *end = line + len;
-    while (p < end && is_ws(*p))
-        p++;
-    if (p == end || *p == '#' || *p == ';')
-        return 0;
-
-    if (*p == '[') {
-        const char *close = memchr(p, ']', (size_t)(end - p));
-        if (close == NULL) {
-            fail(why, whylen, "section header without ']'");
-            return -1;
-        }
-        const char *rest = close + 1;
-        while (rest < end && is_ws(*rest))
-            rest++;
-        if (rest < end && *rest != '#' && *rest != ';') {
-            fail(why, whylen, "unexpected text after ']'");
-            return -1;
-        }
-        const char *s = p + 1, *e = close;
-        while (s < e && is_ws(*s))
-            s++;
-        while (e > s && is_ws(e[-1]))
-            e--;
-        size_t n = (size_t)(e - s);
-        bool chars_ok = n > 0 && n < KEY_MAX;
-        for (size_t i = 0; chars_ok && i < n; i++)
-            chars_ok = is_key_char(s[i]);
-        if (!chars_ok) {
-            fail(why, whylen, "bad section header '[%.*s]' (lower-case [a-z0-9_.-])",
-                 (int)(close - p - 1), p + 1);
-            return -1;
-        }
-        char name[KEY_MAX];
-        memcpy(name, s, n);
-        name[n] = '\0';
-        if (!section_known(name)) {
-            fail(why, whylen, "unknown section [%s]", name);
-            return -1;
-        }
-        memcpy(section, name, n + 1);
-        return 0;
-    }
-
-    const char *k = p;
-    while (p < end && !is_ws(*p) && *p != '=')
-        p++;
-    size_t klen = (size_t)(p - k);
-    while (p < end && is_ws(*p))
-        p++;
-    if (p == end || *p != '=') {
-        fail(why, whylen, "expected 'key = value'");
-        return -1;
-    }
-    p++;
-
-    char key[KEY_MAX];
-    size_t slen = strlen(section);
-    if (slen + 1 + klen >= KEY_MAX) {
-        fail(why, whylen, "key '%.*s' is too long", (int)klen, k);
-        return -1;
-    }
-    for (size_t i = 0; i < klen; i++) {
-        if (!is_key_char(k[i])) {
-            fail(why, whylen, "unknown key '%.*s%s%.*s'", (int)slen, section,
-                 slen ? "." : "", (int)klen, k);
-            return -1;
-        }
-    }
-    size_t o = 0;
-    if (slen > 0) {
-        memcpy(key, section, slen);
-        key[slen] = '.';
-        o = slen + 1;
-    }
-    memcpy(key + o, k, klen);
-    key[o + klen] = '\0';
-
-    while (p < end && is_ws(*p))
-        p++;
-    /* The value is never longer than the rest of the line. */
-    char *value = malloc((size_t)(end - p) + 1);
-    if (value == NULL) {
-        fail(why, whylen, "%s: out of memory", key);
-        return -1;
-    }
-    int rc = -1;
-    size_t vlen = 0;
-    if (p < end && *p == '"') {
-        p++;
-        for (;;) {
-            if (p == end) {
-                fail(why, whylen, "%s: missing closing quote", key);
-                goto out;
-            }
-            if (*p == '"')
-                break;
-            if (*p == '\\') {
-                p++;
-                if (p == end || (*p != '"' && *p != '\\')) {
-                    fail(why, whylen, "%s: only \\\" and \\\\ may be escaped in a quoted value", key);
-                    goto out;
-                }
-            }
-            value[vlen++] = *p++;
-        }
-        p++;
-        while (p < end && is_ws(*p))
-            p++;
-        if (p < end && *p != '#' && *p != ';') {
-            fail(why, whylen, "%s: unexpected text after the closing quote", key);
-            goto out;
-        }
-    } else {
-        /* A '#' at the start of the value or after whitespace opens a
-         * trailing comment; quote the value to keep one. */
-        const char *v = p, *stop = end;
-        for (const char *q = p; q < end; q++) {
-            if (*q == '#' && (q == v || is_ws(q[-1]))) {
-                stop = q;
-                break;
-            }
-        }
-        while (stop > v && is_ws(stop[-1]))
-            stop--;
-        vlen = (size_t)(stop - v);
-        memcpy(value, v, vlen);
-    }
-    value[vlen] = '\0';
-    if (strlen(value) != vlen) {
-        fail(why, whylen, "%s: value contains a NUL byte", key);
-        goto out;
-    }
-    rc = set_value(c, key, value, why, whylen);
-out:
-    free(value);
-    return rc;
-}
-
-int config_load_string(config *c, const char *text, size_t len, const char *name,
-                       char *err, size_t errlen)
-{
-    if (name == NULL)
-        name = "<string>";
-    if (len > CONFIG_MAX_FILE_BYTES) {
-        fail(err, errlen, "%s: larger than %d bytes", name, CONFIG_MAX_FILE_BYTES);
-        return -1;
-    }
-    /* A UTF-8 byte-order mark is legal at the start of a UTF-8 file. */
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
-        text += 3;
-        len -= 3;
-    }
-    char section[KEY_MAX] = "";
-    const char *p = text, *end = text + len;
-    int line_no = 0;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
-        line_no++;
-        char why[512];
-        if (parse_line(c, p, n, section, why, sizeof why) != 0) {
-            fail(err, errlen, "%s:%d: %s", name, line_no, why);
-            return -1;
-        }
-        p += n + (nl != NULL);
-    }
-    return 0;
-}
-
-int config_load_file(config *c, const char *path, char *err, size_t errlen)
-{
-    int rc = -1;
-    char *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail(err, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    /* Read one byte past the cap so an oversized file is detected. */
-    text = malloc(CONFIG_MAX_FILE_BYTES + 1);
-    if (text == NULL) {
-        fail(err, errlen, "%s: out of memory", path);
-        goto out;
-    }
-    errno = 0;
-    size_t n = fread(text, 1, CONFIG_MAX_FILE_BYTES + 1, f);
-    if (ferror(f)) {
-        /* A directory opens fine and fails here with EISDIR. */
-        fail(err, errlen, "%s: %s", path, errno != 0 ? strerror(errno) : "read error");
-        goto out;
-    }
-    rc = config_load_string(c, text, n, path, err, errlen);
-out:
-    free(text);
-    if (f != NULL)
-        fclose(f);
-    return rc;
-}
-
-/* ---- environment and --set -------------------------------------------- */
-
-/* TWIGATE_ + the key upper-cased with dots and dashes as underscores. */
-static void env_name(const char *key, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (const char *s = ENV_PREFIX; *s && o + 1 < outlen; s++)
-        out[o++] = *s;
-    for (const char *s = key; *s && o + 1 < outlen; s++)
-        out[o++] = (*s == '.' || *s == '-') ? '_' : (char)toupper((unsigned char)*s);
-    out[o] = '\0';
-}
-
-/* True when a TWIGATE_ variable looks meant for a key (its first word is a
- * section of the table), so a typo there is an error while unrelated
- * variables such as TWIGATE_BUILD are left alone. */
-static bool env_in_our_namespace(const char *var, size_t n)
-{
-    if (n >= strlen(ENV_ACCOUNT) && strncmp(var, ENV_ACCOUNT, strlen(ENV_ACCOUNT)) == 0)
-        return true;
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const char *dot = strchr(KEYS[i].name, '.');
-        if (dot == NULL)
-            continue;
-        char pre[KEY_MAX + ENV_PREFIX_LEN];
-        char sec[KEY_MAX];
-        size_t sl = (size_t)(dot - KEYS[i].name);
-        memcpy(sec, KEYS[i].name, sl);
-        sec[sl] = '\0';
-        env_name(sec, pre, sizeof pre);
-        size_t pl = strlen(pre);
-        if (n > pl && strncmp(var, pre, pl) == 0 && var[pl] == '_')
-            return true;
-    }
-    return false;
-}
-
-/* The global key a variable names, or NULL. */
-static const key_def *env_global_key(const char *var, size_t n)
-{
-    char cand[KEY_MAX + ENV_PREFIX_LEN];
-    for (size_t i = 0; i < N_KEYS; i++) {
-        env_name(KEYS[i].name, cand, sizeof cand);
-        if (strlen(cand) == n && strncmp(cand, var, n) == 0)
-            return &KEYS[i];
-    }
-    return NULL;
-}
-
-/* TWIGATE_ACCOUNT__<NAME>__<FIELD>: fields never contain "__", so the last
- * "__" splits name from field, whatever the name holds. */
-static int apply_env_new_account(config *c, const char *var, size_t n, const char *value,
-                                 char *err, size_t errlen)
-{
-    size_t pl = strlen(ENV_ACCOUNT_NEW);
-    const char *name = var + pl, *sep = NULL;
-    for (const char *s = name; s + 1 < var + n; s++)
-        if (s[0] == '_' && s[1] == '_')
-            sep = s;
-    size_t name_len = sep != NULL ? (size_t)(sep - name) : 0;
-    size_t field_len = sep != NULL ? (size_t)(var + n - sep - 2) : 0;
-    char key[KEY_MAX];
-    if (sep == NULL || name_len == 0 || field_len == 0 ||
-        ACCOUNT_PREFIX_LEN + name_len + field_len + 2 > sizeof key) {
-        fail(err, errlen, "environment %.*s: expected %s<NAME>__<FIELD>", (int)n, var,
-             ENV_ACCOUNT_NEW);
-        return -1;
-    }
-    size_t o = ACCOUNT_PREFIX_LEN;
-    memcpy(key, ACCOUNT_PREFIX, ACCOUNT_PREFIX_LEN);
-    for (size_t i = 0; i < name_len; i++)
-        key[o++] = (char)tolower((unsigned char)name[i]);
-    key[o++] = '.';
-    for (size_t i = 0; i < field_len; i++)
-        key[o++] = (char)tolower((unsigned char)sep[2 + i]);
-    key[o] = '\0';
-    char why[512];
-    if (set_value(c, key, value, why, sizeof why) != 0) {
-        fail(err, errlen, "environment %.*s: %s", (int)n, var, why);
-        return -1;
-    }
-    return 0;
-}
-
-/* TWIGATE_ACCOUNT_<NAME>_<FIELD> for accounts already known (from the file or
- * a double-underscore variable), matched by converting every account key the
- * way global keys are. Two keys may map to one variable ("a-b" and "a_b", or
- * account x's api_key_sid and account x_api_key's sid): then it is refused.
- * Anything else in our namespace is an error; other TWIGATE_ variables (such
- * as TWIGATE_BUILD) belong to someone else and are left alone. */
-static int apply_env_known_account(config *c, const char *var, size_t n, const char *value,
-                                   char *err, size_t errlen)
-{
-    char key[KEY_MAX];
-    char cand[KEY_MAX + ENV_PREFIX_LEN];
-    const char *match = NULL;
-    size_t match_acct = 0;
-    for (size_t a = 0; a < c->n_accounts; a++) {
-        for (size_t f = 0; f < N_FIELDS; f++) {
-            snprintf(key, sizeof key, "%s%s.%s", ACCOUNT_PREFIX, c->accounts[a].name,
-                     FIELDS[f].name);
-            env_name(key, cand, sizeof cand);
-            if (strlen(cand) != n || strncmp(cand, var, n) != 0)
-                continue;
-            if (match != NULL) {
-                fail(err, errlen, "environment %.*s: ambiguous, matches account.%s.%s and "
-                     "account.%s.%s; use %s<NAME>__<FIELD>", (int)n, var,
-                     c->accounts[match_acct].name, match, c->accounts[a].name, FIELDS[f].name,
-                     ENV_ACCOUNT_NEW);
-                return -1;
-            }
-            match = FIELDS[f].name;
-            match_acct = a;
-        }
-    }
-    if (match != NULL) {
-        char why[512];
-        snprintf(key, sizeof key, "%s%s.%s", ACCOUNT_PREFIX, c->accounts[match_acct].name, match);
-        if (set_value(c, key, value, why, sizeof why) != 0) {
-            fail(err, errlen, "environment %.*s: %s", (int)n, var, why);
-            return -1;
-        }
-        return 0;
-    }
-    if (strncmp(var, ENV_ACCOUNT, strlen(ENV_ACCOUNT)) == 0) {
-        fail(err, errlen, "environment %.*s: no such account key; a new account is set "
-             "with %s<NAME>__<FIELD>", (int)n, var, ENV_ACCOUNT_NEW);
-        return -1;
-    }
-    if (env_in_our_namespace(var, n)) {
-        fail(err, errlen, "environment %.*s: unknown key", (int)n, var);
-        return -1;
-    }
-    return 0;
-}
-
-int config_apply_env(config *c, char *const *envp, char *err, size_t errlen)
-{
-    if (envp == NULL)
-        return 0;
-    /* Two passes so that the single-underscore account form can refer to an
-     * account created by a double-underscore variable, whatever their order. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (char *const *e = envp; *e != NULL; e++) {
-            if (strncmp(*e, ENV_PREFIX, ENV_PREFIX_LEN) != 0)
-                continue;
-            const char *eq = strchr(*e, '=');
-            if (eq == NULL)
-                continue;
-            size_t n = (size_t)(eq - *e);
-            const char *value = eq + 1;
-            const key_def *k = env_global_key(*e, n);
-            bool new_account = strncmp(*e, ENV_ACCOUNT_NEW, strlen(ENV_ACCOUNT_NEW)) == 0;
-            int rc = 0;
-            if (pass == 0 && k != NULL) {
-                char why[512];
-                if (set_value(c, k->name, value, why, sizeof why) != 0) {
-                    fail(err, errlen, "environment %.*s: %s", (int)n, *e, why);
-                    rc = -1;
-                }
-            } else if (pass == 0 && new_account) {
-                rc = apply_env_new_account(c, *e, n, value, err, errlen);
-            } else if (pass == 1 && k == NULL && !new_account) {
-                rc = apply_env_known_account(c, *e, n, value, err, errlen);
-            }
-            if (rc != 0)
-                return -1;
-        }
-    }
-    return 0;
-}
-
-int config_set(config *c, const char *key, const char *value, char *err, size_t errlen)
-{
-    if (strlen(key) >= KEY_MAX) {
-        fail(err, errlen, "unknown key '%.40s…'", key);
-        return -1;
-    }
-    return set_value(c, key, value, err, errlen);
-}
-
-/* ---- cross-key checks ------------------------------------------------- */
-
-static bool strip_trailing_slash(char *s)
-{
-    size_t n = strlen(s);
-    bool stripped = n > 0 && s[n - 1] == '/';
-    if (stripped)
-        s[n - 1] = '\0';
-    return stripped;
-}
-
-static int derive_public_url(config *c, char *err, size_t errlen)
-{
-    const char *host = c->listen_address;
-    bool v6 = strchr(host, ':') != NULL;
-    /* A wildcard bind address is not something a client can dial. */
-    if (strcmp(host, "0.0.0.0") == 0)
-        host = "127.0.0.1";
-    else if (strcmp(host, "::") == 0)
-        host = "::1";
-    char *url = NULL;
-    if (asprintf(&url, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
-                 c->listen_port) < 0) {
-        fail(err, errlen, "public_url: out of memory");
-        return -1;
-    }
-    free(c->public_url);
-    c->public_url = url;
-    return 0;
-}
-
-static int finish(config *c, bool need_account, char *err, size_t errlen)
-{
-    /* With Kaphila-key accounts a file may define none. */
-    if (need_account && c->n_accounts == 0 && !c->kaphila_keys) {
-        fail(err, errlen, "no accounts: define at least one [account.<name>] with sid, "
-             "auth_token and kaphila_key");
-        return -1;
-    }
-    for (size_t i = 0; i < c->n_accounts; i++) {
-        config_account *a = &c->accounts[i];
-        for (size_t f = 0; f < N_FIELDS; f++) {
-            if (!FIELDS[f].required)
-                continue;
-            const char *v = *str_field(a, FIELDS[f].offset);
-            if (v == NULL || *v == '\0') {
-                fail(err, errlen, "account.%s.%s: missing (required for every account)",
-                     a->name, FIELDS[f].name);
-                return -1;
-            }
-        }
-        if (a->api_key_sid != NULL && (a->api_key_secret == NULL || *a->api_key_secret == '\0')) {
-            fail(err, errlen, "account.%s.api_key_secret: required with api_key_sid", a->name);
-            return -1;
-        }
-        if (a->api_key_sid == NULL && a->api_key_secret != NULL) {
-            fail(err, errlen, "account.%s.api_key_sid: required with api_key_secret", a->name);
-            return -1;
-        }
-        for (size_t j = 0; j < i; j++) {
-            const config_account *b = &c->accounts[j];
-            if (strcasecmp(a->sid, b->sid) == 0) {
-                fail(err, errlen, "account.%s.sid: same SID as account.%s.sid", a->name, b->name);
-                return -1;
-            }
-            if (a->api_key_sid != NULL && b->api_key_sid != NULL &&
-                strcasecmp(a->api_key_sid, b->api_key_sid) == 0) {
-                fail(err, errlen, "account.%s.api_key_sid: same SID as account.%s.api_key_sid",
-                     a->name, b->name);
-                return -1;
-            }
-        }
-        if (a->friendly_name == NULL && !replace_str(&a->friendly_name, a->name)) {
-            fail(err, errlen, "account.%s.friendly_name: out of memory", a->name);
-            return -1;
-        }
-    }
-
-    strip_trailing_slash(c->kaphila_url);
-    if (c->public_url[0] == '\0') {
-        /* With listen.port = 0 the real port is known only after binding;
-         * config_bind_port() derives the URL then. */
-        if (c->listen_port != 0 && derive_public_url(c, err, errlen) != 0)
-            return -1;
-    } else {
-        strip_trailing_slash(c->public_url);
-        if (!http_url_ok(c->public_url)) {
-            fail(err, errlen, "public_url: '%s' has no host", c->public_url);
-            return -1;
-        }
-    }
-    if (!http_url_ok(c->kaphila_url) && strcmp(c->kaphila_url, "sim") != 0) {
-        fail(err, errlen, "kaphila.url: '%s' has no host", c->kaphila_url);
-        return -1;
-    }
-    return 0;
-}
-
-int config_finish(config *c, char *err, size_t errlen)
-{
-    return finish(c, true, err, errlen);
-}
-
-int config_finish_print(config *c, char *err, size_t errlen)
-{
-    return finish(c, false, err, errlen);
-}
-
-int config_bind_port(config *c, int port, char *err, size_t errlen)
-{
-    if (c->listen_port != 0)
-        return 0;
-    c->listen_port = port;
-    if (c->public_url[0] == '\0')
-        return derive_public_url(c, err, errlen);
-    return 0;
-}
-
-/* ---- printing --------------------------------------------------------- */
-
-static void print_quoted(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', out);
-        fputc(*s, out);
-    }
-    fputc('"', out);
-}
-
-static void format_iso8601(long long ms, char *out, size_t outlen)
-{
-    time_t secs = (time_t)(ms / 1000);
-    long long frac = ms % 1000;
-    if (frac < 0) {
-        frac += 1000;
-        secs -= 1;
-    }
-    struct tm tm;
-    if (gmtime_r(&secs, &tm) == NULL) {
-        snprintf(out, outlen, "invalid");
-        return;
-    }
-    char base[64];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (frac != 0)
-        snprintf(out, outlen, "%s.%03lldZ", base, frac);
-    else
-        snprintf(out, outlen, "%sZ", base);
-}
-
-static size_t section_len(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    return dot != NULL ? (size_t)(dot - name) : 0;
-}
-
-void config_print(const config *c, FILE *out)
-{
-    fprintf(out, "# twigate effective configuration; secrets are shown as %s\n", MASK);
-    const char *prev = NULL;
-    size_t prev_len = 0;
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const key_def *k = &KEYS[i];
-        size_t sl = section_len(k->name);
-        if (sl > 0 && (prev == NULL || sl != prev_len || strncmp(prev, k->name, sl) != 0))
-            fprintf(out, "\n[%.*s]\n", (int)sl, k->name);
-        prev = k->name;
-        prev_len = sl;
-        fprintf(out, "%s = ", k->name + (sl ? sl + 1 : 0));
-        const void *field = (const char *)c + k->offset;
-        switch (k->type) {
-        case KT_INT:
-            fprintf(out, "%d\n", *(const int *)field);
-            break;
-        case KT_BOOL:
-            fprintf(out, "%s\n", *(const bool *)field ? "true" : "false");
-            break;
-        case KT_STRING:
-        case KT_SECRET:
-        case KT_TIME: {
-            const char *v = *(char *const *)field;
-            print_quoted(out, k->type == KT_SECRET && v[0] != '\0' ? MASK : v);
-            fputc('\n', out);
-            break;
-        }
-        }
-    }
-    for (size_t i = 0; i < c->n_accounts; i++) {
-        const config_account *a = &c->accounts[i];
-        fprintf(out, "\n[account.%s]\n", a->name);
-        for (size_t f = 0; f < N_FIELDS; f++) {
-            const field_def *fd = &FIELDS[f];
-            if (fd->type == KT_TIME) {
-                if (a->created_at != 0) {
-                    char iso[80];
-                    format_iso8601(a->created_at, iso, sizeof iso);
-                    fprintf(out, "%s = %s\n", fd->name, iso);
-                }
-                continue;
-            }
-            if (fd->type == KT_BOOL) {
-                fprintf(out, "%s = %s\n", fd->name,
-                        *(const bool *)((const char *)a + fd->offset) ? "true" : "false");
-                continue;
-            }
-            const char *v = *(char *const *)((const char *)a + fd->offset);
-            if (v == NULL)
-                continue;
-            fprintf(out, "%s = ", fd->name);
-            print_quoted(out, fd->type == KT_SECRET ? MASK : v);
-            fputc('\n', out);
-        }
-    }
-}
-
-static const char *type_name(key_type t)
-{
-    switch (t) {
-    case KT_STRING: return "string";
-    case KT_SECRET: return "secret";
-    case KT_INT:    return "int";
-    case KT_BOOL:   return "bool";
-    case KT_TIME:   return "time";
-    }
-    return "?";
-}
-
-void config_print_help(FILE *out)
-{
-    fprintf(out,
-            "Configuration keys (file < TWIGATE_<KEY> environment < --set key=value).\n"
-            "[reload] marks keys a SIGHUP applies; the others need a restart.\n\n");
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const key_def *k = &KEYS[i];
-        fprintf(out, "  %s  %s  default ", k->name, type_name(k->type));
-        if (k->type == KT_STRING || k->type == KT_SECRET)
-            print_quoted(out, k->def);
-        else
-            fputs(k->def, out);
-        if (k->type == KT_INT)
-            fprintf(out, "  range %d..%d", k->min, k->max);
-        fprintf(out, "%s\n      %s\n", k->reloadable ? "  [reload]" : "", k->desc);
-    }
-    fprintf(out, "\nAccount keys, one [account.<name>] section per account "
-            "(<name>: [a-z0-9_-], at most %d accounts):\n\n", CONFIG_MAX_ACCOUNTS);
-    for (size_t f = 0; f < N_FIELDS; f++) {
-        const field_def *fd = &FIELDS[f];
-        fprintf(out, "  account.<name>.%s  %s  %s  [reload]\n      %s\n", fd->name,
-                type_name(fd->type), fd->required ? "required" : "optional", fd->desc);
-    }
 }
 
 /* ---- table introspection ---------------------------------------------- */
 
 size_t config_key_count(void)
 {
-    return N_KEYS + N_FIELDS;
+    return config_n_keys + config_n_fields;
 }
 
 const char *config_key_name(size_t i)
@@ -1490,21 +565,21 @@ const char *config_key_name(size_t i)
         "account.<name>.api_key_secret", "account.<name>.created",
         "account.<name>.media_auth", "account.<name>.kaphila_voice",
     };
-    _Static_assert(sizeof account_keys / sizeof account_keys[0] == N_FIELDS,
+    _Static_assert(sizeof account_keys / sizeof account_keys[0] == config_n_fields,
                    "one template per account field");
-    if (i < N_KEYS)
-        return KEYS[i].name;
-    if (i < N_KEYS + N_FIELDS) {
-        assert(strcmp(account_keys[i - N_KEYS] + strlen("account.<name>."),
-                      FIELDS[i - N_KEYS].name) == 0);
-        return account_keys[i - N_KEYS];
+    if (i < config_n_keys)
+        return config_keys[i].name;
+    if (i < config_n_keys + config_n_fields) {
+        assert(strcmp(account_keys[i - config_n_keys] + strlen("account.<name>."),
+                      config_fields[i - config_n_keys].name) == 0);
+        return account_keys[i - config_n_keys];
     }
     return NULL;
 }
 
 const char *config_key_default(size_t i)
 {
-    return i < N_KEYS ? KEYS[i].def : NULL;
+    return i < config_n_keys ? config_keys[i].def : NULL;
 }
 
 /* ---- lookups and reload ----------------------------------------------- */
@@ -1535,14 +610,14 @@ bool config_key_reloadable(const char *key)
         return false;
     if (strncmp(key, ACCOUNT_PREFIX, ACCOUNT_PREFIX_LEN) == 0)
         return true;
-    const key_def *k = find_key(key);
+    const key_def *k = config_find_key(key);
     return k != NULL && k->reloadable;
 }
 
 bool config_reload_compatible(const config *old_c, const config *new_c, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const key_def *k = &KEYS[i];
+    for (size_t i = 0; i < config_n_keys; i++) {
+        const key_def *k = &config_keys[i];
         if (k->reloadable)
             continue;
         const void *a = (const char *)old_c + k->offset;
@@ -1550,14 +625,14 @@ bool config_reload_compatible(const config *old_c, const config *new_c, char *er
         switch (k->type) {
         case KT_INT:
             if (*(const int *)a != *(const int *)b) {
-                fail(err, errlen, "%s: changed from %d to %d; restart to apply", k->name,
+                config_fail(err, errlen, "%s: changed from %d to %d; restart to apply", k->name,
                      *(const int *)a, *(const int *)b);
                 return false;
             }
             break;
         case KT_BOOL:
             if (*(const bool *)a != *(const bool *)b) {
-                fail(err, errlen, "%s: changed from %s to %s; restart to apply", k->name,
+                config_fail(err, errlen, "%s: changed from %s to %s; restart to apply", k->name,
                      *(const bool *)a ? "true" : "false", *(const bool *)b ? "true" : "false");
                 return false;
             }
@@ -1569,9 +644,9 @@ bool config_reload_compatible(const config *old_c, const config *new_c, char *er
             if (strcmp(sa, sb) == 0)
                 break;
             if (k->type == KT_SECRET)
-                fail(err, errlen, "%s: changed; restart to apply", k->name);
+                config_fail(err, errlen, "%s: changed; restart to apply", k->name);
             else
-                fail(err, errlen, "%s: changed from '%s' to '%s'; restart to apply", k->name,
+                config_fail(err, errlen, "%s: changed from '%s' to '%s'; restart to apply", k->name,
                      sa, sb);
             return false;
         }

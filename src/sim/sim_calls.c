@@ -1,12 +1,13 @@
 /* sim_calls — the simulated calls: a table indexed by Kaphila callId and by
- * twigate's CallSid, each call's state machine and timers, its playback and
- * gather state, its outbound events and its transcript.
+ * twigate's CallSid, each call's state machine and timers, its outbound
+ * events and its transcript.
  *
- * Map of this file: the string map; the call table (create, detach, evict,
- * reset); events (emit → per-call FIFO → one POST at a time); the state
- * machine (ring → outcome → answer → end); playback, gather and digits;
- * recordings; JSON views. All on the sim loop thread. */
-#include "sim_int.h"
+ * Map of this file: the call table (create, detach, evict, reset); the
+ * transcript; events (emit → per-call FIFO → one POST at a time);
+ * recordings; the state machine (ring → outcome → answer → end).
+ * Playback, gather, digits and the JSON views are in sim_verbs.c; both share
+ * sim_calls_int.h. All on the sim loop thread. */
+#include "sim_calls_int.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,91 +16,6 @@
 #include <time.h>
 
 #include "base/log.h"
-
-/* "the far end presses the keys ~100 ms apart" */
-#define DIGIT_GAP_MS 100
-#define AMD_CONFIDENCE 0.9
-
-typedef enum { CS_DIALING, CS_RINGING, CS_ANSWERED, CS_ENDED } call_state;
-typedef enum { OUT_HUMAN, OUT_MACHINE, OUT_BUSY, OUT_NO_ANSWER, OUT_FAILED } outcome;
-
-typedef struct playback {
-    struct playback *next;
-    char             id[32];
-    char            *text;      /* /voice and gather prompts */
-    char            *file;      /* /play */
-    unsigned         gather_gen; /* non-zero: the prompt of that gather */
-    int64_t          ms;
-} playback;
-
-/* One transcript line, in one allocation: the text is kept, not JSON
- * objects, because every call keeps its transcript (up to cfg.kept_calls
- * of them once ended) and most are never read. */
-typedef struct tline {
-    int64_t     t_ms;
-    int         status;     /* a request's answer */
-    const char *event;      /* an event's name (a literal); NULL for a request */
-    char        data[];     /* event: its JSON as posted; request: method\0path\0body */
-} tline;
-
-typedef struct event {
-    struct event *next;
-    sim_call     *call;
-    char         *body;
-} event;
-
-struct sim_call {
-    sim        *s;
-    sim_call   *prev, *next;        /* creation order */
-    char        id[SIM_CALL_ID_SIZE];
-    char        sid[64];            /* CallSid from the webhookUrl, "" if none */
-    char       *number;
-    char       *caller_id;
-    char       *webhook;
-    char       *voice;
-    bool        use_amd;
-    int         ring_timeout_s;
-    int         key;
-    outcome     out;
-    call_state  state;
-    const char *status;             /* "ringing", "answered", then the final status */
-    int64_t     created_mono;
-    int64_t     created_wall;
-    int64_t     answered_mono;
-    int64_t     ended_mono;
-    json_t     *amd;                /* {status, confidence, cause} when AMD ran */
-
-    bool        rec_started;
-    bool        rec_active;
-    int         rec_duration;       /* seconds, once stopped (sim_rec.c keeps the audio) */
-
-    loop_timer *t_main;             /* ring / outcome / amd */
-    loop_timer *t_max;              /* hard max call length */
-    loop_timer *t_play;             /* the current playback's end */
-    loop_timer *t_gather;           /* digit timeout */
-    loop_timer *t_digit;            /* next far-end key press */
-
-    playback   *pb_head, *pb_tail, *playing;
-    size_t      pb_len;
-
-    bool        gather_active;
-    bool        gather_prompt_done;
-    unsigned    gather_gen;
-    int         gather_num;
-    int         gather_timeout_ms;
-    char        gather_digits[SIM_MAX_GATHER + 1];
-
-    char        digits[SIM_MAX_DIGITS + 1];
-    size_t      digits_pos;
-
-    event      *ev_head, *ev_tail;
-    CURL       *easy;               /* posts the call's events, one after another; reused */
-    bool        posting;
-    bool        orphan;             /* detached from the table; freed when its POST ends */
-
-    tline     **lines;              /* the transcript, in order (events and requests) */
-    size_t      n_lines, cap_lines;
-};
 
 /* ---------------------------------------------------------------- table */
 
@@ -136,7 +52,7 @@ static void cancel_timers(sim_call *c)
     c->t_main = c->t_max = c->t_play = c->t_gather = c->t_digit = NULL;
 }
 
-static void free_playback(playback *p)
+void sim_playback_free(playback *p)
 {
     if (!p)
         return;
@@ -150,11 +66,11 @@ static void drop_playbacks(sim_call *c)
     while (c->pb_head) {
         playback *p = c->pb_head;
         c->pb_head = p->next;
-        free_playback(p);
+        sim_playback_free(p);
     }
     c->pb_tail = NULL;
     c->pb_len = 0;
-    free_playback(c->playing);
+    sim_playback_free(c->playing);
     c->playing = NULL;
 }
 
@@ -404,7 +320,7 @@ static void pump(sim_call *c)
 
 /* Builds {event, callId, timestamp, ...extra}, records it and queues the
  * POST. name is a literal (the transcript keeps the pointer); extra is stolen. */
-static void emit(sim_call *c, const char *name, json_t *extra)
+void sim_call_emit(sim_call *c, const char *name, json_t *extra)
 {
     char ts[32];
     sim_iso_now(ts);
@@ -445,17 +361,17 @@ static void emit(sim_call *c, const char *name, json_t *extra)
 /* ---------------------------------------------------------------- recordings */
 
 /* Kaphila's names for the call's recording: "rec-<callId>" and its file. */
-static void rec_names(const sim_call *c, char id[SIM_CALL_ID_SIZE + 8],
+void sim_call_rec_names(const sim_call *c, char id[SIM_CALL_ID_SIZE + 8],
                       char file[SIM_CALL_ID_SIZE + 8])
 {
     snprintf(id, SIM_CALL_ID_SIZE + 8, "rec-%s", c->id);
     snprintf(file, SIM_CALL_ID_SIZE + 8, "rec-%s.wav", c->id);
 }
 
-static json_t *recording_obj(const sim_call *c)
+json_t *sim_call_recording_obj(const sim_call *c)
 {
     char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
-    rec_names(c, id, file);
+    sim_call_rec_names(c, id, file);
     return json_pack("{s:s, s:s, s:b}", "filename", file, "recordingId", id, "active",
                      c->rec_active);
 }
@@ -463,11 +379,11 @@ static json_t *recording_obj(const sim_call *c)
 static void recording_start(sim_call *c)
 {
     char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
-    rec_names(c, id, file);
+    sim_call_rec_names(c, id, file);
     c->rec_started = true;
     c->rec_active = true;
     sim_rec_start(c->s, c->id);
-    emit(c, "recording.started", json_pack("{s:s}", "recordingId", id));
+    sim_call_emit(c, "recording.started", json_pack("{s:s}", "recordingId", id));
 }
 
 /* Stops the recording: its audio is the call's length so far. */
@@ -482,10 +398,10 @@ static void recording_finish(sim_call *c)
 static void recording_completed(sim_call *c)
 {
     char url[128], id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
-    rec_names(c, id, file);
+    sim_call_rec_names(c, id, file);
     snprintf(url, sizeof url, "/recordings/%s/download", c->id);
-    emit(c, "recording.completed", json_pack("{s:s, s:s, s:i}", "recordingId", id,
-                                             "recordingUrl", url, "duration", c->rec_duration));
+    sim_call_emit(c, "recording.completed", json_pack("{s:s, s:s, s:i}", "recordingId", id,
+                                                      "recordingUrl", url, "duration", c->rec_duration));
 }
 
 sim_status sim_call_stop_recording(sim_call *c)
@@ -493,9 +409,9 @@ sim_status sim_call_stop_recording(sim_call *c)
     if (!c->rec_active)
         return SIM_ERR_NOT_FOUND;
     char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
-    rec_names(c, id, file);
+    sim_call_rec_names(c, id, file);
     recording_finish(c);
-    emit(c, "recording.stopped", json_pack("{s:s}", "recordingId", id));
+    sim_call_emit(c, "recording.stopped", json_pack("{s:s}", "recordingId", id));
     recording_completed(c);
     return SIM_OK;
 }
@@ -528,8 +444,8 @@ static void end_call(sim_call *c, const char *status, const char *reason, const 
     if (x && c->amd)
         json_object_set(x, "amd", c->amd);
     if (x && c->rec_started)
-        json_object_set_new(x, "recording", recording_obj(c));
-    emit(c, "call.ended", x);
+        json_object_set_new(x, "recording", sim_call_recording_obj(c));
+    sim_call_emit(c, "call.ended", x);
     if (completed_rec)
         recording_completed(c);
     evict(s);
@@ -569,7 +485,7 @@ static void on_answer(loop *l, void *arg)
         if (x && c->amd)
             json_object_set(x, "amd", c->amd);
     }
-    emit(c, "call.answered", x);
+    sim_call_emit(c, "call.answered", x);
     recording_start(c);
     c->t_max = loop_timer_add(l, sim_delay(s, SIM_MAX_CALL_MS), on_max, c);
 }
@@ -605,9 +521,9 @@ static void on_ring(loop *l, void *arg)
     sim *s = c->s;
     c->t_main = NULL;
     c->state = CS_RINGING;
-    emit(c, "call.initiated", json_pack("{s:s, s:s, s:s}", "from",
-                                        c->caller_id ? c->caller_id : "", "to", c->number,
-                                        "status", "ringing"));
+    sim_call_emit(c, "call.initiated", json_pack("{s:s, s:s, s:s}", "from",
+                                                 c->caller_id ? c->caller_id : "", "to", c->number,
+                                                 "status", "ringing"));
     int64_t wait = s->cfg.answer_ms;
     if (c->out == OUT_NO_ANSWER && (int64_t)c->ring_timeout_s * 1000 < wait)
         wait = (int64_t)c->ring_timeout_s * 1000;
@@ -667,7 +583,7 @@ static void parse_call_sid(const char *url, char *out, size_t n)
     }
 }
 
-static char *dup_or_null(const char *s)
+char *sim_dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
 }
@@ -683,9 +599,9 @@ sim_call *sim_call_originate(sim *s, const sim_call_params *p)
     c->s = s;
     c->key = p->key;
     c->number = strdup(p->number);
-    c->caller_id = dup_or_null(p->caller_id);
+    c->caller_id = sim_dup_or_null(p->caller_id);
     c->webhook = p->webhook && *p->webhook ? strdup(p->webhook) : NULL;
-    c->voice = dup_or_null(p->voice);
+    c->voice = sim_dup_or_null(p->voice);
     if (!c->number || (p->caller_id && !c->caller_id) || (p->voice && !c->voice) ||
         (p->webhook && *p->webhook && !c->webhook)) {
         free_call(c);
@@ -744,289 +660,3 @@ sim_status sim_call_hangup_far(sim_call *c)
     return SIM_OK;
 }
 
-/* ---------------------------------------------------------------- playback */
-
-static void on_gather_timeout(loop *l, void *arg);
-
-/* (Re)starts the digit timeout. */
-static void gather_arm(sim_call *c)
-{
-    loop_timer_cancel(c->s->loop, c->t_gather);
-    c->t_gather = NULL;
-    c->gather_prompt_done = true;
-    c->t_gather = loop_timer_add(c->s->loop, sim_delay(c->s, c->gather_timeout_ms),
-                                 on_gather_timeout, c);
-}
-
-static void on_gather_timeout(loop *l, void *arg)
-{
-    (void)l;
-    sim_call *c = arg;
-    c->t_gather = NULL;
-    c->gather_active = false;
-    emit(c, "gather.timeout", json_pack("{s:s}", "digits", c->gather_digits));
-}
-
-static void start_next_playback(sim_call *c);
-
-static void on_play_end(loop *l, void *arg)
-{
-    (void)l;
-    sim_call *c = arg;
-    playback *p = c->playing;
-    c->t_play = NULL;
-    c->playing = NULL;
-    json_t *x = json_pack("{s:s}", "playbackId", p->id);
-    if (x && p->text)
-        json_object_set_new(x, "text", json_string(p->text));
-    if (x && p->file)
-        json_object_set_new(x, "file", json_string(p->file));
-    emit(c, "tts.played", x);
-    if (p->gather_gen && c->gather_active && p->gather_gen == c->gather_gen)
-        gather_arm(c);
-    free_playback(p);
-    start_next_playback(c);
-}
-
-static void start_next_playback(sim_call *c)
-{
-    if (c->playing || !c->pb_head)
-        return;
-    playback *p = c->pb_head;
-    c->pb_head = p->next;
-    if (!c->pb_head)
-        c->pb_tail = NULL;
-    c->pb_len--;
-    p->next = NULL;
-    c->playing = p;
-    c->t_play = loop_timer_add(c->s->loop, sim_delay(c->s, p->ms), on_play_end, c);
-}
-
-static sim_status check_answered(const sim_call *c)
-{
-    if (c->state == CS_ENDED)
-        return SIM_ERR_ENDED;
-    if (c->state != CS_ANSWERED)
-        return SIM_ERR_NOT_ANSWERED;
-    return SIM_OK;
-}
-
-static playback *queue_playback(sim_call *c, const char *text, const char *file)
-{
-    sim *s = c->s;
-    playback *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->text = dup_or_null(text);
-    p->file = dup_or_null(file);
-    if ((text && !p->text) || (file && !p->file)) {
-        free_playback(p);
-        return NULL;
-    }
-    snprintf(p->id, sizeof p->id, "pb-%" PRIu64, ++s->playback_counter);
-    if (text) {
-        int64_t ms = (int64_t)s->cfg.tts_ms_per_char * (int64_t)strlen(text);
-        p->ms = ms > s->cfg.tts_min_ms ? ms : s->cfg.tts_min_ms;
-    } else {
-        p->ms = s->cfg.play_ms;
-    }
-    if (c->pb_tail)
-        c->pb_tail->next = p;
-    else
-        c->pb_head = p;
-    c->pb_tail = p;
-    c->pb_len++;
-    return p;
-}
-
-sim_status sim_call_play(sim_call *c, const char *text, const char *file, char id_out[32])
-{
-    sim_status st = check_answered(c);
-    if (st != SIM_OK)
-        return st;
-    if (c->pb_len >= SIM_MAX_PLAYBACKS)
-        return SIM_ERR_FULL;
-    playback *p = queue_playback(c, text, file);
-    if (!p)
-        return SIM_ERR_NOMEM;
-    snprintf(id_out, 32, "%s", p->id);
-    start_next_playback(c);
-    return SIM_OK;
-}
-
-/* ---------------------------------------------------------------- gather, digits */
-
-sim_status sim_call_gather(sim_call *c, const char *text, int num_digits, int timeout_ms)
-{
-    sim_status st = check_answered(c);
-    if (st != SIM_OK)
-        return st;
-    if (num_digits < 1 || num_digits > SIM_MAX_GATHER || timeout_ms < 0)
-        return SIM_ERR_INVALID;
-    if (c->pb_len >= SIM_MAX_PLAYBACKS)
-        return SIM_ERR_FULL;
-    playback *p = queue_playback(c, text, NULL);
-    if (!p)
-        return SIM_ERR_NOMEM;
-    /* A new gather replaces the one in progress, as on Kaphila. */
-    loop_timer_cancel(c->s->loop, c->t_gather);
-    c->t_gather = NULL;
-    c->gather_active = true;
-    c->gather_prompt_done = false;
-    p->gather_gen = ++c->gather_gen;
-    if (p->gather_gen == 0)   /* 0 means "not a prompt" */
-        p->gather_gen = ++c->gather_gen;
-    c->gather_num = num_digits;
-    c->gather_timeout_ms = timeout_ms;
-    c->gather_digits[0] = 0;
-    emit(c, "gather.started", json_pack("{s:i, s:i}", "numDigits", num_digits,
-                                        "timeoutMs", timeout_ms));
-    start_next_playback(c);
-    return SIM_OK;
-}
-
-static void press_one(sim_call *c, char d)
-{
-    char digit[2] = {d, 0};
-    emit(c, "dtmf.received", json_pack("{s:s}", "digit", digit));
-    if (!c->gather_active)
-        return;
-    size_t n = strlen(c->gather_digits);
-    if (n < SIM_MAX_GATHER) {
-        c->gather_digits[n] = d;
-        c->gather_digits[n + 1] = 0;
-        n++;
-    }
-    if ((int)n >= c->gather_num) {
-        loop_timer_cancel(c->s->loop, c->t_gather);
-        c->t_gather = NULL;
-        c->gather_active = false;
-        emit(c, "gather.complete", json_pack("{s:s}", "digits", c->gather_digits));
-        return;
-    }
-    emit(c, "gather.progress", json_pack("{s:s}", "digits", c->gather_digits));
-    /* The timeout runs between keys once the prompt has finished. */
-    if (c->gather_prompt_done)
-        gather_arm(c);
-}
-
-static void on_digit(loop *l, void *arg)
-{
-    sim_call *c = arg;
-    c->t_digit = NULL;
-    char d = c->digits[c->digits_pos++];
-    bool more = c->digits[c->digits_pos] != 0;
-    if (!more) {
-        c->digits[0] = 0;
-        c->digits_pos = 0;
-    }
-    press_one(c, d);
-    if (more && c->state == CS_ANSWERED)
-        c->t_digit = loop_timer_add(l, sim_delay(c->s, DIGIT_GAP_MS), on_digit, c);
-}
-
-sim_status sim_call_press(sim_call *c, const char *digits)
-{
-    sim_status st = check_answered(c);
-    if (st != SIM_OK)
-        return st;
-    size_t n = strlen(digits);
-    if (n == 0 || strspn(digits, "0123456789*#ABCD") != n)
-        return SIM_ERR_INVALID;
-    size_t have = strlen(c->digits);
-    if (have + n > SIM_MAX_DIGITS)
-        return SIM_ERR_FULL;
-    memcpy(c->digits + have, digits, n + 1);
-    /* The first key goes at once (on the loop, after this request's answer). */
-    if (!c->t_digit)
-        c->t_digit = loop_timer_add(c->s->loop, 0, on_digit, c);
-    return SIM_OK;
-}
-
-/* ---------------------------------------------------------------- views */
-
-static json_t *amd_or_null(const sim_call *c)
-{
-    return c->amd ? json_incref(c->amd) : json_null();
-}
-
-json_t *sim_call_recording(const sim_call *c)
-{
-    char id[SIM_CALL_ID_SIZE + 8], file[SIM_CALL_ID_SIZE + 8];
-    if (!c->rec_started)
-        return NULL;
-    rec_names(c, id, file);
-    return json_pack("{s:s, s:s, s:s, s:b}", "callId", c->id, "recordingId", id,
-                     "filename", file, "active", c->rec_active);
-}
-
-json_t *sim_call_summary(const sim_call *c)
-{
-    json_t *gather = c->gather_active
-        ? json_pack("{s:b, s:i, s:s}", "active", 1, "expectedDigits", c->gather_num, "digits",
-                    c->gather_digits)
-        : json_null();
-    json_t *rec = c->rec_started ? recording_obj(c) : json_null();
-    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:b}", "callId", c->id, "status",
-                     c->status, "number", c->number, "amd", amd_or_null(c), "gather", gather,
-                     "recording", rec, "voiceName", c->voice ? c->voice : "",
-                     "hasBridge", c->state == CS_ANSWERED);
-}
-
-json_t *sim_call_detail(const sim_call *c)
-{
-    json_t *rec = c->rec_started ? recording_obj(c) : json_null();
-    return json_pack("{s:b, s:s, s:s, s:s, s:o, s:o, s:b, s:b}", "success", 1, "callId", c->id,
-                     "status", c->status, "number", c->number, "amd", amd_or_null(c),
-                     "recording", rec, "hasBridge", c->state == CS_ANSWERED, "hasSnoop",
-                     c->state == CS_ANSWERED && c->use_amd);
-}
-
-json_t *sim_call_brief(const sim_call *c)
-{
-    return json_pack("{s:s, s:s?, s:s}", "callId", c->id, "callSid", c->sid[0] ? c->sid : NULL,
-                     "status", c->status);
-}
-
-json_t *sim_call_transcript(const sim_call *c)
-{
-    char created[32];
-    json_t *events = json_array(), *requests = json_array();
-    for (size_t i = 0; events && requests && i < c->n_lines; i++) {
-        const tline *t = c->lines[i];
-        if (t->event) {
-            json_array_append_new(events, json_pack("{s:I, s:s, s:o}", "t_ms", (json_int_t)t->t_ms,
-                                                    "event", t->event, "body",
-                                                    json_loads(t->data, 0, NULL)));
-            continue;
-        }
-        const char *path = t->data + strlen(t->data) + 1, *body = path + strlen(path) + 1;
-        json_array_append_new(requests, json_pack("{s:I, s:s, s:s, s:o, s:i}", "t_ms",
-                                                  (json_int_t)t->t_ms, "method", t->data,
-                                                  "path", path, "body",
-                                                  *body ? json_loads(body, 0, NULL) : json_null(),
-                                                  "status", t->status));
-    }
-    sim_iso_ms(c->created_wall, created);
-    return json_pack("{s:s, s:s?, s:s, s:s?, s:s, s:b, s:o, s:s, s:o, s:o}", "callId", c->id,
-                     "callSid", c->sid[0] ? c->sid : NULL, "number", c->number, "callerId",
-                     c->caller_id, "status", c->status, "answered", c->answered_mono > 0,
-                     "amd", amd_or_null(c), "createdAt", created, "events", events,
-                     "requests", requests);
-}
-
-json_t *sim_call_log(const sim_call *c)
-{
-    char created[32];
-    sim_iso_ms(c->created_wall, created);
-    int64_t dur = 0;
-    if (c->answered_mono > 0) {
-        int64_t end = c->state == CS_ENDED ? c->ended_mono : loop_now_ms(c->s->loop);
-        dur = (end - c->answered_mono) / 1000;
-    }
-    const char *amd_status = c->amd ? json_string_value(json_object_get(c->amd, "status"))
-                                    : "NOAMD";
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "call_id", c->id, "number", c->number,
-                     "status", c->status, "amd_status", amd_status ? amd_status : "NOAMD",
-                     "duration", (json_int_t)dur, "created_at", created);
-}

@@ -8,7 +8,8 @@
  *
  * Files: sim.c (lifecycle, MHD glue, routing, auth, rate limit, injection,
  * latency, replies), sim_api.c (Kaphila endpoints), sim_control.c (/sim/...),
- * sim_calls.c (call table, state machine, events, transcripts),
+ * sim_calls.c (call table, state machine, events, transcripts), sim_verbs.c
+ * (playback, gather, digits, JSON views; both share sim_calls_int.h),
  * sim_rec.c (recordings: the table, the WAV bytes, downloads), sim_map.c
  * (the string-keyed hash map of both tables). */
 #ifndef TWIGATE_SIM_INT_H

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "net/loop.h"
+#include "../support/support.h"
 
 /* Scheduling slack allowed on a loaded CI box. */
 /* ASan and UBSan slow every callback several times over, and the machine
@@ -34,86 +35,6 @@
 #else
 #define TOLERANCE_MS 20
 #endif
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- a waiter: the test thread blocks until the loop reports done ---- */
-
-typedef struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t  cv;
-    int             count;
-} waiter;
-
-static void waiter_init(waiter *w)
-{
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->count = 0;
-}
-
-static void waiter_fini(waiter *w)
-{
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-}
-
-static void waiter_add(waiter *w, int n)
-{
-    pthread_mutex_lock(&w->mu);
-    w->count += n;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* true when count reached target within timeout_ms */
-static bool waiter_wait(waiter *w, int target, int timeout_ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    while (w->count < target) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) != 0)
-            break;
-    }
-    bool ok = w->count >= target;
-    pthread_mutex_unlock(&w->mu);
-    return ok;
-}
-
-/* ---- generic "run this function on the loop" message ---- */
-
-typedef struct call_msg {
-    void (*fn)(loop *l, void *arg);
-    void *arg;
-} call_msg;
-
-static void on_call_msg(loop *l, void *m)
-{
-    call_msg *c = m;
-    c->fn(l, c->arg);
-    free(c);
-}
-
-static void run_on_loop(loop *l, void (*fn)(loop *, void *), void *arg)
-{
-    call_msg *c = malloc(sizeof *c);
-    assert_non_null(c);
-    c->fn = fn;
-    c->arg = arg;
-    assert_true(loop_post(l, c));
-}
 
 /* ================================================================ messages */
 
@@ -127,7 +48,7 @@ typedef struct order_state {
     long            last_by_producer[2];
     bool            out_of_order;
     bool            wrong_thread;
-    waiter          done;
+    ut_waiter       done;
     loop           *l;
 } order_state;
 
@@ -151,7 +72,7 @@ static void on_order_msg(loop *l, void *m)
     st->last_by_producer[om->producer] = om->pseq;
     free(om);
     if (++st->received == 2 * PER_PRODUCER)
-        waiter_add(&st->done, 1);
+        ut_waiter_add(&st->done, 1);
 }
 
 typedef struct producer_arg {
@@ -183,7 +104,7 @@ static void test_message_order_two_producers(void **state)
     (void)state;
     order_state st = {.last_seen = -1, .last_by_producer = {-1, -1}};
     pthread_mutex_init(&st.post_mu, NULL);
-    waiter_init(&st.done);
+    ut_waiter_init(&st.done);
     st.l = loop_create("test-loop", on_order_msg, &st);
     assert_non_null(st.l);
     assert_int_equal(loop_start(st.l), 0);
@@ -195,13 +116,13 @@ static void test_message_order_two_producers(void **state)
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
 
-    assert_true(waiter_wait(&st.done, 1, 10000));
+    assert_true(ut_waiter_wait(&st.done, 1, 10000));
     assert_int_equal(st.received, 2 * PER_PRODUCER);
     assert_false(st.out_of_order);
     assert_false(st.wrong_thread);
     loop_stop(st.l);
     loop_destroy(st.l);
-    waiter_fini(&st.done);
+    ut_waiter_fini(&st.done);
     pthread_mutex_destroy(&st.post_mu);
 }
 
@@ -261,7 +182,7 @@ static void test_stop_delivers_queued_messages(void **state)
 #define N_ORDER_TIMERS 6
 
 typedef struct tstate {
-    waiter   w;
+    ut_waiter   w;
     int64_t  start;
     int      fired[32];
     int64_t  fired_at[32];
@@ -277,15 +198,15 @@ static void rec_fire(loop *l, void *arg)
     (void)l;
     int *id = arg;
     tstate *ts = (tstate *)((char *)(id - *id) - offsetof(tstate, ids));
-    ts->fired_at[ts->n_fired] = now_ms() - ts->start;
+    ts->fired_at[ts->n_fired] = ut_now_ms() - ts->start;
     ts->fired[ts->n_fired++] = *id;
-    waiter_add(&ts->w, 1);
+    ut_waiter_add(&ts->w, 1);
 }
 
 static void arm_order(loop *l, void *arg)
 {
     tstate *ts = arg;
-    ts->start = now_ms();
+    ts->start = ut_now_ms();
     for (int i = 0; i < N_ORDER_TIMERS; i++) {
         ts->ids[i] = i;
         ts->timers[i] = loop_timer_add(l, order_delays[i], rec_fire, &ts->ids[i]);
@@ -297,11 +218,11 @@ static void test_timers_order_and_accuracy(void **state)
 {
     (void)state;
     tstate ts = {0};
-    waiter_init(&ts.w);
-    loop *l = loop_create("timers", on_call_msg, NULL);
+    ut_waiter_init(&ts.w);
+    loop *l = loop_create("timers", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, arm_order, &ts);
-    assert_true(waiter_wait(&ts.w, N_ORDER_TIMERS, 3000));
+    ut_run_on_loop(l, arm_order, &ts);
+    assert_true(ut_waiter_wait(&ts.w, N_ORDER_TIMERS, 3000));
     static const int expect[N_ORDER_TIMERS] = {3, 1, 5, 2, 0, 4};
     for (int i = 0; i < N_ORDER_TIMERS; i++) {
         assert_int_equal(ts.fired[i], expect[i]);
@@ -311,7 +232,7 @@ static void test_timers_order_and_accuracy(void **state)
     }
     loop_stop(l);
     loop_destroy(l);
-    waiter_fini(&ts.w);
+    ut_waiter_fini(&ts.w);
 }
 
 /* A flood of slow messages (300 of 1 ms) must not hold a due timer back
@@ -321,7 +242,7 @@ static void test_timers_order_and_accuracy(void **state)
 #define N_SLOW 300
 
 typedef struct slice_state {
-    waiter  w;
+    ut_waiter  w;
     int64_t start, fired_at, slow_done_at;
     int     slow_seen;
 } slice_state;
@@ -330,14 +251,14 @@ static void slice_fire(loop *l, void *arg)
 {
     (void)l;
     slice_state *st = arg;
-    st->fired_at = now_ms() - st->start;
-    waiter_add(&st->w, 1);
+    st->fired_at = ut_now_ms() - st->start;
+    ut_waiter_add(&st->w, 1);
 }
 
 static void slice_arm(loop *l, void *arg)
 {
     slice_state *st = arg;
-    st->start = now_ms();
+    st->start = ut_now_ms();
     assert_non_null(loop_timer_add(l, 10, slice_fire, st));
 }
 
@@ -348,8 +269,8 @@ static void slice_slow(loop *l, void *arg)
     struct timespec ms = {0, 1000 * 1000};
     nanosleep(&ms, NULL);
     if (++st->slow_seen == N_SLOW) {
-        st->slow_done_at = now_ms() - st->start;
-        waiter_add(&st->w, 1);
+        st->slow_done_at = ut_now_ms() - st->start;
+        ut_waiter_add(&st->w, 1);
     }
 }
 
@@ -357,13 +278,13 @@ static void test_timer_not_starved_by_messages(void **state)
 {
     (void)state;
     slice_state st = {0};
-    waiter_init(&st.w);
-    loop *l = loop_create("slices", on_call_msg, NULL);
-    run_on_loop(l, slice_arm, &st);
+    ut_waiter_init(&st.w);
+    loop *l = loop_create("slices", ut_on_run_msg, NULL);
+    ut_run_on_loop(l, slice_arm, &st);
     for (int i = 0; i < N_SLOW; i++)
-        run_on_loop(l, slice_slow, &st);
+        ut_run_on_loop(l, slice_slow, &st);
     assert_int_equal(loop_start(l), 0);
-    assert_true(waiter_wait(&st.w, 2, 5000));
+    assert_true(ut_waiter_wait(&st.w, 2, 5000));
     /* the messages alone take >= 300 ms; the timer is due at 10 ms */
     assert_true(st.slow_done_at >= N_SLOW);
     assert_true(st.fired_at >= 10);
@@ -372,7 +293,7 @@ static void test_timer_not_starved_by_messages(void **state)
     assert_true(st.fired_at <= 10 + 30 + TOLERANCE_MS);
     loop_stop(l);
     loop_destroy(l);
-    waiter_fini(&st.w);
+    ut_waiter_fini(&st.w);
 }
 
 /* ...and a crowd of slow timers due at once (100 of 1 ms at 10 ms) does not
@@ -386,15 +307,15 @@ static void slow_timer(loop *l, void *arg)
     struct timespec ms = {0, 1000 * 1000};
     nanosleep(&ms, NULL);
     if (++st->slow_seen == N_SLOW_TIMERS) {
-        st->slow_done_at = now_ms() - st->start;
-        waiter_add(&st->w, 1);
+        st->slow_done_at = ut_now_ms() - st->start;
+        ut_waiter_add(&st->w, 1);
     }
 }
 
 static void arm_slow_timers(loop *l, void *arg)
 {
     slice_state *st = arg;
-    st->start = now_ms();
+    st->start = ut_now_ms();
     for (int i = 0; i < N_SLOW_TIMERS; i++)
         assert_non_null(loop_timer_add(l, 10, slow_timer, st));
 }
@@ -402,7 +323,7 @@ static void arm_slow_timers(loop *l, void *arg)
 /* The timer observer sees each timer's lateness as it fires: ~0 on an idle
  * loop, and the time a blocking callback held the loop back otherwise. */
 typedef struct late_state {
-    waiter  w;
+    ut_waiter  w;
     int64_t late[2];
     int     n_late, n_fired;
 } late_state;
@@ -420,7 +341,7 @@ static void late_fire(loop *l, void *arg)
     (void)l;
     late_state *st = arg;
     st->n_fired++;
-    waiter_add(&st->w, 1);
+    ut_waiter_add(&st->w, 1);
 }
 
 static void late_arm_idle(loop *l, void *arg)
@@ -439,36 +360,36 @@ static void test_timer_observer_reports_lateness(void **state)
 {
     (void)state;
     late_state st = {0};
-    waiter_init(&st.w);
-    loop *l = loop_create("late", on_call_msg, NULL);
+    ut_waiter_init(&st.w);
+    loop *l = loop_create("late", ut_on_run_msg, NULL);
     loop_set_timer_observer(l, late_observe, &st);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, late_arm_idle, &st);
-    assert_true(waiter_wait(&st.w, 1, 3000));
-    run_on_loop(l, late_arm_blocked, &st);
-    assert_true(waiter_wait(&st.w, 2, 3000));
+    ut_run_on_loop(l, late_arm_idle, &st);
+    assert_true(ut_waiter_wait(&st.w, 1, 3000));
+    ut_run_on_loop(l, late_arm_blocked, &st);
+    assert_true(ut_waiter_wait(&st.w, 2, 3000));
     loop_stop(l);
     assert_int_equal(st.n_late, 2);
     assert_int_equal(st.n_fired, 2);
     assert_in_range(st.late[0], 0, TOLERANCE_MS);
     assert_in_range(st.late[1], 110 - 1, 110 + TOLERANCE_MS);
     loop_destroy(l);
-    waiter_fini(&st.w);
+    ut_waiter_fini(&st.w);
 }
 
 static void test_message_not_starved_by_timers(void **state)
 {
     (void)state;
     slice_state st = {0};
-    waiter_init(&st.w);
-    loop *l = loop_create("slices", on_call_msg, NULL);
+    ut_waiter_init(&st.w);
+    loop *l = loop_create("slices", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, arm_slow_timers, &st);
+    ut_run_on_loop(l, arm_slow_timers, &st);
     struct timespec d = {0, 20 * 1000 * 1000};
     nanosleep(&d, NULL);            /* the timers are firing now */
-    int64_t posted = now_ms();
-    run_on_loop(l, slice_fire, &st);
-    assert_true(waiter_wait(&st.w, 2, 5000));
+    int64_t posted = ut_now_ms();
+    ut_run_on_loop(l, slice_fire, &st);
+    assert_true(ut_waiter_wait(&st.w, 2, 5000));
     assert_true(st.slow_done_at >= 10 + N_SLOW_TIMERS);
     /* fired_at counts from the arming; the message waited at most a slice
      * plus one timer */
@@ -476,7 +397,7 @@ static void test_message_not_starved_by_timers(void **state)
     assert_true(st.fired_at < st.slow_done_at);
     loop_stop(l);
     loop_destroy(l);
-    waiter_fini(&st.w);
+    ut_waiter_fini(&st.w);
 }
 
 /* Timer 0 (20 ms) cancels timer 2 (60 ms) from inside its callback and adds a
@@ -496,7 +417,7 @@ static void cancel_from_cb(loop *l, void *arg)
 static void arm_cancel(loop *l, void *arg)
 {
     tstate *ts = arg;
-    ts->start = now_ms();
+    ts->start = ut_now_ms();
     for (int i = 0; i < 3; i++)
         ts->ids[i] = i;
     ts->timers[0] = loop_timer_add(l, 20, cancel_from_cb, &ts->ids[0]);
@@ -514,12 +435,12 @@ static void test_timer_cancel_and_add_from_callback(void **state)
 {
     (void)state;
     tstate ts = {0};
-    waiter_init(&ts.w);
-    loop *l = loop_create("cancel", on_call_msg, NULL);
+    ut_waiter_init(&ts.w);
+    loop *l = loop_create("cancel", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, arm_cancel, &ts);
-    run_on_loop(l, cancel_one, &ts);
-    assert_true(waiter_wait(&ts.w, 2, 2000));
+    ut_run_on_loop(l, arm_cancel, &ts);
+    ut_run_on_loop(l, cancel_one, &ts);
+    assert_true(ut_waiter_wait(&ts.w, 2, 2000));
     usleep(150 * 1000);   /* long past timer 2's deadline */
     loop_stop(l);
     assert_int_equal(ts.n_fired, 2);
@@ -527,7 +448,7 @@ static void test_timer_cancel_and_add_from_callback(void **state)
     assert_int_equal(ts.fired[1], 3);
     assert_true(ts.fired_at[1] >= 50 && ts.fired_at[1] <= 50 + TOLERANCE_MS);
     loop_destroy(l);
-    waiter_fini(&ts.w);
+    ut_waiter_fini(&ts.w);
 }
 
 /* A timer that cancels itself while firing must not corrupt anything. */
@@ -543,7 +464,7 @@ static void self_cancel(loop *l, void *arg)
 #define MANY_TIMERS 10000
 
 typedef struct many_state {
-    waiter      w;
+    ut_waiter   w;
     int64_t     start;
     loop_timer *t[MANY_TIMERS];
     int         delay[MANY_TIMERS];
@@ -567,27 +488,27 @@ static void many_fire(loop *l, void *arg)
     /* b may fire after a only if b's deadline can't be before a's */
     if (ms->due_hi[i] < ms->last_lo)
         ms->order_broken = true;
-    if (now_ms() < ms->due_lo[i])
+    if (ut_now_ms() < ms->due_lo[i])
         ms->early = true;
     if (i % 2 == 1)
         ms->fired_cancelled++;
     ms->last_lo = ms->due_lo[i];
     ms->t[i] = NULL;
     if (++ms->fired == MANY_TIMERS / 2)
-        waiter_add(&ms->w, 1);
+        ut_waiter_add(&ms->w, 1);
 }
 
 static void arm_many(loop *l, void *arg)
 {
     many_state *ms = arg;
-    ms->start = now_ms();
+    ms->start = ut_now_ms();
     srand(12345);
     for (int i = 0; i < MANY_TIMERS; i++) {
         ms->idx[i] = i;
         ms->delay[i] = rand() % 300;
-        ms->due_lo[i] = now_ms() + ms->delay[i];
+        ms->due_lo[i] = ut_now_ms() + ms->delay[i];
         ms->t[i] = loop_timer_add(l, ms->delay[i], many_fire, &ms->idx[i]);
-        ms->due_hi[i] = now_ms() + ms->delay[i];
+        ms->due_hi[i] = ut_now_ms() + ms->delay[i];
         assert_non_null(ms->t[i]);
     }
     for (int i = 1; i < MANY_TIMERS; i += 2) {
@@ -601,11 +522,11 @@ static void test_many_timers(void **state)
 {
     (void)state;
     many_state *ms = calloc(1, sizeof *ms);
-    waiter_init(&ms->w);
-    loop *l = loop_create("many", on_call_msg, NULL);
+    ut_waiter_init(&ms->w);
+    loop *l = loop_create("many", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, arm_many, ms);
-    assert_true(waiter_wait(&ms->w, 1, 5000));
+    ut_run_on_loop(l, arm_many, ms);
+    assert_true(ut_waiter_wait(&ms->w, 1, 5000));
     loop_stop(l);
     assert_int_equal(ms->fired, MANY_TIMERS / 2);
     assert_int_equal(ms->fired_cancelled, 0);
@@ -613,7 +534,7 @@ static void test_many_timers(void **state)
     assert_false(ms->early);
     assert_null(ms->selfc);
     loop_destroy(l);
-    waiter_fini(&ms->w);
+    ut_waiter_fini(&ms->w);
     free(ms);
 }
 
@@ -634,9 +555,9 @@ static void test_destroy_drops_timers(void **state)
 {
     (void)state;
     bool fired = false;
-    loop *l = loop_create("drop", on_call_msg, NULL);
+    loop *l = loop_create("drop", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, arm_never, &fired);
+    ut_run_on_loop(l, arm_never, &fired);
     loop_stop(l);
     loop_destroy(l);
     assert_false(fired);
@@ -716,7 +637,7 @@ typedef struct xfer_t {
     bool       done;
     bool       on_loop_thread;
     void      *private_seen;
-    waiter    *w;
+    ut_waiter *w;
 } xfer_t;
 
 static size_t write_cb(char *p, size_t sz, size_t n, void *ud)
@@ -744,7 +665,7 @@ static void http_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     x->done = true;
     curl_easy_cleanup(easy);
     if (x->w)
-        waiter_add(x->w, 1);
+        ut_waiter_add(x->w, 1);
 }
 
 typedef struct start_req {
@@ -774,9 +695,9 @@ static void test_http_basic(void **state)
     server_start(&s);
     int bport;
     int bfd = blackhole(&bport);
-    waiter w;
-    waiter_init(&w);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    ut_waiter w;
+    ut_waiter_init(&w);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
 
     xfer_t x[4] = {{.w = &w}, {.w = &w}, {.w = &w}, {.w = &w}};
@@ -787,11 +708,11 @@ static void test_http_basic(void **state)
     snprintf(r[2].url, sizeof r[2].url, "http://127.0.0.1:1/x");
     /* black hole with a 150 ms timeout: exercises curl's timer path */
     snprintf(r[3].url, sizeof r[3].url, "http://127.0.0.1:%d/x", bport);
-    int64_t t0 = now_ms();
+    int64_t t0 = ut_now_ms();
     for (int i = 0; i < 4; i++)
-        run_on_loop(l, start_xfer, &r[i]);
-    assert_true(waiter_wait(&w, 4, 5000));
-    int64_t elapsed = now_ms() - t0;
+        ut_run_on_loop(l, start_xfer, &r[i]);
+    assert_true(ut_waiter_wait(&w, 4, 5000));
+    int64_t elapsed = ut_now_ms() - t0;
 
     assert_int_equal(x[0].rc, CURLE_OK);
     assert_int_equal(x[0].status, 200);
@@ -809,7 +730,7 @@ static void test_http_basic(void **state)
     loop_destroy(l);
     close(bfd);
     MHD_stop_daemon(s.d);
-    waiter_fini(&w);
+    ut_waiter_fini(&w);
 }
 
 #define N_CONCURRENT 200
@@ -824,9 +745,9 @@ static void test_http_many_concurrent(void **state)
     (void)state;
     server s;
     server_start(&s);
-    waiter w;
-    waiter_init(&w);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    ut_waiter w;
+    ut_waiter_init(&w);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
 
     xfer_t *x = calloc(N_CONCURRENT, sizeof *x);
@@ -835,9 +756,9 @@ static void test_http_many_concurrent(void **state)
         x[i].w = &w;
         r[i].x = &x[i];
         snprintf(r[i].url, sizeof r[i].url, "http://127.0.0.1:%d/n/%d", s.port, i);
-        run_on_loop(l, start_xfer, &r[i]);
+        ut_run_on_loop(l, start_xfer, &r[i]);
     }
-    assert_true(waiter_wait(&w, N_CONCURRENT, 10000));
+    assert_true(ut_waiter_wait(&w, N_CONCURRENT, 10000));
     for (int i = 0; i < N_CONCURRENT; i++) {
         char want[64];
         snprintf(want, sizeof want, "echo:/n/%d", i);
@@ -846,17 +767,17 @@ static void test_http_many_concurrent(void **state)
         assert_string_equal(x[i].body, want);
     }
     size_t active = 99;
-    waiter w2;
-    waiter_init(&w2);
-    run_on_loop(l, count_active, &active);
+    ut_waiter w2;
+    ut_waiter_init(&w2);
+    ut_run_on_loop(l, count_active, &active);
     loop_stop(l);
     assert_int_equal(active, 0);
     loop_destroy(l);
     MHD_stop_daemon(s.d);
     free(x);
     free(r);
-    waiter_fini(&w);
-    waiter_fini(&w2);
+    ut_waiter_fini(&w);
+    ut_waiter_fini(&w2);
 }
 
 /* A burst of finished transfers whose callbacks are slow (the engine runs a
@@ -869,7 +790,7 @@ static void test_http_many_concurrent(void **state)
 static size_t discard_cb(char *p, size_t sz, size_t n, void *ud);
 
 typedef struct answers_state {
-    waiter  w;
+    ut_waiter  w;
     int     done;
     int64_t armed_at, fired_at, batch_end;
 } answers_state;
@@ -878,8 +799,8 @@ static void answers_fire(loop *l, void *arg)
 {
     (void)l;
     answers_state *st = arg;
-    st->fired_at = now_ms();
-    waiter_add(&st->w, 1);
+    st->fired_at = ut_now_ms();
+    ut_waiter_add(&st->w, 1);
 }
 
 static void slow_answer(loop *l, CURL *easy, CURLcode rc, void *arg)
@@ -889,14 +810,14 @@ static void slow_answer(loop *l, CURL *easy, CURLcode rc, void *arg)
     curl_easy_cleanup(easy);
     int n = ++st->done;
     if (n == 2) {
-        st->armed_at = now_ms();
+        st->armed_at = ut_now_ms();
         assert_non_null(loop_timer_add(l, 10, answers_fire, st));
     }
     struct timespec d = {0, (n == 1 ? 100 : 3) * 1000L * 1000L};
     nanosleep(&d, NULL);
     if (n == N_ANSWERS) {
-        st->batch_end = now_ms();
-        waiter_add(&st->w, 1);
+        st->batch_end = ut_now_ms();
+        ut_waiter_add(&st->w, 1);
     }
 }
 
@@ -925,12 +846,12 @@ static void test_timer_not_starved_by_answers(void **state)
     server s;
     server_start(&s);
     answers_state st = {0};
-    waiter_init(&st.w);
+    ut_waiter_init(&st.w);
     answers_req r = {&st, s.port};
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
-    run_on_loop(l, start_answers, &r);
-    assert_true(waiter_wait(&st.w, 2, 10000));
+    ut_run_on_loop(l, start_answers, &r);
+    assert_true(ut_waiter_wait(&st.w, 2, 10000));
     /* the batch's callbacks take ~300 ms after the timer was armed */
     assert_true(st.batch_end - st.armed_at >= 200);
     assert_true(st.fired_at - st.armed_at >= 10);
@@ -938,7 +859,7 @@ static void test_timer_not_starved_by_answers(void **state)
     loop_stop(l);
     loop_destroy(l);
     MHD_stop_daemon(s.d);
-    waiter_fini(&st.w);
+    ut_waiter_fini(&st.w);
 }
 
 /* Transfers to the black hole are in flight when the loop stops; destroy
@@ -948,7 +869,7 @@ static void test_destroy_aborts_in_flight(void **state)
     (void)state;
     int bport;
     int bfd = blackhole(&bport);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
     enum { N = 50 };
     xfer_t x[N];
@@ -958,11 +879,11 @@ static void test_destroy_aborts_in_flight(void **state)
     for (int i = 0; i < N; i++) {
         r[i].x = &x[i];
         snprintf(r[i].url, sizeof r[i].url, "http://127.0.0.1:%d/hang", bport);
-        run_on_loop(l, start_xfer, &r[i]);
+        ut_run_on_loop(l, start_xfer, &r[i]);
     }
     size_t active = 0;
     usleep(100 * 1000);   /* let them connect and send */
-    run_on_loop(l, count_active, &active);
+    ut_run_on_loop(l, count_active, &active);
     loop_stop(l);
     assert_int_equal(active, N);
     for (int i = 0; i < N; i++)
@@ -1039,7 +960,7 @@ static bool epoll_watches(int fd)
 #define MAX_SEQ 256
 
 typedef struct seq_state {
-    waiter        w;
+    ut_waiter     w;
     char          url[2][128];   /* alternated: transfer i goes to url[i % 2] */
     int           target;
     int           done;
@@ -1098,7 +1019,7 @@ static void seq_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     if (++st->done < st->target)
         seq_start(l, st);
     else
-        waiter_add(&st->w, 1);
+        ut_waiter_add(&st->w, 1);
 }
 
 static void seq_start(loop *l, void *arg)
@@ -1127,10 +1048,10 @@ static bool seq_run(loop *l, seq_state *st, int target)
     st->n_opened = 0;
     st->slow_late_us = 0;
     st->n_slow = 0;
-    waiter_init(&st->w);
-    run_on_loop(l, seq_start, st);
-    bool ok = waiter_wait(&st->w, 1, 20000);
-    waiter_fini(&st->w);
+    ut_waiter_init(&st->w);
+    ut_run_on_loop(l, seq_start, st);
+    bool ok = ut_waiter_wait(&st->w, 1, 20000);
+    ut_waiter_fini(&st->w);
     return ok;
 }
 
@@ -1147,7 +1068,7 @@ typedef struct iso_req {
     int      gen;          /* 0 = loop_http_start (Kaphila's caches) */
     long     connects;     /* 1 = a new connection, 0 = a reused one */
     CURLcode rc;
-    waiter   w;
+    ut_waiter   w;
 } iso_req;
 
 static void iso_done(loop *l, CURL *easy, CURLcode rc, void *arg)
@@ -1156,7 +1077,7 @@ static void iso_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     r->rc = rc;
     curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &r->connects);
     loop_easy_release(l, easy);   /* reaps retired caches */
-    waiter_add(&r->w, 1);
+    ut_waiter_add(&r->w, 1);
 }
 
 static void iso_start(loop *l, void *arg)
@@ -1190,15 +1111,15 @@ static void test_http_isolated_caches(void **state)
     };
     server s;
     server_start(&s);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         iso_req r = {.gen = steps[i].gen};
         snprintf(r.url, sizeof r.url, "http://127.0.0.1:%d/x", s.port);
-        waiter_init(&r.w);
-        run_on_loop(l, iso_start, &r);
-        assert_true(waiter_wait(&r.w, 1, 5000));
-        waiter_fini(&r.w);
+        ut_waiter_init(&r.w);
+        ut_run_on_loop(l, iso_start, &r);
+        assert_true(ut_waiter_wait(&r.w, 1, 5000));
+        ut_waiter_fini(&r.w);
         assert_int_equal(r.rc, CURLE_OK);
         if (r.connects != steps[i].connects)
             fail_msg("step %zu (gen %d): %ld new connections, want %ld", i, steps[i].gen,
@@ -1217,7 +1138,7 @@ static void test_http_keepalive_stays_registered(void **state)
     (void)state;
     server s;
     server_start(&s);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
     seq_state st = {0};
     snprintf(st.url[0], sizeof st.url[0], "http://127.0.0.1:%d/k", s.port);
@@ -1262,13 +1183,13 @@ static void test_http_idle_connection_closed_by_server(void **state)
     server_start_idle(&s, 1);
     long iterations = 0;
     clockid_t cid;
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     loop_set_idle(l, count_iteration, &iterations);
     assert_int_equal(loop_start(l), 0);
     seq_state st = {0};
     snprintf(st.url[0], sizeof st.url[0], "http://127.0.0.1:%d/k", s.port);
-    waiter w;
-    waiter_init(&w);
+    ut_waiter w;
+    ut_waiter_init(&w);
 
     assert_true(seq_run(l, &st, 3));
     assert_int_equal(st.failed, 0);
@@ -1276,12 +1197,12 @@ static void test_http_idle_connection_closed_by_server(void **state)
     assert_int_equal(st.n_opened, 1);
     curl_socket_t first = st.opened[0];
     assert_true(epoll_watches(first));
-    run_on_loop(l, note_thread, &cid);
+    ut_run_on_loop(l, note_thread, &cid);
     usleep(50 * 1000);
     long it0 = __atomic_load_n(&iterations, __ATOMIC_RELAXED);
     int64_t cpu0 = thread_cpu_ms(cid);
-    int64_t t0 = now_ms();
-    while (epoll_watches(first) && now_ms() - t0 < 5000)
+    int64_t t0 = ut_now_ms();
+    while (epoll_watches(first) && ut_now_ms() - t0 < 5000)
         usleep(50 * 1000);
     usleep(500 * 1000);   /* a spinning loop would show it by now */
     long spins = __atomic_load_n(&iterations, __ATOMIC_RELAXED) - it0;
@@ -1295,7 +1216,7 @@ static void test_http_idle_connection_closed_by_server(void **state)
     assert_int_equal(st.connects, 1);
     loop_stop(l);
     loop_destroy(l);
-    waiter_fini(&w);
+    ut_waiter_fini(&w);
     MHD_stop_daemon(s.d);
 }
 
@@ -1314,7 +1235,7 @@ static void test_http_recycled_fd_numbers(void **state)
     (void)state;
     server s;
     server_start(&s);
-    loop *l = loop_create("http", on_call_msg, NULL);
+    loop *l = loop_create("http", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);
     seq_state st = {0};
     snprintf(st.url[0], sizeof st.url[0], "http://127.0.0.1:%d/close", s.port);

@@ -20,18 +20,12 @@
 #include <unistd.h>
 
 #include "sim/sim.h"
+#include "../support/support.h"
 
 #define KEY1 "ak_live_test_one"
 #define KEY2 "ak_live_test_two"
 #define WAIT_MS 3000
 #define MAX_EVENTS 4096
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ================================================================ receiver */
 
@@ -90,7 +84,7 @@ static enum MHD_Result rx_handler(void *cls, struct MHD_Connection *c, const cha
         snprintf(e->name, sizeof e->name, "%s", name ? name : "");
         snprintf(e->ua, sizeof e->ua, "%s", ua ? ua : "");
         e->body = body;
-        e->at = now_ms();
+        e->at = ut_now_ms();
         body = NULL;
     }
     pthread_cond_broadcast(&rx->cv);
@@ -119,7 +113,7 @@ static void rx_done(void *cls, struct MHD_Connection *c, void **con_cls,
  * up to timeout_ms; -1 when it never came. */
 static int rx_wait(receiver *rx, const char *call_id, const char *name, size_t from, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ut_now_ms() + timeout_ms;
     pthread_mutex_lock(&rx->mu);
     for (;;) {
         for (size_t i = from; i < rx->n; i++) {
@@ -128,7 +122,7 @@ static int rx_wait(receiver *rx, const char *call_id, const char *name, size_t f
                 return (int)i;
             }
         }
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - ut_now_ms();
         if (left <= 0)
             break;
         struct timespec ts;
@@ -193,8 +187,8 @@ static int setup(void **state)
 
     /* Without recordings_dir the sim keeps recordings in memory: nothing
      * may appear in TMPDIR (or anywhere). */
-    snprintf(f->tmpdir, sizeof f->tmpdir, "/tmp/test-sim-XXXXXX");
-    if (!mkdtemp(f->tmpdir) || setenv("TMPDIR", f->tmpdir, 1) != 0)
+    ut_tmpdir(f->tmpdir, sizeof f->tmpdir, "test-sim");
+    if (setenv("TMPDIR", f->tmpdir, 1) != 0)
         return -1;
     static const char *const keys[] = {KEY1, KEY2};
     sim_config cfg;
@@ -221,10 +215,7 @@ static int teardown(void **state)
     MHD_stop_daemon(f->rx.d);
     for (size_t i = 0; i < f->rx.n; i++)
         json_decref(f->rx.ev[i].body);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->tmpdir);
+    ut_rmtree(f->tmpdir);
     pthread_mutex_destroy(&f->rx.mu);
     pthread_cond_destroy(&f->rx.cv);
     free(f);
@@ -547,7 +538,7 @@ static void test_voice_timing_and_queue(void **state)
     /* 40 chars × 60 ms = 2400 ms, /20 in fast mode = 120 ms */
     const char *text = "0123456789012345678901234567890123456789";
     snprintf(body, sizeof body, "{\"callId\":\"%s\",\"text\":\"%s\"}", id, text);
-    int64_t t0 = now_ms();
+    int64_t t0 = ut_now_ms();
     j = api("POST", "/voice", KEY1, body, &st);
     assert_int_equal(st, 200);
     assert_string_equal(jstr(j, "message"), "TTS played successfully");
@@ -710,9 +701,9 @@ typedef struct slow_arg {
 static void *slow_request(void *a)
 {
     slow_arg *sa = a;
-    int64_t t0 = now_ms();
+    int64_t t0 = ut_now_ms();
     resp r = http(F->base, "GET", "/calls", KEY2, NULL, NULL);
-    sa->took = now_ms() - t0;
+    sa->took = ut_now_ms() - t0;
     sa->status = r.status;
     free(r.body);
     return NULL;
@@ -732,11 +723,11 @@ static void test_latency_does_not_block(void **state)
     usleep(100 * 1000);
     /* while three slow requests wait, others are answered at once */
     for (int i = 0; i < 3; i++) {
-        int64_t t0 = now_ms();
+        int64_t t0 = ut_now_ms();
         j = api("GET", "/calls", KEY1, NULL, &st);
         assert_int_equal(st, 200);
         json_decref(j);
-        assert_true(now_ms() - t0 < 200);
+        assert_true(ut_now_ms() - t0 < 200);
     }
     for (int i = 0; i < 3; i++) {
         pthread_join(t[i], NULL);
@@ -968,7 +959,7 @@ static void test_recordings_in_memory(void **state)
  * JSON field `active` equals want_active. */
 static void wait_status(const char *base, const char *path, long want_status, int want_active)
 {
-    int64_t until = now_ms() + WAIT_MS;
+    int64_t until = ut_now_ms() + WAIT_MS;
     for (;;) {
         resp r = http(base, "GET", path, KEY1, NULL, NULL);
         json_t *j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
@@ -978,7 +969,7 @@ static void wait_status(const char *base, const char *path, long want_status, in
         free(r.body);
         if (ok)
             return;
-        assert_true(now_ms() < until);
+        assert_true(ut_now_ms() < until);
         usleep(5000);
     }
 }
@@ -992,8 +983,7 @@ static void test_recordings_dir(void **state)
     static const char *const keys[] = {KEY1};
     static unsigned char want[WAV_MAX], got[WAV_MAX];
     char dir[128], base[64], path[256], file[256], body[128];
-    snprintf(dir, sizeof dir, "/tmp/test-sim-rec-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    ut_tmpdir(dir, sizeof dir, "test-sim-rec");
     sim_config cfg;
     sim_config_defaults(&cfg);
     cfg.fast = true;
