@@ -50,7 +50,7 @@ typedef enum { M_ORIGINATE, M_UPDATE, M_DELETE, M_KEVENT, M_RECOVER, M_CALLBACK 
 
 typedef struct emsg {
     mkind      k;
-    http_req  *r;
+    engine_reply r;           /* ops NULL: nothing to answer (start-up replay) */
     store_call call;          /* M_ORIGINATE */
     json_t    *j;             /* update or event */
     int64_t    kid;           /* kevent id (a stored event replayed at start-up), 0 = posted */
@@ -70,7 +70,7 @@ typedef struct ob_item {
  * in it (json NULL: 200, or its rescue), or a REST reply showing state
  * written in it. */
 typedef struct ack {
-    http_req *r;
+    engine_reply r;
     char     *json;     /* REST body (owned), NULL for a Kaphila event */
     int       status;   /* REST status */
     char      call_sid[SID_SIZE];
@@ -265,7 +265,7 @@ static const char kev_unavailable[] = "{\"success\":false,\"error\":\"event not 
 
 /* Holds r's answer until the batch commits (json: a REST body, taken).
  * false = out of memory; the caller still owns json. */
-static bool ack_add(engine *e, http_req *r, const char *call_sid, int status, char *json)
+static bool ack_add(engine *e, engine_reply r, const char *call_sid, int status, char *json)
 {
     if (e->n_acks == e->cap_acks) {
         size_t ncap = e->cap_acks ? e->cap_acks * 2 : 64;
@@ -289,9 +289,9 @@ static void acks_reply(engine *e, bool ok)
 {
     for (size_t i = 0; i < e->n_acks; i++) {
         ack *a = &e->acks[i];
-        if (a->json) http_reply_owned(a->r, a->status, "application/json", a->json, strlen(a->json), NULL);
-        else if (ok) http_reply(a->r, 200, "application/json", kev_ok, sizeof kev_ok - 1, NULL);
-        else http_reply(a->r, 503, "application/json", kev_unavailable, sizeof kev_unavailable - 1, NULL);
+        if (a->json) engine_reply_owned(a->r, a->status, "application/json", a->json, strlen(a->json));
+        else if (ok) engine_reply_bytes(a->r, 200, "application/json", kev_ok, sizeof kev_ok - 1);
+        else engine_reply_bytes(a->r, 503, "application/json", kev_unavailable, sizeof kev_unavailable - 1);
     }
     e->n_acks = 0;
 }
@@ -308,7 +308,7 @@ static void ack_rescue(engine *e)
     if (n) {
         ok = store_begin(e->db) == STORE_OK;
         for (size_t i = 0; ok && i < e->n_acks; i++) {
-            const buf *b = http_body(e->acks[i].r);
+            const buf *b = engine_reply_body(e->acks[i].r);
             if (!e->acks[i].json)
                 ok = store_kevent_insert(e->db, e->acks[i].call_sid, buf_str(b), b->len, false,
                                          NULL) == STORE_OK;
@@ -702,7 +702,8 @@ static netpolicy *engine_policy(engine *e)
         /* twigate's own listeners are never a customer's destination. */
         netpolicy_listener ls[2];
         size_t n = 0;
-        if (e->a->http) ls[n++] = (netpolicy_listener){cfg->listen_address, http_port(e->a->http)};
+        /* listen.port is the bound port (config_bind_port) once the server listens. */
+        if (e->a->http) ls[n++] = (netpolicy_listener){cfg->listen_address, cfg->listen_port};
         if (e->a->sim) ls[n++] = (netpolicy_listener){cfg->sim_address, sim_port(e->a->sim)};
         netpolicy *p = netpolicy_create(cfg->webhook_allow, cfg->webhook_deny, cfg->webhook_proxy,
                                         ls, n, e->a->kaphila_url,
@@ -1060,9 +1061,9 @@ static void handle_kevent(engine *e, emsg *m)
     call_unref(c);
 }
 
-static void kev_reply(http_req *r, int status, const char *body)
+static void kev_reply(engine_reply r, int status, const char *body)
 {
-    http_reply(r, status, "application/json", body, strlen(body), NULL);
+    engine_reply_bytes(r, status, "application/json", body, strlen(body));
 }
 
 /* An event posted by Kaphila: a live call from memory, an ended one (the
@@ -1071,7 +1072,7 @@ static void handle_kevent_post(engine *e, emsg *m)
 {
     call *c = call_find_token(e, m->token);
     store_call row = {0};
-    const buf *raw = http_body(m->r);
+    const buf *raw = engine_reply_body(m->r);
     char label[96];
 
     if (!c) {
@@ -1086,7 +1087,7 @@ static void handle_kevent_post(engine *e, emsg *m)
         }
     }
     const char *sid = c ? c->row.sid : row.sid;
-    log_context(http_request_id(m->r), c ? c->row.account_sid : row.account_sid, sid);
+    log_context(engine_reply_request_id(m->r), c ? c->row.account_sid : row.account_sid, sid);
     /* Counted once the token is known good: names sent by strangers would
      * otherwise make series without bound. */
     snprintf(label, sizeof label, "event=\"%.48s\"", json_string_value(json_object_get(m->j, "event")));
@@ -1098,7 +1099,7 @@ static void handle_kevent_post(engine *e, emsg *m)
         store_call_fini(&row);
         return;
     }
-    m->r = NULL;   /* answered by the batch's commit (or its rescue) */
+    m->r = (engine_reply){0};   /* answered by the batch's commit (or its rescue) */
     if (!c) {
         event_for_gone_call(e, sid, &row, m->j, 0, raw);
     } else {
@@ -1114,18 +1115,18 @@ static void handle_kevent_post(engine *e, emsg *m)
 typedef struct orig_ctx { engine *e; call *c; } orig_ctx;
 
 /* The Call JSON as of now, sent once what it shows is committed. */
-static void reply_call(http_req *r, int status, const call *c)
+static void reply_call(engine_reply r, int status, const call *c)
 {
     engine *e = c->e;
     json_t *j = calljson_call(&c->row);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s) {
-        http_reply_error(r, 20500, 500, NULL);
+        engine_reply_error(r, 20500, 500, NULL);
         return;
     }
     if (e->batch && ack_add(e, r, c->row.sid, status, s)) return;
-    http_reply_owned(r, status, "application/json", s, strlen(s), NULL);
+    engine_reply_owned(r, status, "application/json", s, strlen(s));
 }
 
 /* No HTTP answer although the request may have reached Kaphila: a timeout
@@ -1143,8 +1144,8 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     (void)l;
     call *c = arg;
     engine *e = c->e;
-    http_req *r = c->create_req;
-    c->create_req = NULL;
+    engine_reply r = c->create_req;
+    c->create_req = (engine_reply){0};
     log_context(NULL, c->row.account_sid, c->row.sid);
     metrics_observe(e->a->metrics, "twigate_kaphila_request_seconds", "endpoint=\"/makecall\"",
                     (double)res->latency_ms / 1000.0);
@@ -1165,7 +1166,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
             advance(e, c, RANK_INITIATED);
             (void)txn_commit(e, c, 0);
         }
-        if (r) reply_call(r, 201, c);
+        if (engine_reply_some(r)) reply_call(r, 201, c);
         call_unref(c);
         return;
     }
@@ -1181,7 +1182,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
          * (reconcile.c). */
         log_warn("engine", "origination answer lost (%s); waiting for the call's events", msg);
         c->lost_since_ms = loop_now_ms(l);
-        if (r) http_reply_error(r, code, status, msg);
+        if (engine_reply_some(r)) engine_reply_error(r, code, status, msg);
         call_unref(c);   /* the origination list's; the table keeps the call */
         return;
     }
@@ -1192,7 +1193,7 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     c->over = true;
     c->rank = RANK_OVER;
     (void)batch_flush(e);
-    if (r) http_reply_error(r, code, status, msg);
+    if (engine_reply_some(r)) engine_reply_error(r, code, status, msg);
     call_unlink(e, c);
     c->refs--;       /* the table's; the request's reference is still held */
     call_unref(c);
@@ -1254,8 +1255,8 @@ static void origs_fail(engine *e)
     e->n_origs = e->cap_origs = 0;
     for (size_t i = 0; i < n; i++) {
         call *c = list[i];
-        if (c->create_req) http_reply_error(c->create_req, 20503, 503, "The call could not be stored; try again");
-        c->create_req = NULL;
+        if (engine_reply_some(c->create_req)) engine_reply_error(c->create_req, 20503, 503, "The call could not be stored; try again");
+        c->create_req = (engine_reply){0};
         c->over = true;
         c->rank = RANK_OVER;
         call_unlink(e, c);
@@ -1289,19 +1290,19 @@ static void handle_originate(engine *e, emsg *m)
 
     log_context(NULL, m->call.account_sid, m->call.sid);
     if (!acct || atomic_load(&e->live) >= (size_t)cfg->max_live_calls) {
-        http_reply_error(m->r, acct ? 20429 : 20003, acct ? 429 : 401,
+        engine_reply_error(m->r, acct ? 20429 : 20003, acct ? 429 : 401,
                          acct ? "Too many live calls on this gateway (limits.max_live_calls)" : NULL);
         store_call_fini(&m->call);
         return;
     }
     if (!txn_begin(e) || !origs_reserve(e) || !(c = call_new(e, &m->call))) {
-        http_reply_error(m->r, 20503, 503, NULL);
+        engine_reply_error(m->r, 20503, 503, NULL);
         store_call_fini(&m->call);
         return;
     }
     if (store_call_insert(e->db, &c->row) != STORE_OK) {
         log_error("engine", "a new call could not be written; the batch is rolled back");
-        http_reply_error(m->r, 20500, 500, NULL);
+        engine_reply_error(m->r, 20500, 500, NULL);
         call_unlink(e, c);
         call_unref(c);
         batch_failed(e);
@@ -1317,7 +1318,7 @@ static void handle_originate(engine *e, emsg *m)
     e->origs[e->n_origs++] = c;
 }
 
-typedef struct upd_ctx { call *c; http_req *r; json_t *upd; } upd_ctx;
+typedef struct upd_ctx { call *c; engine_reply r; json_t *upd; } upd_ctx;
 
 static void on_update_hangup(loop *l, void *arg, const kaphila_result *res)
 {
@@ -1332,7 +1333,7 @@ static void on_update_hangup(loop *l, void *arg, const kaphila_result *res)
         char msg[400];
         kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
         c->hangup_sent = false;
-        http_reply_error(u->r, code, status, msg);
+        engine_reply_error(u->r, code, status, msg);
         if (!c->over) reconcile_hangup_failed(c);   /* the hang-up was asked for: retried */
         goto out;
     }
@@ -1365,18 +1366,18 @@ static void handle_update(engine *e, emsg *m)
         /* Ended between the REST read and now: answer from the store. */
         if (store_call_get(e->db, m->account_sid, m->sid, &row) == STORE_OK) {
             if (json_object_get(upd, "url") || json_object_get(upd, "twiml"))
-                http_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+                engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
             else
-                http_reply_json(m->r, 200, calljson_call(&row));
+                engine_reply_json(m->r, 200, calljson_call(&row));
             store_call_fini(&row);
         } else {
-            http_reply_error(m->r, 20404, 404, NULL);
+            engine_reply_error(m->r, 20404, 404, NULL);
         }
         json_decref(upd);
         return;
     }
     if ((json_object_get(upd, "url") || json_object_get(upd, "twiml")) && c->rank != RANK_ANSWERED) {
-        http_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+        engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
         json_decref(upd);
         return;
     }
@@ -1405,7 +1406,7 @@ static void handle_update(engine *e, emsg *m)
         const config_account *acct = call_account(c);
         if (!u || !acct) {
             free(u);
-            http_reply_error(m->r, 20500, 500, NULL);
+            engine_reply_error(m->r, 20500, 500, NULL);
             json_decref(upd);
             return;
         }
@@ -2041,16 +2042,16 @@ static void handle_delete(engine *e, emsg *m)
 {
     log_context(NULL, m->account_sid, m->sid);
     if (call_find(e, m->sid)) {
-        http_reply_error(m->r, 21220, 400, "Invalid call state: the call is still in progress;"
+        engine_reply_error(m->r, 21220, 400, "Invalid call state: the call is still in progress;"
                          " end it with Status=completed (or canceled) before deleting it");
         return;
     }
     if (!txn_begin(e) || store_call_delete(e->db, m->account_sid, m->sid) != STORE_OK ||
         !batch_flush(e)) {
-        http_reply_error(m->r, 20503, 503, NULL);
+        engine_reply_error(m->r, 20503, 503, NULL);
         return;
     }
-    http_reply(m->r, 204, NULL, "", 0, NULL);
+    engine_reply_bytes(m->r, 204, NULL, "", 0);
 }
 
 static void on_msg(loop *l, void *msg)
@@ -2060,15 +2061,15 @@ static void on_msg(loop *l, void *msg)
     if (!e->db) e->db = store_conn_acquire(e->a->store);
     if (!e->db) {
         log_error("engine", "no database connection; message dropped");
-        if (m->r && m->k == M_KEVENT) kev_reply(m->r, 503, kev_unavailable);
-        else if (m->r) http_reply_error(m->r, 20503, 503, NULL);
+        if (engine_reply_some(m->r) && m->k == M_KEVENT) kev_reply(m->r, 503, kev_unavailable);
+        else if (engine_reply_some(m->r)) engine_reply_error(m->r, 20503, 503, NULL);
         goto out;
     }
     switch (m->k) {
     case M_ORIGINATE: handle_originate(e, m); break;
     case M_UPDATE:    handle_update(e, m); m->j = NULL; break;
     case M_DELETE:    handle_delete(e, m); break;
-    case M_KEVENT:    if (m->r) handle_kevent_post(e, m); else handle_kevent(e, m); break;
+    case M_KEVENT:    if (engine_reply_some(m->r)) handle_kevent_post(e, m); else handle_kevent(e, m); break;
     case M_RECOVER:   recover(e); probe_tick(l, e); break;
     case M_CALLBACK:  m->fn(e, m->arg); break;
     }
@@ -2121,7 +2122,7 @@ int engine_start(engine *e)
     return post(e, m) ? 0 : -1;
 }
 
-bool engine_originate(engine *e, http_req *r, store_call *call_row, json_t *warnings)
+bool engine_originate(engine *e, engine_reply r, store_call *call_row, json_t *warnings)
 {
     emsg *m = calloc(1, sizeof *m);
     if (!m) { json_decref(warnings); return false; }
@@ -2134,7 +2135,7 @@ bool engine_originate(engine *e, http_req *r, store_call *call_row, json_t *warn
     return true;
 }
 
-bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
+bool engine_update(engine *e, engine_reply r, const char *account_sid, const char *call_sid,
                    json_t *upd)
 {
     emsg *m = calloc(1, sizeof *m);
@@ -2148,7 +2149,7 @@ bool engine_update(engine *e, http_req *r, const char *account_sid, const char *
     return true;
 }
 
-bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const char *call_sid)
+bool engine_delete_call(engine *e, engine_reply r, const char *account_sid, const char *call_sid)
 {
     emsg *m = calloc(1, sizeof *m);
     if (!m) return false;
@@ -2160,7 +2161,7 @@ bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const c
     return true;
 }
 
-bool engine_kevent(engine *e, http_req *r, const char *token, json_t *ev)
+bool engine_kevent(engine *e, engine_reply r, const char *token, json_t *ev)
 {
     emsg *m = calloc(1, sizeof *m);
     if (!m) { json_decref(ev); return false; }
@@ -2238,8 +2239,8 @@ void engine_destroy(engine *e)
             call *c = e->calls[b];
             e->calls[b] = c->hnext;
             c->hnext = NULL;
-            if (c->create_req) http_reply_error(c->create_req, 20503, 503, "twigate is stopping");
-            c->create_req = NULL;
+            if (engine_reply_some(c->create_req)) engine_reply_error(c->create_req, 20503, 503, "twigate is stopping");
+            c->create_req = (engine_reply){0};
             call_unref(c);
         }
         while (e->queues[b]) {

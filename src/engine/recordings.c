@@ -1154,13 +1154,13 @@ void rec_job_free(rec_job *j)
 
 static void job_reply_error(rec_job *j, int code, int status, const char *msg)
 {
-    http_reply_error(j->r, code, status, msg);
+    engine_reply_error(j->r, code, status, msg);
     rec_job_free(j);
 }
 
 static void job_reply_row(engine *e, rec_job *j, int status, const rec_row *r)
 {
-    http_reply_json(j->r, status, rec_json(r, engine_public_url(e), j->call_sid[0] == '\0'));
+    engine_reply_json(j->r, status, rec_json(r, engine_public_url(e), j->call_sid[0] == '\0'));
     rec_job_free(j);
 }
 
@@ -1199,13 +1199,13 @@ static bool serve(engine *e, rec_job *j, const rec_row *r, const char *path)
     char mp3[PATH_MAX];
     const char *range = j->range[0] ? j->range : NULL;
     if (!j->mp3) {
-        if (!rec_serve_file(j->r, path, range)) return false;
+        if (!engine_reply_file(j->r, path, range, REC_WAV_TYPE)) return false;
     } else {
         if (access(path, R_OK) != 0) return false;
         if (!rec_mp3_path(engine_config(e), r, mp3))
-            http_reply_error(j->r, 20500, 500, "The recording's cache path is too long");
+            engine_reply_error(j->r, 20500, 500, "The recording's cache path is too long");
         else if (!rec_mp3_submit(j->mp3, j->r, j->account_sid, path, mp3, range))
-            http_reply_error_h(j->r, 20503, 503, "Too many MP3 encodings waiting; retry",
+            engine_reply_error_h(j->r, 20503, 503, "Too many MP3 encodings waiting; retry",
                                (const char *const[]){"Retry-After", "1", NULL});
     }
     rec_job_free(j);
@@ -1263,7 +1263,7 @@ static void ensure(engine *e, rec_job *j, bool may_fetch)
     case FETCH_BUSY:
         /* Another request or the background fetch is downloading it: one
          * transfer per file. The file is there in moments. */
-        http_reply_error_h(j->r, 20503, 503, "The recording is being fetched from Kaphila;"
+        engine_reply_error_h(j->r, 20503, 503, "The recording is being fetched from Kaphila;"
                            " retry in a second", (const char *const[]){"Retry-After", "1", NULL});
         rec_job_free(j);
         break;
@@ -1505,7 +1505,7 @@ static void do_delete(engine *e, rec_job *j)
     if (rec_is_window(&r) && rec_media_path(engine_config(e), &r, path)) unlink(path);
     if (rec_mp3_path(engine_config(e), &r, path)) unlink(path);
     gc_bridge(e, r.call_sid);
-    http_reply(j->r, 204, NULL, "", 0, NULL);
+    engine_reply_bytes(j->r, 204, NULL, "", 0);
     rec_job_free(j);
 out:
     rec_row_fini(&r);
@@ -1525,6 +1525,6 @@ static void job_run(engine *e, void *arg)
 
 bool rec_job_submit(engine *e, rec_job *j)
 {
-    http_suspend(j->r);
+    engine_reply_suspend(j->r);
     return engine_submit(e, job_run, j);
 }

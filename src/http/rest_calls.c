@@ -230,7 +230,7 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     /* Suspend before handing over, so the engine's reply always finds the
      * connection suspended. */
     http_suspend(r);
-    if (!engine_originate(a->engine, r, &call, warnings)) {
+    if (!engine_originate(a->engine, rest_engine_reply(r), &call, warnings)) {
         warnings = NULL;   /* taken either way */
         http_reply_error(r, 20503, 503, "Too many calls in progress; try again shortly");
         goto out;
@@ -421,7 +421,7 @@ void rest_call_update(void *ctx, http_req *r, const http_match *m)
         goto out;
     }
     http_suspend(r);
-    if (!engine_update(a->engine, r, acct->sid, call.sid, upd)) {
+    if (!engine_update(a->engine, rest_engine_reply(r), acct->sid, call.sid, upd)) {
         upd = NULL;
         http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
         goto out;
@@ -446,7 +446,7 @@ void rest_call_delete(void *ctx, http_req *r, const http_match *m)
     }
     /* Only the engine writes calls: it deletes the row and replies. */
     http_suspend(r);
-    if (!engine_delete_call(a->engine, r, acct->sid, call.sid))
+    if (!engine_delete_call(a->engine, rest_engine_reply(r), acct->sid, call.sid))
         http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
 out:
     store_call_fini(&call);
