@@ -513,34 +513,35 @@ out:
     free(u);
 }
 
-void eng_handle_update(engine *e, emsg *m)
+static bool upd_redirects(const json_t *upd)
 {
-    call *c = call_find(e, m->sid);
-    json_t *upd = m->j, *v;
-    const char *key;
+    return json_object_get(upd, "url") || json_object_get(upd, "twiml");
+}
+
+/* An update for a call the engine no longer holds (it ended between the
+ * REST read and now): answered from the store. */
+static void update_gone_call(engine *e, emsg *m)
+{
     store_call row = {0};
 
-    log_context(NULL, m->account_sid, m->sid);
-    if (!c || strcmp(c->row.account_sid, m->account_sid) != 0) {
-        /* Ended between the REST read and now: answer from the store. */
-        if (store_call_get(e->db, m->account_sid, m->sid, &row) == STORE_OK) {
-            if (json_object_get(upd, "url") || json_object_get(upd, "twiml"))
-                engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
-            else
-                engine_reply_json(m->r, 200, calljson_call(&row));
-            store_call_fini(&row);
-        } else {
-            engine_reply_error(m->r, 20404, 404, NULL);
-        }
-        json_decref(upd);
-        return;
+    if (store_call_get(e->db, m->account_sid, m->sid, &row) == STORE_OK) {
+        if (upd_redirects(m->j))
+            engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+        else
+            engine_reply_json(m->r, 200, calljson_call(&row));
+        store_call_fini(&row);
+    } else {
+        engine_reply_error(m->r, 20404, 404, NULL);
     }
-    if ((json_object_get(upd, "url") || json_object_get(upd, "twiml")) && c->rank != RANK_ANSWERED) {
-        engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
-        json_decref(upd);
-        return;
-    }
-    /* Parameters that take effect for what follows. */
+}
+
+/* The parameters that take effect for what follows (callbacks, fallback,
+ * TimeLimit, restarted on the time already talked), stored. */
+static void update_params(engine *e, call *c, json_t *upd)
+{
+    const char *key;
+    json_t *v;
+
     json_object_foreach(upd, key, v) {
         if (!strcmp(key, "status") || !strcmp(key, "url") || !strcmp(key, "twiml") ||
             !strcmp(key, "method"))
@@ -558,53 +559,81 @@ void eng_handle_update(engine *e, emsg *m)
     c->row.date_updated = timefmt_now_ms();
     if (store_call_update(e->db, &c->row) != STORE_OK)
         log_warn("engine", "update not persisted");
+}
 
-    const char *st = json_string_value(json_object_get(upd, "status"));
-    if (st && (!strcmp(st, "completed") || (!strcmp(st, "canceled") && c->rank < RANK_ANSWERED))) {
-        upd_ctx *u = calloc(1, sizeof *u);
-        const config_account *acct = call_account(c);
-        if (!u || !acct) {
-            free(u);
-            engine_reply_error(m->r, 20500, 500, NULL);
-            json_decref(upd);
-            return;
-        }
-        if (!strcmp(st, "canceled") || c->rank < RANK_ANSWERED) c->cancel_requested = true;
-        u->c = c;
-        u->r = m->r;
-        u->upd = upd;
-        call_ref(c);
-        c->hangup_sent = true;
-        json_t *body = json_pack("{s:s}", "callId", c->row.kaphila_id);
-        if (!c->row.kaphila_id[0]) {
-            /* Not dialled yet (makecall in flight): Kaphila has nothing to hang up. */
-            kaphila_result res = {.endpoint = "/hangup", .http_status = 404};
-            json_decref(body);
-            on_update_hangup(e->l, u, &res);
-            return;
-        }
-        if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/hangup", body,
-                                  on_update_hangup, u) != 0) {
-            kaphila_result res = {.endpoint = "/hangup", .curl_rc = CURLE_FAILED_INIT};
-            on_update_hangup(e->l, u, &res);
-        }
-        json_decref(body);
-        return;
-    }
-    if (json_object_get(upd, "url") || json_object_get(upd, "twiml")) {
-        const char *url = json_string_value(json_object_get(upd, "url"));
-        const char *method = json_string_value(json_object_get(upd, "method"));
-        if (url) {
-            json_object_set_new(c->row.params, "url", json_string(url));
-            json_object_set_new(c->row.params, "method", json_string(method ? method : "POST"));
-        }
-        eng_reply_call(m->r, 200, c);
-        exec_replace(c, url, method ? method : "POST",
-                     json_string_value(json_object_get(upd, "twiml")));
+/* Status=completed, or canceled before the answer: a /hangup (or none
+ * when not dialled yet), answered by on_update_hangup. Takes upd. */
+static void update_end(engine *e, emsg *m, call *c, json_t *upd, const char *st)
+{
+    upd_ctx *u = calloc(1, sizeof *u);
+    const config_account *acct = call_account(c);
+    if (!u || !acct) {
+        free(u);
+        engine_reply_error(m->r, 20500, 500, NULL);
         json_decref(upd);
         return;
     }
+    if (!strcmp(st, "canceled") || c->rank < RANK_ANSWERED) c->cancel_requested = true;
+    u->c = c;
+    u->r = m->r;
+    u->upd = upd;
+    call_ref(c);
+    c->hangup_sent = true;
+    json_t *body = json_pack("{s:s}", "callId", c->row.kaphila_id);
+    if (!c->row.kaphila_id[0]) {
+        /* Not dialled yet (makecall in flight): Kaphila has nothing to hang up. */
+        kaphila_result res = {.endpoint = "/hangup", .http_status = 404};
+        json_decref(body);
+        on_update_hangup(e->l, u, &res);
+        return;
+    }
+    if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/hangup", body,
+                              on_update_hangup, u) != 0) {
+        kaphila_result res = {.endpoint = "/hangup", .curl_rc = CURLE_FAILED_INIT};
+        on_update_hangup(e->l, u, &res);
+    }
+    json_decref(body);
+}
+
+/* Url or Twiml on an answered call: the executor runs the new program. */
+static void update_redirect(emsg *m, call *c, const json_t *upd)
+{
+    const char *url = json_string_value(json_object_get(upd, "url"));
+    const char *method = json_string_value(json_object_get(upd, "method"));
+    if (url) {
+        json_object_set_new(c->row.params, "url", json_string(url));
+        json_object_set_new(c->row.params, "method", json_string(method ? method : "POST"));
+    }
     eng_reply_call(m->r, 200, c);
+    exec_replace(c, url, method ? method : "POST",
+                 json_string_value(json_object_get(upd, "twiml")));
+}
+
+void eng_handle_update(engine *e, emsg *m)
+{
+    call *c = call_find(e, m->sid);
+    json_t *upd = m->j;
+
+    log_context(NULL, m->account_sid, m->sid);
+    if (!c || strcmp(c->row.account_sid, m->account_sid) != 0) {
+        update_gone_call(e, m);
+        json_decref(upd);
+        return;
+    }
+    if (upd_redirects(upd) && c->rank != RANK_ANSWERED) {
+        engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+        json_decref(upd);
+        return;
+    }
+    update_params(e, c, upd);
+
+    const char *st = json_string_value(json_object_get(upd, "status"));
+    if (st && (!strcmp(st, "completed") || (!strcmp(st, "canceled") && c->rank < RANK_ANSWERED))) {
+        update_end(e, m, c, upd, st);   /* takes upd */
+        return;
+    }
+    if (upd_redirects(upd)) update_redirect(m, c, upd);
+    else eng_reply_call(m->r, 200, c);
     json_decref(upd);
 }
 
