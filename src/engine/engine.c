@@ -175,7 +175,8 @@ static void acks_reply(engine *e, bool ok)
         ack *a = &e->acks[i];
         if (a->json) engine_reply_owned(a->r, a->status, "application/json", a->json, strlen(a->json));
         else if (ok) engine_reply_bytes(a->r, 200, "application/json", kev_ok, sizeof kev_ok - 1);
-        else engine_reply_bytes(a->r, 503, "application/json", eng_kev_unavailable, sizeof eng_kev_unavailable - 1);
+        else engine_reply_bytes(a->r, 503, "application/json", eng_kev_unavailable,
+                                sizeof eng_kev_unavailable - 1);
     }
     e->n_acks = 0;
 }

@@ -219,7 +219,7 @@ out:
 }
 
 /* The cut made for r in this pass: its result, or -1 when the pass did not
- * cut r as it stands now (the row changed meanwhile: it stays rec_pending). */
+ * cut r as it stands now (the row changed meanwhile: it stays pending). */
 static int64_t cut_result(const fin_job *f, const rec_row *r)
 {
     for (int i = 0; i < f->n; i++)
