@@ -1,10 +1,13 @@
 /* engine — the call engine: one loop thread ("engine") that owns every live
  * call's state machine, all Kaphila commands and all customer webhooks.
  *
- * HTTP threads hand it work with the engine_* calls below (a message on the
- * loop's queue); each call either takes the http_req and replies to it later
- * (suspending the connection) or returns false when the engine cannot take
- * more, in which case the caller still owns r and replies itself. Ownership
+ * Transport threads (HTTP today) hand it work with the engine_* calls below
+ * (a message on the loop's queue) and an engine_reply: the transport's own
+ * request behind callbacks, so the engine knows nothing of HTTP and a second
+ * front end needs no engine change. Each call either takes the reply and
+ * answers it exactly once later (from the engine thread, or the MP3
+ * encoder's) or returns false when the engine cannot take more, in which
+ * case the caller still owns r and replies itself. Ownership
  * of the other arguments is each call's own (below): a JSON argument is
  * stolen in every case, true or false (STYLE: "steals").
  * Start-up recovery (live calls, unprocessed Kaphila events, pending
@@ -16,9 +19,72 @@
 #include <stddef.h>
 #include <jansson.h>
 #include "conf/app.h"
-#include "http/http.h"
+#include "base/buf.h"
 #include "net/kaphila.h"
 #include "store/store.h"
+
+/* How the engine answers a request it took. The transport fills ops (static,
+ * thread-safe: replies may come from any thread) and req (its request, which
+ * it keeps open until one reply function has run). A reply function is
+ * called once per request; body/file/request_id/suspend only before it. */
+typedef struct engine_reply_ops {
+    /* body is copied (or static); ctype NULL = no body type */
+    void (*bytes)(void *req, int status, const char *ctype, const char *body, size_t len);
+    /* body is taken (free()d by the transport) */
+    void (*owned)(void *req, int status, const char *ctype, char *body, size_t len);
+    void (*json)(void *req, int status, json_t *j);               /* steals j */
+    /* A Twilio error (base/errors.h code); headers: NULL or name, value, …, NULL */
+    void (*error)(void *req, int code, int status, const char *message,
+                  const char *const *headers);
+    /* Answers with the file (200, or 206/416 per range header) as ctype;
+     * false, without answering, when the file does not exist. */
+    bool (*file)(void *req, const char *path, const char *range, const char *ctype);
+    const buf  *(*body)(const void *req);         /* the raw request body */
+    const char *(*request_id)(const void *req);   /* for log lines */
+    void (*suspend)(void *req);                   /* the answer comes later */
+} engine_reply_ops;
+
+typedef struct engine_reply {
+    const engine_reply_ops *ops;   /* NULL = no request (nothing to answer) */
+    void                   *req;
+} engine_reply;
+
+/* The engine's side of engine_reply (any thread). */
+static inline bool engine_reply_some(engine_reply r) { return r.ops != NULL; }
+static inline void engine_reply_bytes(engine_reply r, int status, const char *ctype,
+                                      const char *body, size_t len)
+{
+    r.ops->bytes(r.req, status, ctype, body, len);
+}
+static inline void engine_reply_owned(engine_reply r, int status, const char *ctype, char *body,
+                                      size_t len)
+{
+    r.ops->owned(r.req, status, ctype, body, len);
+}
+static inline void engine_reply_json(engine_reply r, int status, json_t *j)
+{
+    r.ops->json(r.req, status, j);
+}
+static inline void engine_reply_error(engine_reply r, int code, int status, const char *message)
+{
+    r.ops->error(r.req, code, status, message, NULL);
+}
+static inline void engine_reply_error_h(engine_reply r, int code, int status, const char *message,
+                                        const char *const *headers)
+{
+    r.ops->error(r.req, code, status, message, headers);
+}
+static inline bool engine_reply_file(engine_reply r, const char *path, const char *range,
+                                     const char *ctype)
+{
+    return r.ops->file(r.req, path, range, ctype);
+}
+static inline const buf *engine_reply_body(engine_reply r) { return r.ops->body(r.req); }
+static inline const char *engine_reply_request_id(engine_reply r)
+{
+    return r.ops->request_id(r.req);
+}
+static inline void engine_reply_suspend(engine_reply r) { r.ops->suspend(r.req); }
 
 engine *engine_create(app *a, char *err, size_t errlen);
 __attribute__((warn_unused_result)) int engine_start(engine *e);
@@ -35,13 +101,13 @@ void engine_destroy(engine *e);   /* accepts NULL */
  * it; the caller keeps it on false). false: the engine's queue is full
  * (nothing was stored). */
 __attribute__((warn_unused_result))
-bool engine_originate(engine *e, http_req *r, store_call *call, json_t *warnings);
+bool engine_originate(engine *e, engine_reply r, store_call *call, json_t *warnings);
 /* Applies a validated update (JSON with optional keys status, url, method,
  * twiml, fallback_url, fallback_method, status_callback,
  * status_callback_method, time_limit) and replies with the Call JSON or an
  * error. Steals upd, also on false. */
 __attribute__((warn_unused_result))
-bool engine_update(engine *e, http_req *r, const char *account_sid, const char *call_sid,
+bool engine_update(engine *e, engine_reply r, const char *account_sid, const char *call_sid,
                    json_t *upd);
 /* Deletes an ended call's row (DELETE …/Calls/{CA}.json) on the engine
  * thread, the only writer of calls, and replies to r: 204 once the delete
@@ -49,7 +115,7 @@ bool engine_update(engine *e, http_req *r, const char *account_sid, const char *
  * the store fails. false = the engine's queue is full: the caller still
  * owns r and answers. */
 __attribute__((warn_unused_result))
-bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const char *call_sid);
+bool engine_delete_call(engine *e, engine_reply r, const char *account_sid, const char *call_sid);
 /* A Kaphila event POSTed to /kaphila/events/{token}; ev is its validated
  * body (an object with a string "event"), stolen in every case. The engine
  * finds the call by its token, applies the event inside its open write
@@ -58,7 +124,7 @@ bool engine_delete_call(engine *e, http_req *r, const char *account_sid, const c
  * no call, 503 when the event could not be made durable (Kaphila keeps it).
  * false = the engine's queue is full: the caller still owns r and answers. */
 __attribute__((warn_unused_result))
-bool engine_kevent(engine *e, http_req *r, const char *token, json_t *ev);
+bool engine_kevent(engine *e, engine_reply r, const char *token, json_t *ev);
 
 size_t engine_live_calls(const engine *e);
 /* Webhook deliveries in flight (shutdown waits for them). Any thread. */

@@ -31,4 +31,10 @@ void rec_call_delete(void *ctx, http_req *r, const http_match *m);
 void rec_call_current_fetch(void *ctx, http_req *r, const http_match *m);
 void rec_call_current_update(void *ctx, http_req *r, const http_match *m);
 
+/* Answers r with the file at path (200, or 206/416 per the Range header
+ * range) as content_type; false, without replying, when the file does not
+ * exist. Any thread (the engine's and rec-mp3's replies come here through
+ * rest_engine_reply). */
+bool rec_serve_media(http_req *r, const char *path, const char *range, const char *content_type);
+
 #endif

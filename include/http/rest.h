@@ -9,6 +9,7 @@
 
 #include "conf/app.h"
 #include "conf/config.h"
+#include "engine/engine.h"
 #include "http/http.h"
 
 const http_route *rest_routes(void);
@@ -29,6 +30,10 @@ const config_account *rest_auth(app *a, http_req *r, const char *path_account_si
 /* Parses the POST body as a form (content type checked); replies 400/415
  * and returns false on failure. */
 bool rest_body_form(app *a, http_req *r, form *out);
+
+/* r as the engine's transport reply (engine.h): the engine answers r
+ * through http_reply* without knowing HTTP. Any thread. */
+engine_reply rest_engine_reply(http_req *r);
 
 /* Route handlers (rest_calls.c). */
 void rest_calls_create(void *ctx, http_req *r, const http_match *m);

@@ -32,7 +32,7 @@ struct call {
     bool        cancel_requested;
     bool        pending_fail;     /* recovery: dialled state unknown */
     bool        pending_hangup;   /* recovery: answered, program lost */
-    http_req   *create_req;   /* REST create waiting for /makecall */
+    engine_reply create_req;  /* REST create waiting for /makecall (ops NULL = none) */
     exec       *x;            /* NULL until the executor starts */
     loop_timer *time_limit;   /* TimeLimit timer */
     int         redirects;    /* TwiML documents fetched (cap: limits.max_redirects) */

@@ -184,8 +184,8 @@ static void find_due(call *c, void *arg)
 {
     due_ctx *d = arg;
     const config *cfg = cfg_of(d->r);
-    if (call_is_over(c) || c->checking || !call_row_kaphila_id(c)[0] || c->create_req ||
-        c->lost_since_ms || c->hangup_retry)
+    if (call_is_over(c) || c->checking || !call_row_kaphila_id(c)[0] ||
+        engine_reply_some(c->create_req) || c->lost_since_ms || c->hangup_retry)
         return;
     if (!c->hangup_wanted && c->last_event_ms &&
         d->now - c->last_event_ms < cfg->reconcile_quiet_ms)

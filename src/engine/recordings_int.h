@@ -20,7 +20,7 @@
 
 #include "conf/app.h"
 #include "conf/config.h"
-#include "http/http.h"
+#include "engine/engine.h"
 #include "engine/recordings.h"
 #include "base/sid.h"
 #include "store/store.h"
@@ -53,12 +53,9 @@ json_t *rec_json(const rec_row *r, const char *public_url, bool account_level);
  * RecordingUrl: no extension). */
 void rec_media_url(const char *public_url, const rec_row *r, char *out, size_t n);
 
-/* ---- media replies (recordings_rest.c; any thread) ---- */
-/* Answers r with the file (200, or 206/416 per range) as content_type.
- * false, without replying, when the file does not exist. */
-bool rec_serve_media(http_req *r, const char *path, const char *range, const char *content_type);
-/* The same for WAV media (audio/x-wav). */
-bool rec_serve_file(http_req *r, const char *path, const char *range);
+/* ---- media replies: engine_reply_file (the transport's; any thread) ---- */
+#define REC_WAV_TYPE "audio/x-wav"
+#define REC_MP3_TYPE "audio/mpeg"
 /* Where a recording's MP3 is cached: <RecordingSid>.mp3 in the cache dir. */
 bool rec_mp3_path(const config *cfg, const rec_row *r, char out[PATH_MAX]);
 
@@ -68,7 +65,7 @@ bool rec_mp3_path(const config *cfg, const rec_row *r, char out[PATH_MAX]);
  * (REC_MP3_MAX_QUEUE requests waiting, stopping, out of memory) the caller
  * still must. Any thread. */
 __attribute__((warn_unused_result))
-bool rec_mp3_submit(rec_mp3 *w, http_req *r, const char *account_sid, const char *wav,
+bool rec_mp3_submit(rec_mp3 *w, engine_reply r, const char *account_sid, const char *wav,
                     const char *mp3, const char *range);
 
 /* ---- REST → engine (recordings.c) ---- */
@@ -76,7 +73,7 @@ typedef enum { REC_JOB_MEDIA, REC_JOB_CREATE, REC_JOB_UPDATE, REC_JOB_DELETE } r
 
 typedef struct rec_job {
     rec_job_kind kind;
-    http_req    *r;                    /* suspended; the engine replies */
+    engine_reply r;                    /* suspended; the engine replies */
     char         account_sid[SID_SIZE];
     char         call_sid[SID_SIZE];   /* "" = account-level route */
     char         sid[SID_SIZE];        /* "" = Twilio.CURRENT */

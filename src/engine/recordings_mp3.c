@@ -35,11 +35,10 @@
  * this many, clients are told to retry (503) rather than queue behind
  * hours of encoding. */
 #define REC_MP3_MAX_QUEUE 64
-#define MP3_TYPE "audio/mpeg"
 
 typedef struct mp3_job {
     struct mp3_job *next;
-    http_req       *r;                 /* suspended; this thread replies */
+    engine_reply    r;                 /* suspended; this thread replies */
     char            wav[PATH_MAX];
     char            mp3[PATH_MAX];
     char            range[REC_RANGE_LEN];
@@ -57,12 +56,12 @@ struct rec_mp3 {
     pthread_t       thread;
 };
 
-static void reply_busy(http_req *r, const char *msg)
+static void reply_busy(engine_reply r, const char *msg)
 {
-    http_reply_error_h(r, 20503, 503, msg, (const char *const[]){"Retry-After", "1", NULL});
+    engine_reply_error_h(r, 20503, 503, msg, (const char *const[]){"Retry-After", "1", NULL});
 }
 
-bool rec_mp3_submit(rec_mp3 *w, http_req *r, const char *account_sid, const char *wav,
+bool rec_mp3_submit(rec_mp3 *w, engine_reply r, const char *account_sid, const char *wav,
                     const char *mp3, const char *range)
 {
     mp3_job *j = calloc(1, sizeof *j);
@@ -143,7 +142,7 @@ static void run_job(rec_mp3 *w, mp3_job *j)
     const char *range = j->range[0] ? j->range : NULL;
     log_context(NULL, j->account_sid, NULL);
     /* Cached by an earlier request (possibly one queued just before). */
-    if (rec_serve_media(j->r, j->mp3, range, MP3_TYPE)) return;
+    if (engine_reply_file(j->r, j->mp3, range, REC_MP3_TYPE)) return;
     if (atomic_load(&w->cancel)) {
         reply_busy(j->r, "twigate is stopping; retry the download");
         return;
@@ -152,12 +151,12 @@ static void run_job(rec_mp3 *w, mp3_job *j)
         if (atomic_load(&w->cancel))
             reply_busy(j->r, "twigate is stopping; retry the download");
         else
-            http_reply_error(j->r, 20500, 500, "The recording could not be encoded as MP3;"
+            engine_reply_error(j->r, 20500, 500, "The recording could not be encoded as MP3;"
                              " its WAV is still served without the .mp3 extension");
         return;
     }
-    if (!rec_serve_media(j->r, j->mp3, range, MP3_TYPE))
-        http_reply_error(j->r, 20500, 500, "The encoded recording has gone from the cache");
+    if (!engine_reply_file(j->r, j->mp3, range, REC_MP3_TYPE))
+        engine_reply_error(j->r, 20500, 500, "The encoded recording has gone from the cache");
 }
 
 static void *thread_main(void *arg)

@@ -281,7 +281,7 @@ static rec_job *new_job(http_req *r, rec_job_kind kind, const char *account_sid,
         return NULL;
     }
     j->kind = kind;
-    j->r = r;
+    j->r = rest_engine_reply(r);
     snprintf(j->account_sid, sizeof j->account_sid, "%s", account_sid);
     snprintf(j->call_sid, sizeof j->call_sid, "%s", call_sid ? call_sid : "");
     snprintf(j->sid, sizeof j->sid, "%s", sid ? sid : "");
@@ -291,7 +291,7 @@ static rec_job *new_job(http_req *r, rec_job_kind kind, const char *account_sid,
 static void submit(app *a, rec_job *j)
 {
     if (rec_job_submit(a->engine, j)) return;
-    http_reply_error(j->r, 20503, 503, "Too many requests in progress; try again shortly");
+    engine_reply_error(j->r, 20503, 503, "Too many requests in progress; try again shortly");
     rec_job_free(j);
 }
 
@@ -400,7 +400,7 @@ void rec_call_delete(void *ctx, http_req *r, const http_match *m)
 
 /* ---- media ---- */
 
-bool rec_serve_file(http_req *r, const char *path, const char *range)
+static bool rec_serve_file(http_req *r, const char *path, const char *range)
 {
     return rec_serve_media(r, path, range, WAV_TYPE);
 }
@@ -494,7 +494,7 @@ void rec_media(void *ctx, http_req *r, const http_match *m)
         if (mp3 && mp3_path[0] && access(path, R_OK) == 0) {
             /* The WAV is there: the encoder thread makes the MP3 and replies. */
             http_suspend(r);
-            if (!rec_mp3_submit(a->mp3, r, acct->sid, path, mp3_path, range))
+            if (!rec_mp3_submit(a->mp3, rest_engine_reply(r), acct->sid, path, mp3_path, range))
                 http_reply_error_h(r, 20503, 503, "Too many MP3 encodings waiting; retry",
                                    (const char *const[]){"Retry-After", "1", NULL});
             goto out;

@@ -161,6 +161,46 @@ bool rest_paging_parse(http_req *r, rest_paging *p)
 
 /* ---- Account ---- */
 
+/* ---- the engine's transport callbacks (engine_reply) ---- */
+
+static void er_bytes(void *req, int status, const char *ctype, const char *body, size_t len)
+{
+    http_reply(req, status, ctype, body, len, NULL);
+}
+
+static void er_owned(void *req, int status, const char *ctype, char *body, size_t len)
+{
+    http_reply_owned(req, status, ctype, body, len, NULL);
+}
+
+static void er_json(void *req, int status, json_t *j) { http_reply_json(req, status, j); }
+
+static void er_error(void *req, int code, int status, const char *message,
+                     const char *const *headers)
+{
+    if (headers) http_reply_error_h(req, code, status, message, headers);
+    else http_reply_error(req, code, status, message);
+}
+
+static bool er_file(void *req, const char *path, const char *range, const char *ctype)
+{
+    return rec_serve_media(req, path, range, ctype);
+}
+
+static const buf *er_body(const void *req) { return http_body(req); }
+static const char *er_request_id(const void *req) { return http_request_id(req); }
+static void er_suspend(void *req) { http_suspend(req); }
+
+static const engine_reply_ops rest_reply_ops = {
+    .bytes = er_bytes, .owned = er_owned, .json = er_json, .error = er_error,
+    .file = er_file, .body = er_body, .request_id = er_request_id, .suspend = er_suspend,
+};
+
+engine_reply rest_engine_reply(http_req *r)
+{
+    return (engine_reply){&rest_reply_ops, r};
+}
+
 static void account_fetch(void *ctx, http_req *r, const http_match *m)
 {
     app *a = ctx;
@@ -345,7 +385,7 @@ static void kaphila_event(void *ctx, http_req *r, const http_match *m)
     /* Suspend before handing over, so the engine's reply always finds the
      * connection suspended. */
     http_suspend(r);
-    if (!engine_kevent(a->engine, r, m->cap[0], ev)) {
+    if (!engine_kevent(a->engine, rest_engine_reply(r), m->cap[0], ev)) {
         /* Not a silent drop: Kaphila sees the failure and keeps the event. */
         log_error("kaphila", "engine queue full; event refused with 503");
         http_reply(r, 503, "application/json", "{\"success\":false,\"error\":\"busy\"}", 32, retry);

@@ -114,17 +114,127 @@ static bool send_digits_ok(const char *s)
     return strspn(s, "0123456789ABCD#*wW") == strlen(s);
 }
 
+/* A create's refusal: a Twilio error code and its message ("" = the
+ * catalogue's title), always answered with 400. */
+typedef struct create_err { int code; char msg[512]; } create_err;
+
+static bool create_fail(create_err *err, int code, const char *msg)
+{
+    err->code = code;
+    snprintf(err->msg, sizeof err->msg, "%s", msg ? msg : "");
+    return false;
+}
+
+/* To, From and CallerId as E.164 numbers Kaphila can dial; To and From go
+ * into call. */
+static bool create_numbers(const form *f, const json_t *p, store_call *call, create_err *err)
+{
+    const char *to = form_get(f, "To"), *from = form_get(f, "From");
+    char norm[PHONE_MAX];
+    json_t *v;
+
+    switch (phone_normalize(to, norm)) {
+    case PHONE_E164: snprintf(call->to, sizeof call->to, "%s", norm); break;
+    case PHONE_INVALID:
+        snprintf(err->msg, sizeof err->msg, "The 'To' number %.200s is not a valid phone number.", to);
+        err->code = 21211;
+        return false;
+    default:
+        snprintf(err->msg, sizeof err->msg, "'To' %.200s cannot be reached: Kaphila dials phone"
+                 " numbers only (client:, sip: and sim: endpoints are not supported)", to);
+        err->code = 21214;
+        return false;
+    }
+    if (phone_normalize(from, norm) != PHONE_E164) {
+        snprintf(err->msg, sizeof err->msg, "The 'From' number %.200s is not a valid phone number.",
+                 from);
+        err->code = 21212;
+        return false;
+    }
+    snprintf(call->from, sizeof call->from, "%s", norm);
+    if ((v = json_object_get(p, "caller_id")) && phone_normalize(json_string_value(v), norm) != PHONE_E164) {
+        snprintf(err->msg, sizeof err->msg, "CallerId %.200s is not a valid phone number.",
+                 json_string_value(v));
+        err->code = 21212;
+        return false;
+    }
+    return true;
+}
+
+/* What the call will run (Url or Twiml, Url winning), SendDigits, and the
+ * defaults of TimeLimit and Timeout; p is the parsed parameters. */
+static bool create_program(const config *cfg, json_t *p, create_err *err)
+{
+    json_t *v;
+
+    if (json_object_get(p, "application_sid")) {
+        snprintf(err->msg, sizeof err->msg, "ApplicationSid %.64s is not valid: twigate has no"
+                 " TwiML Applications; pass Url or Twiml instead",
+                 json_string_value(json_object_get(p, "application_sid")));
+        err->code = 21218;
+        return false;
+    }
+    if (!json_object_get(p, "url") && !json_object_get(p, "twiml"))
+        return create_fail(err, 21205, NULL);
+    if (json_object_get(p, "url")) json_object_del(p, "twiml");   /* Url wins on create */
+    if ((v = json_object_get(p, "twiml")) && json_string_length(v) > (size_t)cfg->max_twiml_bytes) {
+        snprintf(err->msg, sizeof err->msg, "Twiml is longer than %d bytes", cfg->max_twiml_bytes);
+        err->code = TWERR_BAD_PARAM;
+        return false;
+    }
+    if ((v = json_object_get(p, "send_digits")) && !send_digits_ok(json_string_value(v)))
+        return create_fail(err, TWERR_BAD_PARAM,
+                           "SendDigits may contain only 0-9, A-D, #, * and w/W pauses");
+    /* Twilio: with SendDigits, AMD is ignored. */
+    if (json_object_get(p, "send_digits")) json_object_del(p, "machine_detection");
+    if (!json_object_get(p, "time_limit"))
+        json_object_set_new(p, "time_limit", json_integer(CREATE_DEFAULT_TIME_LIMIT));
+    if (!json_object_get(p, "timeout")) json_object_set_new(p, "timeout", json_integer(60));
+    return true;
+}
+
+/* The whole validation of a create's form: p receives the parameters,
+ * unknown the names twigate does not know, call the numbers. */
+static bool create_validate(const config *cfg, const form *f, json_t *p, json_t *unknown,
+                            store_call *call, create_err *err)
+{
+    const char *to = form_get(f, "To"), *from = form_get(f, "From");
+    param_error perr;
+
+    if (!to || !*to) return create_fail(err, 21201, "No 'To' number is specified");
+    if (!from || !*from) return create_fail(err, 21213, "No 'From' number is specified");
+    if (!params_parse(create_spec, f, p, unknown, &perr))
+        return create_fail(err, perr.code, perr.message);
+    return create_numbers(f, p, call, err) && create_program(cfg, p, err);
+}
+
+/* The 20001 warnings that go with the row (the engine stores both in one
+ * commit): each unsupported parameter given, each unknown one. */
+static void create_warnings(const json_t *params, const json_t *unknown, json_t *warnings)
+{
+    char msg[512];
+
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+        if (json_object_get(params, unsupported[i].key)) {
+            snprintf(msg, sizeof msg, "Parameter %s was ignored: %s", unsupported[i].key,
+                     unsupported[i].why);
+            json_array_append_new(warnings, json_string(msg));
+        }
+    for (size_t i = 0; i < json_array_size(unknown); i++) {
+        snprintf(msg, sizeof msg, "Unknown parameter %.100s was ignored",
+                 json_string_value(json_array_get(unknown, i)));
+        json_array_append_new(warnings, json_string(msg));
+    }
+}
+
 void rest_calls_create(void *ctx, http_req *r, const http_match *m)
 {
     app *a = ctx;
-    const config *cfg = app_config(a);
     const config_account *acct = rest_auth(a, r, m->cap[0]);
     form f;
-    json_t *p = NULL, *unknown = NULL, *warnings = NULL, *v;
-    param_error perr;
+    json_t *p = NULL, *unknown = NULL, *warnings = NULL;
     store_call call = {0};
-    char norm[PHONE_MAX], msg[512];
-    const char *to, *from;
+    create_err err = {0};
     bool have_form = false;
 
     if (!acct) return;
@@ -138,66 +248,10 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     unknown = json_array();
     warnings = json_array();
     if (!p || !unknown || !warnings) { http_reply_error(r, 20500, 500, NULL); goto out; }
-
-    to = form_get(&f, "To");
-    from = form_get(&f, "From");
-    if (!to || !*to) { http_reply_error(r, 21201, 400, "No 'To' number is specified"); goto out; }
-    if (!from || !*from) { http_reply_error(r, 21213, 400, "No 'From' number is specified"); goto out; }
-    if (!params_parse(create_spec, &f, p, unknown, &perr)) {
-        http_reply_error(r, perr.code, 400, perr.message);
+    if (!create_validate(app_config(a), &f, p, unknown, &call, &err)) {
+        http_reply_error(r, err.code, 400, err.msg[0] ? err.msg : NULL);
         goto out;
     }
-
-    switch (phone_normalize(to, norm)) {
-    case PHONE_E164: snprintf(call.to, sizeof call.to, "%s", norm); break;
-    case PHONE_INVALID:
-        snprintf(msg, sizeof msg, "The 'To' number %.200s is not a valid phone number.", to);
-        http_reply_error(r, 21211, 400, msg);
-        goto out;
-    default:
-        snprintf(msg, sizeof msg, "'To' %.200s cannot be reached: Kaphila dials phone numbers"
-                 " only (client:, sip: and sim: endpoints are not supported)", to);
-        http_reply_error(r, 21214, 400, msg);
-        goto out;
-    }
-    if (phone_normalize(from, norm) != PHONE_E164) {
-        snprintf(msg, sizeof msg, "The 'From' number %.200s is not a valid phone number.", from);
-        http_reply_error(r, 21212, 400, msg);
-        goto out;
-    }
-    snprintf(call.from, sizeof call.from, "%s", norm);
-    if ((v = json_object_get(p, "caller_id")) && phone_normalize(json_string_value(v), norm) != PHONE_E164) {
-        snprintf(msg, sizeof msg, "CallerId %.200s is not a valid phone number.", json_string_value(v));
-        http_reply_error(r, 21212, 400, msg);
-        goto out;
-    }
-    if (json_object_get(p, "application_sid")) {
-        snprintf(msg, sizeof msg, "ApplicationSid %.64s is not valid: twigate has no TwiML"
-                 " Applications; pass Url or Twiml instead",
-                 json_string_value(json_object_get(p, "application_sid")));
-        http_reply_error(r, 21218, 400, msg);
-        goto out;
-    }
-    if (!json_object_get(p, "url") && !json_object_get(p, "twiml")) {
-        http_reply_error(r, 21205, 400, NULL);
-        goto out;
-    }
-    if (json_object_get(p, "url")) json_object_del(p, "twiml");   /* Url wins on create */
-    if ((v = json_object_get(p, "twiml")) && json_string_length(v) > (size_t)cfg->max_twiml_bytes) {
-        snprintf(msg, sizeof msg, "Twiml is longer than %d bytes", cfg->max_twiml_bytes);
-        http_reply_error(r, TWERR_BAD_PARAM, 400, msg);
-        goto out;
-    }
-    if ((v = json_object_get(p, "send_digits")) && !send_digits_ok(json_string_value(v))) {
-        http_reply_error(r, TWERR_BAD_PARAM, 400,
-                         "SendDigits may contain only 0-9, A-D, #, * and w/W pauses");
-        goto out;
-    }
-    /* Twilio: with SendDigits, AMD is ignored. */
-    if (json_object_get(p, "send_digits")) json_object_del(p, "machine_detection");
-    if (!json_object_get(p, "time_limit"))
-        json_object_set_new(p, "time_limit", json_integer(CREATE_DEFAULT_TIME_LIMIT));
-    if (!json_object_get(p, "timeout")) json_object_set_new(p, "timeout", json_integer(60));
 
     /* The row. */
     if (!sid_new("CA", call.sid) || !sid_token(call.token)) {
@@ -212,25 +266,12 @@ void rest_calls_create(void *ctx, http_req *r, const http_match *m)
     call.params = p;
     p = NULL;
     log_context(http_request_id(r), acct->sid, call.sid);
-
-    /* The 20001 warnings go with the row; the engine stores both in one
-     * commit. */
-    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
-        if (json_object_get(call.params, unsupported[i].key)) {
-            snprintf(msg, sizeof msg, "Parameter %s was ignored: %s", unsupported[i].key,
-                     unsupported[i].why);
-            json_array_append_new(warnings, json_string(msg));
-        }
-    for (size_t i = 0; i < json_array_size(unknown); i++) {
-        snprintf(msg, sizeof msg, "Unknown parameter %.100s was ignored",
-                 json_string_value(json_array_get(unknown, i)));
-        json_array_append_new(warnings, json_string(msg));
-    }
+    create_warnings(call.params, unknown, warnings);
 
     /* Suspend before handing over, so the engine's reply always finds the
      * connection suspended. */
     http_suspend(r);
-    if (!engine_originate(a->engine, r, &call, warnings)) {
+    if (!engine_originate(a->engine, rest_engine_reply(r), &call, warnings)) {
         warnings = NULL;   /* taken either way */
         http_reply_error(r, 20503, 503, "Too many calls in progress; try again shortly");
         goto out;
@@ -421,7 +462,7 @@ void rest_call_update(void *ctx, http_req *r, const http_match *m)
         goto out;
     }
     http_suspend(r);
-    if (!engine_update(a->engine, r, acct->sid, call.sid, upd)) {
+    if (!engine_update(a->engine, rest_engine_reply(r), acct->sid, call.sid, upd)) {
         upd = NULL;
         http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
         goto out;
@@ -446,7 +487,7 @@ void rest_call_delete(void *ctx, http_req *r, const http_match *m)
     }
     /* Only the engine writes calls: it deletes the row and replies. */
     http_suspend(r);
-    if (!engine_delete_call(a->engine, r, acct->sid, call.sid))
+    if (!engine_delete_call(a->engine, rest_engine_reply(r), acct->sid, call.sid))
         http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
 out:
     store_call_fini(&call);
