@@ -25,10 +25,16 @@
 #ifndef TWIGATE_RECORDINGS_H
 #define TWIGATE_RECORDINGS_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
+#include "base/sid.h"
 #include "conf/app.h"
+#include "conf/config.h"
+#include "engine/engine.h"
+#include "store/recstore.h"   /* the rows: rec_row, rec_db_* */
 
 /* The REST handlers are in http/recordings_rest.h (HTTP threads). */
 
@@ -111,5 +117,62 @@ typedef enum {
     REC_RANGE_UNSATISFIABLE = -1 /* answer 416 */
 } rec_range;
 rec_range rec_range_parse(const char *header, uint64_t size, uint64_t *off, uint64_t *len);
+
+/* ==== shared by the REST side (http/recordings_rest.c) and the engine's
+ * recordings files: paths, JSON, media replies, the hand-off to the engine ==== */
+
+#define REC_RANGE_LEN 128
+
+/* ---- cache paths (recordings_store.c) ---- */
+/* false when the path does not fit (a db.path near PATH_MAX). */
+bool rec_cache_dir(const config *cfg, char out[PATH_MAX]);
+bool rec_bridge_path(const config *cfg, const char *call_sid, char out[PATH_MAX]);
+/* The file a recording's media is served from: the bridge for OutboundAPI,
+ * the cut window otherwise. */
+bool rec_media_path(const config *cfg, const rec_row *r, char out[PATH_MAX]);
+
+/* ---- JSON (recordings_store.c) ---- */
+/* §6.2 (account_level: subresource_uris, media_url, status "deleted") or
+ * §6.1 (track). public_url has no trailing slash. New reference. */
+json_t *rec_json(const rec_row *r, const char *public_url, bool account_level);
+/* public_url + /2010-04-01/Accounts/{AC}/Recordings/{RE} (media_url and
+ * RecordingUrl: no extension). */
+void rec_media_url(const char *public_url, const rec_row *r, char *out, size_t n);
+
+/* ---- media replies: engine_reply_file (the transport's; any thread) ---- */
+#define REC_WAV_TYPE "audio/x-wav"
+#define REC_MP3_TYPE "audio/mpeg"
+/* Where a recording's MP3 is cached: <RecordingSid>.mp3 in the cache dir. */
+bool rec_mp3_path(const config *cfg, const rec_row *r, char out[PATH_MAX]);
+
+/* ---- MP3 (recordings_mp3.c) ---- */
+/* Queues the suspended request r for the MP3 of the WAV at wav, cached at
+ * mp3 (encoded first unless there). On true rec-mp3 replies; on false
+ * (REC_MP3_MAX_QUEUE requests waiting, stopping, out of memory) the caller
+ * still must. Any thread. */
+__attribute__((warn_unused_result))
+bool rec_mp3_submit(rec_mp3 *w, engine_reply r, const char *account_sid, const char *wav,
+                    const char *mp3, const char *range);
+
+/* ---- REST → engine (recordings.c) ---- */
+typedef enum { REC_JOB_MEDIA, REC_JOB_CREATE, REC_JOB_UPDATE, REC_JOB_DELETE } rec_job_kind;
+
+typedef struct rec_job {
+    rec_job_kind kind;
+    engine_reply r;                    /* suspended; the engine replies */
+    char         account_sid[SID_SIZE];
+    char         call_sid[SID_SIZE];   /* "" = account-level route */
+    char         sid[SID_SIZE];        /* "" = Twilio.CURRENT */
+    char         range[REC_RANGE_LEN]; /* media: the Range header, "" = none */
+    rec_mp3     *mp3;                  /* media: non-NULL = .mp3 asked, encoded by this */
+    json_t      *params;               /* create/update: validated parameters (owned) */
+} rec_job;
+
+/* Suspends job->r and hands the job to the engine thread, which replies
+ * and frees it. On false (engine queue full or stopping) nothing happened:
+ * the caller still owns job, replies and frees it (rec_job_free). */
+__attribute__((warn_unused_result))
+bool rec_job_submit(engine *e, rec_job *job);
+void rec_job_free(rec_job *job);
 
 #endif

@@ -10,7 +10,6 @@
  *
  * Every lookup is keyed by the account of the authenticated path: another
  * account's recording is simply not found (20404). */
-#include "../engine/recordings_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +23,7 @@
 
 #include "store/calljson.h"
 #include "engine/engine.h"
+#include "engine/recordings.h"
 #include "base/log.h"
 #include "base/errors.h"
 #include "base/params.h"
