@@ -193,6 +193,8 @@ void exec_playback_abandon(exec *x);
 bool exec_sentence_end(const buf *b);
 /* Where to cut a text longer than room (a space, else a UTF-8 boundary). */
 size_t exec_cut_point(const char *s, size_t room);
+/* Merges the <Say> texts at cur into text (exec_speech.c says how). */
+bool exec_say_merge(exec *x, cursor *cur, buf *text);
 bool exec_say_next(exec *x, cursor *cur);
 bool exec_play_next(exec *x, cursor *cur);
 void exec_pause_end(loop *l, void *arg);

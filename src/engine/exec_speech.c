@@ -213,17 +213,17 @@ static void report_say(exec *x, const twiml_say *s)
 
 /* Consecutive <Say> verbs (and the iterations of a looped one) at cur are
  * merged into one /voice text, joined with ". " (or a space after
- * punctuation) — Kaphila's hourly request budget is small. True when a
- * /voice went out; false when there was nothing to say (cur moved on). */
-bool exec_say_next(exec *x, cursor *cur)
+ * punctuation) — Kaphila's hourly request budget is small. Appends to text
+ * (empty, capped at EXEC_MAX_VOICE_TEXT) and moves cur past what it took; a
+ * text longer than one /voice is cut and cur->off remembers where. x NULL:
+ * no notifications (the unit tests). False when out of memory. */
+bool exec_say_merge(exec *x, cursor *cur, buf *text)
 {
-    buf text;
-    buf_init(&text, EXEC_MAX_VOICE_TEXT);
     bool ok = true;
     while (ok && cur->pc < cur->n && cur->verbs[cur->pc].kind == TV_SAY) {
         const twiml_say *s = &cur->verbs[cur->pc].u.say;
         int loops = s->loop ? s->loop : EXEC_LOOP_FOREVER;
-        if (cur->iter == 0 && cur->off == 0)
+        if (x && cur->iter == 0 && cur->off == 0)
             report_say(x, s);
         if (!s->text[0] || cur->iter >= loops) {
             cur->pc++;
@@ -233,21 +233,32 @@ bool exec_say_next(exec *x, cursor *cur)
         }
         const char *rest = s->text + cur->off;
         size_t rlen = strlen(rest);
-        const char *sep = text.len == 0 ? "" : exec_sentence_end(&text) ? " " : ". ";
-        if (text.len + strlen(sep) + rlen <= EXEC_MAX_VOICE_TEXT) {
-            ok = buf_puts(&text, sep) == BUF_OK && buf_puts(&text, rest) == BUF_OK;
+        const char *sep = text->len == 0 ? "" : exec_sentence_end(text) ? " " : ". ";
+        if (text->len + strlen(sep) + rlen <= EXEC_MAX_VOICE_TEXT) {
+            ok = buf_puts(text, sep) == BUF_OK && buf_puts(text, rest) == BUF_OK;
             cur->iter++;
             cur->off = 0;
             continue;
         }
-        if (text.len > 0)
+        if (text->len > 0)
             break;                 /* send what is merged; this text goes next */
         size_t cut = exec_cut_point(rest, EXEC_MAX_VOICE_TEXT);
-        ok = buf_append(&text, rest, cut) == BUF_OK;
+        ok = buf_append(text, rest, cut) == BUF_OK;
         cur->off += cut;
         while (s->text[cur->off] == ' ') cur->off++;
         break;
     }
+    return ok;
+}
+
+/* Sends the next merged text of cur (exec_say_merge). True when a /voice
+ * went out (or the call is being hung up); false when there was nothing to
+ * say (cur moved on). */
+bool exec_say_next(exec *x, cursor *cur)
+{
+    buf text;
+    buf_init(&text, EXEC_MAX_VOICE_TEXT);
+    bool ok = exec_say_merge(x, cur, &text);
     if (!ok) {
         buf_fini(&text);
         exec_internal_failure(x, "out of memory");
