@@ -1,10 +1,10 @@
 /* twiml — TwiML document → validated, typed verbs (see include/twiml/twiml.h).
  *
- * Map of this file:
- *   1. caps, message helpers (UTF-8-safe clipping, warnings, fatal errors)
+ * Map of this file (twiml_attrs.c has the value parsers, one per attribute
+ * type, and the tables: attributes per verb, then the verbs themselves;
+ * twiml_int.h what the two share):
+ *   1. message helpers (UTF-8-safe clipping, warnings, fatal errors)
  *   2. a small string builder and the whitespace rules
- *   3. value parsers, one per attribute type
- *   4. the tables: attributes per verb, then the verbs themselves
  *   5. verb bodies: <Say> (SSML flattening), <Play>/<Redirect> URL text,
  *      <Gather> children, children of verbs that take none
  *   6. libxml2 glue: encoding pre-check, per-context error capture, DOCTYPE
@@ -13,7 +13,7 @@
  *
  * Error handling inside: helpers return 0, or -1 with st->code/st->msg set
  * (code 0 = out of memory). Warnings never stop the parse. */
-#include "twiml/twiml.h"
+#include "twiml_int.h"
 
 #include <libxml/encoding.h>
 #include <libxml/parser.h>
@@ -30,33 +30,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define ERR_NOT_WELL_FORMED 12100
-#define ERR_BAD_ROOT        12102
-#define WARN_SCHEMA         12200
-
-/* Bytes of a user-supplied name or value echoed into a message: enough to
- * recognise it, short enough that a 60 KB attribute can't become a 60 KB
- * notification. */
-#define ECHO_MAX 64
-/* Room for one warning: three echoed pieces plus fixed text. */
-#define WARN_MSG_MAX 512
-/* Room for a fatal message before it is copied into the caller's err. */
-#define FATAL_MSG_MAX 512
-
 /* ---- 1. messages --------------------------------------------------------- */
-
-typedef struct pstate {
-    const twiml_limits *lim;
-    twiml_doc          *doc;
-    size_t              warn_alloc;
-    size_t              n_verbs;     /* all verbs so far, nested ones too */
-    int                 code;        /* fatal: 12100/12102, 0 = out of memory */
-    char                msg[FATAL_MSG_MAX];
-} pstate;
 
 /* Length of s to print so that at most max bytes are shown and no UTF-8
  * sequence is cut in half (jansson refuses invalid UTF-8 downstream). */
-static int clip_len(const char *s, size_t max)
+int twiml_clip_len(const char *s, size_t max)
 {
     size_t n = strnlen(s, max + 1);
     if (n <= max)
@@ -67,7 +45,7 @@ static int clip_len(const char *s, size_t max)
     return (int)n;
 }
 
-static const char *clip_tail(const char *s, size_t max)
+const char *twiml_clip_tail(const char *s, size_t max)
 {
     return strnlen(s, max + 1) > max ? "..." : "";
 }
@@ -124,7 +102,7 @@ static int fatal(pstate *st, int code, const char *fmt, ...)
     return -1;
 }
 
-static int nomem(pstate *st)
+int twiml_nomem(pstate *st)
 {
     return fatal(st, 0, "out of memory while parsing TwiML");
 }
@@ -132,7 +110,7 @@ static int nomem(pstate *st)
 /* Adds a 12200 warning. Past the cap the last slot says so and the rest are
  * dropped (TWIML_MAX_WARNINGS). */
 __attribute__((format(printf, 3, 4)))
-static int warn(pstate *st, const xmlNode *at, const char *fmt, ...)
+int twiml_warn(pstate *st, const xmlNode *at, const char *fmt, ...)
 {
     twiml_doc *d = st->doc;
     if (d->n_warnings >= TWIML_MAX_WARNINGS)
@@ -154,34 +132,20 @@ static int warn(pstate *st, const xmlNode *at, const char *fmt, ...)
         size_t n = st->warn_alloc ? st->warn_alloc * 2 : 4;
         twiml_warning *w = realloc(d->warnings, n * sizeof *w);
         if (w == NULL)
-            return nomem(st);
+            return twiml_nomem(st);
         d->warnings = w;
         st->warn_alloc = n;
     }
     char *m = strdup(full);
     if (m == NULL)
-        return nomem(st);
+        return twiml_nomem(st);
     d->warnings[d->n_warnings].code = WARN_SCHEMA;
     d->warnings[d->n_warnings].message = m;
     d->n_warnings++;
     return 0;
 }
 
-/* "%.*s%s" arguments for an echoed name or value. */
-#define ECHO(s) clip_len((s), ECHO_MAX), (s), clip_tail((s), ECHO_MAX)
-
-static const char *nm(const xmlChar *s)
-{
-    return (const char *)s;
-}
-
 /* ---- 2. strings ---------------------------------------------------------- */
-
-/* The XML whitespace set; other spaces (NBSP…) are text. */
-static bool is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
 
 typedef struct sb {
     char  *p;
@@ -248,7 +212,7 @@ static char *sb_take(sb *b)
     return b->p;
 }
 
-static const char *trim(const char *s, size_t *len)
+const char *twiml_trim(const char *s, size_t *len)
 {
     size_t n = strlen(s);
     while (n > 0 && is_ws(*s)) {
@@ -259,430 +223,6 @@ static const char *trim(const char *s, size_t *len)
         n--;
     *len = n;
     return s;
-}
-
-/* ---- 3. values ----------------------------------------------------------- */
-
-typedef enum {
-    AT_INT,      /* int in [min, max] */
-    AT_BOOL,     /* true/false, case-insensitive → bool */
-    AT_METHOD,   /* GET/POST, case-insensitive → twiml_method */
-    AT_STR,      /* copied (char *); empty = not given */
-    AT_KEY,      /* one DTMF key, or empty = 0 → char */
-    AT_KEYSET,   /* any number of DTMF keys, empty allowed → char * */
-    AT_DIGITS,   /* [0-9*#w]+ → char * */
-    AT_FLAGS,    /* space/comma list of words → int bits, at least one */
-    AT_CHOICE,   /* exactly one of the words → bool */
-    AT_ACCEPT,   /* valid TwiML we do not act on: no warning, not stored */
-} attr_type;
-
-typedef struct word_value {
-    const char *word;
-    int         value;
-} word_value;
-
-typedef struct attr_spec {
-    const char        *name;
-    attr_type          type;
-    size_t             off;      /* into twiml_verb */
-    int                min, max; /* AT_INT */
-    const word_value  *words;    /* AT_FLAGS, AT_CHOICE; ends with a NULL word */
-} attr_spec;
-
-typedef enum { V_OK, V_BAD, V_NOMEM } vres;
-
-static const char DTMF_KEYS[] = "0123456789*#";
-static const char RECORD_FINISH_DEFAULT[] = "1234567890*#";   /* Twilio's spelling */
-
-static bool parse_int(const char *s, size_t n, int min, int max, int *out)
-{
-    if (n == 0)
-        return false;
-    long long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-        if (v > max)   /* also stops overflow long before it could happen */
-            return false;
-    }
-    if (v < min)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool all_in(const char *s, size_t n, const char *set)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\0' || strchr(set, s[i]) == NULL)
-            return false;
-    return true;
-}
-
-/* The word s[0..n) names: an exact match, else the one word equal to it
- * ignoring case (ported apps write reason="Busy", input="DTMF"); when two
- * words of a table differ only in case, case decides — as params.c does for
- * REST enums. */
-static const word_value *find_word(const word_value *w, const char *s, size_t n)
-{
-    const word_value *fold = NULL;
-    int folds = 0;
-    for (; w->word; w++) {
-        if (strlen(w->word) != n)
-            continue;
-        if (memcmp(w->word, s, n) == 0)
-            return w;
-        if (strncasecmp(w->word, s, n) == 0) {
-            fold = w;
-            folds++;
-        }
-    }
-    return folds == 1 ? fold : NULL;
-}
-
-static vres store_str(char **dst, const char *s, size_t n)
-{
-    char *c = strndup(s, n);
-    if (c == NULL)
-        return V_NOMEM;
-    free(*dst);
-    *dst = c;
-    return V_OK;
-}
-
-/* Values are trimmed first: stray spaces around "true" or a URL are a
- * typing slip, not a different value. */
-static vres set_value(twiml_verb *v, const attr_spec *a, const char *raw)
-{
-    char *dst = (char *)v + a->off;
-    size_t n;
-    const char *s = trim(raw, &n);
-    switch (a->type) {
-    case AT_INT: {
-        int x;
-        if (!parse_int(s, n, a->min, a->max, &x))
-            return V_BAD;
-        *(int *)(void *)dst = x;
-        return V_OK;
-    }
-    case AT_BOOL:
-        if (n == 4 && strncasecmp(s, "true", 4) == 0)
-            *(bool *)dst = true;
-        else if (n == 5 && strncasecmp(s, "false", 5) == 0)
-            *(bool *)dst = false;
-        else
-            return V_BAD;
-        return V_OK;
-    case AT_METHOD:
-        if (n == 3 && strncasecmp(s, "GET", 3) == 0)
-            *(twiml_method *)(void *)dst = TM_GET;
-        else if (n == 4 && strncasecmp(s, "POST", 4) == 0)
-            *(twiml_method *)(void *)dst = TM_POST;
-        else
-            return V_BAD;
-        return V_OK;
-    case AT_STR:
-        return n == 0 ? V_OK : store_str((char **)(void *)dst, s, n);
-    case AT_KEY:
-        if (n == 0)
-            *dst = '\0';
-        else if (n == 1 && all_in(s, 1, DTMF_KEYS))
-            *dst = s[0];
-        else
-            return V_BAD;
-        return V_OK;
-    case AT_KEYSET:
-        if (!all_in(s, n, DTMF_KEYS))
-            return V_BAD;
-        return store_str((char **)(void *)dst, s, n);
-    case AT_DIGITS:
-        if (n == 0 || !all_in(s, n, "0123456789*#w"))
-            return V_BAD;
-        return store_str((char **)(void *)dst, s, n);
-    case AT_FLAGS: {
-        int bits = 0;
-        size_t i = 0;
-        while (i < n) {
-            if (is_ws(s[i]) || s[i] == ',') {
-                i++;
-                continue;
-            }
-            size_t j = i;
-            while (j < n && !is_ws(s[j]) && s[j] != ',')
-                j++;
-            const word_value *w = find_word(a->words, s + i, j - i);
-            if (w == NULL)
-                return V_BAD;
-            bits |= w->value;
-            i = j;
-        }
-        if (bits == 0)
-            return V_BAD;
-        *(int *)(void *)dst = bits;
-        return V_OK;
-    }
-    case AT_CHOICE: {
-        const word_value *w = find_word(a->words, s, n);
-        if (w == NULL)
-            return V_BAD;
-        *(bool *)dst = w->value != 0;
-        return V_OK;
-    }
-    case AT_ACCEPT:
-        return V_OK;
-    }
-    return V_BAD;
-}
-
-/* ---- 4. tables ----------------------------------------------------------- */
-
-#define OFF(f) offsetof(twiml_verb, u.f)
-#define A_INT(n, f, lo, hi)  { n, AT_INT, OFF(f), lo, hi, NULL }
-#define A_BOOL(n, f)         { n, AT_BOOL, OFF(f), 0, 0, NULL }
-#define A_METHOD(n, f)       { n, AT_METHOD, OFF(f), 0, 0, NULL }
-#define A_STR(n, f)          { n, AT_STR, OFF(f), 0, 0, NULL }
-#define A_TYPED(n, t, f, w)  { n, t, OFF(f), 0, 0, w }
-#define A_ACCEPT(n)          { n, AT_ACCEPT, 0, 0, 0, NULL }
-#define COUNT(a) (sizeof (a) / sizeof (a)[0])
-
-static const word_value gather_inputs[] = {
-    { "dtmf", TGATHER_DTMF }, { "speech", TGATHER_SPEECH }, { NULL, 0 },
-};
-static const word_value rec_events[] = {
-    { "in-progress", TREC_EV_IN_PROGRESS }, { "completed", TREC_EV_COMPLETED },
-    { "absent", TREC_EV_ABSENT }, { NULL, 0 },
-};
-static const word_value trim_words[] = {
-    { "trim-silence", 1 }, { "do-not-trim", 0 }, { NULL, 0 },
-};
-static const word_value reject_reasons[] = {
-    { "rejected", 0 }, { "busy", 1 }, { NULL, 0 },
-};
-
-static const attr_spec say_attrs[] = {
-    A_STR("voice", say.voice),
-    A_STR("language", say.language),
-    A_INT("loop", say.loop, 0, TWIML_INT_MAX),
-};
-static const attr_spec play_attrs[] = {
-    A_INT("loop", play.loop, 0, TWIML_INT_MAX),
-    A_TYPED("digits", AT_DIGITS, play.digits, NULL),
-};
-static const attr_spec pause_attrs[] = {
-    A_INT("length", pause.length, 0, TWIML_INT_MAX),
-};
-static const attr_spec gather_attrs[] = {
-    A_STR("action", gather.action),
-    A_METHOD("method", gather.method),
-    A_TYPED("input", AT_FLAGS, gather.input, gather_inputs),
-    A_INT("timeout", gather.timeout, 1, TWIML_INT_MAX),
-    A_TYPED("finishOnKey", AT_KEY, gather.finish_on_key, NULL),
-    A_INT("numDigits", gather.num_digits, 1, TWIML_INT_MAX),
-    A_BOOL("actionOnEmptyResult", gather.action_on_empty_result),
-    /* Speech recognition: valid TwiML; the executor reports speech input
-     * as unsupported, so these are accepted and not stored. */
-    A_ACCEPT("speechTimeout"),
-    A_ACCEPT("maxSpeechTime"),
-    A_ACCEPT("partialResultCallback"),
-    A_ACCEPT("partialResultCallbackMethod"),
-    A_ACCEPT("language"),
-    A_ACCEPT("hints"),
-    A_ACCEPT("profanityFilter"),
-    A_ACCEPT("speechModel"),
-    A_ACCEPT("enhanced"),
-    A_ACCEPT("bargeIn"),
-    A_ACCEPT("debug"),
-};
-static const attr_spec record_attrs[] = {
-    A_STR("action", record.action),
-    A_METHOD("method", record.method),
-    A_INT("timeout", record.timeout, 0, TWIML_INT_MAX),
-    A_TYPED("finishOnKey", AT_KEYSET, record.finish_on_key, NULL),
-    A_INT("maxLength", record.max_length, 1, TWIML_INT_MAX),
-    A_BOOL("playBeep", record.play_beep),
-    A_TYPED("trim", AT_CHOICE, record.trim, trim_words),
-    A_STR("recordingStatusCallback", record.rsc),
-    A_METHOD("recordingStatusCallbackMethod", record.rsc_method),
-    A_TYPED("recordingStatusCallbackEvent", AT_FLAGS, record.rsc_events, rec_events),
-    A_BOOL("transcribe", record.transcribe),
-    A_ACCEPT("transcribeCallback"),
-    A_ACCEPT("recordingConfigurationId"),
-};
-static const attr_spec redirect_attrs[] = {
-    A_METHOD("method", redirect.method),
-};
-static const attr_spec reject_attrs[] = {
-    A_TYPED("reason", AT_CHOICE, reject.busy, reject_reasons),
-};
-
-typedef struct verb_spec {
-    const char      *name;
-    twiml_verb_kind  kind;
-    const attr_spec *attrs;
-    size_t           n_attrs;
-} verb_spec;
-
-#define VERB(n, k, a) { n, k, a, COUNT(a) }
-#define VERB_NOATTR(n, k) { n, k, NULL, 0 }
-
-/* Every element that may appear directly under <Response> (contract §11.12). */
-static const verb_spec verbs[] = {
-    VERB("Say", TV_SAY, say_attrs),
-    VERB("Play", TV_PLAY, play_attrs),
-    VERB("Pause", TV_PAUSE, pause_attrs),
-    VERB("Gather", TV_GATHER, gather_attrs),
-    VERB("Record", TV_RECORD, record_attrs),
-    VERB("Redirect", TV_REDIRECT, redirect_attrs),
-    VERB_NOATTR("Hangup", TV_HANGUP),
-    VERB("Reject", TV_REJECT, reject_attrs),
-    VERB_NOATTR("Dial", TV_UNSUPPORTED),
-    VERB_NOATTR("Enqueue", TV_UNSUPPORTED),
-    VERB_NOATTR("Leave", TV_UNSUPPORTED),
-    VERB_NOATTR("Connect", TV_UNSUPPORTED),
-    VERB_NOATTR("Start", TV_UNSUPPORTED),
-    VERB_NOATTR("Stop", TV_UNSUPPORTED),
-    VERB_NOATTR("Pay", TV_UNSUPPORTED),
-    VERB_NOATTR("Refer", TV_UNSUPPORTED),
-    VERB_NOATTR("Sms", TV_UNSUPPORTED),
-    VERB_NOATTR("Echo", TV_UNSUPPORTED),
-    VERB_NOATTR("Prompt", TV_UNSUPPORTED),
-    VERB_NOATTR("Queue", TV_UNSUPPORTED),
-};
-
-/* SSML elements allowed inside <Say> (contract §11.2). */
-static const char *const ssml_tags[] = {
-    "break", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w",
-};
-
-static const verb_spec *find_verb(const char *name)
-{
-    for (size_t i = 0; i < COUNT(verbs); i++)
-        if (strcmp(verbs[i].name, name) == 0)
-            return &verbs[i];
-    return NULL;
-}
-
-static const attr_spec *find_attr(const verb_spec *vs, const char *name)
-{
-    for (size_t i = 0; i < vs->n_attrs; i++)
-        if (strcmp(vs->attrs[i].name, name) == 0)
-            return &vs->attrs[i];
-    return NULL;
-}
-
-static bool is_ssml(const char *name)
-{
-    for (size_t i = 0; i < COUNT(ssml_tags); i++)
-        if (strcmp(ssml_tags[i], name) == 0)
-            return true;
-    return false;
-}
-
-static void verb_defaults(twiml_verb *v)
-{
-    switch (v->kind) {
-    case TV_SAY:
-        v->u.say.loop = 1;
-        break;
-    case TV_PLAY:
-        v->u.play.loop = 1;
-        break;
-    case TV_PAUSE:
-        v->u.pause.length = 1;
-        break;
-    case TV_GATHER:
-        v->u.gather.method = TM_POST;
-        v->u.gather.input = TGATHER_DTMF;
-        v->u.gather.timeout = 5;
-        v->u.gather.finish_on_key = '#';
-        v->u.gather.num_digits = 0;
-        break;
-    case TV_RECORD:
-        v->u.record.method = TM_POST;
-        v->u.record.timeout = 5;
-        v->u.record.max_length = 3600;
-        v->u.record.play_beep = true;
-        v->u.record.trim = true;
-        v->u.record.rsc_method = TM_POST;
-        v->u.record.rsc_events = TREC_EV_COMPLETED;
-        break;
-    case TV_REDIRECT:
-        v->u.redirect.method = TM_POST;
-        break;
-    case TV_HANGUP:
-    case TV_REJECT:
-    case TV_UNSUPPORTED:
-        break;
-    }
-}
-
-static void verb_fini(twiml_verb *v)
-{
-    free(v->name);
-    switch (v->kind) {
-    case TV_SAY:
-        free(v->u.say.text);
-        free(v->u.say.voice);
-        free(v->u.say.language);
-        break;
-    case TV_PLAY:
-        free(v->u.play.url);
-        free(v->u.play.digits);
-        break;
-    case TV_GATHER:
-        free(v->u.gather.action);
-        for (size_t i = 0; i < v->u.gather.n_children; i++)
-            verb_fini(&v->u.gather.children[i]);
-        free(v->u.gather.children);
-        break;
-    case TV_RECORD:
-        free(v->u.record.action);
-        free(v->u.record.finish_on_key);
-        free(v->u.record.rsc);
-        break;
-    case TV_REDIRECT:
-        free(v->u.redirect.url);
-        break;
-    case TV_PAUSE:
-    case TV_HANGUP:
-    case TV_REJECT:
-    case TV_UNSUPPORTED:
-        break;
-    }
-}
-
-/* Attributes of el per the verb's table: unknown → warning, bad value →
- * warning and the default stays. Each lookup is O(table). */
-static int apply_attrs(pstate *st, const xmlNode *el, const verb_spec *vs, twiml_verb *v)
-{
-    for (const xmlAttr *a = el->properties; a != NULL; a = a->next) {
-        const char *an = nm(a->name);
-        /* A prefixed attribute (xml:lang, foo:loop) is never a TwiML one. */
-        const attr_spec *spec = a->ns == NULL ? find_attr(vs, an) : NULL;
-        if (spec == NULL) {
-            if (warn(st, el, "'%.*s%s' is not a valid attribute of <%s>; ignored",
-                     ECHO(an), vs->name) < 0)
-                return -1;
-            continue;
-        }
-        if (spec->type == AT_ACCEPT)
-            continue;
-        xmlChar *val = xmlNodeGetContent((const xmlNode *)a);
-        if (val == NULL)
-            return nomem(st);
-        vres r = set_value(v, spec, nm(val));
-        int rc = 0;
-        if (r == V_NOMEM)
-            rc = nomem(st);
-        else if (r == V_BAD)
-            rc = warn(st, el, "'%.*s%s' is not a valid value for '%s' on <%s>; "
-                      "the default is used", ECHO(nm(val)), spec->name, vs->name);
-        xmlFree(val);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
 }
 
 /* ---- 5. bodies ----------------------------------------------------------- */
@@ -698,8 +238,8 @@ static int say_flatten(pstate *st, const xmlNode *parent, sb *out)
         if (c->type != XML_ELEMENT_NODE)
             continue;   /* comments, processing instructions */
         const char *name = nm(c->name);
-        if (!is_ssml(name)) {
-            if (warn(st, c, "<%.*s%s> is not valid inside <Say>; skipped", ECHO(name)) < 0)
+        if (!twiml_is_ssml(name)) {
+            if (twiml_warn(st, c, "<%.*s%s> is not valid inside <Say>; skipped", ECHO(name)) < 0)
                 return -1;
             continue;
         }
@@ -728,7 +268,7 @@ static int body_url(pstate *st, const xmlNode *el, const char *verb, char **url)
         if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content) {
             sb_raw(&b, nm(c->content));
         } else if (c->type == XML_ELEMENT_NODE) {
-            if (warn(st, c, "<%.*s%s> is not allowed inside <%s>; skipped",
+            if (twiml_warn(st, c, "<%.*s%s> is not allowed inside <%s>; skipped",
                      ECHO(nm(c->name)), verb) < 0) {
                 free(b.p);
                 return -1;
@@ -737,14 +277,14 @@ static int body_url(pstate *st, const xmlNode *el, const char *verb, char **url)
     }
     if (b.oom) {
         free(b.p);
-        return nomem(st);
+        return twiml_nomem(st);
     }
     size_t n;
-    const char *s = trim(b.p ? b.p : "", &n);
+    const char *s = twiml_trim(b.p ? b.p : "", &n);
     *url = NULL;
     int rc = 0;
     if (n > 0 && (*url = strndup(s, n)) == NULL)
-        rc = nomem(st);
+        rc = twiml_nomem(st);
     free(b.p);
     return rc;
 }
@@ -759,7 +299,7 @@ static int no_children(pstate *st, const xmlNode *el, const verb_spec *vs)
          * (SIP headers); valid, and nothing for Kaphila to do with it. */
         if (vs->kind == TV_HANGUP && strcmp(nm(c->name), "Parameter") == 0)
             continue;
-        if (warn(st, c, "<%.*s%s> is not allowed inside <%s>; skipped",
+        if (twiml_warn(st, c, "<%.*s%s> is not allowed inside <%s>; skipped",
                  ECHO(nm(c->name)), vs->name) < 0)
             return -1;
     }
@@ -776,12 +316,12 @@ static int parse_verb(pstate *st, const xmlNode *el, const verb_spec *vs, bool i
     *keep = true;
     v->kind = vs->kind;
     v->line = node_line(el);
-    verb_defaults(v);
+    twiml_verb_defaults(v);
     if ((v->name = strdup(vs->name)) == NULL)
-        return nomem(st);
+        return twiml_nomem(st);
     if (vs->kind == TV_UNSUPPORTED)
         return 0;   /* the executor reports it; its contents don't matter */
-    if (apply_attrs(st, el, vs, v) < 0)
+    if (twiml_apply_attrs(st, el, vs, v) < 0)
         return -1;
     /* The executor warns about a silence timeout only when one was asked
      * for: Twilio's default applies to every <Record> otherwise. */
@@ -796,21 +336,22 @@ static int parse_verb(pstate *st, const xmlNode *el, const verb_spec *vs, bool i
             return -1;
         }
         if ((v->u.say.text = sb_take(&b)) == NULL)
-            return nomem(st);
+            return twiml_nomem(st);
         return 0;
     }
     case TV_PLAY:
         if (in_gather && v->u.play.digits != NULL) {
             free(v->u.play.digits);
             v->u.play.digits = NULL;
-            if (warn(st, el, "'digits' is not allowed on <Play> inside <Gather>; ignored") < 0)
+            if (twiml_warn(st, el,
+                           "'digits' is not allowed on <Play> inside <Gather>; ignored") < 0)
                 return -1;
         }
         if (body_url(st, el, vs->name, &v->u.play.url) < 0)
             return -1;
         if (v->u.play.url == NULL && v->u.play.digits == NULL) {
             *keep = false;
-            return warn(st, el, "<Play> has neither a URL nor digits; skipped");
+            return twiml_warn(st, el, "<Play> has neither a URL nor digits; skipped");
         }
         return 0;
     case TV_REDIRECT:
@@ -818,15 +359,15 @@ static int parse_verb(pstate *st, const xmlNode *el, const verb_spec *vs, bool i
             return -1;
         if (v->u.redirect.url == NULL) {
             *keep = false;
-            return warn(st, el, "<Redirect> has no URL; skipped");
+            return twiml_warn(st, el, "<Redirect> has no URL; skipped");
         }
         return 0;
     case TV_GATHER:
         return parse_list(st, el, true, &v->u.gather.children, &v->u.gather.n_children);
     case TV_RECORD:
         if (v->u.record.finish_on_key == NULL &&
-            (v->u.record.finish_on_key = strdup(RECORD_FINISH_DEFAULT)) == NULL)
-            return nomem(st);
+            (v->u.record.finish_on_key = strdup(TWIML_RECORD_FINISH_DEFAULT)) == NULL)
+            return twiml_nomem(st);
         return no_children(st, el, vs);
     case TV_PAUSE:
     case TV_HANGUP:
@@ -848,15 +389,15 @@ static int parse_list(pstate *st, const xmlNode *parent, bool in_gather,
         if (c->type != XML_ELEMENT_NODE)
             continue;
         const char *name = nm(c->name);
-        const verb_spec *vs = find_verb(name);
+        const verb_spec *vs = twiml_find_verb(name);
         if (vs == NULL) {
-            if (warn(st, c, "'%.*s%s' is not a valid TwiML verb (names are "
+            if (twiml_warn(st, c, "'%.*s%s' is not a valid TwiML verb (names are "
                      "case-sensitive); skipped", ECHO(name)) < 0)
                 return -1;
             continue;
         }
         if (in_gather && vs->kind != TV_SAY && vs->kind != TV_PLAY && vs->kind != TV_PAUSE) {
-            if (warn(st, c, "<%s> is not allowed inside <Gather> (only Say, Play "
+            if (twiml_warn(st, c, "<%s> is not allowed inside <Gather> (only Say, Play "
                      "and Pause are); skipped", vs->name) < 0)
                 return -1;
             continue;
@@ -869,7 +410,7 @@ static int parse_list(pstate *st, const xmlNode *parent, bool in_gather,
             size_t na = alloc ? alloc * 2 : 8;
             twiml_verb *p = realloc(*arr, na * sizeof *p);
             if (p == NULL)
-                return nomem(st);
+                return twiml_nomem(st);
             *arr = p;
             alloc = na;
         }
@@ -882,7 +423,7 @@ static int parse_list(pstate *st, const xmlNode *parent, bool in_gather,
         if (parse_verb(st, c, vs, in_gather, v, &keep) < 0)
             return -1;
         if (!keep) {
-            verb_fini(v);
+            twiml_verb_fini(v);
             (*n)--;
         }
     }
@@ -1021,7 +562,7 @@ void twiml_doc_destroy(twiml_doc *d)
     if (d == NULL)
         return;
     for (size_t i = 0; i < d->n_verbs; i++)
-        verb_fini(&d->verbs[i]);
+        twiml_verb_fini(&d->verbs[i]);
     free(d->verbs);
     for (size_t i = 0; i < d->n_warnings; i++)
         free(d->warnings[i].message);
@@ -1041,7 +582,7 @@ static int build(pstate *st, xmlDocPtr xdoc)
     if (check_depth(st, root) < 0)
         return -1;
     for (const xmlAttr *a = root->properties; a != NULL; a = a->next)
-        if (warn(st, root, "'%.*s%s' is not a valid attribute of <Response>; ignored",
+        if (twiml_warn(st, root, "'%.*s%s' is not a valid attribute of <Response>; ignored",
                  ECHO(nm(a->name))) < 0)
             return -1;
     return parse_list(st, root, false, &st->doc->verbs, &st->doc->n_verbs);
@@ -1063,7 +604,7 @@ twiml_doc *twiml_parse(const char *xml, size_t len, const twiml_limits *lim,
 
     pthread_once(&xml_once, xml_init);
     if ((st.doc = calloc(1, sizeof *st.doc)) == NULL) {
-        nomem(&st);
+        twiml_nomem(&st);
         goto out;
     }
     if (len > lim->max_bytes || len > INT_MAX) {
@@ -1082,7 +623,7 @@ twiml_doc *twiml_parse(const char *xml, size_t len, const twiml_limits *lim,
      * production rejects. Whitespace before a bare <Response> is fine in XML
      * and in both. */
     if ((ctxt = xmlCreateMemoryParserCtxt(xml, (int)len)) == NULL) {
-        nomem(&st);
+        twiml_nomem(&st);
         goto out;
     }
     xmlCtxtUseOptions(ctxt, XML_OPTIONS);
@@ -1119,3 +660,4 @@ out:
     }
     return NULL;
 }
+
