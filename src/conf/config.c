@@ -565,7 +565,8 @@ const char *config_key_name(size_t i)
         "account.<name>.api_key_secret", "account.<name>.created",
         "account.<name>.media_auth", "account.<name>.kaphila_voice",
     };
-    _Static_assert(sizeof account_keys / sizeof account_keys[0] == config_n_fields,
+    _Static_assert(sizeof account_keys / sizeof account_keys[0] ==
+                   sizeof config_fields / sizeof config_fields[0],
                    "one template per account field");
     if (i < config_n_keys)
         return config_keys[i].name;
