@@ -99,18 +99,7 @@ static void test_say_pause_say_hangup(void **state)
     json_decref(t);
 
     /* The engine's side agrees: the call ended completed. */
-    store_conn *c = store_conn_acquire(r.a.store);
-    store_call row;
-    int64_t deadline = ut_now_ms() + UT_RIG_WAIT_MS;
-    for (;;) {
-        assert_int_equal(store_call_get_by_sid(c, sid, &row), STORE_OK);
-        bool done = !strcmp(row.status, "completed");
-        store_call_fini(&row);
-        if (done) break;
-        assert_true(ut_now_ms() < deadline);
-        nap();
-    }
-    store_conn_release(c);
+    ut_rig_wait_row(&r, sid, "completed");
     ut_rig_stop(&r);
 }
 

@@ -43,13 +43,13 @@ void ut_ereq_fini(ut_ereq *q)
 
 static void ereq_record(ut_ereq *q, int status, char *answer)
 {
-    if (q->on_reply) q->on_reply(q, q->on_reply_arg);
     pthread_mutex_lock(&q->done.mu);
     free(q->answer);
     q->answer = answer;
     q->status = status;
     q->answers++;
     pthread_mutex_unlock(&q->done.mu);
+    if (q->on_reply) q->on_reply(q, q->on_reply_arg);
     ut_waiter_add(&q->done, 1);
 }
 
@@ -137,6 +137,7 @@ static enum MHD_Result kevent(ut_rig *r, struct MHD_Connection *c, const char *t
         free(q);
         return respond(c, 503, "application/json", "{\"success\":false}");
     }
+    ut_waiter_add(&r->kev_in, 1);
     if (!ut_waiter_wait(&q->done, 1, UT_RIG_WAIT_MS))
         return respond(c, 503, "application/json", "{\"success\":false}");   /* q leaks: the engine holds it */
     enum MHD_Result rc = respond(c, q->status, "application/json", q->answer ? q->answer : "");
@@ -212,6 +213,7 @@ void ut_rig_start(ut_rig *r, const char *const *sets)
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->mu, NULL);
     ut_waiter_init(&r->seen_w);
+    ut_waiter_init(&r->kev_in);
     pthread_once(&once, (void (*)(void))xmlInitParser);
     assert_int_equal(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     ut_tmpdir(r->dir, sizeof r->dir, "twigate-rig");
@@ -278,8 +280,26 @@ void ut_rig_stop(ut_rig *r)
     config_destroy((config *)app_config(&r->a));
     ut_rmtree(r->dir);
     ut_waiter_fini(&r->seen_w);
+    ut_waiter_fini(&r->kev_in);
     pthread_mutex_destroy(&r->mu);
     curl_global_cleanup();
+}
+
+void ut_rig_restart_engine(ut_rig *r, void (*while_down)(ut_rig *r))
+{
+    char err[512];
+    engine_stop(r->a.engine, 0);
+    engine_destroy(r->a.engine);
+    r->a.engine = NULL;
+    if (while_down) while_down(r);
+    r->a.engine = engine_create(&r->a, err, sizeof err);
+    if (!r->a.engine) fail_msg("engine: %s", err);
+    assert_int_equal(engine_start(r->a.engine), 0);
+}
+
+void ut_rig_db_path(const ut_rig *r, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/twigate.db", r->dir);
 }
 
 void ut_rig_hook(ut_rig *r, const char *path, const char *twiml)
@@ -312,6 +332,31 @@ void ut_rig_call(store_call *call, const char *to, json_t *params)
         json_object_set_new(params, "time_limit", json_integer(14400));
     if (!json_object_get(params, "timeout")) json_object_set_new(params, "timeout", json_integer(60));
     call->params = params;
+}
+
+static void nap(void)
+{
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+void ut_rig_wait_row(ut_rig *r, const char *call_sid, const char *st)
+{
+    int64_t deadline = ut_now_ms() + UT_RIG_WAIT_MS;
+    store_conn *c = store_conn_acquire(r->a.store);
+    assert_non_null(c);
+    for (;;) {
+        store_call row;
+        bool done = false;
+        if (store_call_get_by_sid(c, call_sid, &row) == STORE_OK) {
+            done = !strcmp(row.status, st);
+            store_call_fini(&row);
+        }
+        if (done) break;
+        if (ut_now_ms() > deadline) fail_msg("call %s never reached %s in the store", call_sid, st);
+        nap();
+    }
+    store_conn_release(c);
 }
 
 /* ================================================================ sim control */
@@ -358,7 +403,6 @@ json_t *ut_rig_sim_wait_status(ut_rig *r, const char *call_sid, const char *st)
         if (s && !strcmp(s, st)) return t;
         json_decref(t);
         if (ut_now_ms() > deadline) fail_msg("call %s never reached %s in the simulator", call_sid, st);
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        nap();
     }
 }

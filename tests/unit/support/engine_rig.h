@@ -38,8 +38,9 @@ typedef struct ut_ereq {
     char      *answer;               /* the answer's body (JSON), malloc'd */
     int        answers;              /* reply functions called: must end at 1 */
     ut_waiter  done;
-    /* Optional: runs on the replying thread just before the answer is
-     * recorded (e.g. to look at the store at that instant). */
+    /* Optional: runs on the replying thread once status and answer are
+     * set, before the waiter hears of it (e.g. to look at the store at
+     * that instant). */
     void     (*on_reply)(struct ut_ereq *q, void *arg);
     void      *on_reply_arg;
 } ut_ereq;
@@ -69,6 +70,7 @@ typedef struct ut_rig {
     ut_seen          seen[UT_RIG_MAX_SEEN];
     int              n_seen;
     ut_waiter        seen_w;         /* one per recorded webhook request */
+    ut_waiter        kev_in;         /* one per Kaphila event the engine took */
     /* Optional: becomes each Kaphila event's ut_ereq.on_reply (engine
      * thread, as the engine answers the event). Set before any call. */
     void           (*kevent_probe)(ut_ereq *q, void *arg);
@@ -78,12 +80,20 @@ typedef struct ut_rig {
 /* Starts everything; sets: NULL-terminated "key=value" config overrides. */
 void ut_rig_start(ut_rig *r, const char *const *sets);
 void ut_rig_stop(ut_rig *r);
+/* Stops and destroys the engine, runs while_down (may be NULL), then
+ * creates and starts a new one on the same store, simulator and server, as
+ * a restart of twigate would. No Kaphila event may be in flight. */
+void ut_rig_restart_engine(ut_rig *r, void (*while_down)(ut_rig *r));
+/* The database file's path (for a test's own sqlite3 connection). */
+void ut_rig_db_path(const ut_rig *r, char *out, size_t outlen);
 /* Answers GET/POST path (e.g. "/voice") with twiml from now on. */
 void ut_rig_hook(ut_rig *r, const char *path, const char *twiml);
 /* The rig server's base URL ("http://127.0.0.1:PORT"). */
 void ut_rig_url(const ut_rig *r, char *out, size_t outlen);
 /* A call row as REST's create makes it, with these parameters (stolen). */
 void ut_rig_call(store_call *call, const char *to, json_t *params);
+/* Waits until the store's row of call_sid has status st. */
+void ut_rig_wait_row(ut_rig *r, const char *call_sid, const char *st);
 /* The simulator's control API: method path [body] → parsed JSON (caller
  * decrefs) or NULL; status in *status when given. */
 json_t *ut_rig_sim(ut_rig *r, const char *method, const char *path, const char *body,
