@@ -363,6 +363,10 @@ static void test_lost_batch(void **state)
     ut_rig_restart_engine(&r, drop_trigger);
     ut_rig_wait_row(&r, sid_b, "completed");
     assert_int_equal(pending_events(&r).n, 0);
+    /* Still only B ever reached Kaphila: the refused create was never dialled. */
+    t = ut_rig_sim(&r, "GET", "/sim/calls", NULL, &st);
+    assert_int_equal(json_array_size(json_object_get(t, "calls")), 1);
+    json_decref(t);
 
     ut_rig_stop(&r);
     ut_ereq_fini(&qa);
