@@ -236,6 +236,7 @@ typedef struct cconn {
     int64_t  t_due;      /* when the request was due (open loop) or sent (closed) */
     long     tag;        /* request index */
     int      idx;
+    int      in_idle;    /* on cl->idle: a server-closed idle connection must not be pushed twice */
 } cconn;
 
 typedef struct sconn {
@@ -325,6 +326,7 @@ static void client_init(client *cl, const char *url, int nconns)
         c->fd = -1;
         if (c_open(cl, c) < 0) die("connect %s: %s", cl->u.hostport, strerror(errno));
         cl->idle[cl->nidle++] = i;
+        cl->conns[i].in_idle = 1;
     }
 }
 
@@ -350,6 +352,7 @@ static int client_send(client *cl, long tag, int64_t t_due)
     c->out.len = 0;
     if (!cl->build(tag, &c->out, cl->arg)) return 0;
     cl->nidle--;
+    c->in_idle = 0;
     c->off = 0;
     c->busy = 1;
     c->tag = tag;
@@ -358,6 +361,16 @@ static int client_send(client *cl, long tag, int64_t t_due)
     cl->sent++;
     if (c->connected) c_flush(c);
     return 1;
+}
+
+static void idle_remove(client *cl, cconn *c)
+{
+    for (int i = 0; i < cl->nidle; i++)
+        if (cl->idle[i] == c->idx) {
+            cl->idle[i] = cl->idle[--cl->nidle];
+            break;
+        }
+    c->in_idle = 0;
 }
 
 static void c_fail(client *cl, cconn *c)
@@ -372,8 +385,14 @@ static void c_fail(client *cl, cconn *c)
         if (cl->on_resp) cl->on_resp(c->tag, 0, NULL, 0, c->t_due, cl->arg);
     }
     cl->reconnects++;
-    if (c_open(cl, c) < 0) return;   /* stays out of the idle stack */
-    cl->idle[cl->nidle++] = c->idx;
+    if (c_open(cl, c) < 0) {          /* stays out of the idle stack */
+        if (c->in_idle) idle_remove(cl, c);
+        return;
+    }
+    if (!c->in_idle) {   /* an idle connection the server closed is on the stack already */
+        cl->idle[cl->nidle++] = c->idx;
+        c->in_idle = 1;
+    }
 }
 
 static void client_event(client *cl, cconn *c, uint32_t ev)
@@ -413,6 +432,7 @@ static void client_event(client *cl, cconn *c, uint32_t ev)
         db_consume(&c->in, (size_t)m);
         if (eof) { c_fail(cl, c); return; }   /* reopens it and makes it idle */
         cl->idle[cl->nidle++] = c->idx;
+        c->in_idle = 1;
     }
 }
 
