@@ -1,4 +1,6 @@
-/* http — twigate's HTTP server on libmicrohttpd.
+/* httpd — twigate's HTTP server glue on libmicrohttpd: generic (no REST or
+ * engine knowledge), so both the daemon (src/http, src/console) and the
+ * Kaphila simulator (src/sim) serve through it.
  *
  * Collects each request (raw URI, query, headers it needs, body under a hard
  * cap), routes it through a table of (method, path pattern, handler), and
@@ -15,8 +17,8 @@
  * ("http-guard"). http_req objects belong to the
  * server; a handler may keep a pointer to a suspended request until it
  * replies exactly once. */
-#ifndef TWIGATE_HTTP_H
-#define TWIGATE_HTTP_H
+#ifndef TWIGATE_HTTPD_H
+#define TWIGATE_HTTPD_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,16 +1,16 @@
-/* http.c — libmicrohttpd glue: request collection, routing, suspend/resume.
+/* httpd.c — libmicrohttpd glue: request collection, routing, suspend/resume.
  *
  * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
  * access_cb collects the body and dispatches, completed_cb frees); routing;
  * replies (which may come from any thread and resume a suspended connection);
- * Basic credentials (decoded in http_basic.c); server start/stop, with connguard (per-client limits,
+ * Basic credentials (decoded in httpd_basic.c); server start/stop, with connguard (per-client limits,
  * head deadline) wired in through MHD's accept policy and connection
  * notifications; MHD's log, rate-limited.
  *
  * We take the raw URI from MHD's URI log callback rather than MHD's parsed
  * arguments because the query must be decoded with form semantics
  * (repeated keys kept, "StartTime%3E" as a key) exactly like bodies are. */
-#include "http/http.h"
+#include "net/httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -651,7 +651,7 @@ void http_stop(http_server *s)
     free(s);
 }
 
-/* ---- console hook (issue 20): streaming replies (http.h) ----
+/* ---- console hook (issue 20): streaming replies (httpd.h) ----
  * The reader runs under s->lock and suspends the connection when it has
  * nothing to send; http_stream_wake takes the same lock before resuming, so
  * a wake between "nothing" and the suspension cannot be lost. */
