@@ -234,6 +234,15 @@ void http_reply_fd(http_req *r, int status, const char *content_type, int fd, ui
     set_response(r, status, resp, len, content_type, headers);
 }
 
+void http_reply_generated(http_req *r, int status, const char *content_type, uint64_t len,
+                          size_t block, ssize_t (*rd)(void *ctx, uint64_t pos, char *out, size_t max),
+                          void (*free_ctx)(void *ctx), void *ctx, const char *const *headers)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(len, block, rd, ctx, free_ctx);
+    if (!resp && free_ctx) free_ctx(ctx);
+    set_response(r, status, resp, len, content_type, headers);
+}
+
 void http_reply_json(http_req *r, int status, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -291,6 +300,14 @@ static bool match(const char *pat, const char *path, http_match *m)
     return *path == '\0';
 }
 
+/* A refusal before any handler runs: the server's own format, or Twilio's. */
+static void refuse(http_req *r, int code, int status, const char *message)
+{
+    const http_config *cfg = &r->srv->cfg;
+    if (cfg->refuse) cfg->refuse(cfg->ctx, r, status, message);
+    else http_reply_error(r, code, status, message);
+}
+
 static void dispatch(http_req *r)
 {
     const http_config *cfg = &r->srv->cfg;
@@ -299,19 +316,19 @@ static void dispatch(http_req *r)
 
     log_context(r->request_id, NULL, NULL);
     if (r->uri_too_long) {
-        http_reply_error(r, 414, 414, "Request-URI too long");
+        refuse(r, 414, 414, "Request-URI too long");
         goto out;
     }
     if (r->too_big) {
         char msg[96];
         snprintf(msg, sizeof msg, "Request body exceeds %zu bytes", cfg->max_body);
-        http_reply_error(r, 413, 413, msg);
+        refuse(r, 413, 413, msg);
         goto out;
     }
     if (r->query_status != FORM_OK) {
-        http_reply_error(r, 400, 400, r->query_status == FORM_ERR_TOO_MANY
-                                          ? "Too many query parameters in the request"
-                                          : "Malformed query string");
+        refuse(r, 400, 400, r->query_status == FORM_ERR_TOO_MANY
+                                ? "Too many query parameters in the request"
+                                : "Malformed query string");
         goto out;
     }
     for (const http_route *rt = cfg->routes; rt && rt->pattern; rt++) {
@@ -324,7 +341,7 @@ static void dispatch(http_req *r)
     }
     if (path_matched) {
         r->route = "method_not_allowed";
-        http_reply_error(r, 20004, 405, NULL);
+        refuse(r, 20004, 405, NULL);
         goto out;
     }
     r->route = "not_found";
