@@ -307,21 +307,6 @@ static void send_reply(sim_req *r)
     req_free(r);
 }
 
-/* httpd's refusals before the handler (body over SIM_MAX_BODY, URI too
- * long), in Kaphila's error envelope. */
-static void on_refuse(void *ctx, http_req *hr, int status, const char *message)
-{
-    sim_req *r = req_new(ctx, hr);
-    if (!r) {
-        http_reply(hr, 500, NULL, NULL, 0, NULL);
-        return;
-    }
-    if (status == 413)
-        message = "Request body too large";
-    sim_reply_error(r, (unsigned)status, message ? message : "Endpoint not found", NULL);
-    send_reply(r);
-}
-
 static void on_request(void *ctx, http_req *hr, const http_match *m)
 {
     (void)m;
@@ -344,6 +329,27 @@ static void on_request(void *ctx, http_req *hr, const http_match *m)
         sim_reply_error(r, 503, "Simulator overloaded", NULL);
         send_reply(r);
     }
+}
+
+/* httpd's refusals before the handler (body over SIM_MAX_BODY, URI too
+ * long), in Kaphila's error envelope. */
+static void on_refuse(void *ctx, http_req *hr, int status, const char *message)
+{
+    /* The simulator never reads the query string, so one httpd could not
+     * parse is no reason to refuse: served as it always was. */
+    if (status == 400) {
+        on_request(ctx, hr, NULL);
+        return;
+    }
+    sim_req *r = req_new(ctx, hr);
+    if (!r) {
+        http_reply(hr, 500, NULL, NULL, 0, NULL);
+        return;
+    }
+    if (status == 413)
+        message = "Request body too large";
+    sim_reply_error(r, (unsigned)status, message ? message : "Endpoint not found", NULL);
+    send_reply(r);
 }
 
 /* The simulator's routing runs on its loop, after injected latency, auth,
