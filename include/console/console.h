@@ -37,7 +37,7 @@
 
 #include <stddef.h>
 #include "conf/app.h"
-#include "http/http.h"
+#include "net/httpd.h"
 
 typedef struct console console;
 

@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include "conf/app.h"
 #include "conf/config.h"
-#include "http/http.h"
+#include "net/httpd.h"
 
 typedef struct keyauth keyauth;
 

@@ -8,7 +8,7 @@
 #ifndef TWIGATE_RECORDINGS_REST_H
 #define TWIGATE_RECORDINGS_REST_H
 
-#include "http/http.h"
+#include "net/httpd.h"
 
 /* GET …/Recordings.json (account-wide list). */
 void rec_list(void *ctx, http_req *r, const http_match *m);

@@ -10,7 +10,7 @@
 #include "conf/app.h"
 #include "conf/config.h"
 #include "engine/engine.h"
-#include "http/http.h"
+#include "net/httpd.h"
 
 const http_route *rest_routes(void);
 /* The handler for paths no route matches: a Twilio-shaped JSON 404. */

@@ -6,8 +6,9 @@
  * timing (or a fast mode for tests), outcomes chosen by the destination
  * number, failure injection and a control API (docs/simulator.md). It runs
  * in-process in twigate when kaphila.url = sim, and as build/kaphila-sim.
- * Its own threads: libmicrohttpd's, and one loop ("sim") for timers and event
- * posting. sim_create/sim_destroy from one thread. */
+ * Its own threads: net/httpd.h's (libmicrohttpd's pool, connguard's sweep),
+ * and one loop ("sim") for timers and event posting. sim_create/sim_destroy
+ * from one thread. */
 #ifndef TWIGATE_SIM_H
 #define TWIGATE_SIM_H
 

@@ -24,7 +24,7 @@
 #include "store/callcache.h"
 #include "conf/config.h"
 #include "engine/engine.h"
-#include "http/http.h"
+#include "net/httpd.h"
 #include "http/keyauth.h"
 #include "base/log.h"
 #include "base/metrics.h"

@@ -27,7 +27,7 @@ struct cstream {
     char           *out;                 /* CONSOLE_STREAM_BUF bytes */
     size_t          len, off;            /* unsent bytes are out[off, len) */
     bool            closed;              /* send what is left? no: end at once */
-    bool            gone;                /* the connection let go (http.h done) */
+    bool            gone;                /* the connection let go (httpd.h done) */
     int64_t         last_ms;             /* last append, for the heartbeat */
     struct { char sid[SID_SIZE]; int64_t updated; } seen[CONSOLE_STREAM_CALLS];
     int             n_seen;

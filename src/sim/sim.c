@@ -1,13 +1,12 @@
-/* sim — lifecycle, the libmicrohttpd glue and the request pipeline.
+/* sim — lifecycle, its handler on net/httpd.h and the request pipeline.
  *
- * Every request takes the same path: the MHD handler collects the body
- * (capped), suspends the connection and posts the sim_req to the "sim"
- * loop. On the loop: injected latency (a timer, no thread blocks), then
+ * Every request takes the same path: net/httpd.c collects the body
+ * (capped, SIM_MAX_BODY) and calls on_request, which suspends the
+ * connection and posts the sim_req to the "sim" loop. On the loop: injected latency (a timer, no thread blocks), then
  * routing — /sim/... to the control API, /health, else Bearer auth, injected
  * failures, the rate limit and the Kaphila endpoint. The loop fills in the
- * answer and resumes the connection; the handler, called again by MHD,
- * queues the response. MHD never waits on the loop and the loop never waits
- * on MHD. */
+ * answer and hands it to httpd, which resumes the connection. No HTTP thread
+ * waits on the loop and the loop never waits on HTTP. */
 #include "sim_int.h"
 
 #include <arpa/inet.h>
@@ -160,7 +159,7 @@ void sim_reply_wav(sim_req *r, unsigned status, int seconds, uint64_t off, uint6
 json_t *sim_req_json(sim_req *r)
 {
     json_error_t err;
-    json_t *o = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &err);
+    json_t *o = json_loadb(r->body->data ? r->body->data : "", r->body->len, 0, &err);
     if (!o || !json_is_object(o)) {
         json_decref(o);
         sim_reply_error(r, 400, "Invalid JSON body", NULL);
@@ -169,41 +168,13 @@ json_t *sim_req_json(sim_req *r)
     return o;
 }
 
-/* ---------------------------------------------------------------- MHD side */
-
-static char *header_dup(struct MHD_Connection *c, const char *name)
-{
-    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
-    return v ? strdup(v) : NULL;
-}
-
-static bool peer_is_loopback(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr)
-        return false;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-            return true;
-        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
-}
+/* ---------------------------------------------------------------- HTTP side */
 
 static void req_free(sim_req *r)
 {
     if (!r)
         return;
     reply_reset(r);
-    buf_fini(&r->body);
-    free(r->method);
     free(r->path);
     free(r->bearer);
     free(r->admin);
@@ -212,39 +183,71 @@ static void req_free(sim_req *r)
     free(r);
 }
 
-static sim_req *req_new(sim *s, struct MHD_Connection *conn, const char *url, const char *method)
+static char *header_dup(http_req *hr, const char *name)
+{
+    const char *v = http_header(hr, name);
+    return v ? strdup(v) : NULL;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes %XX in place, as libmicrohttpd does to the paths handlers see
+ * (the simulator's own glue was given them so; httpd keeps them raw). */
+static void path_unescape(char *p)
+{
+    char *w = p;
+    for (; *p; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = hex_value(p[1])) >= 0 && (lo = hex_value(p[2])) >= 0) {
+            *w++ = (char)(hi << 4 | lo);
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = 0;
+}
+
+static sim_req *req_new(sim *s, http_req *hr)
 {
     sim_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->kind = SIM_MSG_REQ;
     r->s = s;
-    r->conn = conn;
+    r->hr = hr;
+    r->method = http_method(hr);
+    r->body = http_body(hr);
     r->resp_fd = -1;
     r->wav_seconds = -1;
-    buf_init(&r->body, SIM_MAX_BODY);
-    r->method = strdup(method);
-    r->path = strdup(url);
-    if (!r->method || !r->path) {
+    r->path = strdup(http_path(hr));
+    if (!r->path) {
         req_free(r);
         return NULL;
     }
+    path_unescape(r->path);
     /* Express-style routers ignore one trailing slash. */
     size_t plen = strlen(r->path);
     if (plen > 1 && r->path[plen - 1] == '/')
         r->path[plen - 1] = 0;
-    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    /* Copied: the loop reads them while the connection is suspended. */
+    const char *auth = http_header(hr, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         auth += 7;
         while (*auth == ' ')
             auth++;
         r->bearer = strdup(auth);
     }
-    r->admin = header_dup(conn, "X-Sim-Admin-Token");
-    r->range = header_dup(conn, MHD_HTTP_HEADER_RANGE);
-    r->ctype = header_dup(conn, MHD_HTTP_HEADER_CONTENT_TYPE);
-    r->loopback = peer_is_loopback(conn);
+    r->admin = header_dup(hr, "X-Sim-Admin-Token");
+    r->range = header_dup(hr, "Range");
+    r->ctype = header_dup(hr, "Content-Type");
+    r->loopback = http_peer_is_loopback(hr);
     return r;
 }
 
@@ -254,7 +257,7 @@ typedef struct wav_body {
     uint64_t off;
 } wav_body;
 
-/* MHD's thread fills its send buffer straight from the recording's length. */
+/* An HTTP thread fills its send buffer straight from the recording's length. */
 static ssize_t wav_reader(void *cls, uint64_t pos, char *out, size_t max)
 {
     const wav_body *w = cls;
@@ -262,96 +265,99 @@ static ssize_t wav_reader(void *cls, uint64_t pos, char *out, size_t max)
     return (ssize_t)max;
 }
 
-static enum MHD_Result send_reply(struct MHD_Connection *conn, sim_req *r)
+/* Sends r's answer through httpd (which resumes the connection; any
+ * thread) and frees r: hr is not ours any more. Bodies are handed over,
+ * never copied. */
+static void send_reply(sim_req *r)
 {
-    struct MHD_Response *resp;
+    const char *headers[5];
+    size_t nh = 0;
+    bool wav = strcmp(r->resp_type, "audio/wav") == 0;
+    if (r->content_range[0]) {
+        headers[nh++] = "Content-Range";
+        headers[nh++] = r->content_range;
+    }
+    if (wav) {
+        headers[nh++] = "Accept-Ranges";
+        headers[nh++] = "bytes";
+    }
+    headers[nh] = NULL;
+    const char *const *h = nh ? headers : NULL;
     if (r->wav_seconds >= 0) {
         wav_body *w = malloc(sizeof *w);
-        if (!w)
-            return MHD_NO;
-        w->seconds = r->wav_seconds;
-        w->off = r->fd_off;
-        /* MHD never asks past the size given, so max is always in the body. */
-        resp = MHD_create_response_from_callback(r->fd_len, SIM_WAV_BLOCK, wav_reader, w, free);
-        if (!resp) {
-            free(w);
-            return MHD_NO;
+        if (w) {
+            w->seconds = r->wav_seconds;
+            w->off = r->fd_off;
         }
+        /* MHD never asks past the size given, so max is always in the body. */
+        if (w)
+            http_reply_generated(r->hr, (int)r->status, r->resp_type, r->fd_len, SIM_WAV_BLOCK,
+                                 wav_reader, free, w, h);
+        else
+            http_reply(r->hr, 500, NULL, NULL, 0, NULL);
     } else if (r->resp_fd >= 0) {
-        resp = MHD_create_response_from_fd_at_offset64(r->fd_len, r->resp_fd, r->fd_off);
-        if (resp)
-            r->resp_fd = -1;   /* MHD closes it */
+        http_reply_fd(r->hr, (int)r->status, r->resp_type, r->resp_fd, r->fd_off, r->fd_len, h);
+        r->resp_fd = -1;   /* httpd closes it */
+    } else if (r->resp) {
+        http_reply_owned(r->hr, (int)r->status, r->resp_type, r->resp, r->resp_len, h);
+        r->resp = NULL;    /* httpd frees it */
     } else {
-        resp = MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
-                                               r->resp ? MHD_RESPMEM_MUST_FREE
-                                                       : MHD_RESPMEM_PERSISTENT);
-        if (resp)
-            r->resp = NULL;    /* MHD frees it */
+        http_reply(r->hr, (int)r->status, r->resp_type, "", 0, h);
     }
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->resp_type);
-    if (r->content_range[0])
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, r->content_range);
-    if (strcmp(r->resp_type, "audio/wav") == 0)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-    enum MHD_Result ret = MHD_queue_response(conn, r->status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    req_free(r);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls)
+static void on_request(void *ctx, http_req *hr, const http_match *m)
 {
-    (void)version;
-    sim *s = cls;
-    sim_req *r = *con_cls;
+    (void)m;
+    sim *s = ctx;
+    sim_req *r = req_new(s, hr);
     if (!r) {
-        r = req_new(s, conn, url, method);
-        if (!r)
-            return MHD_NO;
-        *con_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!r->too_big && buf_append(&r->body, upload, *upload_size) != BUF_OK)
-            r->too_big = true;
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (r->state == SIM_REQ_ANSWERED)
-        return send_reply(conn, r);
-    if (r->state == SIM_REQ_PENDING)
-        return MHD_YES;   /* the loop still owns r; it will resume us */
-    if (r->too_big) {
-        sim_reply_error(r, 413, "Request body too large", NULL);
-        return send_reply(conn, r);
+        http_reply(hr, 500, NULL, NULL, 0, NULL);
+        return;
     }
     if (atomic_load(&s->closing)) {
         sim_reply_error(r, 503, "Simulator shutting down", NULL);
-        return send_reply(conn, r);
+        send_reply(r);
+        return;
     }
-    /* Suspend before posting, so the loop can never resume a connection
+    /* Suspend before posting, so the loop can never answer a connection
      * that isn't suspended yet. */
     r->state = SIM_REQ_PENDING;
-    MHD_suspend_connection(conn);
+    http_suspend(hr);
     if (!loop_post(s->loop, r)) {
         sim_reply_error(r, 503, "Simulator overloaded", NULL);
-        MHD_resume_connection(conn);
+        send_reply(r);
     }
-    return MHD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+/* httpd's refusals before the handler (body over SIM_MAX_BODY, URI too
+ * long), in Kaphila's error envelope. */
+static void on_refuse(void *ctx, http_req *hr, int status, const char *message)
 {
-    (void)cls;
-    (void)conn;
-    (void)toe;
-    req_free(*con_cls);
-    *con_cls = NULL;
+    /* The simulator never reads the query string, so one httpd could not
+     * parse is no reason to refuse: served as it always was. */
+    if (status == 400) {
+        on_request(ctx, hr, NULL);
+        return;
+    }
+    sim_req *r = req_new(ctx, hr);
+    if (!r) {
+        http_reply(hr, 500, NULL, NULL, 0, NULL);
+        return;
+    }
+    if (status == 413)
+        message = "Request body too large";
+    sim_reply_error(r, (unsigned)status, message ? message : "Endpoint not found", NULL);
+    send_reply(r);
 }
+
+/* The simulator's routing runs on its loop, after injected latency, auth,
+ * injected failures and the rate limit (that order shows on the wire), so
+ * its table is one catch-all: every path reaches on_request. */
+static const http_route sim_routes[] = {
+    {NULL, NULL, NULL, NULL},
+};
 
 /* ---------------------------------------------------------------- loop side */
 
@@ -464,7 +470,7 @@ static void process(sim *s, sim_req *r)
     }
     if (r->state != SIM_REQ_ANSWERED)
         sim_reply_error(r, 500, "Internal server error", NULL);
-    MHD_resume_connection(r->conn);
+    send_reply(r);
 }
 
 static void delayed_unlink(sim *s, sim_req *r)
@@ -581,36 +587,34 @@ static int prepare_recdir(sim *s, const char *dir, char *err, size_t errlen)
 
 static int start_http(sim *s, char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     const char *addr = s->cfg.bind_address ? s->cfg.bind_address : "127.0.0.1";
-    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)s->cfg.port);
-    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)s->cfg.port);
-        flags |= MHD_USE_IPv6;
-    } else {
+    unsigned char probe[16];
+    if (inet_pton(AF_INET, addr, probe) != 1 && inet_pton(AF_INET6, addr, probe) != 1) {
         snprintf(err, errlen, "bad bind address %s", addr);
         return -1;
     }
-    s->mhd = MHD_start_daemon(flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s,
-                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)SIM_HTTP_THREADS,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)SIM_MAX_CONNECTIONS,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SIM_HTTP_TIMEOUT_S,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_END);
-    if (!s->mhd) {
+    http_config hc = {
+        .address = addr,
+        .port = s->cfg.port,
+        .threads = SIM_HTTP_THREADS,
+        .max_body = SIM_MAX_BODY,
+        .max_connections = SIM_MAX_CONNECTIONS,
+        .max_per_client = 0,
+        /* No head deadline of its own: MHD's idle timeout closes a silent
+         * connection after as long, as the simulator always did. */
+        .head_timeout_ms = SIM_HTTP_TIMEOUT_S * 1000,
+        .routes = sim_routes,
+        .not_found = on_request,
+        .ctx = s,
+        .refuse = on_refuse,
+    };
+    char herr[256];
+    s->http = http_start(&hc, herr, sizeof herr);
+    if (!s->http) {
         snprintf(err, errlen, "cannot listen on %s:%d", addr, s->cfg.port);
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : s->cfg.port;
+    s->port = http_port(s->http);
     return 0;
 }
 
@@ -709,11 +713,10 @@ void sim_destroy(sim *s)
             loop_timer_cancel(s->loop, r->delay);
             r->delay = NULL;
             sim_reply_error(r, 503, "Simulator shutting down", NULL);
-            MHD_resume_connection(r->conn);
+            send_reply(r);
         }
     }
-    if (s->mhd)
-        MHD_stop_daemon(s->mhd);
+    http_stop(s->http);
     sim_calls_destroy(s);   /* before loop_destroy: cancels timers on the loop */
     loop_destroy(s->loop);  /* aborts event POSTs in flight; frees their orphaned calls */
     curl_slist_free_all(s->event_headers);

@@ -389,7 +389,7 @@ static const field logs_fields[] = {
 
 static void api_call_logs(sim *s, sim_req *r, int key)
 {
-    json_t *body = r->body.len ? sim_req_json(r) : json_object();
+    json_t *body = r->body->len ? sim_req_json(r) : json_object();
     if (!body)
         return;
     fval v[3];

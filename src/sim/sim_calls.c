@@ -225,7 +225,7 @@ static tline *transcript_add(sim_call *c, size_t n)
 
 void sim_call_note_request(sim_call *c, const sim_req *r, bool with_body)
 {
-    size_t m = strlen(r->method), p = strlen(r->path), b = with_body ? r->body.len : 0;
+    size_t m = strlen(r->method), p = strlen(r->path), b = with_body ? r->body->len : 0;
     tline *t = transcript_add(c, m + 1 + p + 1 + b + 1);
     if (!t)
         return;
@@ -233,7 +233,7 @@ void sim_call_note_request(sim_call *c, const sim_req *r, bool with_body)
     memcpy(t->data, r->method, m);
     memcpy(t->data + m + 1, r->path, p);
     if (b)
-        memcpy(t->data + m + 1 + p + 1, r->body.data, b);
+        memcpy(t->data + m + 1 + p + 1, r->body->data, b);
 }
 
 /* ---------------------------------------------------------------- events */

@@ -21,9 +21,9 @@ static void reply_ok(sim_req *r)
 /* The Digits of a form or JSON body ("Digits" or "digits"); heap string. */
 static char *body_digits(sim_req *r)
 {
-    const char *b = r->body.data ? r->body.data : "";
-    if (r->body.len > 0 && b[0] == '{') {
-        json_t *o = json_loadb(b, r->body.len, 0, NULL);
+    const char *b = r->body->data ? r->body->data : "";
+    if (r->body->len > 0 && b[0] == '{') {
+        json_t *o = json_loadb(b, r->body->len, 0, NULL);
         json_t *v = json_object_get(o, "Digits");
         if (!v)
             v = json_object_get(o, "digits");
@@ -34,7 +34,7 @@ static char *body_digits(sim_req *r)
     form f;
     form_init(&f);
     char *d = NULL;
-    if (form_parse(&f, b, r->body.len) == FORM_OK) {
+    if (form_parse(&f, b, r->body->len) == FORM_OK) {
         const char *v = form_get(&f, "Digits");
         if (!v)
             v = form_get(&f, "digits");

@@ -1,16 +1,16 @@
-/* http.c — libmicrohttpd glue: request collection, routing, suspend/resume.
+/* httpd.c — libmicrohttpd glue: request collection, routing, suspend/resume.
  *
  * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
  * access_cb collects the body and dispatches, completed_cb frees); routing;
  * replies (which may come from any thread and resume a suspended connection);
- * Basic credentials (decoded in http_basic.c); server start/stop, with connguard (per-client limits,
+ * Basic credentials (decoded in httpd_basic.c); server start/stop, with connguard (per-client limits,
  * head deadline) wired in through MHD's accept policy and connection
  * notifications; MHD's log, rate-limited.
  *
  * We take the raw URI from MHD's URI log callback rather than MHD's parsed
  * arguments because the query must be decoded with form semantics
  * (repeated keys kept, "StartTime%3E" as a key) exactly like bodies are. */
-#include "http/http.h"
+#include "net/httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -234,6 +234,15 @@ void http_reply_fd(http_req *r, int status, const char *content_type, int fd, ui
     set_response(r, status, resp, len, content_type, headers);
 }
 
+void http_reply_generated(http_req *r, int status, const char *content_type, uint64_t len,
+                          size_t block, ssize_t (*rd)(void *ctx, uint64_t pos, char *out, size_t max),
+                          void (*free_ctx)(void *ctx), void *ctx, const char *const *headers)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(len, block, rd, ctx, free_ctx);
+    if (!resp && free_ctx) free_ctx(ctx);
+    set_response(r, status, resp, len, content_type, headers);
+}
+
 void http_reply_json(http_req *r, int status, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -291,6 +300,14 @@ static bool match(const char *pat, const char *path, http_match *m)
     return *path == '\0';
 }
 
+/* A refusal before any handler runs: the server's own format, or Twilio's. */
+static void refuse(http_req *r, int code, int status, const char *message)
+{
+    const http_config *cfg = &r->srv->cfg;
+    if (cfg->refuse) cfg->refuse(cfg->ctx, r, status, message);
+    else http_reply_error(r, code, status, message);
+}
+
 static void dispatch(http_req *r)
 {
     const http_config *cfg = &r->srv->cfg;
@@ -299,19 +316,19 @@ static void dispatch(http_req *r)
 
     log_context(r->request_id, NULL, NULL);
     if (r->uri_too_long) {
-        http_reply_error(r, 414, 414, "Request-URI too long");
+        refuse(r, 414, 414, "Request-URI too long");
         goto out;
     }
     if (r->too_big) {
         char msg[96];
         snprintf(msg, sizeof msg, "Request body exceeds %zu bytes", cfg->max_body);
-        http_reply_error(r, 413, 413, msg);
+        refuse(r, 413, 413, msg);
         goto out;
     }
     if (r->query_status != FORM_OK) {
-        http_reply_error(r, 400, 400, r->query_status == FORM_ERR_TOO_MANY
-                                          ? "Too many query parameters in the request"
-                                          : "Malformed query string");
+        refuse(r, 400, 400, r->query_status == FORM_ERR_TOO_MANY
+                                ? "Too many query parameters in the request"
+                                : "Malformed query string");
         goto out;
     }
     for (const http_route *rt = cfg->routes; rt && rt->pattern; rt++) {
@@ -324,7 +341,7 @@ static void dispatch(http_req *r)
     }
     if (path_matched) {
         r->route = "method_not_allowed";
-        http_reply_error(r, 20004, 405, NULL);
+        refuse(r, 20004, 405, NULL);
         goto out;
     }
     r->route = "not_found";
@@ -651,7 +668,7 @@ void http_stop(http_server *s)
     free(s);
 }
 
-/* ---- console hook (issue 20): streaming replies (http.h) ----
+/* ---- console hook (issue 20): streaming replies (httpd.h) ----
  * The reader runs under s->lock and suspends the connection when it has
  * nothing to send; http_stream_wake takes the same lock before resuming, so
  * a wake between "nothing" and the suspension cannot be lost. */

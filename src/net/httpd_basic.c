@@ -1,7 +1,7 @@
-/* http_basic.c — HTTP Basic credentials (RFC 7617) decoded from an
- * Authorization header: pure, any thread. Apart from http.c so the listener
+/* httpd_basic.c — HTTP Basic credentials (RFC 7617) decoded from an
+ * Authorization header: pure, any thread. Apart from httpd.c so the listener
  * file stays a map of the request lifecycle; fuzz/fuzz_basic.c drives it. */
-#include "http/http.h"
+#include "net/httpd.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -1,4 +1,6 @@
-/* http — twigate's HTTP server on libmicrohttpd.
+/* httpd — twigate's HTTP server glue on libmicrohttpd: generic (no REST or
+ * engine knowledge), so both the daemon (src/http, src/console) and the
+ * Kaphila simulator (src/sim) serve through it.
  *
  * Collects each request (raw URI, query, headers it needs, body under a hard
  * cap), routes it through a table of (method, path pattern, handler), and
@@ -15,12 +17,13 @@
  * ("http-guard"). http_req objects belong to the
  * server; a handler may keep a pointer to a suspended request until it
  * replies exactly once. */
-#ifndef TWIGATE_HTTP_H
-#define TWIGATE_HTTP_H
+#ifndef TWIGATE_HTTPD_H
+#define TWIGATE_HTTPD_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <jansson.h>
 #include "base/buf.h"
 #include "base/form.h"
@@ -62,6 +65,10 @@ typedef struct http_config {
     /* Called once per finished request with its status, response body
      * bytes and µs, on the MHD thread (the access log); may be NULL. */
     void      (*access)(void *ctx, const http_req *r, int status, uint64_t bytes, int64_t usec);
+    /* Answers a transport-level refusal (413, 414, malformed query, 405)
+     * in the server's own error format (the simulator's is Kaphila's);
+     * NULL = Twilio's error body (http_reply_error). Must reply. */
+    void      (*refuse)(void *ctx, http_req *r, int status, const char *message);
 } http_config;
 
 http_server *http_start(const http_config *cfg, char *err, size_t errlen);
@@ -117,6 +124,14 @@ void http_reply_owned(http_req *r, int status, const char *content_type, char *b
  * as recordings). Takes ownership of fd. */
 void http_reply_fd(http_req *r, int status, const char *content_type, int fd, uint64_t offset,
                    uint64_t len, const char *const *headers);
+/* Sends a body of len bytes that rd(ctx, pos, out, max) writes on an MHD
+ * thread as it goes out, block bytes at a time (generated media: the
+ * simulator's recordings); rd returns the bytes written, never asked past
+ * len. free_ctx(ctx) runs once the response is gone, or at once when it
+ * could not be made (r is then answered 500). */
+void http_reply_generated(http_req *r, int status, const char *content_type, uint64_t len,
+                          size_t block, ssize_t (*rd)(void *ctx, uint64_t pos, char *out, size_t max),
+                          void (*free_ctx)(void *ctx), void *ctx, const char *const *headers);
 /* Steals the reference to j. */
 void http_reply_json(http_req *r, int status, json_t *j);
 /* Twilio's JSON error body from the errors catalogue; message NULL = title.
