@@ -13,7 +13,8 @@
 # / 20: creates/s of the spread live run), BENCH_FETCH_ROWS
 # (100000), BENCH_GROWTH_ROWS (1000000), BENCH_ONLY (comma list of fetch,
 # create,slow,relay,live,growth,footprint,mp3), BENCH_MP3_SECONDS of audio
-# per encode (600), BENCH_KEEP=1 keeps the work dir.
+# per encode (600), BENCH_KEEP=1 keeps the work dir, BENCH_RELAY_CONSOLE=1
+# runs the relay with one console event stream open (docs/console.md).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -31,6 +32,7 @@ LIVE_RATE=${BENCH_LIVE_RATE:-$((LIVE_CALLS / 20))}   # creates/s: one 20 s loop 
 FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
 ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint,mp3}
+RELAY_CONSOLE=${BENCH_RELAY_CONSOLE:-}   # 1: the relay runs with a console stream open
 MP3_SECONDS=${BENCH_MP3_SECONDS:-600}
 
 OAI=$ROOT/tests/data/twilio-oai/twilio_api_v2010.json
@@ -281,8 +283,16 @@ fi
 # =============================================================================
 if want relay; then
   section "4. event relay (the simulator rings after 10 min, so only our events move the calls)"
-  start_twigate relay "$WORK/relay.db" --set sim.ring_ms=600000 --set sim.answer_ms=600000 --set sim.fast=false
+  start_twigate relay "$WORK/relay.db" --set sim.ring_ms=600000 --set sim.answer_ms=600000 --set sim.fast=false \
+    ${RELAY_CONSOLE:+--set console.enabled=true}
   R_PID=$TW_PID R_PORT=$TW_PORT
+  if [ -n "$RELAY_CONSOLE" ]; then
+    # One browser's console open on the account for the whole section: its event
+    # stream (docs/console.md) read by curl as a browser would.
+    spawn "$WORK/console-stream.out" "$WORK/console-stream.err" curl -sN -u "$AUTH" \
+      "http://127.0.0.1:$R_PORT/console/api/stream"
+    detail "- relay with one console event stream open (BENCH_RELAY_CONSOLE=1)"
+  fi
   RECV_PORT=$(free_port)
   RELAY_FORM="To=%2B14155550100&From=%2B14155550199&Timeout=300&Twiml=%3CResponse%3E%3CPause%20length%3D%22600%22%2F%3E%3C%2FResponse%3E&StatusCallback=http%3A%2F%2F127.0.0.1%3A$RECV_PORT%2Fcb&StatusCallbackEvent=ringing&StatusCallbackEvent=answered&StatusCallbackEvent=completed"
   relay_calls() { # n → tokens file
@@ -312,6 +322,9 @@ if want relay; then
   THR=$(median "${thr[@]}") INS=$(median "${ins[@]}") LAT=$(median "${lat[@]}")
   row "Event relay, events in → callbacks received (events/s)" "$THR" "ingest only $INS" "—" "≥ 5000" "$(yesno ge "$THR" 5000)"
   row "Event relay p99, event sent → callback received, at 1,000/s (ms)" "$LAT" "p50 $(median "${p50s[@]}")" "—" "< 5" "$(yesno le "$LAT" 5)"
+  if [ -n "$RELAY_CONSOLE" ]; then
+    detail "- the console stream received $(wc -c < "$WORK/console-stream.out") bytes ($(grep -c '^event: call' "$WORK/console-stream.out" || true) call events)"
+  fi
   stop "$R_PID"
 fi
 
