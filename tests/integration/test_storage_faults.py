@@ -83,8 +83,17 @@ def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, re
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     filler = os.path.join(tmpfs, "filler")
     fill(filler)
-    wait_for(lambda: readyz(tg).status_code == 503, timeout=20,
-             message="/readyz never failed while the disk was full")
+    # A write may first reuse blocks the WAL already has (the truncation
+    # above is skipped while a reader is in the way), so keep asking for
+    # writes — a create each poll, refused or not — until one needs a block.
+    def full_seen():
+        try:
+            client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                                twiml="<Response><Hangup/></Response>")
+        except Exception:  # refused while the disk is full: that is the point
+            pass
+        return readyz(tg).status_code == 503
+    wait_for(full_seen, timeout=20, message="/readyz never failed while the disk was full")
     assert "not writable" in readyz(tg).text
     assert metric(tg, "twigate_storage_errors_total", 'kind="full"') > 0
     # Kaphila's events for the calls come (and are refused) while it is full.
