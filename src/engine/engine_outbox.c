@@ -289,6 +289,8 @@ void eng_notify(engine *e, const char *account_sid, const char *call_sid, int co
     store_notification n = {0};
     buf msg;
     char labels[64];
+    json_t *body = NULL;
+    bool lossy = false;
     buf_init(&msg, 4096);
     (void)eng_txn_begin(e);
     if (!sid_new("NO", n.sid)) return;
@@ -303,9 +305,14 @@ void eng_notify(engine *e, const char *account_sid, const char *call_sid, int co
     n.request_method = method;
     n.request_url = url;
     n.request_variables = vars;
-    if (res) n.response_body = buf_str(&res->body);
+    /* Stored as UTF-8 (lossily, like the event log): the column is read
+     * back into JSON, and jansson refuses a string with one bad byte, which
+     * dropped the whole response_body of a Latin-1 answer. */
+    if (res) body = lossy_string(buf_str(&res->body), res->body.len, res->body.len, &lossy);
+    if (body) n.response_body = json_string_value(body);
     if (store_notification_insert(e->db, &n) != STORE_OK)
         log_warn("engine", "could not record notification %d", code);
+    json_decref(body);
     snprintf(labels, sizeof labels, "code=\"%d\"", code);
     metrics_inc(e->a->metrics, "twigate_notifications_total", labels, 1);
     log_context(NULL, account_sid, call_sid);

@@ -415,3 +415,20 @@ def test_events_log_keeps_character_cut_at_4k(tg_dev, server):
     assert rs["response_body"] == raw[:4095].decode()
     ok = create(tg_dev, Url=server.url("/plain"))
     assert "response_body_lossy" not in _lossy_entry(tg_dev, ok, server.url("/plain"))["response"]
+
+
+def test_notification_keeps_invalid_utf8_response_body(tg_dev, server):
+    # An HTTP 500 answer is an 11200 notification carrying the body; a Latin-1
+    # body used to come back as null from Notifications/{NO}.json.
+    server.routes["/latin1-500"] = (500, {}, b"erreur: caf\xe9")
+    sid = create(tg_dev, Url=server.url("/latin1-500"))
+
+    def body():
+        for n in notifications(tg_dev, sid):
+            if n["error_code"] == "11200":
+                r = tg_dev.http("GET", tg_dev.account_uri() + f"/Calls/{sid}/Notifications/{n['sid']}.json")
+                assert r.status_code == 200, r.text
+                return r.json()
+        return None
+    full = wait_for(body, 10, message=f"no 11200 notification on {sid}")
+    assert full["response_body"] == "erreur: caf\ufffd"
