@@ -14,7 +14,9 @@
 # (100000), BENCH_GROWTH_ROWS (1000000), BENCH_ONLY (comma list of fetch,
 # create,slow,relay,live,growth,footprint,mp3), BENCH_MP3_SECONDS of audio
 # per encode (600), BENCH_KEEP=1 keeps the work dir, BENCH_RELAY_CONSOLE=1
-# runs the relay with one console event stream open (docs/console.md).
+# runs the relay with one console event stream open (docs/console.md),
+# BENCH_RELAY_EVENTS per closed-loop relay run (3000: a fraction of a second;
+# more to see a small cost).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -33,6 +35,7 @@ FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
 ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint,mp3}
 RELAY_CONSOLE=${BENCH_RELAY_CONSOLE:-}   # 1: the relay runs with a console stream open
+RELAY_EVENTS=${BENCH_RELAY_EVENTS:-3000}
 MP3_SECONDS=${BENCH_MP3_SECONDS:-600}
 
 OAI=$ROOT/tests/data/twilio-oai/twilio_api_v2010.json
@@ -303,7 +306,7 @@ if want relay; then
   thr=() ins=() lat=() p50s=() cpu=
   for ((r = 1; r <= RUNS; r++)); do
     log "relay: throughput run $r/$RUNS"
-    relay_calls 3000
+    relay_calls "$RELAY_EVENTS"
     c0=$(cpu_snap "$R_PID")
     o=$(run "$LOADGEN" relay -u "http://127.0.0.1:$R_PORT" -f "$WORK/tokens" -l "$RECV_PORT" -r 0 -c 32 -d 60 -D 20)
     c1=$(cpu_snap "$R_PID")
