@@ -37,8 +37,10 @@
  *
  * Threads: handlers run on HTTP threads; one "console" thread feeds the
  * streams and runs the simulator and /api/me requests (a job queue capped at
- * CONSOLE_MAX_JOBS; the suspended HTTP request is answered from there). console_create/console_stop/
- * console_destroy from main only. */
+ * CONSOLE_MAX_JOBS; the suspended HTTP request is answered from there). The
+ * store's change hook runs on whichever thread committed call rows (engine,
+ * HTTP): an atomic flag and, when armed, an eventfd write, never a lock.
+ * console_create/console_stop/console_destroy from main only. */
 #ifndef TWIGATE_CONSOLE_H
 #define TWIGATE_CONSOLE_H
 
