@@ -15,8 +15,9 @@
 # create,slow,relay,live,growth,footprint,mp3,budget), BENCH_MP3_SECONDS of
 # audio per encode (600), BENCH_KEEP=1 keeps the work dir, BENCH_RELAY_CONSOLE=1
 # runs the relay with one console event stream open (docs/console.md),
-# BENCH_BUDGET_CALLS per scenario of the budget run (10), BENCH_BUDGET_BURST
-# calls created at once against the small limit (60).
+# BENCH_RELAY_EVENTS per closed-loop relay run (3000: a fraction of a second;
+# more to see a small cost), BENCH_BUDGET_CALLS per scenario of the budget run
+# (10), BENCH_BUDGET_BURST calls created at once against the small limit (60).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -35,6 +36,7 @@ FETCH_ROWS=${BENCH_FETCH_ROWS:-100000}
 GROWTH_ROWS=${BENCH_GROWTH_ROWS:-1000000}
 ONLY=${BENCH_ONLY:-fetch,create,slow,relay,live,growth,footprint,mp3,budget}
 RELAY_CONSOLE=${BENCH_RELAY_CONSOLE:-}   # 1: the relay runs with a console stream open
+RELAY_EVENTS=${BENCH_RELAY_EVENTS:-3000}
 MP3_SECONDS=${BENCH_MP3_SECONDS:-600}
 BUDGET_CALLS=${BENCH_BUDGET_CALLS:-10}
 BUDGET_BURST=${BENCH_BUDGET_BURST:-60}
@@ -307,7 +309,7 @@ if want relay; then
   thr=() ins=() lat=() p50s=() cpu=
   for ((r = 1; r <= RUNS; r++)); do
     log "relay: throughput run $r/$RUNS"
-    relay_calls 3000
+    relay_calls "$RELAY_EVENTS"
     c0=$(cpu_snap "$R_PID")
     o=$(run "$LOADGEN" relay -u "http://127.0.0.1:$R_PORT" -f "$WORK/tokens" -l "$RECV_PORT" -r 0 -c 32 -d 60 -D 20)
     c1=$(cpu_snap "$R_PID")

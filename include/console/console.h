@@ -11,14 +11,21 @@
  *     HMAC-SHA256 of the account SID under a key drawn at start-up;
  *   - GET /console/api/stream: server-sent events, one "call" event per call
  *     of the account's newest CONSOLE_STREAM_CALLS that appeared or changed.
- *     Design: the "console" thread wakes every CONSOLE_TICK_MS, reads the
- *     newest calls of each open stream's account with a pooled store
+ *     Design: the "console" thread sleeps on an eventfd until the store's
+ *     change signal (store_call_changes: writers bump it after a transaction
+ *     that wrote call rows, and write the eventfd only when the thread armed
+ *     it) says calls changed; then, at most once per CONSOLE_QUERY_MS per
+ *     stream (a burst of changes costs a few reads, not one each), it reads
+ *     the newest calls of each open stream's account with a pooled store
  *     connection (an indexed keyset read, the engine is never asked or
  *     slowed), diffs them with what the stream last saw and appends events to
  *     the stream's bounded buffer; the connection is suspended while it has
  *     nothing to send (http_reply_stream). A browser that does not read is
  *     cut off: by the buffer's cap (CONSOLE_STREAM_BUF) and by the
  *     connection's idle deadline (CONSOLE_STREAM_IDLE_S);
+ *     Nothing changed: no read at all, only a heartbeat every
+ *     CONSOLE_HEARTBEAT_MS. Each read counts in
+ *     twigate_console_stream_queries_total;
  *   - GET /console/api/calls/{CallSid}/signatures: each logged webhook's
  *     X-Twilio-Signature, recomputed (the request log does not keep it);
  *   - GET /console/api/kaphila/me: the account key's credits from Kaphila's
@@ -28,10 +35,12 @@
  *     loopback HTTP by the console thread (the browser never reaches the
  *     simulator's port; the simulator has no in-process C API for these).
  *
- * Threads: handlers run on HTTP threads; one "console" thread polls the
+ * Threads: handlers run on HTTP threads; one "console" thread feeds the
  * streams and runs the simulator and /api/me requests (a job queue capped at
- * CONSOLE_MAX_JOBS; the suspended HTTP request is answered from there). console_create/console_stop/
- * console_destroy from main only. */
+ * CONSOLE_MAX_JOBS; the suspended HTTP request is answered from there). The
+ * store's change hook runs on whichever thread committed call rows (engine,
+ * HTTP): an atomic flag and, when armed, an eventfd write, never a lock.
+ * console_create/console_stop/console_destroy from main only. */
 #ifndef TWIGATE_CONSOLE_H
 #define TWIGATE_CONSOLE_H
 
@@ -41,7 +50,7 @@
 
 typedef struct console console;
 
-#define CONSOLE_TICK_MS        500      /* stream poll period: "live" to a human */
+#define CONSOLE_QUERY_MS       500      /* a stream's reads while calls change: "live" to a human */
 #define CONSOLE_STREAM_CALLS   50       /* the first page of the console's call list */
 #define CONSOLE_STREAM_BUF     (256 * 1024)  /* unsent bytes per stream before cut-off */
 #define CONSOLE_STREAM_IDLE_S  30       /* no byte sent for this long: closed */

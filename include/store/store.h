@@ -103,6 +103,17 @@ void   store_close(store *s);                 /* accepts NULL; all conns release
  * other threads use s; cc must outlive s. NULL (the default) = no cache. */
 void store_set_callcache(store *s, callcache *cc);
 
+/* The change signal (docs/console.md, "The stream"): a count of the ended
+ * transactions that wrote call rows (a commit, or a rollback: a spurious
+ * change costs a reader one look), bumped on the writer's thread after the
+ * transaction ends, then hook(arg) runs there too. The hook must be cheap and
+ * never block (the console's sets a flag and writes an eventfd only when its
+ * thread is waiting for it). Set it before the writers start and clear it
+ * (NULL) after they stop. */
+typedef void store_change_hook(void *arg);
+uint64_t store_call_changes(const store *s);
+void store_set_change_hook(store *s, store_change_hook *hook, void *arg);
+
 store_conn *store_conn_acquire(store *s);     /* NULL on failure (logged) */
 void        store_conn_release(store_conn *c);
 

@@ -57,6 +57,7 @@ static const struct { const char *name, *help; } helps[] = {
     {"twigate_call_cache_hits_total", "Call fetches answered from the cache of ended calls' JSON"},
     {"twigate_call_cache_misses_total", "Call fetches that read the database (not cached, live, or another account's)"},
     {"twigate_call_cache_entries", "Ended calls' JSON bodies held in the call cache"},
+    {"twigate_console_stream_queries_total", "Reads of an account's newest calls for a console event stream (only after calls changed)"},
     {"twigate_reconciled_total", "Calls settled by the reconciler (outcome: ended, answered, adopted, dropped, unowned)"},
     {"twigate_storage_errors_total", "Database writes that failed (kind: full, readonly, io, corrupt)"},
     {"twigate_kaphila_key_checks_total", "Kaphila-key credentials checked with Kaphila's /api/me, by verdict"},

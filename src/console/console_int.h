@@ -4,6 +4,7 @@
 #define TWIGATE_CONSOLE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include "conf/config.h"
 #include "console/console.h"
@@ -20,8 +21,9 @@ struct console {
     unsigned char   csrf_key[32];        /* drawn at start: tokens die with the process */
     pthread_t       thread;
     bool            started;
+    int             wake_fd;             /* eventfd: the thread's wake-ups are never lost */
+    atomic_bool     armed;               /* the thread waits for a call change */
     pthread_mutex_t lock;                /* guards everything below */
-    pthread_cond_t  wake;
     bool            stopping;
     cstream        *streams[CONSOLE_MAX_STREAMS];
     int             n_streams;

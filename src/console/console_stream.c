@@ -10,17 +10,22 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "store/calljson.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/sid.h"
 #include "store/store.h"
 #include "base/timefmt.h"
 
 struct cstream {
+    console        *c;
     http_stream    *hs;                  /* our reference; NULL until open succeeded */
     char            account[SID_SIZE];
     pthread_mutex_t lock;                /* guards out, len, off, closed, gone */
@@ -28,7 +33,11 @@ struct cstream {
     size_t          len, off;            /* unsent bytes are out[off, len) */
     bool            closed;              /* send what is left? no: end at once */
     bool            gone;                /* the connection let go (httpd.h done) */
+    /* The console thread's alone: */
     int64_t         last_ms;             /* last append, for the heartbeat */
+    bool            fresh;               /* not read yet: read at once */
+    uint64_t        seq;                 /* store_call_changes at the last read */
+    int64_t         queried_ms;          /* when */
     struct { char sid[SID_SIZE]; int64_t updated; } seen[CONSOLE_STREAM_CALLS];
     int             n_seen;
 };
@@ -53,6 +62,24 @@ static void job_free(console_job *j)
 static const char *const json_headers[] = {
     "Cache-Control", "no-store", "X-Content-Type-Options", "nosniff", NULL};
 
+/* Wakes the console thread; an eventfd keeps the wake-up until it reads. */
+static void console_wake(console *c)
+{
+    uint64_t one = 1;
+    ssize_t n = write(c->wake_fd, &one, sizeof one);
+    (void)n;   /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+}
+
+/* The store's change hook, on the writer's thread after a transaction that
+ * wrote call rows. A load first: while the thread is not waiting for changes
+ * (it is coalescing a burst, or has no stream) a commit only reads a shared
+ * cache line; the thread is woken once per wait, not once per commit. */
+static void calls_changed(void *arg)
+{
+    console *c = arg;
+    if (atomic_load(&c->armed) && atomic_exchange(&c->armed, false)) console_wake(c);
+}
+
 /* ---- streams ---- */
 
 static long stream_read(void *ctx, char *dst, size_t max)
@@ -76,9 +103,13 @@ static long stream_read(void *ctx, char *dst, size_t max)
 static void stream_done(void *ctx)
 {
     cstream *s = ctx;
+    console *c = s->c;   /* s may be freed as soon as it is gone */
     pthread_mutex_lock(&s->lock);
     s->gone = true;
     pthread_mutex_unlock(&s->lock);
+    /* To free it. Never c->lock here: console_stop holds it while it wakes
+     * the connections. */
+    console_wake(c);
 }
 
 static void stream_free(cstream *s)
@@ -129,6 +160,8 @@ void console_stream_open(console *c, http_req *r, const char *account_sid)
         return;
     }
     pthread_mutex_init(&s->lock, NULL);
+    s->c = c;
+    s->fresh = true;
     snprintf(s->account, sizeof s->account, "%s", account_sid);
     /* The browser reconnects 2 s after a cut (EventSource's retry). */
     s->len = (size_t)snprintf(s->out, CONSOLE_STREAM_BUF, "retry: 2000\n\n");
@@ -149,15 +182,17 @@ void console_stream_open(console *c, http_req *r, const char *account_sid)
                               stream_done, s, h);
     if (!s->hs) s->gone = true;       /* answered 500; the thread frees s */
     pthread_mutex_unlock(&s->lock);
-    pthread_cond_signal(&c->wake);
+    console_wake(c);
 }
 
-/* One stream's tick: the account's newest calls, diffed with the last tick's. */
-static void stream_poll(store_conn *db, cstream *s, store_call *rows)
+/* One stream's read: the account's newest calls, diffed with the last
+ * read's. False when the store did not answer. */
+static bool stream_poll(console *c, store_conn *db, cstream *s, store_call *rows)
 {
     store_call_filter f = {.account_sid = s->account};
     int n = 0;
-    if (store_call_list(db, &f, 0, 0, CONSOLE_STREAM_CALLS, rows, &n) != STORE_OK) return;
+    metrics_inc(c->a->metrics, "twigate_console_stream_queries_total", NULL, 1);
+    if (store_call_list(db, &f, 0, 0, CONSOLE_STREAM_CALLS, rows, &n) != STORE_OK) return false;
     /* Oldest first, so the browser applies them in order. */
     for (int i = n - 1; i >= 0; i--) {
         bool same = false;
@@ -182,10 +217,22 @@ static void stream_poll(store_conn *db, cstream *s, store_call *rows)
         store_call_fini(&rows[i]);
     }
     s->n_seen = n;
-    if (timefmt_mono_ms() - s->last_ms >= CONSOLE_HEARTBEAT_MS) stream_push(s, ": ping\n\n", 8);
+    return true;
 }
 
-static void tick(console *c, store_call *rows)
+static int64_t earliest(int64_t a, int64_t b)
+{
+    return a < 0 || b < a ? b : a;
+}
+
+/* One pass over the streams: frees those whose connection let go; reads for
+ * each stream that is new or whose calls may have changed (the change count
+ * moved since its last read), at most once per CONSOLE_QUERY_MS, so a burst
+ * of changes is coalesced; sends the heartbeats. Returns when the next pass
+ * is due (monotonic ms; -1: only when woken), *n_open the number of streams,
+ * *pending whether a change is known and not read yet (its read is due then),
+ * *seen the change count the pass went by. */
+static int64_t tick(console *c, store_call *rows, int *n_open, bool *pending, uint64_t *seen)
 {
     cstream *live[CONSOLE_MAX_STREAMS], *dead[CONSOLE_MAX_STREAMS];
     int n_live = 0, n_dead = 0;
@@ -206,11 +253,31 @@ static void tick(console *c, store_call *rows)
     }
     pthread_mutex_unlock(&c->lock);
     for (int i = 0; i < n_dead; i++) stream_free(dead[i]);
-    if (!n_live) return;
-    store_conn *db = store_conn_acquire(c->a->store);
-    if (!db) return;
-    for (int i = 0; i < n_live; i++) stream_poll(db, live[i], rows);
-    store_conn_release(db);
+    *n_open = n_live;
+    *pending = false;
+    /* Read before the reads: a change committed during them moves it again. */
+    uint64_t seq = *seen = store_call_changes(c->a->store);
+    int64_t now = timefmt_mono_ms(), next = -1;
+    store_conn *db = NULL;
+    for (int i = 0; i < n_live; i++) {
+        cstream *s = live[i];
+        if (s->fresh || (s->seq != seq && now - s->queried_ms >= CONSOLE_QUERY_MS)) {
+            if (!db) db = store_conn_acquire(c->a->store);
+            s->queried_ms = now;
+            if (db && stream_poll(c, db, s, rows)) {
+                s->fresh = false;
+                s->seq = seq;
+            }
+        }
+        if (s->fresh || s->seq != seq) {
+            *pending = true;   /* the store failed, or this read waits for its turn */
+            next = earliest(next, s->queried_ms + CONSOLE_QUERY_MS);
+        }
+        if (now - s->last_ms >= CONSOLE_HEARTBEAT_MS) stream_push(s, ": ping\n\n", 8);
+        next = earliest(next, s->last_ms + CONSOLE_HEARTBEAT_MS);
+    }
+    if (db) store_conn_release(db);
+    return next;
 }
 
 /* ---- simulator jobs ---- */
@@ -237,7 +304,7 @@ void console_job_submit(console *c, http_req *r, const char *call_sid, const cha
         }
         pthread_mutex_unlock(&c->lock);
         if (queued) {
-            pthread_cond_signal(&c->wake);
+            console_wake(c);
             return;
         }
         job_free(j);
@@ -388,7 +455,7 @@ static void *console_main(void *arg)
 {
     console *c = arg;
     store_call *rows = calloc(CONSOLE_STREAM_CALLS, sizeof *rows);
-    int64_t next = 0;
+    int64_t next = 0;   /* the next pass over the streams; -1: when woken */
     pthread_setname_np(pthread_self(), "console");
 
     pthread_mutex_lock(&c->lock);
@@ -401,21 +468,34 @@ static void *console_main(void *arg)
             pthread_mutex_lock(&c->lock);
             continue;
         }
-        int64_t now = timefmt_mono_ms();
-        if (now >= next) {
-            pthread_mutex_unlock(&c->lock);
-            if (rows) tick(c, rows);
-            pthread_mutex_lock(&c->lock);
-            next = now + CONSOLE_TICK_MS;
-            continue;
+        pthread_mutex_unlock(&c->lock);
+        int live = 0;
+        bool pending = false;
+        uint64_t seen = 0;
+        if (next >= 0 && timefmt_mono_ms() >= next) {
+            next = rows ? tick(c, rows, &live, &pending, &seen) : -1;
+            /* Nothing waiting to be read: sleep until a writer changes calls.
+             * Armed before the count is read again, and writers bump the count
+             * before they look at armed, so a change is never slept through. */
+            if (live && !pending) {
+                atomic_store(&c->armed, true);
+                if (store_call_changes(c->a->store) != seen) next = 0;
+            }
         }
-        /* A new stream is polled at once (its first events), others wait. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (next - now) * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        if (pthread_cond_timedwait(&c->wake, &c->lock, &ts) == 0) next = 0;
+        int64_t now = timefmt_mono_ms();
+        int ms = next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
+        struct pollfd p = {.fd = c->wake_fd, .events = POLLIN};
+        if (ms != 0 && poll(&p, 1, ms) > 0) {
+            uint64_t v;
+            ssize_t n = read(c->wake_fd, &v, sizeof v);   /* resets the count */
+            (void)n;
+        }
+        /* Woken (a new or gone stream, a change, a job, the stop), timed out
+         * or interrupted: a pass now, which arms again. It reads only what is
+         * due, so an extra pass costs nothing. */
+        next = 0;
+        atomic_store(&c->armed, false);
+        pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
     free(rows);
@@ -430,8 +510,12 @@ console *console_create(app *a, char *err, size_t errlen)
         return NULL;
     }
     c->a = a;
+    c->wake_fd = -1;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->wake, NULL);
+    if ((c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
     if (!console_key_init(c)) {
         snprintf(err, errlen, "no random bytes for the CSRF key");
         goto fail;
@@ -441,6 +525,9 @@ console *console_create(app *a, char *err, size_t errlen)
         goto fail;
     }
     c->started = true;
+    /* Before the engine runs: its commits of call rows wake the streams. */
+    store_set_change_hook(a->store, calls_changed, c);
+    metrics_inc(a->metrics, "twigate_console_stream_queries_total", NULL, 0);   /* shown from 0 */
     return c;
 fail:
     console_destroy(c);
@@ -467,7 +554,7 @@ void console_stop(console *c)
         if (wake) http_stream_wake(s->hs);
     }
     pthread_mutex_unlock(&c->lock);
-    pthread_cond_broadcast(&c->wake);
+    console_wake(c);
     if (!was && c->started) pthread_join(c->thread, NULL);
     for (int i = 0; i < n_jobs; i++) {
         http_reply_error(jobs[i]->r, 20503, 503, "twigate is stopping");
@@ -479,8 +566,10 @@ void console_destroy(console *c)
 {
     if (!c) return;
     console_stop(c);
+    /* After the writers stopped (main's teardown): none calls the hook now. */
+    if (c->started) store_set_change_hook(c->a->store, NULL, NULL);
     for (int i = 0; i < c->n_streams; i++) stream_free(c->streams[i]);
-    pthread_cond_destroy(&c->wake);
+    if (c->wake_fd >= 0) close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
     free(c->routes);
     free(c);

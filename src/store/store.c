@@ -354,6 +354,26 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
 
 void store_set_callcache(store *s, callcache *cc) { s->callcache = cc; }
 
+void store_set_change_hook(store *s, store_change_hook *hook, void *arg)
+{
+    s->change_arg = arg;
+    s->change_hook = hook;
+}
+
+uint64_t store_call_changes(const store *s)
+{
+    return atomic_load(&((store *)s)->call_changes);
+}
+
+/* After the count, so that a reader that armed its hook and then found the
+ * count unchanged is sure to be called (console_stream.c relies on it). */
+void store_calls_changed(store_conn *c)
+{
+    c->calls_written = false;
+    atomic_fetch_add(&c->owner->call_changes, 1);
+    if (c->owner->change_hook) c->owner->change_hook(c->owner->change_arg);
+}
+
 store_status store_begin(store_conn *c)
 {
     /* Already inside a transaction (the engine's per-iteration batch): the

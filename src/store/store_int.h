@@ -69,6 +69,7 @@ struct store_conn {
     sql_cached    cache[STORE_SQL_CACHE];
     store_conn   *next_free;
     callcache_writes cc_writes;   /* call rows written in the open transaction */
+    bool          calls_written;  /* ditto, for the change signal (store_call_changes) */
 };
 
 struct store {
@@ -93,6 +94,9 @@ struct store {
     atomic_bool     write_failing;
     atomic_bool     integrity_failed;
     callcache      *callcache;   /* told of every call row write; may be NULL */
+    atomic_uint_fast64_t call_changes;   /* store_call_changes */
+    store_change_hook *change_hook;      /* set before the writers run */
+    void           *change_arg;
 };
 
 /* A prepared statement for sql (any text, built at run time or not) from
@@ -140,14 +144,20 @@ static inline store_status step_done(store_conn *c, sqlite3_stmt *st, const char
  * transaction (its own commit), else at store_commit/store_rollback. SQLite
  * may also end a transaction by itself (an automatic rollback after an I/O
  * or full-disk error), which the autocommit check catches too. */
+/* Bumps the change signal once the transaction that wrote call rows ended (store.c). */
+void store_calls_changed(store_conn *c);
+
 static inline void cc_write_begin(store_conn *c, const char *sid)
 {
     callcache_write(c->owner->callcache, &c->cc_writes, sid);
+    c->calls_written = true;
 }
 
 static inline void cc_write_end(store_conn *c)
 {
-    if (sqlite3_get_autocommit(c->db)) callcache_writes_done(c->owner->callcache, &c->cc_writes);
+    if (!sqlite3_get_autocommit(c->db)) return;
+    callcache_writes_done(c->owner->callcache, &c->cc_writes);
+    if (c->calls_written) store_calls_changed(c);
 }
 
 /* ---- binding helpers ---- */

@@ -12,11 +12,13 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from harness import DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, wait_for
+from harness.barriers import metric_value, settle_call
 from harness.oas import REPO_ROOT
 
 CSP_PARTS = ("default-src 'none'", "script-src 'self'", "style-src 'self'",
@@ -81,6 +83,12 @@ class Stream:
         return [d for e, d in self.events if e == "call" and d.get("sid") == sid]
 
     def close(self):
+        # The reader thread sits in recv(): closing the file alone would
+        # wait for the next byte (up to a 15 s heartbeat on an idle stream).
+        try:
+            self.resp.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
+            pass
         self.resp.close()
 
 
@@ -268,6 +276,76 @@ def test_a_browser_that_stops_reading_is_cut_off(make_twigate):
     finally:
         s.close()
     assert t.http("GET", "/console/api/session").status_code == 200
+
+
+QUERIES = "twigate_console_stream_queries_total"
+
+
+def timer_barrier(t, seconds):
+    """Waits until the daemon itself has seen `seconds` more seconds pass: its
+    checkpointer makes one timer pass a second, whether or not anything was
+    written (docs/operations.md), and touches no call row."""
+    def passes():
+        return metric_value(t, "twigate_sqlite_checkpoints_total", 'trigger="timer"')
+    start = passes()
+    wait_for(lambda: passes() >= start + seconds, seconds + 20, interval=0.1,
+             message="the checkpointer's timer never ticked")
+
+
+def test_an_idle_stream_reads_nothing_and_one_change_is_one_read(make_twigate):
+    """The stream reads the store only after calls changed (docs/console.md,
+    The stream): open, it reads once; idle for 3 s, not at all; one change,
+    exactly once more."""
+    t = make_twigate({"console.enabled": True})
+    assert metric_value(t, QUERIES) == 0       # shown from 0, before any stream
+    c = t.client()
+    sid = c.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                         twiml="<Response><Hangup/></Response>").sid
+    settle_call(t, sid)
+    s = Stream(t)
+    try:
+        wait_for(lambda: [d for d in s.calls(sid) if d["status"] == "completed"], 10)
+        q = metric_value(t, QUERIES)
+        assert q == 1, "a new stream reads once"
+        timer_barrier(t, 3)
+        assert metric_value(t, QUERIES) == q, "an idle stream read the store"
+        # One change (a single commit that deletes a call row): one read.
+        r = t.http("DELETE", f"{t.account_uri('a')}/Calls/{sid}.json")
+        assert r.status_code == 204, r.text
+        wait_for(lambda: metric_value(t, QUERIES) == q + 1, 10, interval=0.05)
+        timer_barrier(t, 2)
+        assert metric_value(t, QUERIES) == q + 1
+    finally:
+        s.close()
+
+
+def test_a_burst_of_changes_is_coalesced_into_a_few_reads(make_twigate):
+    """100 calls created and ended at once (several call-row commits each):
+    the stream reads at most twice a second while they change, so far fewer
+    times than there were changes, and still ends with every call's last
+    state."""
+    t = make_twigate({"console.enabled": True})
+    s = Stream(t)
+    try:
+        wait_for(lambda: metric_value(t, QUERIES) == 1, 10, interval=0.05)
+        t0 = time.monotonic()
+        c = t.client()
+
+        def create(_):
+            return c.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                                  twiml="<Response><Hangup/></Response>").sid
+        with ThreadPoolExecutor(8) as pool:
+            sids = list(pool.map(create, range(100)))
+        for sid in sids:
+            t.wait_for_status(c, sid, "completed", timeout=60)
+        last = sids[-1]
+        wait_for(lambda: [d for d in s.calls(last) if d["status"] == "completed"], 10)
+        elapsed = time.monotonic() - t0
+        reads = metric_value(t, QUERIES) - 1
+        assert 1 <= reads <= 2 * elapsed + 2, (reads, elapsed)
+        assert reads < 100 / 4, f"{reads} reads for 100 calls' 300+ changes"
+    finally:
+        s.close()
 
 
 def test_a_stop_with_a_stream_open_is_clean(make_twigate, receiver):

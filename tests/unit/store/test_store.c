@@ -3,7 +3,8 @@
  * insert, update, lookups and list paging (keyset, offset, filters), the
  * outbox's order, the account-key table, and contention: a writer that
  * meets another connection's write lock gets STORE_BUSY, counted in
- * store_busy_count — the recordings table's statements as the others'. */
+ * store_busy_count — the recordings table's statements as the others';
+ * the change signal of call rows (store_call_changes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -309,6 +310,52 @@ static void test_busy(void **state)
     store_conn_release(c);
 }
 
+static void count_hook(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* The change signal (store_call_changes, console streams): one per ended
+ * transaction that wrote call rows, however many rows; reads and writes of
+ * other tables leave it, and the hook runs once per bump. */
+static void test_call_changes(void **state)
+{
+    fixture *f = *state;
+    store_conn *c = store_conn_acquire(f->s);
+    store_call call, page[2];
+    int hooked = 0, n = 0;
+    store_set_change_hook(f->s, count_hook, &hooked);
+    uint64_t v0 = store_call_changes(f->s);
+
+    make_call(&call, 1, ACCT_A, "queued");
+    assert_int_equal(store_call_insert(c, &call), STORE_OK);   /* its own commit */
+    assert_int_equal(store_call_changes(f->s), v0 + 1);
+
+    store_call_filter flt = {.account_sid = ACCT_A};
+    assert_int_equal(store_call_list(c, &flt, 0, 0, 2, page, &n), STORE_OK);
+    for (int i = 0; i < n; i++) store_call_fini(&page[i]);
+    int64_t kid = 0;
+    assert_int_equal(store_kevent_insert(c, call.sid, "{}", 2, false, &kid), STORE_OK);
+    assert_int_equal(store_call_changes(f->s), v0 + 1);
+
+    assert_int_equal(store_begin(c), STORE_OK);
+    snprintf(call.status, sizeof call.status, "ringing");
+    assert_int_equal(store_call_update(c, &call), STORE_OK);
+    snprintf(call.status, sizeof call.status, "in-progress");
+    assert_int_equal(store_call_update(c, &call), STORE_OK);
+    assert_int_equal(store_call_changes(f->s), v0 + 1);        /* not before the commit */
+    assert_int_equal(store_commit(c), STORE_OK);
+    assert_int_equal(store_call_changes(f->s), v0 + 2);
+    assert_int_equal(hooked, 2);
+
+    store_set_change_hook(f->s, NULL, NULL);
+    assert_int_equal(store_call_delete(c, ACCT_A, call.sid), STORE_OK);
+    assert_int_equal(store_call_changes(f->s), v0 + 3);
+    assert_int_equal(hooked, 2);
+    store_call_fini(&call);
+    store_conn_release(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,6 +364,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_account_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_changes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
