@@ -73,7 +73,10 @@ def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, re
         "kaphila.reconcile_interval_ms": 200, "kaphila.reconcile_quiet_ms": 2000,
     })
     client = tg.client()
-    assert readyz(tg).status_code == 200
+    # Ready once the first Kaphila health probe has answered (a moment after
+    # start under load); the database must be writable by then.
+    wait_for(lambda: readyz(tg).status_code == 200, timeout=10,
+             message="/readyz never became ready before the fault")
     sids = [client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
                                 twiml='<Response><Pause length="1"/></Response>',
                                 status_callback=receiver.url("/full")).sid
