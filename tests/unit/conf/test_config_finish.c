@@ -1,8 +1,8 @@
-/* Unit tests for config, using what was read: printing without secrets,
- * config_finish, reload compatibility, that conf/twigate.conf documents
- * every key with its real default, and the simulator's shared bounds.
- * Reading (defaults, format, errors, overrides) is test_config.c's; the
- * shared fixtures are support/conf_rig.h. */
+/* Unit tests for config, using what was read: printing without secrets (and
+ * reading the print back), --help, config_finish's errors and derived
+ * values, and reload compatibility. Reading (defaults, format, errors,
+ * overrides, the sample file) is test_config.c's; the shared fixtures are
+ * support/conf_rig.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -289,123 +289,6 @@ static void test_reload_compatible(void **state)
     config_destroy(b);
 }
 
-/* ---- the sample file -------------------------------------------------- */
-
-static FILE *open_sample(char *path, size_t pathlen)
-{
-    static const char *const dirs[] = { ".", "..", "../..", "../../.." };
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        snprintf(path, pathlen, "%s/conf/twigate.conf", dirs[i]);
-        FILE *f = fopen(path, "r");
-        if (f != NULL)
-            return f;
-    }
-    fail_msg("conf/twigate.conf not found from the current directory");
-    return NULL;
-}
-
-/* Every key of the table appears in the sample as `key = …` under its
- * section, commented out or not; account fields in some [account.*]. */
-static void test_sample_documents_every_key(void **state)
-{
-    (void)state;
-    char path[256];
-    FILE *f = open_sample(path, sizeof path);
-    size_t nkeys = config_key_count();
-    bool *seen = calloc(nkeys, sizeof *seen);
-    assert_non_null(seen);
-    char section[128] = "";
-    char line[1024];
-    while (fgets(line, sizeof line, f) != NULL) {
-        char *p = line;
-        while (*p == '#' || *p == ';' || *p == ' ' || *p == '\t')
-            p++;
-        if (*p == '[') {
-            /* Only a whole-line header: "# [reload] …" is prose. */
-            char *close = strchr(p, ']');
-            if (close == NULL || (close[1] != '\n' && close[1] != '\0'))
-                continue;
-            *close = '\0';
-            if (strncmp(p + 1, "account.", 8) == 0)
-                snprintf(section, sizeof section, "account.<name>");
-            else
-                snprintf(section, sizeof section, "%s", p + 1);
-            continue;
-        }
-        size_t klen = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789_.-");
-        if (klen == 0 || strncmp(p + klen, " = ", 3) != 0)
-            continue;
-        char full[300];
-        snprintf(full, sizeof full, "%s%s%.*s", section, section[0] ? "." : "", (int)klen, p);
-        for (size_t i = 0; i < nkeys; i++)
-            if (strcmp(full, config_key_name(i)) == 0)
-                seen[i] = true;
-    }
-    fclose(f);
-    for (size_t i = 0; i < nkeys; i++)
-        if (!seen[i])
-            fail_msg("%s does not document %s", path, config_key_name(i));
-    free(seen);
-}
-
-/* The sample loads, passes config_finish, and shows the real defaults: its
- * global keys print exactly like a fresh config's. */
-static void test_sample_loads_with_default_values(void **state)
-{
-    (void)state;
-    char path[256];
-    FILE *f = open_sample(path, sizeof path);
-    fclose(f);
-    config *c = config_create();
-    char err[512] = "";
-    if (config_load_file(c, path, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    config *d = config_create();
-    char *sample = ut_conf_capture(config_print, c);
-    char *defaults = ut_conf_capture(config_print, d);
-    char *acct = strstr(sample, "\n[account.");
-    assert_non_null(acct);
-    acct[0] = '\0';
-    assert_string_equal(sample, defaults);
-    free(sample);
-    free(defaults);
-
-    if (config_finish(c, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(c->n_accounts, 1);
-    assert_string_equal(c->accounts[0].name, "demo");
-    assert_string_equal(c->accounts[0].sid, "ACde000000000000000000000000000001");
-    assert_string_equal(c->accounts[0].kaphila_key, "ak_live_demo");
-    assert_string_equal(c->accounts[0].friendly_name, "Demo account");
-    assert_string_equal(c->kaphila_url, "sim");
-    assert_string_equal(c->db_path, "twigate.db");
-    assert_string_equal(c->public_url, "http://127.0.0.1:8080");
-    config_destroy(c);
-    config_destroy(d);
-}
-
-/* The sim.* keys and the simulator share one table of defaults and bounds
- * (include/sim/sim.h): the embedded simulator and kaphila-sim start alike. */
-static void test_sim_defaults_and_bounds_are_the_simulators(void **state)
-{
-    (void)state;
-    sim_config d;
-    char err[256];
-    sim_config_defaults(&d);
-    config *c = ut_conf_loaded(UT_CONF_ACCOUNT_OK);
-    assert_int_equal(c->sim_ring_ms, d.ring_ms);
-    assert_int_equal(c->sim_answer_ms, d.answer_ms);
-    assert_int_equal(c->sim_tts_ms_per_char, d.tts_ms_per_char);
-    assert_int_equal(c->sim_play_ms, d.play_ms);
-    assert_int_equal(c->sim_kept_calls, d.kept_calls);
-    assert_string_equal(c->sim_outcomes, d.outcomes);
-    assert_int_equal(config_set(c, "sim.tts_ms_per_char", SIM_STR(SIM_TTS_MS_PER_CHAR_MAX), err, sizeof err), 0);
-    assert_int_not_equal(config_set(c, "sim.tts_ms_per_char", "10001", err, sizeof err), 0);
-    assert_int_equal(config_set(c, "sim.play_ms", SIM_STR(SIM_DELAY_MS_MAX), err, sizeof err), 0);
-    assert_int_not_equal(config_set(c, "sim.play_ms", "600001", err, sizeof err), 0);
-    config_destroy(c);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -417,9 +300,6 @@ int main(void)
         cmocka_unit_test(test_created_and_lookups),
         cmocka_unit_test(test_key_reloadable),
         cmocka_unit_test(test_reload_compatible),
-        cmocka_unit_test(test_sample_documents_every_key),
-        cmocka_unit_test(test_sample_loads_with_default_values),
-        cmocka_unit_test(test_sim_defaults_and_bounds_are_the_simulators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
