@@ -24,8 +24,6 @@
 #include "../support/support.h"
 #include "../support/echo_server.h"
 
-/* ---- keep-alive sockets in the loop's epoll set ---- */
-
 /* A host name that takes SLOW_DNS_MS to resolve (to 127.0.0.1). Local
  * lookups finish before curl first asks to watch its resolver thread's
  * socketpair, so a slow DNS server is what makes curl watch it; this stands
