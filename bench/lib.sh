@@ -35,7 +35,8 @@ bench_init() {
   : > "$CMDS"
   LOADGEN=$BDIR/bench/loadgen
   mkdir -p "$(dirname "$LOADGEN")"
-  cc -std=c11 -O2 -Wall -Wextra -o "$LOADGEN" "$BENCH/loadgen.c"
+  # loadgen is one program in several files (bench/loadgen.h says which).
+  cc -std=c11 -O2 -Wall -Wextra -o "$LOADGEN" "$BENCH"/loadgen*.c
 }
 
 # Stops what is still running; keeps WORK when BENCH_KEEP=1.

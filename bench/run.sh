@@ -6,7 +6,7 @@
 # OpenAPI document, or twigate itself in the reference condition), prints one
 # table and writes it with the exact commands to bench/results/latest.md.
 # `make bench` builds BUILD_DIR with -O2 -DNDEBUG first; this script builds
-# only its own driver (bench/loadgen.c) and starts nothing it does not stop.
+# only its own driver (bench/loadgen*.c) and starts nothing it does not stop.
 #
 # Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS per throughput run (5),
 # BENCH_SUSTAIN_SECONDS (30), BENCH_LIVE_CALLS (10000), BENCH_LIVE_RATE (calls

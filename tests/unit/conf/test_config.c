@@ -1,7 +1,9 @@
-/* Unit tests for config: defaults, the file format, every error class (with
- * the key named exactly), environment and --set overrides and their
- * precedence, printing without secrets, config_finish, reload compatibility,
- * and that conf/twigate.conf documents every key with its real default. */
+/* Unit tests for config, reading it in: defaults, the file format, every
+ * error class (with the key named exactly), environment and --set overrides
+ * and their precedence, that conf/twigate.conf documents every key with its
+ * real default, and the simulator's shared defaults and bounds. Printing,
+ * config_finish and reload are test_config_finish.c's; the shared fixtures
+ * are support/conf_rig.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,57 +17,7 @@
 
 #include "conf/config.h"
 #include "sim/sim.h"
-
-#define SID1 "AC0123456789abcdef0123456789abcdef"
-#define SID2 "ACfedcba9876543210fedcba9876543210"
-#define SK1  "SK0123456789abcdef0123456789abcdef"
-#define TOKEN1 "tok-1-very-secret-value"
-#define KKEY1 "ak_live_secret_kkey"
-
-/* One valid account, so config_finish can succeed. */
-static const char *const ACCOUNT_OK =
-    "[account.main]\n"
-    "sid = " SID1 "\n"
-    "auth_token = " TOKEN1 "\n"
-    "kaphila_key = " KKEY1 "\n";
-
-static int load(config *c, const char *text, char *err, size_t errlen)
-{
-    return config_load_string(c, text, strlen(text), "t.conf", err, errlen);
-}
-
-/* A config loaded from text; the test fails if loading does. */
-static config *loaded(const char *text)
-{
-    config *c = config_create();
-    assert_non_null(c);
-    char err[512] = "";
-    int rc = load(c, text, err, sizeof err);
-    if (rc != 0)
-        fail_msg("load failed: %s", err);
-    return c;
-}
-
-static char *capture(void (*print)(const config *, FILE *), const config *c)
-{
-    FILE *f = tmpfile();
-    assert_non_null(f);
-    print(c, f);
-    long n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    char *buf = calloc(1, (size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
-}
-
-static void print_help_adapter(const config *c, FILE *f)
-{
-    (void)c;
-    config_print_help(f);
-}
+#include "../support/conf_rig.h"
 
 /* ---- defaults --------------------------------------------------------- */
 
@@ -144,7 +96,7 @@ static void test_table_is_consistent(void **state)
 static void test_file_sections_quotes_comments(void **state)
 {
     (void)state;
-    config *c = loaded(
+    config *c = ut_conf_loaded(
         "\xEF\xBB\xBF# leading comment after a BOM\n"
         "; semicolon comment\n"
         "\n"
@@ -197,7 +149,7 @@ static void test_file_sections_quotes_comments(void **state)
 static void test_file_later_wins_and_sections_reopen(void **state)
 {
     (void)state;
-    config *c = loaded("[listen]\nport = 1\n[account.a]\nsid = " SID1 "\n"
+    config *c = ut_conf_loaded("[listen]\nport = 1\n[account.a]\nsid = " SID1 "\n"
                        "[listen]\nport = 2\n[account.a]\nauth_token = x\n");
     assert_int_equal(c->listen_port, 2);
     assert_int_equal(c->n_accounts, 1);
@@ -334,7 +286,7 @@ static void test_file_errors_name_key_and_line(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         config *c = config_create();
         char err[512] = "";
-        if (load(c, cases[i].text, err, sizeof err) != -1)
+        if (ut_conf_load(c, cases[i].text, err, sizeof err) != -1)
             fail_msg("case %zu loaded: %s", i, cases[i].text);
         if (strcmp(err, cases[i].err) != 0)
             fail_msg("case %zu:\n got  %s\n want %s", i, err, cases[i].err);
@@ -432,7 +384,7 @@ static void test_account_cap(void **state)
 static void test_env_overrides(void **state)
 {
     (void)state;
-    config *c = loaded(ACCOUNT_OK);
+    config *c = ut_conf_loaded(UT_CONF_ACCOUNT_OK);
     char *env[] = {
         "PATH=/usr/bin",
         "TWIGATE_LISTEN_PORT=9100",
@@ -475,7 +427,7 @@ static void test_env_overrides(void **state)
 
 static void expect_env_error(const char *file, const char *var, const char *want)
 {
-    config *c = loaded(file);
+    config *c = ut_conf_loaded(file);
     char *env[] = { (char *)var, NULL };
     char err[512] = "";
     assert_int_equal(config_apply_env(c, env, err, sizeof err), -1);
@@ -521,7 +473,7 @@ static void test_env_errors(void **state)
 static void test_env_double_underscore_disambiguates(void **state)
 {
     (void)state;
-    config *c = loaded("[account.x]\nkaphila_key = 1\n[account.x_api_key]\nkaphila_key = 2\n");
+    config *c = ut_conf_loaded("[account.x]\nkaphila_key = 1\n[account.x_api_key]\nkaphila_key = 2\n");
     char *env[] = {
         "TWIGATE_ACCOUNT__X__API_KEY_SID=" SK1,
         "TWIGATE_ACCOUNT__X_API_KEY__SID=" SID2,
@@ -560,7 +512,7 @@ static void test_set_overrides(void **state)
 static void test_precedence(void **state)
 {
     (void)state;
-    config *c = loaded("[listen]\nport = 9000\nthreads = 3\naddress = 10.0.0.1\n"
+    config *c = ut_conf_loaded("[listen]\nport = 9000\nthreads = 3\naddress = 10.0.0.1\n"
                        "[account.main]\nauth_token = file\n");
     char *env[] = { "TWIGATE_LISTEN_PORT=9001", "TWIGATE_LISTEN_THREADS=5",
                     "TWIGATE_ACCOUNT_MAIN_AUTH_TOKEN=env", NULL };
@@ -574,277 +526,6 @@ static void test_precedence(void **state)
     assert_int_equal(c->max_params, 256);         /* default */
     assert_string_equal(c->accounts[0].auth_token, "cli");
     config_destroy(c);
-}
-
-/* ---- printing --------------------------------------------------------- */
-
-static void test_print_masks_secrets_and_round_trips(void **state)
-{
-    (void)state;
-    config *c = loaded(
-        "[metrics]\ntoken = metrics-secret-123\n"
-        "[sim]\nadmin_token = admin-secret-456\n"
-        "[webhook]\nallow = \"with \\\"quotes\\\" and \\\\ # hash\"\n"
-        "[account.main]\nsid = " SID1 "\nauth_token = " TOKEN1 "\nkaphila_key = " KKEY1 "\n"
-        "api_key_sid = " SK1 "\napi_key_secret = apikey-secret-789\n"
-        "created = 2024-01-31T12:00:00.250Z\nmedia_auth = yes\nkaphila_voice = en-US-Neural2-C\n");
-    char err[256];
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_true(c->accounts[0].media_auth);
-    assert_string_equal(c->accounts[0].kaphila_voice, "en-US-Neural2-C");
-    char *out = capture(config_print, c);
-    assert_non_null(strstr(out, "media_auth = true"));
-    assert_non_null(strstr(out, "kaphila_voice = \"en-US-Neural2-C\""));
-    assert_null(strstr(out, "metrics-secret-123"));
-    assert_null(strstr(out, "admin-secret-456"));
-    assert_null(strstr(out, TOKEN1));
-    assert_null(strstr(out, KKEY1));
-    assert_null(strstr(out, "apikey-secret-789"));
-    assert_non_null(strstr(out, "token = \"********\""));
-    assert_non_null(strstr(out, "auth_token = \"********\""));
-    assert_non_null(strstr(out, "sid = \"" SID1 "\""));
-    assert_non_null(strstr(out, "created = 2024-01-31T12:00:00.250Z"));
-    assert_non_null(strstr(out, "[account.main]"));
-
-    /* The output is a loadable file with the same (non-secret) values. */
-    config *back = config_create();
-    if (load(back, out, err, sizeof err) != 0)
-        fail_msg("printed config does not load: %s\n%s", err, out);
-    assert_string_equal(back->webhook_allow, c->webhook_allow);
-    assert_string_equal(back->public_url, c->public_url);
-    assert_int_equal(back->listen_port, c->listen_port);
-    assert_string_equal(back->sim_outcomes, c->sim_outcomes);
-    assert_string_equal(back->accounts[0].sid, SID1);
-    assert_string_equal(back->accounts[0].api_key_sid, SK1);
-    assert_string_equal(back->accounts[0].friendly_name, "main");
-    assert_int_equal(back->accounts[0].created_at, c->accounts[0].created_at);
-    assert_true(back->accounts[0].media_auth);
-    assert_string_equal(back->accounts[0].kaphila_voice, "en-US-Neural2-C");
-    assert_string_equal(back->accounts[0].auth_token, "********");
-    char *again = capture(config_print, back);
-    assert_string_equal(again, out);
-    free(again);
-    config_destroy(back);
-    free(out);
-    config_destroy(c);
-}
-
-static void test_help_lists_every_key(void **state)
-{
-    (void)state;
-    char *help = capture(print_help_adapter, NULL);
-    for (size_t i = 0; i < config_key_count(); i++) {
-        char needle[160];
-        snprintf(needle, sizeof needle, "  %s  ", config_key_name(i));
-        if (strstr(help, needle) == NULL)
-            fail_msg("help lacks %s", config_key_name(i));
-    }
-    assert_non_null(strstr(help, "  listen.port  int  default 8080  range 0..65535\n"));
-    assert_non_null(strstr(help, "  log.level  string  default \"info\"  [reload]\n"));
-    assert_non_null(strstr(help, "  metrics.token  secret  default \"\"  [reload]\n"));
-    free(help);
-}
-
-/* ---- config_finish ---------------------------------------------------- */
-
-static void expect_finish_error(const char *text, const char *want)
-{
-    config *c = loaded(text);
-    char err[512] = "";
-    assert_int_equal(config_finish(c, err, sizeof err), -1);
-    if (strcmp(err, want) != 0)
-        fail_msg("\n got  %s\n want %s", err, want);
-    config_destroy(c);
-}
-
-static void test_finish_errors(void **state)
-{
-    (void)state;
-    expect_finish_error("", "no accounts: define at least one [account.<name>] with sid, "
-                            "auth_token and kaphila_key");
-    expect_finish_error("[account.a]\nauth_token = t\nkaphila_key = k\n",
-                        "account.a.sid: missing (required for every account)");
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = \"\"\nkaphila_key = k\n",
-                        "account.a.auth_token: missing (required for every account)");
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = t\n",
-                        "account.a.kaphila_key: missing (required for every account)");
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n"
-                        "api_key_sid = " SK1 "\n",
-                        "account.a.api_key_secret: required with api_key_sid");
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n"
-                        "api_key_secret = s\n",
-                        "account.a.api_key_sid: required with api_key_secret");
-    /* Same SID up to case is the same account. */
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n"
-                        "[account.b]\nsid = AC0123456789ABCDEF0123456789ABCDEF\nauth_token = t\nkaphila_key = k\n",
-                        "account.b.sid: same SID as account.a.sid");
-    expect_finish_error("[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n"
-                        "api_key_sid = " SK1 "\napi_key_secret = s\n"
-                        "[account.b]\nsid = " SID2 "\nauth_token = t\nkaphila_key = k\n"
-                        "api_key_sid = " SK1 "\napi_key_secret = s\n",
-                        "account.b.api_key_sid: same SID as account.a.api_key_sid");
-}
-
-/* --print-config's finish: no account needed, every other check and derived
- * value as in config_finish. */
-static void test_finish_print_needs_no_account(void **state)
-{
-    (void)state;
-    char err[256] = "";
-    config *c = loaded("");
-    assert_int_equal(config_finish_print(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "http://127.0.0.1:8080");
-    assert_int_equal((int)c->n_accounts, 0);
-    assert_false(c->log_access);
-    config_destroy(c);
-    /* An account that is there is still checked. */
-    c = loaded("[account.a]\nauth_token = t\nkaphila_key = k\n");
-    assert_int_equal(config_finish_print(c, err, sizeof err), -1);
-    assert_string_equal(err, "account.a.sid: missing (required for every account)");
-    config_destroy(c);
-}
-
-static void test_finish_derived_values(void **state)
-{
-    (void)state;
-    char err[256];
-    config *c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "http://127.0.0.1:8080");
-    assert_string_equal(c->accounts[0].friendly_name, "main");
-    assert_int_equal(c->accounts[0].created_at, 0);
-    /* Idempotent. */
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "http://127.0.0.1:8080");
-    config_destroy(c);
-
-    c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_set(c, "listen.address", "0.0.0.0", err, sizeof err), 0);
-    assert_int_equal(config_set(c, "listen.port", "9999", err, sizeof err), 0);
-    assert_int_equal(config_set(c, "kaphila.url", "https://kaphila.example.com:3000/", err, sizeof err), 0);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "http://127.0.0.1:9999");
-    assert_string_equal(c->kaphila_url, "https://kaphila.example.com:3000");
-    config_destroy(c);
-
-    c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_set(c, "listen.address", "::", err, sizeof err), 0);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "http://[::1]:8080");
-    config_destroy(c);
-
-    c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_set(c, "public_url", "https://tw.example.com/base/", err, sizeof err), 0);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "https://tw.example.com/base");
-    config_destroy(c);
-
-    /* Port 0: public_url waits for the bound port. */
-    c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_set(c, "listen.port", "0", err, sizeof err), 0);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "");
-    assert_int_equal(config_bind_port(c, 43210, err, sizeof err), 0);
-    assert_int_equal(c->listen_port, 43210);
-    assert_string_equal(c->public_url, "http://127.0.0.1:43210");
-    /* Once bound (or when a port was configured) it changes nothing. */
-    assert_int_equal(config_bind_port(c, 1, err, sizeof err), 0);
-    assert_int_equal(c->listen_port, 43210);
-    config_destroy(c);
-
-    c = loaded(ACCOUNT_OK);
-    assert_int_equal(config_set(c, "listen.port", "0", err, sizeof err), 0);
-    assert_int_equal(config_set(c, "public_url", "https://fixed.example.com", err, sizeof err), 0);
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_int_equal(config_bind_port(c, 5555, err, sizeof err), 0);
-    assert_string_equal(c->public_url, "https://fixed.example.com");
-    config_destroy(c);
-}
-
-static void test_created_and_lookups(void **state)
-{
-    (void)state;
-    config *c = loaded("[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n"
-                       "created = 2024-01-31T12:00:00Z\n"
-                       "[account.b]\nsid = " SID2 "\nauth_token = t\nkaphila_key = k\n"
-                       "api_key_sid = " SK1 "\napi_key_secret = s\n");
-    char err[256];
-    assert_int_equal(config_finish(c, err, sizeof err), 0);
-    assert_int_equal(c->accounts[0].created_at, 1706702400000LL);
-    assert_int_equal(c->accounts[1].created_at, 0);
-    assert_ptr_equal(config_account_by_sid(c, SID1), &c->accounts[0]);
-    assert_ptr_equal(config_account_by_sid(c, SID2), &c->accounts[1]);
-    assert_null(config_account_by_sid(c, "AC00000000000000000000000000000000"));
-    assert_null(config_account_by_sid(c, NULL));
-    assert_ptr_equal(config_account_by_key_sid(c, SK1), &c->accounts[1]);
-    assert_null(config_account_by_key_sid(c, SID1));
-    assert_null(config_account_by_key_sid(c, NULL));
-    config_destroy(c);
-}
-
-/* ---- reload ----------------------------------------------------------- */
-
-static void test_key_reloadable(void **state)
-{
-    (void)state;
-    static const char *const yes[] = {
-        "account.demo.sid", "account.x.auth_token", "log.level", "log.json", "webhook.allow",
-        "webhook.deny", "webhook.max_response_bytes", "limits.max_redirects",
-        "limits.max_twiml_bytes", "limits.max_twiml_depth", "shutdown.grace_ms", "metrics.token",
-    };
-    static const char *const no[] = {
-        "listen.port", "listen.address", "listen.threads", "public_url", "db.path",
-        "kaphila.url", "kaphila.timeout_ms", "limits.max_body_bytes", "limits.max_live_calls",
-        "sim.fast", "sim.admin_token", "no.such.key", "",
-    };
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
-        if (!config_key_reloadable(yes[i]))
-            fail_msg("%s should be reloadable", yes[i]);
-    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        if (config_key_reloadable(no[i]))
-            fail_msg("%s should not be reloadable", no[i]);
-    assert_false(config_key_reloadable(NULL));
-}
-
-static void test_reload_compatible(void **state)
-{
-    (void)state;
-    char err[256] = "";
-    config *a = loaded(ACCOUNT_OK);
-    config *b = loaded(ACCOUNT_OK);
-    assert_int_equal(config_finish(a, err, sizeof err), 0);
-    assert_int_equal(config_finish(b, err, sizeof err), 0);
-    assert_true(config_reload_compatible(a, b, err, sizeof err));
-
-    /* Reloadable keys and accounts may change. */
-    assert_int_equal(config_set(b, "log.level", "debug", err, sizeof err), 0);
-    assert_int_equal(config_set(b, "limits.max_redirects", "5", err, sizeof err), 0);
-    assert_int_equal(config_set(b, "metrics.token", "new", err, sizeof err), 0);
-    assert_int_equal(config_set(b, "account.main.auth_token", "rotated", err, sizeof err), 0);
-    assert_int_equal(config_set(b, "account.extra.sid", SID2, err, sizeof err), 0);
-    assert_true(config_reload_compatible(a, b, err, sizeof err));
-
-    assert_int_equal(config_set(b, "listen.port", "9090", err, sizeof err), 0);
-    assert_false(config_reload_compatible(a, b, err, sizeof err));
-    assert_string_equal(err, "listen.port: changed from 8080 to 9090; restart to apply");
-    assert_int_equal(config_set(b, "listen.port", "8080", err, sizeof err), 0);
-
-    assert_int_equal(config_set(b, "kaphila.url", "http://k:3000", err, sizeof err), 0);
-    assert_false(config_reload_compatible(a, b, err, sizeof err));
-    assert_string_equal(err, "kaphila.url: changed from 'sim' to 'http://k:3000'; restart to apply");
-    assert_int_equal(config_set(b, "kaphila.url", "sim", err, sizeof err), 0);
-
-    assert_int_equal(config_set(b, "sim.fast", "yes", err, sizeof err), 0);
-    assert_false(config_reload_compatible(a, b, err, sizeof err));
-    assert_string_equal(err, "sim.fast: changed from false to true; restart to apply");
-    assert_int_equal(config_set(b, "sim.fast", "no", err, sizeof err), 0);
-
-    /* A secret that needs a restart is named, never shown. */
-    assert_int_equal(config_set(b, "sim.admin_token", "hunter2-admin", err, sizeof err), 0);
-    assert_false(config_reload_compatible(a, b, err, sizeof err));
-    assert_string_equal(err, "sim.admin_token: changed; restart to apply");
-    config_destroy(a);
-    config_destroy(b);
 }
 
 /* ---- the sample file -------------------------------------------------- */
@@ -919,8 +600,8 @@ static void test_sample_loads_with_default_values(void **state)
     if (config_load_file(c, path, err, sizeof err) != 0)
         fail_msg("%s", err);
     config *d = config_create();
-    char *sample = capture(config_print, c);
-    char *defaults = capture(config_print, d);
+    char *sample = ut_conf_capture(config_print, c);
+    char *defaults = ut_conf_capture(config_print, d);
     char *acct = strstr(sample, "\n[account.");
     assert_non_null(acct);
     acct[0] = '\0';
@@ -950,7 +631,7 @@ static void test_sim_defaults_and_bounds_are_the_simulators(void **state)
     sim_config d;
     char err[256];
     sim_config_defaults(&d);
-    config *c = loaded(ACCOUNT_OK);
+    config *c = ut_conf_loaded(UT_CONF_ACCOUNT_OK);
     assert_int_equal(c->sim_ring_ms, d.ring_ms);
     assert_int_equal(c->sim_answer_ms, d.answer_ms);
     assert_int_equal(c->sim_tts_ms_per_char, d.tts_ms_per_char);
@@ -983,14 +664,6 @@ int main(void)
         cmocka_unit_test(test_env_double_underscore_disambiguates),
         cmocka_unit_test(test_set_overrides),
         cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_print_masks_secrets_and_round_trips),
-        cmocka_unit_test(test_help_lists_every_key),
-        cmocka_unit_test(test_finish_errors),
-        cmocka_unit_test(test_finish_print_needs_no_account),
-        cmocka_unit_test(test_finish_derived_values),
-        cmocka_unit_test(test_created_and_lookups),
-        cmocka_unit_test(test_key_reloadable),
-        cmocka_unit_test(test_reload_compatible),
         cmocka_unit_test(test_sample_documents_every_key),
         cmocka_unit_test(test_sample_loads_with_default_values),
         cmocka_unit_test(test_sim_defaults_and_bounds_are_the_simulators),
