@@ -1,5 +1,5 @@
 /* budget_int.h — Kaphila's per-key request budget (budget.c) and Twilio's
- * call queue on top of it (dialq.c). Engine thread only, like the rest of
+ * call queue on top of it (engine_dialq.c). Engine thread only, like the rest of
  * the engine; engine_budget_snapshot (engine.h) is the one read from other
  * threads, through a copy kept under a mutex.
  *
@@ -81,7 +81,7 @@ typedef struct bkey {
     long long   credits;          /* -1 = unknown */
     bool        paused;           /* a 402: the dial queue waits for credits */
     int64_t     n429;
-    /* the dial queue (dialq.c): calls in creation order */
+    /* the dial queue (engine_dialq.c): calls in creation order */
     call       *dq_head, *dq_tail;
     int         dq_n;
     int64_t     last_dial_ms;     /* cps pacing */
@@ -126,7 +126,7 @@ void    budget_balance(budget *b, engine_reply r, const char *account_sid);
 /* Publishes the keys' figures (metrics and the snapshot). */
 void    budget_publish(budget *b);
 
-/* ---- dialq.c ---- */
+/* ---- engine_dialq.c ---- */
 /* A new call's row is in the open batch: dial it now (a slot taken, false
  * = queued: the row carries the "dq" mark, never dialled) */
 bool    dialq_admit(engine *e, bkey *k, call *c);

@@ -12,7 +12,9 @@
  *   engine_events.c   Kaphila events → the Twilio status ladder, and the
  *                     REST messages: originate, update;
  *   engine_services.c services for the executor and the reconciler
- *                     (engine_int.h), resync. */
+ *                     (engine_int.h), resync;
+ *   engine_dialq.c    Twilio's call queue on each Kaphila key's budget
+ *                     (budget.c; both declared in budget_int.h). */
 #ifndef TWIGATE_ENGINE_CORE_INT_H
 #define TWIGATE_ENGINE_CORE_INT_H
 

@@ -405,7 +405,7 @@ static void start_makecall(engine *e, call *c)
 
 /* The batch that stored these calls has committed: answer their creates
  * (201 queued), then dial those that may go now, in the order they were
- * created; the others wait in their key's queue (dialq.c). The list is
+ * created; the others wait in their key's queue (engine_dialq.c). The list is
  * taken first because a failed /makecall flushes the batch again, which
  * comes back here. */
 void eng_origs_start(engine *e)

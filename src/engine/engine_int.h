@@ -43,12 +43,12 @@ struct call {
     bool        hangup_wanted;    /* a /hangup failed for good: the sweep retries it */
     int         hangup_tries;     /* failed /hangup attempts so far */
     loop_timer *hangup_retry;     /* the backoff timer (holds a reference) */
-    /* The key's budget and Twilio's call queue (budget_int.h, dialq.c). */
+    /* The key's budget and Twilio's call queue (budget_int.h, engine_dialq.c). */
     struct bkey *bk;          /* the Kaphila key's budget; NULL = unbudgeted */
     call       *dq_next, *dq_prev;   /* the key's dial queue, creation order */
     int64_t     dq_seq;       /* queue order, also the row's "dq" mark; 0 = not queued */
     int64_t     dq_since_ms;  /* wall ms the call entered the queue (queue_time) */
-    unsigned char dq;         /* DQ_* in dialq.c */
+    unsigned char dq;         /* DQ_* in engine_dialq.c */
     bool        bud_live;     /* counted in bk->live until its /hangup goes */
     bool        bud_reserved; /* holds a slot from budget_take_new */
     call       *hnext;        /* hash chain by CallSid */

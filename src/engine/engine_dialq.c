@@ -1,4 +1,4 @@
-/* dialq.c — Twilio's call queue on a Kaphila key's budget: a created call
+/* engine_dialq.c — Twilio's call queue on a Kaphila key's budget: a created call
  * is answered 201 `queued` at once and dialled in creation order when the
  * key's budget (budget.c), its credits and the account's cps allow.
  *
