@@ -106,6 +106,9 @@ typedef struct config {
     int   sim_tts_ms_per_char;   /* sim.tts_ms_per_char = 60 */
     int   sim_play_ms;           /* sim.play_ms = 3000 */
     int   sim_kept_calls;        /* sim.kept_calls = 10000 */
+    int   sim_rate_limit;        /* sim.rate_limit = 0 (unlimited) */
+    int   sim_rate_window_ms;    /* sim.rate_window_ms = 3600000 */
+    int   sim_credits;           /* sim.credits = 100000 */
     char *sim_outcomes;          /* sim.outcomes = 0001=busy,0002=no-answer,0003=failed,0004=machine */
     char *sim_admin_token;       /* sim.admin_token = "" (secret) */
     /* [accounts] */

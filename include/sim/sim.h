@@ -35,6 +35,19 @@ typedef struct sim sim;
 /* Upper bound of ring_ms, answer_ms and play_ms: ten minutes of simulated time. */
 #define SIM_DELAY_MS_MAX            600000
 #define SIM_TTS_MS_PER_CHAR_MAX     10000
+/* Kaphila's per-key limit on call control (/makecall, /batchcall, /voice,
+ * /play, /gather, /hangup): at most rate_limit requests accepted in any
+ * rate_window_ms (a sliding window, docs/simulator.md); 0 = unlimited.
+ * Kaphila's window is an hour; tests shorten it. The limit's cap bounds the
+ * per-key ring of receipt times (8 bytes each, grown only as used). */
+#define SIM_RATE_LIMIT_DEFAULT      0
+#define SIM_RATE_LIMIT_MAX          1000000
+#define SIM_RATE_WINDOW_MS_DEFAULT  3600000
+#define SIM_RATE_WINDOW_MS_MAX      86400000
+/* Credits each key starts with (and gets back on /sim/reset); one is spent
+ * per answered call, as Kaphila does. */
+#define SIM_CREDITS_DEFAULT         100000
+#define SIM_CREDITS_MAX             1000000000
 #define SIM_STR_(x) #x
 #define SIM_STR(x)  SIM_STR_(x)
 
@@ -52,7 +65,9 @@ typedef struct sim_config {
     int          play_ms;         /* length of a /play sound */
     int          amd_ms;          /* MachineDetectionDuration reported */
     const char  *outcomes;        /* "0001=busy,0002=no-answer,0003=failed,0004=machine" */
-    int          rate_limit;      /* per key per hour, 0 = unlimited */
+    int          rate_limit;      /* per key per rate_window_ms, 0 = unlimited */
+    int          rate_window_ms;  /* 1..SIM_RATE_WINDOW_MS_MAX */
+    int          credits;         /* each key's initial credits */
     const char  *recordings_dir;  /* also keep recordings as WAV files there; NULL = in memory */
     int          kept_calls;      /* ended calls remembered, oldest forgotten first; */
                                   /* at most SIM_MAX_KEPT_CALLS */

@@ -138,6 +138,9 @@ static sim *start_sim(const config *c, char *url, size_t urlsize, char *err, siz
     sc.tts_ms_per_char = c->sim_tts_ms_per_char;
     sc.play_ms = c->sim_play_ms;
     sc.kept_calls = c->sim_kept_calls;
+    sc.rate_limit = c->sim_rate_limit;
+    sc.rate_window_ms = c->sim_rate_window_ms;
+    sc.credits = c->sim_credits;
     sc.outcomes = c->sim_outcomes;
     sc.admin_token = c->sim_admin_token && *c->sim_admin_token ? c->sim_admin_token : NULL;
     s = sim_create(&sc, err, errlen);

@@ -31,7 +31,6 @@
 /* Connections per daemon; the sim must take as many as twigate can open. */
 #define SIM_MAX_CONNECTIONS 4096
 #define SIM_HTTP_TIMEOUT_S 60
-#define HOUR_MS (3600LL * 1000)
 
 void sim_config_defaults(sim_config *c)
 {
@@ -46,7 +45,9 @@ void sim_config_defaults(sim_config *c)
     c->play_ms = SIM_PLAY_MS_DEFAULT;
     c->amd_ms = SIM_AMD_MS_DEFAULT;
     c->outcomes = SIM_OUTCOMES_DEFAULT;
-    c->rate_limit = 0;
+    c->rate_limit = SIM_RATE_LIMIT_DEFAULT;
+    c->rate_window_ms = SIM_RATE_WINDOW_MS_DEFAULT;
+    c->credits = SIM_CREDITS_DEFAULT;
     c->recordings_dir = NULL;
     c->kept_calls = SIM_KEPT_CALLS_DEFAULT;
 }
@@ -361,16 +362,6 @@ static const http_route sim_routes[] = {
 
 /* ---------------------------------------------------------------- loop side */
 
-static bool is_rate_limited_path(const char *path)
-{
-    static const char *const limited[] = {"/makecall", "/batchcall", "/voice",
-                                          "/play",     "/gather",    "/hangup"};
-    for (size_t i = 0; i < sizeof limited / sizeof *limited; i++)
-        if (strcmp(path, limited[i]) == 0)
-            return true;
-    return false;
-}
-
 static bool rule_matches(const sim_rule *rule, int key, const char *path)
 {
     if (rule->key >= 0 && rule->key != key)
@@ -423,23 +414,6 @@ static int take_injection(sim *s, int key, const char *path)
     return 0;
 }
 
-/* One fixed window per key per hour, as "N requests per hour". */
-static bool rate_limited(sim *s, int key)
-{
-    if (s->cfg.rate_limit <= 0)
-        return false;
-    sim_key *k = &s->keys[key];
-    int64_t now = loop_now_ms(s->loop);
-    if (k->window_count == 0 || now - k->window_start_ms >= HOUR_MS) {
-        k->window_start_ms = now;
-        k->window_count = 0;
-    }
-    if (k->window_count >= s->cfg.rate_limit)
-        return true;
-    k->window_count++;
-    return false;
-}
-
 static bool is_control(const char *path)
 {
     return strncmp(path, "/sim/", 5) == 0 || strcmp(path, "/sim") == 0;
@@ -459,12 +433,15 @@ static void process(sim *s, sim_req *r)
         int injected = key >= 0 ? take_injection(s, key, r->path) : 0;
         if (key < 0)
             sim_reply_error(r, 401, r->bearer ? "Invalid API key" : "API key required", NULL);
-        else if (injected)
+        else if (injected) {
+            sim_key_count_injected(&s->keys[key], injected);
             reply_injected(r, injected);
-        else if (is_rate_limited_path(r->path) && rate_limited(s, key))
+        } else if (!sim_key_admit(s, &s->keys[key], r->path)) {
             sim_reply_error(r, 429, "Rate limit exceeded", NULL);
-        else {
+            sim_key_note_refusal(s, r, key);
+        } else {
             s->keys[key].last_used_ms = sim_wall_ms();
+            sim_key_count(&s->keys[key], r->path);
             sim_api_route(s, r, key);
         }
     }
@@ -514,11 +491,8 @@ static void add_keys(sim *s, sim_keys_msg *m)
         int *lat = realloc(s->latency_key_ms, (s->n_keys + 1) * sizeof *lat);
         if (!lat) break;
         s->latency_key_ms = lat;
-        memset(&s->keys[s->n_keys], 0, sizeof s->keys[s->n_keys]);
-        s->keys[s->n_keys].key = m->keys[i];
+        sim_key_init(s, &s->keys[s->n_keys], m->keys[i]);
         m->keys[i] = NULL;
-        s->keys[s->n_keys].credits = SIM_INITIAL_CREDITS;
-        s->keys[s->n_keys].created_ms = sim_wall_ms();
         s->latency_key_ms[s->n_keys] = -1;
         s->n_keys++;
     }
@@ -624,6 +598,11 @@ sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "kept_calls %d is outside 0..%d", cfg->kept_calls, SIM_MAX_KEPT_CALLS);
         return NULL;
     }
+    if (cfg->rate_limit < 0 || cfg->rate_limit > SIM_RATE_LIMIT_MAX || cfg->rate_window_ms < 1 ||
+        cfg->rate_window_ms > SIM_RATE_WINDOW_MS_MAX || cfg->credits < 0 || cfg->credits > SIM_CREDITS_MAX) {
+        snprintf(err, errlen, "rate_limit, rate_window_ms or credits out of range");
+        return NULL;
+    }
     sim *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -654,16 +633,13 @@ sim *sim_create(const sim_config *cfg, char *err, size_t errlen)
         goto fail;
     }
     s->n_keys = cfg->n_api_keys;
-    int64_t now = sim_wall_ms();
     for (size_t i = 0; i < s->n_keys; i++) {
-        s->keys[i].key = strdup(cfg->api_keys[i] ? cfg->api_keys[i] : "");
+        sim_key_init(s, &s->keys[i], strdup(cfg->api_keys[i] ? cfg->api_keys[i] : ""));
+        s->latency_key_ms[i] = -1;
         if (!s->keys[i].key) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
-        s->keys[i].credits = SIM_INITIAL_CREDITS;
-        s->keys[i].created_ms = now;
-        s->latency_key_ms[i] = -1;
     }
     if (prepare_recdir(s, cfg->recordings_dir, err, errlen) != 0)
         goto fail;
@@ -723,7 +699,7 @@ void sim_destroy(sim *s)
     sim_recs_destroy(s);
     if (s->keys)
         for (size_t i = 0; i < s->n_keys; i++)
-            free(s->keys[i].key);
+            sim_key_fini(&s->keys[i]);
     free(s->keys);
     free(s->latency_key_ms);
     free(s->bind_copy);

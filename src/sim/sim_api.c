@@ -378,7 +378,7 @@ static void api_me(sim *s, sim_req *r, int key)
                              1, "apiKey", "id", key + 1, "keyId", key_id, "name", "kaphila-sim key",
                              "credits", k->credits, "totalCalls", (int)k->total_calls,
                              "successfulCalls", (int)k->successful_calls, "rateLimit",
-                             s->cfg.rate_limit, "createdAt", created, "lastUsed", used));
+                             k->rate_limit, "createdAt", created, "lastUsed", used));
 }
 
 static const field logs_fields[] = {

@@ -1,10 +1,12 @@
 /* sim_control — the simulator's own control API under /sim/ (tests and
  * demos drive the far end with it): DTMF and hang-up by the callee, call
- * transcripts, failure and latency injection, reset. Allowed from loopback
+ * transcripts, failure and latency injection, per-key counters, credits
+ * and rate limits (/sim/keys), reset. Allowed from loopback
  * peers, or from anywhere with X-Sim-Admin-Token when an admin token is
  * configured. Loop thread only. */
 #include "sim_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,12 +203,104 @@ static void control_reset(sim *s, sim_req *r)
     s->latency_all_ms = 0;
     for (size_t i = 0; i < s->n_keys; i++) {
         s->latency_key_ms[i] = -1;
-        s->keys[i].window_count = 0;
-        s->keys[i].credits = SIM_INITIAL_CREDITS;
-        s->keys[i].total_calls = 0;
-        s->keys[i].successful_calls = 0;
+        sim_key_reset(s, &s->keys[i]);
     }
     reply_ok(r);
+}
+
+static void control_keys_list(sim *s, sim_req *r)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < s->n_keys; i++)
+        json_array_append_new(arr, sim_key_json(s, i));
+    sim_reply_json(r, 200, json_pack("{s:b, s:o}", "success", 1, "keys", arr));
+}
+
+/* A number field of a /sim/keys body within [min, max]; absent = keep *out. */
+static bool body_number(sim_req *r, json_t *o, const char *name, double min, double max,
+                        bool integer, double *out)
+{
+    json_t *v = json_object_get(o, name);
+    if (!v)
+        return true;
+    if ((integer ? !json_is_integer(v) : !json_is_number(v)) || json_number_value(v) < min ||
+        json_number_value(v) > max) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s must be %s between %.0f and %.0f", name,
+                 integer ? "an integer" : "a number", min, max);
+        sim_reply_error(r, 400, msg, NULL);
+        return false;
+    }
+    *out = json_number_value(v);
+    return true;
+}
+
+/* POST /sim/keys[/{id}[/credits]]: {credits, rateLimit, rateWindowMs}, any
+ * of them; without an id, every key. All checked before any is applied. */
+static void control_keys_set(sim *s, sim_req *r, const char *id)
+{
+    int key = -1;
+    if (id && (key = sim_key_lookup(s, id)) < 0) {
+        sim_reply_error(r, 404, "Key not found", NULL);
+        return;
+    }
+    json_t *o = sim_req_json(r);
+    if (!o)
+        return;
+    double credits = -1, limit = -1, window = -1;
+    if (!body_number(r, o, "credits", 0, SIM_CREDITS_MAX, false, &credits) ||
+        !body_number(r, o, "rateLimit", 0, SIM_RATE_LIMIT_MAX, true, &limit) ||
+        !body_number(r, o, "rateWindowMs", 1, SIM_RATE_WINDOW_MS_MAX, true, &window))
+        goto out;
+    size_t from = key >= 0 ? (size_t)key : 0, to = key >= 0 ? (size_t)key + 1 : s->n_keys;
+    for (size_t i = from; i < to; i++) {
+        sim_key *k = &s->keys[i];
+        if (credits >= 0)
+            k->credits = credits;
+        if ((limit >= 0 || window >= 0) &&
+            sim_key_set_limit(k, limit >= 0 ? (int)limit : k->rate_limit,
+                              window >= 0 ? (int)window : k->rate_window_ms) != 0) {
+            sim_reply_error(r, 500, "Out of memory", NULL);
+            goto out;
+        }
+    }
+    if (key >= 0)
+        sim_reply_json(r, 200, json_pack("{s:b, s:o}", "success", 1, "key", sim_key_json(s, (size_t)key)));
+    else
+        reply_ok(r);
+out:
+    json_decref(o);
+}
+
+/* /sim/keys/reset: counters, windows, credits and limits back to the
+ * configuration; calls, injections and latency stay. */
+static void control_keys_reset(sim *s, sim_req *r)
+{
+    for (size_t i = 0; i < s->n_keys; i++)
+        sim_key_reset(s, &s->keys[i]);
+    reply_ok(r);
+}
+
+static void control_keys(sim *s, sim_req *r, char **seg, size_t n)
+{
+    bool get = strcmp(r->method, "GET") == 0;
+    bool post = strcmp(r->method, "POST") == 0;
+    if (n == 2 && get)
+        control_keys_list(s, r);
+    else if (n == 2 && post)
+        control_keys_set(s, r, NULL);
+    else if (n == 3 && post && strcmp(seg[2], "reset") == 0)
+        control_keys_reset(s, r);
+    else if (n == 3 && get) {
+        int key = sim_key_lookup(s, seg[2]);
+        if (key < 0)
+            sim_reply_error(r, 404, "Key not found", NULL);
+        else
+            sim_reply_json(r, 200, json_pack("{s:b, s:o}", "success", 1, "key", sim_key_json(s, (size_t)key)));
+    } else if ((n == 3 || (n == 4 && strcmp(seg[3], "credits") == 0)) && post)
+        control_keys_set(s, r, seg[2]);
+    else
+        sim_reply_error(r, 404, "Endpoint not found", NULL);
 }
 
 static bool allowed(const sim *s, const sim_req *r)
@@ -247,6 +341,8 @@ void sim_control_route(sim *s, sim_req *r)
         control_latency(s, r);
     else if (n == 2 && strcmp(seg[1], "reset") == 0 && post)
         control_reset(s, r);
+    else if (n >= 2 && n <= 4 && strcmp(seg[1], "keys") == 0)
+        control_keys(s, r, seg, n);
     else
         sim_reply_error(r, 404, "Endpoint not found", NULL);
 }

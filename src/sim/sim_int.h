@@ -10,7 +10,8 @@
  * latency, replies), sim_api.c (Kaphila endpoints), sim_control.c (/sim/...),
  * sim_calls.c (call table, state machine, events, transcripts), sim_verbs.c
  * (playback, gather, digits, JSON views; both share sim_calls_int.h),
- * sim_rec.c (recordings: the table, the WAV bytes, downloads), sim_map.c
+ * sim_rec.c (recordings: the table, the WAV bytes, downloads), sim_keys.c
+ * (each key's credits, sliding rate-limit window and counters), sim_map.c
  * (the string-keyed hash map of both tables). */
 #ifndef TWIGATE_SIM_INT_H
 #define TWIGATE_SIM_INT_H
@@ -41,7 +42,6 @@
                                       /* >= SIM_MAX_KEPT_CALLS, so a kept call's file is kept */
 #define SIM_MAX_LISTED_FILES 1000     /* GET /recordings files[] */
 #define SIM_WAV_BLOCK        32768    /* WAV bytes made at a time (MHD's send buffer, file writes) */
-#define SIM_INITIAL_CREDITS  100000.0 /* per key; one credit per answered call */
 #define SIM_CALL_ID_SIZE     32
 #define SIM_FAST_DIVISOR     20
 
@@ -89,6 +89,11 @@ typedef struct sim_keys_msg {
 } sim_keys_msg;
 enum { SIM_REQ_NEW = 0, SIM_REQ_PENDING, SIM_REQ_ANSWERED };
 
+/* Endpoints counted per key (GET /sim/keys): the six Kaphila rate-limits,
+ * then every other authenticated request. */
+enum { SIM_EP_MAKECALL, SIM_EP_BATCHCALL, SIM_EP_VOICE, SIM_EP_PLAY, SIM_EP_GATHER,
+       SIM_EP_HANGUP, SIM_EP_OTHER, SIM_EP_COUNT };
+
 typedef struct sim_key {
     char   *key;
     double  credits;
@@ -96,8 +101,19 @@ typedef struct sim_key {
     long    successful_calls;
     int64_t created_ms;
     int64_t last_used_ms;
-    int64_t window_start_ms;   /* fixed one-hour rate-limit window */
-    long    window_count;
+    /* The sliding window: loop-clock receipt times of the limited requests
+     * accepted within the last rate_window_ms, oldest first, in a ring that
+     * grows (doubling) up to rate_limit entries. */
+    int     rate_limit;        /* from cfg; /sim/keys can change it */
+    int     rate_window_ms;
+    int64_t *win;
+    size_t  win_cap;
+    size_t  win_head;
+    size_t  win_n;
+    /* Counters since start or the last reset. */
+    long    accepted[SIM_EP_COUNT];
+    long    rate_limited;      /* 429s of the window */
+    long    injected[5];       /* /sim/fail answers: 401, 402, 429, 500, 503 */
 } sim_key;
 
 typedef struct sim_rule {
@@ -152,6 +168,29 @@ int64_t sim_delay(const sim *s, int64_t ms);   /* fast-mode scaling */
 void sim_iso_now(char out[32]);                /* ISO 8601 UTC with ms */
 int64_t sim_wall_ms(void);                     /* CLOCK_REALTIME ms */
 void sim_iso_ms(int64_t wall_ms, char out[32]);
+
+/* ---- sim_keys.c: per-key state (loop thread, but sim_key_init/fini) ---- */
+/* A new key (key is handed over) with cfg's credits and limits. */
+void sim_key_init(const sim *s, sim_key *k, char *key);
+void sim_key_fini(sim_key *k);
+/* Counters, window, credits and limits back to cfg's. */
+void sim_key_reset(const sim *s, sim_key *k);
+/* The rate limit's verdict on a request to path received now: true =
+ * accepted (counted in the window when path is limited), false = 429. */
+bool sim_key_admit(sim *s, sim_key *k, const char *path);
+/* Counts an accepted request / an injected failure of that status. */
+void sim_key_count(sim_key *k, const char *path);
+void sim_key_count_injected(sim_key *k, int status);
+/* New limits (the ring keeps the newest entries that fit); -1 = no memory. */
+int  sim_key_set_limit(sim_key *k, int limit, int window_ms);
+/* GET /sim/keys entry of key index i (new reference). */
+json_t *sim_key_json(const sim *s, size_t i);
+/* Index of a key named by /sim/keys/{id}: the key itself, its keyId
+ * "key_<n>" or n (1-based, as /api/me's id); -1 if none. */
+int  sim_key_lookup(const sim *s, const char *id);
+/* Adds a limited request refused with 429 to its call's transcript, when
+ * its body names a call of key (makecall's have no call yet). */
+void sim_key_note_refusal(sim *s, sim_req *r, int key);
 
 /* ---- sim_api.c: Kaphila endpoints (loop thread) ---- */
 /* key is the index of the authenticated key. Answers r. */

@@ -3,7 +3,6 @@
  * and waits for SIGINT/SIGTERM. */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +29,12 @@ static void usage(FILE *f)
             "  --play-ms N            length of a /play sound (default 3000)\n"
             "  --outcomes LIST        number suffix → outcome (default\n"
             "                         0001=busy,0002=no-answer,0003=failed,0004=machine)\n"
-            "  --rate-limit N         requests per key per hour on call control (0 = off)\n"
+            "  --rate-limit N         requests per key per window on call control\n"
+            "                         (0 = unlimited, the default; at most 1000000)\n"
+            "  --rate-window-ms N     the rate limit's sliding window (default 3600000,\n"
+            "                         1..86400000)\n"
+            "  --credits N            credits each key starts with, one spent per\n"
+            "                         answered call (default 100000, 0..1000000000)\n"
             "  --recordings-dir DIR   also write each recording there as a WAV file\n"
             "                         (default: none, recordings are generated on download)\n"
             "  --kept-calls N         ended calls remembered for transcripts and\n"
@@ -54,7 +58,7 @@ static bool parse_int(const char *s, int min, int max, int *out)
 int main(int argc, char **argv)
 {
     enum { O_ADDR = 256, O_PORT, O_KEY, O_ADMIN, O_FAST, O_RING, O_ANSWER, O_TTS, O_PLAY,
-           O_OUTCOMES, O_RATE, O_RECDIR, O_KEPT, O_LOG, O_HELP };
+           O_OUTCOMES, O_RATE, O_WINDOW, O_CREDITS, O_RECDIR, O_KEPT, O_LOG, O_HELP };
     static const struct option opts[] = {
         {"address", required_argument, NULL, O_ADDR},
         {"port", required_argument, NULL, O_PORT},
@@ -67,6 +71,8 @@ int main(int argc, char **argv)
         {"play-ms", required_argument, NULL, O_PLAY},
         {"outcomes", required_argument, NULL, O_OUTCOMES},
         {"rate-limit", required_argument, NULL, O_RATE},
+        {"rate-window-ms", required_argument, NULL, O_WINDOW},
+        {"credits", required_argument, NULL, O_CREDITS},
         {"recordings-dir", required_argument, NULL, O_RECDIR},
         {"kept-calls", required_argument, NULL, O_KEPT},
         {"log-level", required_argument, NULL, O_LOG},
@@ -100,7 +106,9 @@ int main(int argc, char **argv)
         case O_TTS: ok = parse_int(optarg, 0, SIM_TTS_MS_PER_CHAR_MAX, &cfg.tts_ms_per_char); break;
         case O_PLAY: ok = parse_int(optarg, 0, SIM_DELAY_MS_MAX, &cfg.play_ms); break;
         case O_OUTCOMES: cfg.outcomes = optarg; break;
-        case O_RATE: ok = parse_int(optarg, 0, INT_MAX, &cfg.rate_limit); break;
+        case O_RATE: ok = parse_int(optarg, 0, SIM_RATE_LIMIT_MAX, &cfg.rate_limit); break;
+        case O_WINDOW: ok = parse_int(optarg, 1, SIM_RATE_WINDOW_MS_MAX, &cfg.rate_window_ms); break;
+        case O_CREDITS: ok = parse_int(optarg, 0, SIM_CREDITS_MAX, &cfg.credits); break;
         case O_RECDIR: cfg.recordings_dir = optarg; break;
         case O_KEPT: ok = parse_int(optarg, 0, SIM_MAX_KEPT_CALLS, &cfg.kept_calls); break;
         case O_LOG: ok = log_level_parse(optarg, &lvl); break;
