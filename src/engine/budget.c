@@ -220,11 +220,15 @@ static void on_answer(loop *l, void *arg, const kaphila_result *res)
     k->inflight--;
     slot_used(k, now + window_ms(k));
     if (res->http_status == 429 && !k->b->stopping) {
-        /* Someone else spent the key (or Kaphila counts otherwise): wait
-         * for the oldest slot, at least the backoff, at most a window. */
-        int64_t until = k->fa_n ? k->free_at[k->fa_head] : now + window_ms(k);
-        if (until < now + k->backoff_ms) until = now + k->backoff_ms;
-        if (until > now + window_ms(k)) until = now + window_ms(k);
+        /* Someone else spent the key (or Kaphila counts otherwise): the key
+         * is closed for a backoff (1 s, doubling with each 429 in a row, at
+         * most a window), or until its oldest slot frees if that is sooner
+         * (Kaphila's oldest counted request is at least as old). Kaphila does
+         * not count a refused request, so a retry that is refused again costs
+         * nothing but its round trip. */
+        int64_t until = now + k->backoff_ms;
+        used(k, now);
+        if (k->fa_n > 1 && k->free_at[k->fa_head] < until) until = k->free_at[k->fa_head];
         if (until > k->closed_until) k->closed_until = until;
         k->backoff_ms = k->backoff_ms * 2 < window_ms(k) ? k->backoff_ms * 2 : (int)window_ms(k);
         k->n429++;

@@ -19,9 +19,9 @@
  *     sent its /hangup (that hang-up and its next command), plus the
  *     commands already waiting;
  *   - a 429 that comes anyway re-queues the request at the head of its
- *     class (never a failure, never a hang-up) and closes the key until its
- *     oldest slot frees, at least 1 s, doubling on consecutive 429s, at
- *     most one window;
+ *     class (never a failure, never a hang-up) and closes the key for a
+ *     backoff (1 s, doubling with each consecutive 429, at most one
+ *     window), or until the key's oldest slot frees when that is sooner;
  *   - a 402 on /makecall pauses the key's dial queue until GET /api/me
  *     (polled every kaphila.credits_poll_ms while paused) shows credits
  *     again.
