@@ -81,6 +81,7 @@ typedef struct bkey {
     long long   credits;          /* -1 = unknown */
     bool        paused;           /* a 402: the dial queue waits for credits */
     int64_t     n429;
+    int64_t     published_ms;     /* loop ms of the last publish_key */
     /* the dial queue (engine_dialq.c): calls in creation order */
     call       *dq_head, *dq_tail;
     int         dq_n;
