@@ -121,6 +121,17 @@ timer_diff() {
 
 sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 
+# sim_key_summary JSON: the simulator's GET /sim/keys/{id} answer as
+# "limited=N makecall=N voice=N gather=N play=N hangup=N other=N rate_limited=N"
+# (limited: accepted on the six rate-limited endpoints; docs/simulator.md).
+sim_key_summary() {
+  python3 -c 'import json, sys
+k = json.loads(sys.argv[1])["key"]; q = k["requests"]
+print("limited=%d makecall=%d voice=%d gather=%d play=%d hangup=%d other=%d rate_limited=%d" % (
+    k["limitedAccepted"], q["makecall"], q["voice"], q["gather"], q["play"], q["hangup"],
+    q["other"], k["rateLimited"]))' "$1"
+}
+
 # ---- twigate instances -----------------------------------------------------
 
 # start_twigate NAME DB [--set k=v]...: sets TW_PID TW_PORT TW_SIM (sim port or "").

@@ -189,6 +189,10 @@ def test_twigate_sim_keys_reach_the_simulator(make_twigate, accounts):
     k = next(k for k in requests.get(tg.sim_url + "/sim/keys", timeout=5).json()["keys"]
              if k["key"] == key)
     assert k["rateWindowMs"] == 1000
+    # The harness's helpers for twigate's tests (harness/daemon.py).
+    assert tg.sim_key("b")["credits"] == 7
+    assert tg.sim_set_key("b", credits=0)["credits"] == 0
+    assert tg.sim_key("b")["credits"] == 0 and tg.sim_key("a")["credits"] == 7
 
 
 @pytest.mark.parametrize("flag,value", [("--rate-limit", "-1"), ("--rate-limit", "1000001"),

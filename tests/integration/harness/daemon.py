@@ -357,6 +357,23 @@ class Twigate(_Process):
         r = self._http.post(f"{self.sim_url}/sim/latency", json={"ms": ms}, timeout=5)
         assert r.status_code in (200, 204), f"sim latency: {r.status_code} {r.text[:300]}"
 
+    def sim_key(self, account="a"):
+        """The simulator's counters of one account's Kaphila key (GET
+        /sim/keys/{key}; docs/simulator.md): requests per endpoint accepted,
+        rateLimited (429s of the window), injected429, credits, rateLimit,
+        rateWindowMs, inWindow."""
+        key = self.accounts[account].kaphila_key
+        r = self._http.get(f"{self.sim_url}/sim/keys/{key}", timeout=5)
+        assert r.status_code == 200, f"sim key: {r.status_code} {r.text[:300]}"
+        return r.json()["key"]
+
+    def sim_set_key(self, account="a", **fields):
+        """POST /sim/keys/{key} with any of credits, rateLimit, rateWindowMs."""
+        key = self.accounts[account].kaphila_key
+        r = self._http.post(f"{self.sim_url}/sim/keys/{key}", json=fields, timeout=5)
+        assert r.status_code == 200, f"sim set key: {r.status_code} {r.text[:300]}"
+        return r.json()["key"]
+
     # ------------------------------------------------------------ helpers
     def wait_for_status(self, client, sid, statuses, timeout=10):
         """Polls the call through the SDK until its status is one of

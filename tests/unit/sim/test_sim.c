@@ -893,6 +893,72 @@ static void test_rate_limit_and_reset(void **state)
     sim_destroy(s);
 }
 
+/* /sim/keys: the window's refusals are counted and not admitted, a raised
+ * limit admits at once, a lowered one keeps the newest receipts, and the
+ * key can be named by id, keyId or itself (docs/simulator.md). */
+static void test_key_counters_and_limits(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"kk"};
+    sim_config cfg;
+    sim_config_defaults(&cfg);
+    cfg.fast = true;
+    cfg.api_keys = keys;
+    cfg.n_api_keys = 1;
+    cfg.rate_limit = 1;
+    cfg.rate_window_ms = 60000;
+    cfg.credits = 3;
+    char err[256];
+    sim *s = sim_create(&cfg, err, sizeof err);
+    assert_non_null(s);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", sim_port(s));
+    const char *hang = "{\"callId\":\"1.1\"}";
+    resp r = http(base, "POST", "/hangup", "kk", hang, NULL);
+    assert_int_equal(r.status, 404);   /* admitted and counted, then unknown */
+    free(r.body);
+    for (int i = 0; i < 3; i++) {
+        r = http(base, "POST", "/hangup", "kk", hang, NULL);
+        assert_int_equal(r.status, 429);
+        free(r.body);
+    }
+    r = http(base, "GET", "/sim/keys/kk", NULL, NULL, NULL);
+    json_t *j = json_loads(r.body, 0, NULL);
+    json_t *k = json_object_get(j, "key");
+    assert_int_equal(json_integer_value(json_object_get(k, "rateLimited")), 3);
+    assert_int_equal(json_integer_value(json_object_get(k, "limitedAccepted")), 1);
+    assert_int_equal(json_integer_value(json_object_get(k, "inWindow")), 1);
+    assert_true(json_real_value(json_object_get(k, "credits")) == 3.0);
+    json_decref(j);
+    free(r.body);
+    r = http(base, "POST", "/sim/keys/key_1", NULL, "{\"rateLimit\":3}", NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    for (int i = 0; i < 2; i++) {
+        r = http(base, "POST", "/hangup", "kk", hang, NULL);
+        assert_int_equal(r.status, 404);
+        free(r.body);
+    }
+    r = http(base, "POST", "/hangup", "kk", hang, NULL);
+    assert_int_equal(r.status, 429);
+    free(r.body);
+    /* Lowered to 2 with 3 in the window: still shut, 2 kept. */
+    r = http(base, "POST", "/sim/keys/1", NULL, "{\"rateLimit\":2}", NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"inWindow\":2"));
+    free(r.body);
+    r = http(base, "POST", "/hangup", "kk", hang, NULL);
+    assert_int_equal(r.status, 429);
+    free(r.body);
+    r = http(base, "POST", "/sim/keys/2", NULL, "{\"rateLimit\":2}", NULL);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+    r = http(base, "POST", "/sim/keys/kk", NULL, "{\"rateWindowMs\":0}", NULL);
+    assert_int_equal(r.status, 400);
+    free(r.body);
+    sim_destroy(s);
+}
+
 /* Recordings live in memory: downloadable while the call records (just a
  * header) and after, by callId and by file name, after /sim/reset too, and
  * never a file anywhere. */
@@ -1055,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_recordings_in_memory),
         cmocka_unit_test(test_recordings_dir),
         cmocka_unit_test(test_rate_limit_and_reset),
+        cmocka_unit_test(test_key_counters_and_limits),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
