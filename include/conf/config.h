@@ -41,6 +41,10 @@ typedef struct config_account {
     long long created_at;  /* ms; from account.<name>.created (ISO 8601), default 0 = first start */
     bool  media_auth;      /* recording media needs Basic auth (default false, as on Twilio) */
     char *kaphila_voice;   /* voiceName for /makecall; NULL or "" = Kaphila's default */
+    /* Kept as the text the check accepted (an integer >= 0; NULL = 0): the
+     * account table has no integer fields. */
+    char *kaphila_rate_limit;   /* counted requests per window on its key; 0 = Kaphila's (/api/me) */
+    char *cps;             /* dials per second, Twilio's CPS; 0 = only the budget paces */
     bool kaphila_key_account;   /* not from the file: a Kaphila-key account (keyauth.h) */
 } config_account;
 
@@ -65,6 +69,9 @@ typedef struct config {
     int   hangup_retries;        /* kaphila.hangup_retries = 5 */
     int   hangup_backoff_ms;     /* kaphila.hangup_backoff_ms = 1000 */
     int   orphan_wait_ms;        /* kaphila.orphan_wait_ms = 30000 */
+    int   kaphila_rate_window_ms;  /* kaphila.rate_window_ms = 3600000 */
+    int   kaphila_me_interval_ms;  /* kaphila.me_interval_ms = 300000 */
+    int   kaphila_credits_poll_ms; /* kaphila.credits_poll_ms = 5000 */
     /* [limits] */
     int   max_body_bytes;        /* limits.max_body_bytes = 65536 */
     int   max_params;            /* limits.max_params = 256 */
@@ -73,6 +80,7 @@ typedef struct config {
     int   max_redirects;         /* limits.max_redirects = 100 (per call) */
     int   max_live_calls;        /* limits.max_live_calls = 20000 */
     int   max_connections;       /* limits.max_connections = 4096 */
+    int   max_queue_time_s;      /* limits.max_queue_time_s = 86400 */
     /* [webhook] */
     char *webhook_allow;         /* webhook.allow = "" (comma list of CIDRs/hosts; empty = all) */
     char *webhook_deny;          /* webhook.deny  = "" */

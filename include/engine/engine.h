@@ -95,9 +95,11 @@ void engine_destroy(engine *e);   /* accepts NULL */
 
 /* A new call (status queued): the engine stores its row in its next group
  * commit with a 20001 warning notification per string of warnings (a JSON
- * array, or NULL; stolen), originates it on Kaphila once that commit is
- * done, and replies to r with 201 + the Call JSON, or removes the row and
- * replies with the mapped Twilio error. Takes call->params on true (NULLs
+ * array, or NULL; stolen) and replies to r with 201 + the Call JSON once
+ * that commit is done (503 when it fails; 429 22005 when the key's queue
+ * would wait longer than limits.max_queue_time_s). The call is dialled
+ * when its turn in the key's queue and the budget come (budget_int.h);
+ * a failed dial makes it `failed`, with a notification and the callbacks. Takes call->params on true (NULLs
  * it; the caller keeps it on false). false: the engine's queue is full
  * (nothing was stored). */
 __attribute__((warn_unused_result))
@@ -137,6 +139,37 @@ bool engine_kaphila_ready(engine *e);
 __attribute__((warn_unused_result))
 int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
                        json_t *body, kaphila_cb cb, void *arg);
+
+/* Kaphila's per-key request budget and Twilio's call queue, as last
+ * published by the engine (at every change and every second): a copy, read
+ * under a lock, so any thread may call it (the console, /metrics). Keys
+ * are named by a label, never by the secret: the first 8 hex digits of the
+ * key's SHA-256. */
+typedef struct engine_budget_key {
+    char      label[9];
+    int       limit;             /* requests per window; 0 = unlimited, -1 = not known yet */
+    int64_t   window_ms;
+    int       used;              /* slots taken in the window (sent, answered within it) */
+    int       left;              /* limit - used; -1 = unlimited */
+    int       live;              /* dialled calls still holding a reserve */
+    int       waiting_commands;  /* hang-ups and live calls' commands waiting for a slot */
+    int       queued_calls;      /* Twilio's queue: created, not dialled yet */
+    int64_t   oldest_wait_ms;    /* the queue's oldest call's wait so far */
+    long long credits;           /* Kaphila's, from GET /api/me; -1 = unknown */
+    bool      paused;            /* a 402: dialling waits for credits */
+    int64_t   closed_ms;         /* a 429 closed the key for this much longer */
+    int64_t   received_429;      /* 429s received on the key since start */
+} engine_budget_key;
+
+/* Fills out with at most max keys; returns how many. Any thread. */
+size_t engine_budget_snapshot(engine *e, engine_budget_key *out, size_t max);
+
+/* GET …/Balance.json: the engine asks Kaphila's GET /api/me with the
+ * account's key and replies to r with Twilio's Balance resource
+ * (account_sid, balance = Kaphila's credits as a string, currency) or the
+ * mapped error. false = queue full: the caller still owns r. */
+__attribute__((warn_unused_result))
+bool engine_balance(engine *e, engine_reply r, const char *account_sid);
 
 /* Runs fn(e, arg) on the engine thread (for modules such as recordings that
  * need the loop: Kaphila downloads, callbacks). false = queue full; the

@@ -21,6 +21,7 @@ static const twerr_def catalogue[] = {
     { 20005, 403, "ERROR",   "Account not active" },
     { 20404, 404, "ERROR",   "The requested resource was not found" },
     { 20429, 429, "ERROR",   "Too Many Requests" },
+    { 22005, 429, "ERROR",   "Call Queue Full" },
     { 20500, 500, "ERROR",   "Internal Server Error" },
     { 20503, 503, "ERROR",   "Service Unavailable" },
     { 21200, 400, "ERROR",   "Calls resource error" },

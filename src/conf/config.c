@@ -41,6 +41,7 @@ static bool check_friendly_name(const char *v, char *why, size_t whylen);
 static bool check_nonempty(const char *v, char *why, size_t whylen);
 static bool check_voice_name(const char *v, char *why, size_t whylen);
 static bool check_addr_list(const char *v, char *why, size_t whylen);
+static bool check_count(const char *v, char *why, size_t whylen);
 
 #define STR(n, f, d, r, chk, desc)  { n, KT_STRING, d, 0, 0, r, offsetof(config, f), chk, desc }
 #define SEC(n, f, r, desc)          { n, KT_SECRET, "", 0, 0, r, offsetof(config, f), NULL, desc }
@@ -87,6 +88,12 @@ const key_def config_keys[] = {
         "Delay before the first /hangup retry; doubles with each retry"),
     INT("kaphila.orphan_wait_ms", orphan_wait_ms, "30000", 100, 3600000, false,
         "After a /makecall answer is lost, wait this long for the call's events before checking GET /calls"),
+    INT("kaphila.rate_window_ms", kaphila_rate_window_ms, "3600000", 100, 86400000, false,
+        "Kaphila's rate-limit window per key (an hour); each account's kaphila_rate_limit applies per window"),
+    INT("kaphila.me_interval_ms", kaphila_me_interval_ms, "300000", 1000, 86400000, false,
+        "How often each key's limit and credits are read again from GET /api/me"),
+    INT("kaphila.credits_poll_ms", kaphila_credits_poll_ms, "5000", 100, 3600000, false,
+        "While a 402 pauses a key's queue, how often GET /api/me is asked whether credits came back"),
 
     INT("limits.max_body_bytes", max_body_bytes, "65536", 1024, 16777216, false,
         "Largest REST request body accepted (larger gets 413)"),
@@ -102,6 +109,8 @@ const key_def config_keys[] = {
         "Most calls in progress at once; more are refused with 20429"),
     INT("limits.max_connections", max_connections, "4096", 16, 1000000, false,
         "Most simultaneous HTTP connections (bounded by the fd limit)"),
+    INT("limits.max_queue_time_s", max_queue_time_s, "86400", 1, 864000, false,
+        "A create whose estimated wait in its key's queue exceeds this is refused with 22005 (Twilio: 24 h)"),
 
     STR("webhook.allow", webhook_allow, "", true, NULL,
         "Comma list of CIDRs or host names webhooks may reach; empty = any public address (private ranges need a CIDR here)"),
@@ -191,6 +200,12 @@ const field_def config_fields[] = {
     FIELD("kaphila_voice", KT_STRING, false, kaphila_voice, check_voice_name,
           "Kaphila voiceName sent with /makecall for this account's calls; empty = Kaphila's"
           " default"),
+    FIELD("kaphila_rate_limit", KT_STRING, false, kaphila_rate_limit, check_count,
+          "Counted Kaphila requests per kaphila.rate_window_ms on this account's key (shared by"
+          " every account using the key); 0 = Kaphila's rateLimit from GET /api/me"),
+    FIELD("cps", KT_STRING, false, cps, check_count,
+          "Calls dialled per second at most from this account's queue (Twilio's CPS); 0 = no cap"
+          " beyond the key's budget"),
 };
 const size_t config_n_fields = sizeof config_fields / sizeof config_fields[0];
 
@@ -388,6 +403,19 @@ static bool check_voice_name(const char *v, char *why, size_t whylen)
     return true;
 }
 
+/* A whole number 0..1,000,000,000 (account fields kept as text). */
+static bool check_count(const char *v, char *why, size_t whylen)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || errno || n < 0 || n > 1000000000LL) {
+        config_fail(why, whylen, "'%s' is not a whole number from 0 to 1000000000", v);
+        return false;
+    }
+    return true;
+}
+
 static bool check_addr_list(const char *v, char *why, size_t whylen)
 {
     int n = 0;
@@ -572,6 +600,7 @@ const char *config_key_name(size_t i)
         "account.<name>.friendly_name", "account.<name>.api_key_sid",
         "account.<name>.api_key_secret", "account.<name>.created",
         "account.<name>.media_auth", "account.<name>.kaphila_voice",
+        "account.<name>.kaphila_rate_limit", "account.<name>.cps",
     };
     _Static_assert(sizeof account_keys / sizeof account_keys[0] ==
                    sizeof config_fields / sizeof config_fields[0],

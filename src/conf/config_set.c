@@ -113,7 +113,7 @@ static int set_account_value(config *c, const char *key, const char *value, char
         else
             config_fail(why, whylen, "unknown key '%s' (account fields: sid, auth_token, kaphila_key, "
                  "friendly_name, api_key_sid, api_key_secret, created, media_auth, "
-                 "kaphila_voice)", key);
+                 "kaphila_voice, kaphila_rate_limit, cps)", key);
         return -1;
     }
 

@@ -19,6 +19,7 @@
  * < terminal 4. An event only ever raises the rank, so duplicated or late
  * Kaphila events cannot move a call backwards or repeat a callback. */
 #include "engine_core_int.h"
+#include "budget_int.h"
 
 /* ---------------------------------------------------------------- 1 */
 
@@ -40,6 +41,7 @@ call *call_find_token(engine *e, const char *token)
 
 void call_unlink(engine *e, call *c)
 {
+    dialq_remove(c);   /* out of its key's queue, its reserve released */
     call **pp = &e->calls[eng_bucket(c->row.sid)];
     while (*pp && *pp != c) pp = &(*pp)->hnext;
     if (*pp) {
@@ -306,9 +308,12 @@ static void recover_call(store_call *row, void *arg)
     if (!c) return;
     c->last_event_ms = 0;   /* nothing heard since the restart: checked at once */
     log_context(NULL, c->row.account_sid, c->row.sid);
-    if (!c->row.kaphila_id[0]) {
-        /* Crashed between the insert and Kaphila's answer: we cannot know
-         * whether it was dialled, and nobody was told it exists. */
+    if (!c->row.kaphila_id[0] && json_object_get(c->row.params, "dq")) {
+        /* Waiting in Twilio's queue, never dialled: back in it, in order. */
+        dialq_recover(e, c);
+    } else if (!c->row.kaphila_id[0]) {
+        /* Crashed between the decision to dial and Kaphila's answer: we
+         * cannot know whether it was dialled. */
         c->pending_fail = true;
     } else if (c->rank >= RANK_ANSWERED) {
         /* The TwiML program counter is not persisted: end the call cleanly
@@ -372,6 +377,7 @@ static void recover(engine *e)
         log_error("engine", "could not load the outbox");
     rec_recover(e);
     log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
+    budget_publish(e->bud);   /* the queues dial once their keys' limits are known */
     reconcile_start(e);
 }
 
@@ -438,6 +444,14 @@ engine *engine_create(app *a, char *err, size_t errlen)
     }
     e->bio = bio_create("engine-bio", err, errlen);
     if (!e->bio) {
+        loop_destroy(e->l);
+        free(e);
+        return NULL;
+    }
+    e->bud = budget_create(e);
+    if (!e->bud) {
+        snprintf(err, errlen, "out of memory");
+        bio_destroy(e->bio);
         loop_destroy(e->l);
         free(e);
         return NULL;
@@ -569,6 +583,7 @@ void engine_destroy(engine *e)
                 call_unref(c);
             }
         }
+    budget_abort(e->bud);  /* waiting Kaphila requests: their callbacks run now */
     bio_destroy(e->bio);  /* an engine that never started: its queued passes are cancelled */
     e->bio = NULL;
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */
@@ -598,6 +613,7 @@ void engine_destroy(engine *e)
         }
     }
     acks_reply(e, false);   /* nothing left to commit them: Kaphila keeps them */
+    budget_destroy(e->bud);
     free(e->acks);
     free(e->origs);
     store_conn_release(e->db);

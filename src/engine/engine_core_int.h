@@ -12,7 +12,9 @@
  *   engine_events.c   Kaphila events → the Twilio status ladder, and the
  *                     REST messages: originate, update;
  *   engine_services.c services for the executor and the reconciler
- *                     (engine_int.h), resync. */
+ *                     (engine_int.h), resync;
+ *   engine_dialq.c    Twilio's call queue on each Kaphila key's budget
+ *                     (budget.c; both declared in budget_int.h). */
 #ifndef TWIGATE_ENGINE_CORE_INT_H
 #define TWIGATE_ENGINE_CORE_INT_H
 
@@ -111,6 +113,7 @@ struct engine {
     const config  *policy_cfg;     /* the config policy was last checked against */
     reconciler    *rc;             /* reconcile.c's state */
     bool           resync;         /* a batch was lost: memory is ahead of the store */
+    struct budget *bud;            /* per-key budgets and dial queues (budget_int.h) */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -174,6 +177,8 @@ void eng_retire(engine *e, call *c);
 void eng_start_time_limit(engine *e, call *c);
 void eng_origs_start(engine *e);
 void eng_origs_fail(engine *e);
+/* Adds c to the calls dialled after the open batch commits (a reference). */
+bool eng_origs_add(engine *e, call *c);
 /* engine_services.c */
 void eng_time_limit_fired(loop *l, void *arg);
 

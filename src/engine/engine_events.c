@@ -3,6 +3,7 @@
  * call: originate (→ /makecall) and update. Engine thread only
  * (engine_core_int.h). */
 #include "engine_core_int.h"
+#include "budget_int.h"
 
 /* ---------------------------------------------------------------- 5 */
 
@@ -298,13 +299,25 @@ static bool answer_lost(const kaphila_result *res)
             res->curl_rc == CURLE_PARTIAL_FILE);
 }
 
+/* A dial that failed for good (the create was answered 201 long ago): the
+ * call becomes `failed` with the notification and the status callbacks
+ * Twilio would send. Inside the engine's batch. */
+static void dial_failed(engine *e, call *c, int code, const char *msg)
+{
+    char url[600];
+    snprintf(url, sizeof url, "%s/makecall", e->kc.base_url);
+    if (c->over || !eng_txn_begin(e)) return;
+    eng_notify(e, c->row.account_sid, c->row.sid, code, 0, msg, url, "POST", NULL, NULL);
+    call_log(c, "dial-failed", json_pack("{s:i,s:s}", "error_code", code, "message", msg));
+    eng_finish_call(e, c, "failed", -1);
+    if (eng_txn_commit(e, c, 0)) eng_retire(e, c);
+}
+
 static void on_makecall(loop *l, void *arg, const kaphila_result *res)
 {
     (void)l;
     call *c = arg;
     engine *e = c->e;
-    engine_reply r = c->create_req;
-    c->create_req = (engine_reply){0};
     log_context(NULL, c->row.account_sid, c->row.sid);
     metrics_observe(e->a->metrics, "twigate_kaphila_request_seconds", "endpoint=\"/makecall\"",
                     (double)res->latency_ms / 1000.0);
@@ -325,7 +338,6 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
             advance(e, c, RANK_INITIATED);
             (void)eng_txn_commit(e, c, 0);
         }
-        if (engine_reply_some(r)) eng_reply_call(r, 201, c);
         call_unref(c);
         return;
     }
@@ -336,25 +348,22 @@ static void on_makecall(loop *l, void *arg, const kaphila_result *res)
     snprintf(labels, sizeof labels, "endpoint=\"/makecall\",outcome=\"%s\"", kaphila_outcome(res));
     metrics_inc(e->a->metrics, "twigate_kaphila_requests_total", labels, 1);
     if (answer_lost(res) && !c->over && !e->stopping) {
-        /* Kaphila may have dialled: the caller is told it failed, but the
-         * call and its token stay until its events or GET /calls settle it
-         * (reconcile.c). */
+        /* Kaphila may have dialled: the call and its token stay until its
+         * events or GET /calls settle it (reconcile.c). */
         log_warn("engine", "origination answer lost (%s); waiting for the call's events", msg);
         c->lost_since_ms = loop_now_ms(l);
-        if (engine_reply_some(r)) engine_reply_error(r, code, status, msg);
         call_unref(c);   /* the origination list's; the table keeps the call */
         return;
     }
-    /* Nothing was dialled: the call never existed for the customer. */
+    if (e->stopping && res->curl_rc == CURLE_ABORTED_BY_CALLBACK) {
+        call_unref(c);   /* stopping: the next start's recovery settles it */
+        return;
+    }
+    /* Nothing was dialled. A 402 also pauses the key's queue until Kaphila
+     * shows credits again, so the queue is not failed call by call. */
     log_warn("engine", "origination failed: %s", msg);
-    if (store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK)
-        log_error("engine", "could not delete the refused call row");
-    c->over = true;
-    c->rank = RANK_OVER;
-    (void)eng_batch_flush(e);
-    if (engine_reply_some(r)) engine_reply_error(r, code, status, msg);
-    call_unlink(e, c);
-    c->refs--;       /* the table's; the request's reference is still held */
+    if (res->http_status == 402 && c->bk) budget_pause(c->bk);
+    dial_failed(e, c, code, msg);
     call_unref(c);
 }
 
@@ -367,7 +376,11 @@ static void start_makecall(engine *e, call *c)
     json_t *body = NULL;
 
     log_context(NULL, c->row.account_sid, c->row.sid);
-    log_info("engine", "call created (queued)");
+    if (c->over) {   /* canceled between the decision to dial and the commit */
+        dialq_remove(c);
+        call_unref(c);
+        return;
+    }
     if (acct && !e->stopping) {
         phone_kaphila(c->row.to, number);
         /* The token authenticates Kaphila's events; CallSid is for humans and
@@ -383,17 +396,18 @@ static void start_makecall(engine *e, call *c)
         if (body && acct->kaphila_voice && *acct->kaphila_voice)
             json_object_set_new(body, "voiceName", json_string(acct->kaphila_voice));
     }
-    if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/makecall", body,
-                              on_makecall, c) != 0) {
+    if (!body || dialq_send(e, c, body, on_makecall, c) != 0) {
         kaphila_result res = {.endpoint = "/makecall", .curl_rc = CURLE_FAILED_INIT};
         on_makecall(e->l, c, &res);
     }
     json_decref(body);
 }
 
-/* The batch that stored these calls has committed: dial them, in the order
- * they were created. The list is taken first because a failed /makecall
- * flushes the batch again (on_makecall), which comes back here. */
+/* The batch that stored these calls has committed: answer their creates
+ * (201 queued), then dial those that may go now, in the order they were
+ * created; the others wait in their key's queue (engine_dialq.c). The list is
+ * taken first because a failed /makecall flushes the batch again, which
+ * comes back here. */
 void eng_origs_start(engine *e)
 {
     call **list = e->origs;
@@ -401,11 +415,27 @@ void eng_origs_start(engine *e)
     if (!n) return;
     e->origs = NULL;
     e->n_origs = e->cap_origs = 0;
-    for (size_t i = 0; i < n; i++) start_makecall(e, list[i]);
+    for (size_t i = 0; i < n; i++) {
+        call *c = list[i];
+        if (engine_reply_some(c->create_req)) {
+            engine_reply r = c->create_req;
+            c->create_req = (engine_reply){0};
+            log_context(NULL, c->row.account_sid, c->row.sid);
+            log_info("engine", "call created (queued)");
+            eng_reply_call(r, 201, c);
+        }
+        if (c->dq == DQ_UNCOMMITTED) {
+            dialq_committed(e, c);
+            call_unref(c);   /* the list's: the queue lives in the call table */
+        } else {
+            start_makecall(e, c);
+        }
+    }
     free(list);
 }
 
-/* The batch that stored these calls was rolled back: they never existed. */
+/* The batch that stored these calls was rolled back: the new ones never
+ * existed; those taken out of a queue go back into it. */
 void eng_origs_fail(engine *e)
 {
     call **list = e->origs;
@@ -414,6 +444,11 @@ void eng_origs_fail(engine *e)
     e->n_origs = e->cap_origs = 0;
     for (size_t i = 0; i < n; i++) {
         call *c = list[i];
+        if (!engine_reply_some(c->create_req) && c->dq == DQ_DIALLING) {
+            dialq_unstart(c);
+            call_unref(c);
+            continue;
+        }
         if (engine_reply_some(c->create_req)) engine_reply_error(c->create_req, 20503, 503, "The call could not be stored; try again");
         c->create_req = (engine_reply){0};
         c->over = true;
@@ -436,6 +471,14 @@ static bool origs_reserve(engine *e)
     return true;
 }
 
+bool eng_origs_add(engine *e, call *c)
+{
+    if (!origs_reserve(e)) return false;
+    call_ref(c);
+    e->origs[e->n_origs++] = c;
+    return true;
+}
+
 /* A REST create: the row joins the open batch (a burst of creates shares one
  * commit, and only the engine writes calls, so its page cache stays warm),
  * and /makecall goes out once that batch has committed (eng_origs_start):
@@ -454,11 +497,24 @@ void eng_handle_originate(engine *e, emsg *m)
         store_call_fini(&m->call);
         return;
     }
+    /* Twilio's queue is capped by time: when the calls already waiting on
+     * this key would keep the new one longer than limits.max_queue_time_s
+     * at the rate its budget (and cps) allows, 22005. */
+    bkey *k = e->bud ? budget_key(e->bud, acct) : NULL;
+    if (k && k->dq_n && dialq_wait_estimate(k) > (int64_t)cfg->max_queue_time_s * 1000) {
+        metrics_inc(e->a->metrics, "twigate_queue_full_total", NULL, 1);
+        engine_reply_error(m->r, 22005, 429, "Call Queue Full: the queue of calls waiting to be"
+                           " dialled on this account's Kaphila key would wait longer than"
+                           " limits.max_queue_time_s");
+        store_call_fini(&m->call);
+        return;
+    }
     if (!eng_txn_begin(e) || !origs_reserve(e) || !(c = call_new(e, &m->call))) {
         engine_reply_error(m->r, 20503, 503, NULL);
         store_call_fini(&m->call);
         return;
     }
+    (void)dialq_admit(e, k, c);   /* queued or not, the row is written now */
     if (store_call_insert(e->db, &c->row) != STORE_OK) {
         log_error("engine", "a new call could not be written; the batch is rolled back");
         engine_reply_error(m->r, 20500, 500, NULL);
@@ -587,8 +643,12 @@ static void update_end(engine *e, emsg *m, call *c, json_t *upd, const char *st)
         on_update_hangup(e->l, u, &res);
         return;
     }
-    if (!body || kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", "/hangup", body,
-                              on_update_hangup, u) != 0) {
+    if (c->bud_live) {   /* its hang-up is going: no reserve held for it any more */
+        budget_live(c->bk, -1);
+        c->bud_live = false;
+    }
+    if (!body || budget_send(e, c->bk, acct, BUDGET_HANGUP, "POST", "/hangup", body,
+                             on_update_hangup, u) != 0) {
         kaphila_result res = {.endpoint = "/hangup", .curl_rc = CURLE_FAILED_INIT};
         on_update_hangup(e->l, u, &res);
     }

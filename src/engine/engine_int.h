@@ -43,6 +43,14 @@ struct call {
     bool        hangup_wanted;    /* a /hangup failed for good: the sweep retries it */
     int         hangup_tries;     /* failed /hangup attempts so far */
     loop_timer *hangup_retry;     /* the backoff timer (holds a reference) */
+    /* The key's budget and Twilio's call queue (budget_int.h, engine_dialq.c). */
+    struct bkey *bk;          /* the Kaphila key's budget; NULL = unbudgeted */
+    call       *dq_next, *dq_prev;   /* the key's dial queue, creation order */
+    int64_t     dq_seq;       /* queue order, also the row's "dq" mark; 0 = not queued */
+    int64_t     dq_since_ms;  /* wall ms the call entered the queue (queue_time) */
+    unsigned char dq;         /* DQ_* in engine_dialq.c */
+    bool        bud_live;     /* counted in bk->live until its /hangup goes */
+    bool        bud_reserved; /* holds a slot from budget_take_new */
     call       *hnext;        /* hash chain by CallSid */
     call       *tnext;        /* hash chain by token (Kaphila's events find calls by it) */
 };
@@ -171,10 +179,10 @@ void call_end_reconciled(call *c, const char *kstatus, int kduration, const char
  * it as if it had. */
 void call_answered_reconciled(call *c);
 /* /makecall's answer for c was lost and an event has now named its callId:
- * the REST caller was told it failed, so hang it up and mark it failed. */
+ * its first events were missed, so hang it up and mark it failed. */
 void call_adopt_lost(call *c);
-/* /makecall's answer for c was lost and nothing came for it: forget it as
- * a refused create (the caller was told it failed). */
+/* /makecall's answer for c was lost and nothing came for it: the call is
+ * failed (notification 20503, callbacks); its create was answered 201. */
 void call_drop_lost(call *c);
 
 /* ---- recordings (recordings.c), called by the engine after commits ---- */

@@ -3,6 +3,7 @@
  * behalf, hangup, notifications, the row accessors, the reconciler's
  * verdicts and resync. Engine thread only (engine_core_int.h). */
 #include "engine_core_int.h"
+#include "budget_int.h"
 
 /* ---------------------------------------------------------------- 7 */
 
@@ -52,7 +53,8 @@ static void on_call_kaphila(loop *l, void *arg, const kaphila_result *res)
     form_fini(&p);
     buf_fini(&wr.body);
 
-    if (!kaphila_ok(res) && !c->over) {
+    if (!kaphila_ok(res) && !c->over &&
+        !(e->stopping && res->curl_rc == CURLE_ABORTED_BY_CALLBACK)) {
         int code, status;
         char msg[400];
         kaphila_twilio_error(res, &code, &status, msg, sizeof msg);
@@ -84,7 +86,15 @@ int call_kaphila(call *c, const char *path, json_t *body, kaphila_cb cb, void *a
     k->body = body;
     snprintf(k->path, sizeof k->path, "%s", path);
     call_ref(c);
-    if (kaphila_call(e->l, &e->kc, acct->kaphila_key, "POST", path, body, on_call_kaphila, k) != 0) {
+    /* Kaphila's budget: a hang-up before anything else, a live call's
+     * command before any new call (budget_int.h). */
+    bool hangup = !strcmp(path, "/hangup");
+    if (hangup && c->bud_live) {
+        budget_live(c->bk, -1);
+        c->bud_live = false;
+    }
+    if (budget_send(e, c->bk, acct, hangup ? BUDGET_HANGUP : BUDGET_LIVE, "POST", path, body,
+                    on_call_kaphila, k) != 0) {
         /* Reported through the callback like any other failure. */
         kaphila_result res = {.endpoint = "other", .curl_rc = CURLE_FAILED_INIT};
         on_call_kaphila(e->l, k, &res);
@@ -273,7 +283,9 @@ int engine_kaphila(engine *e, const char *account_sid, const char *method, const
 {
     const config_account *acct = config_account_by_sid(app_config(e->a), account_sid);
     if (!acct) return -1;
-    return kaphila_call(e->l, &e->kc, acct->kaphila_key, method, path, body, cb, arg);
+    bkey *k = e->bud ? budget_key(e->bud, acct) : NULL;
+    return budget_send(e, k, acct, strcmp(path, "/hangup") ? BUDGET_LIVE : BUDGET_HANGUP, method,
+                       path, body, cb, arg);
 }
 
 int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
@@ -367,32 +379,32 @@ void call_adopt_lost(call *c)
     c->lost_since_ms = 0;
     if (c->over || !eng_txn_begin(e)) return;
     log_context(NULL, c->row.account_sid, c->row.sid);
-    call_notify(c, 20500, 1, "Kaphila placed this call although its /makecall answer was lost "
-                "and the create was answered with an error; the call is hung up", NULL, NULL);
+    call_notify(c, 20500, 1, "Kaphila placed this call although its /makecall answer was lost;"
+                " its first events were missed, so the call is hung up and marked failed", NULL,
+                NULL);
     metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"adopted\"", 1);
     call_ref(c);
-    call_hangup(c, "the create was answered with an error");
+    call_hangup(c, "the /makecall answer was lost");
     eng_finish_call(e, c, "failed", -1);
     if (eng_txn_commit(e, c, 0)) eng_retire(e, c);
     call_unref(c);
 }
 
+/* The create was answered 201 long before the dial (Twilio's queue), so a
+ * dial that came to nothing is a failed call the customer hears about
+ * (notification, callbacks), not a row that disappears. */
 void call_drop_lost(call *c)
 {
     engine *e = c->e;
     log_context(NULL, c->row.account_sid, c->row.sid);
-    log_info("engine", "no sign of the call at Kaphila after its lost /makecall answer; dropped");
+    log_info("engine", "no sign of the call at Kaphila after its lost /makecall answer; failed");
     metrics_inc(e->a->metrics, "twigate_reconciled_total", "outcome=\"dropped\"", 1);
     c->lost_since_ms = 0;
-    if (!eng_txn_begin(e) || store_call_delete(e->db, c->row.account_sid, c->row.sid) != STORE_OK) {
-        log_error("engine", "could not delete a call whose /makecall answer was lost");
-        return;
-    }
-    c->over = true;
-    c->rank = RANK_OVER;
-    reconcile_forget(c);
-    call_unlink(e, c);
-    call_unref(c);   /* the table's */
+    if (c->over || !eng_txn_begin(e)) return;
+    eng_notify(e, c->row.account_sid, c->row.sid, 20503, 0, "Kaphila did not answer /makecall"
+               " and has no such call: the call was not placed", NULL, NULL, NULL, NULL);
+    eng_finish_call(e, c, "failed", -1);
+    if (eng_txn_commit(e, c, 0)) eng_retire(e, c);
 }
 
 /* After a lost batch (disk full, I/O errors) memory is ahead of the store:

@@ -215,6 +215,18 @@ static void account_fetch(void *ctx, http_req *r, const http_match *m)
     http_reply_json(r, 200, calljson_account(acct, a->started_ms));
 }
 
+/* GET …/Balance.json: Kaphila's credits for the account's key, asked of
+ * Kaphila (GET /api/me) by the engine, which answers. */
+static void balance_fetch(void *ctx, http_req *r, const http_match *m)
+{
+    app *a = ctx;
+    const config_account *acct = rest_auth(a, r, m->cap[0]);
+    if (!acct) return;
+    http_suspend(r);
+    if (!engine_balance(a->engine, rest_engine_reply(r), acct->sid))
+        http_reply_error(r, 20503, 503, "Too many requests in progress; try again shortly");
+}
+
 /* ---- health, readiness, metrics ---- */
 
 static void healthz(void *ctx, http_req *r, const http_match *m)
@@ -411,6 +423,7 @@ void rest_not_found(void *ctx, http_req *r, const http_match *m)
 
 static const http_route routes[] = {
     {"GET",    ACCOUNT_PATH ".json", account_fetch, "account_fetch"},
+    {"GET",    ACCOUNT_PATH "/Balance.json", balance_fetch, "balance"},
     {"GET",    ACCOUNT_PATH "/Calls.json", rest_calls_list, "calls_list"},
     {"POST",   ACCOUNT_PATH "/Calls.json", rest_calls_create, "calls_create"},
     {"GET",    ACCOUNT_PATH "/Calls/*.json", rest_call_fetch, "call_fetch"},

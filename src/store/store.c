@@ -25,8 +25,8 @@ const char *const store_stmt_sql[S_COUNT] = {
     [S_CALL_GET_TOKEN] = "SELECT * FROM calls WHERE token = ?1",
     [S_CALL_UPDATE] =
         "UPDATE calls SET status=?2, answered_by=?3, date_updated=?4, start_time=?5,"
-        " end_time=?6, answered_at=?7, duration=?8, kaphila_id=?9, cb_seq=?10, params=?11"
-        " WHERE sid = ?1",
+        " end_time=?6, answered_at=?7, duration=?8, kaphila_id=?9, cb_seq=?10, params=?11,"
+        " queue_time=?12 WHERE sid = ?1",
     [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
     [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
     /* calls_live leads with account_sid, so SQLite would rather scan the

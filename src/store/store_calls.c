@@ -146,6 +146,7 @@ store_status store_call_update(store_conn *c, const store_call *call)
     bind_text(st, 9, call->kaphila_id);
     sqlite3_bind_int(st, 10, call->cb_seq);
     bind_text(st, 11, params);
+    sqlite3_bind_int(st, 12, call->queue_time);   /* set when a queued call is dialled */
     cc_write_begin(c, call->sid);
     r = step_done(c, st, "call update");
     cc_write_end(c);

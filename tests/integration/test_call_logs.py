@@ -152,7 +152,7 @@ def test_kaphila_reachable_line_carries_no_call(kaphila_sim, make_twigate):
     kaphila_sim.stop()
     wait_for(lambda: reach("unreachable"), 15, message="no 'Kaphila unreachable' line")
     r = tg.create_call_raw(To=fresh_number(), From=DEFAULT_FROM, Twiml=SHORT_TWIML)
-    assert r.status_code >= 400, r.text
+    assert r.status_code == 201, r.text   # answered before the dial, which then fails
     failed = wait_for(lambda: [m for m in _lines(tg, "engine")
                                if m["msg"].startswith("origination failed")], 10)
     assert failed[0]["ca"], "the failed creation was logged without its CallSid"

@@ -1,55 +1,83 @@
-"""Kaphila's refusals on call creation, seen through the official SDK
-(docs/kaphila.md): each maps to the documented Twilio code and HTTP status,
-and nothing is left behind — the customer was never told the call exists.
-Failures are injected with the simulator's control API; a Kaphila that
-answers garbage or nothing at all is a tiny local server."""
+"""Kaphila's refusals of a dial, seen through the official SDK
+(docs/kaphila.md). Creates are answered 201 `queued` before the dial
+(Twilio's queue, issue 19), so a refusal is what Twilio shows for a call it
+could not place: the call ends `failed`, with a notification carrying the
+documented Twilio code and the `completed` status callback (CallStatus
+failed). A 429 is not a refusal: the dial waits and goes again. Failures
+are injected with the simulator's control API; a Kaphila that answers
+garbage or nothing at all is a tiny local server."""
 
 import http.server
 import json
 import threading
 
 import pytest
-from twilio.base.exceptions import TwilioRestException
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
 
 HANGUP = "<Response><Hangup/></Response>"
 
 
-def call_count(tg):
-    r = tg.http("GET", tg.account_uri() + "/Calls.json", params={"PageSize": 1000})
-    assert r.status_code == 200, r.text
-    return len(r.json()["calls"])
+def failed_with(tg, receiver, sid, code, timeout=15):
+    """Waits for sid's completed callback (CallStatus failed) and returns
+    the messages of its notifications with code."""
+    cb = receiver.wait_for_requests("/status", call_sid=sid, timeout=timeout)[0]
+    assert cb.params["CallStatus"] == "failed", cb.params
+    call = tg.client().calls(sid).fetch()
+    assert call.status == "failed"
+    notes = tg.client().calls(sid).notifications.list()
+    got = [n for n in notes if n.error_code == str(code)]
+    assert got, [(n.error_code, n.message_text) for n in notes]
+    return [n.message_text for n in got]
 
 
-@pytest.mark.parametrize("status,code,http_status", [
-    (401, 20500, 500),   # the gateway's key is wrong, not the caller's credentials
-    (402, 20005, 403),
-    (429, 20429, 429),
-    (500, 20500, 500),
-    (503, 20503, 503),
+@pytest.mark.parametrize("status,code", [
+    (401, 20500),   # the gateway's key is wrong, not the caller's credentials
+    (500, 20500),
+    (503, 20503),
 ])
-def test_makecall_failure_maps_to_twilio_error(twigate, status, code, http_status):
+def test_makecall_failure_fails_the_call(twigate, receiver, status, code):
     client = twigate.client()
-    before = call_count(twigate)
     twigate.sim_fail(status, count=1, endpoint="/makecall",
                      key=twigate.accounts["a"].kaphila_key)
-    with pytest.raises(TwilioRestException) as exc:
-        client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP)
-    assert exc.value.status == http_status
-    assert exc.value.code == code
-    assert "Kaphila" in exc.value.msg
-    assert call_count(twigate) == before, "a refused call must not be stored"
-    # The injection was for one request only: the next create works.
-    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP)
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                               status_callback=receiver.url("/status"))
     assert call.status == "queued"
+    msgs = failed_with(twigate, receiver, call.sid, code)
+    assert any("Kaphila" in m for m in msgs), msgs
+    # The injection was for one request only: the next call is placed.
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                               status_callback=receiver.url("/status"))
+    cb = receiver.wait_for_requests("/status", call_sid=call.sid, timeout=15)[0]
+    assert cb.params["CallStatus"] == "completed"
 
 
-def test_failure_of_one_key_leaves_other_accounts_alone(twigate):
+def test_makecall_402_fails_the_call_as_account_not_active(make_twigate, receiver):
+    tg = make_twigate(overrides={"kaphila.credits_poll_ms": 200})
+    tg.sim_fail(402, count=1, endpoint="/makecall", key=tg.accounts["a"].kaphila_key)
+    call = tg.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                                    status_callback=receiver.url("/status"))
+    assert call.status == "queued"
+    msgs = failed_with(tg, receiver, call.sid, 20005)
+    assert any("credits" in m for m in msgs), msgs
+
+
+def test_makecall_429_is_retried_not_failed(twigate, receiver):
     twigate.sim_fail(429, count=1, endpoint="/makecall",
                      key=twigate.accounts["a"].kaphila_key)
-    call = twigate.client("b").calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP)
-    assert call.status == "queued"
+    call = twigate.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                                         status_callback=receiver.url("/status"))
+    cb = receiver.wait_for_requests("/status", call_sid=call.sid, timeout=15)[0]
+    assert cb.params["CallStatus"] == "completed"
+
+
+def test_failure_of_one_key_leaves_other_accounts_alone(twigate, receiver):
+    twigate.sim_fail(500, count=1, endpoint="/makecall",
+                     key=twigate.accounts["a"].kaphila_key)
+    call = twigate.client("b").calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                                            status_callback=receiver.url("/status"))
+    cb = receiver.wait_for_requests("/status", call_sid=call.sid, timeout=15)[0]
+    assert cb.params["CallStatus"] == "completed"
     twigate.sim_clear_fail()
 
 
@@ -91,34 +119,34 @@ def fake_kaphila():
     srv.server_close()
 
 
-@pytest.mark.parametrize("mode,code,http_status", [
-    ("garbage", 20500, 500),    # 200 with a body that is not JSON
-    ("refused", 20500, 500),    # 200 with success=false
-    ("hang", 20503, 503),       # no answer within kaphila.timeout_ms
+@pytest.mark.parametrize("mode,code", [
+    ("garbage", 20500),    # 200 with a body that is not JSON
+    ("refused", 20500),    # 200 with success=false
+    ("hang", 20503),       # no answer within kaphila.timeout_ms
 ])
-def test_broken_kaphila_answers(make_twigate, fake_kaphila, mode, code, http_status):
+def test_broken_kaphila_answers(make_twigate, fake_kaphila, receiver, mode, code):
     fake_kaphila.mode = mode
     url = f"http://127.0.0.1:{fake_kaphila.server_address[1]}"
     tg = make_twigate(overrides={"kaphila.url": url, "kaphila.timeout_ms": 300,
                                  "kaphila.orphan_wait_ms": 200,
                                  "kaphila.reconcile_interval_ms": 100})
-    with pytest.raises(TwilioRestException) as exc:
-        tg.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP)
-    assert (exc.value.status, exc.value.code) == (http_status, code)
+    call = tg.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                                    status_callback=receiver.url("/status"))
+    assert call.status == "queued"
     # A lost answer (mode "hang") may still have dialled: the call is kept
     # until the orphan wait and a GET /calls show nothing came of it.
-    wait_for(lambda: call_count(tg) == 0, timeout=10)
+    failed_with(tg, receiver, call.sid, code)
     # twigate really asked Kaphila, with the account's own key.
-    assert fake_kaphila.seen and fake_kaphila.seen[0][0] == "/makecall"
-    assert fake_kaphila.seen[0][1] == "Bearer " + tg.accounts["a"].kaphila_key
+    dials = [s for s in fake_kaphila.seen if s[0] == "/makecall"]
+    assert dials and dials[0][1] == "Bearer " + tg.accounts["a"].kaphila_key
     # and stays healthy
     assert tg.healthz().status_code == 200
 
 
-def test_unreachable_kaphila_is_503(make_twigate):
+def test_unreachable_kaphila_fails_the_call(make_twigate, receiver):
     from harness import free_port
     tg = make_twigate(overrides={"kaphila.url": f"http://127.0.0.1:{free_port()}"})
-    with pytest.raises(TwilioRestException) as exc:
-        tg.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP)
-    assert (exc.value.status, exc.value.code) == (503, 20503)
-    assert "unreachable" in exc.value.msg
+    call = tg.client().calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=HANGUP,
+                                    status_callback=receiver.url("/status"))
+    msgs = failed_with(tg, receiver, call.sid, 20503)
+    assert any("unreachable" in m for m in msgs), msgs

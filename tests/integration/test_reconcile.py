@@ -138,18 +138,17 @@ def test_hangup_500_is_retried_until_the_call_ends(make_twigate, receiver):
 
 
 def test_makecall_answered_late_is_adopted_and_hung_up(make_twigate):
-    """/makecall answers after kaphila.timeout_ms but dials anyway: the REST
-    caller gets 503/20503, the call's events then name it and twigate hangs
+    """/makecall answers after kaphila.timeout_ms but dials anyway: the
+    create was answered 201 queued before the dial (issue 19); the call's
+    events then name it, and as its first events were missed twigate hangs
     it up and marks it failed — it is never left ringing or answered at
     Kaphila with nobody driving it."""
     tg = make_twigate(overrides={"kaphila.timeout_ms": 300})
     client = tg.client()
     tg.sim_latency(1500)
-    try:
-        client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE)
-        raise AssertionError("create should have timed out")
-    except TwilioRestException as e:
-        assert (e.status, e.code) == (503, 20503), e
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE)
+    assert call.status == "queued"
+    wait_for(lambda: "origination answer lost" in tg.log_text(), timeout=10)
     tg.sim_latency(0)   # Kaphila's later answers (the /hangup) come in time
     wait_for(lambda: sim_calls(tg), timeout=10, message="the sim placed the call")
     sim_call = sim_calls(tg)[0]
@@ -187,22 +186,21 @@ def test_lost_makecall_without_events_is_found_and_hung_up(make_twigate):
     """/makecall's answer is lost and the call's events never reach twigate
     (here: public_url points nowhere, so Kaphila's webhook posts fail):
     after kaphila.orphan_wait_ms the GET /calls listing shows a call nobody
-    owns, which is hung up, and the kept row is dropped — the REST caller
-    was told the create failed."""
+    owns, which is hung up, and the call — answered 201 queued before its
+    dial (issue 19) — ends failed."""
     from harness import free_port
     tg = make_twigate(overrides=dict(FAST_RECONCILE, **{
         "kaphila.timeout_ms": 300, "public_url": f"http://127.0.0.1:{free_port()}"}))
     client = tg.client()
     tg.sim_latency(1500)
-    try:
-        client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE)
-        raise AssertionError("create should have timed out")
-    except TwilioRestException as e:
-        assert (e.status, e.code) == (503, 20503), e
-    assert len(statuses(tg)) == 1   # kept while its fate is unknown
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=LIVE)
+    assert call.status == "queued"
+    wait_for(lambda: "origination answer lost" in tg.log_text(), timeout=10)
+    assert statuses(tg) == {call.sid: "queued"}   # kept while its fate is unknown
     tg.sim_latency(0)
     wait_for(lambda: sim_calls(tg), timeout=10, message="the sim placed the call")
     wait_for(lambda: sim_calls(tg)[0]["status"] not in ("ringing", "answered"), timeout=20,
              interval=0.1, message="the orphan was left live at Kaphila")
-    wait_for(lambda: not statuses(tg), timeout=10, message="the lost create was not dropped")
+    wait_for(lambda: statuses(tg) == {call.sid: "failed"}, timeout=10,
+             message="the lost dial did not end failed")
     assert "is not owned by twigate; hanging it up" in tg.log_text()

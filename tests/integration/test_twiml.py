@@ -231,11 +231,11 @@ def test_say_loop_zero_is_capped(quick_tts, receiver):
 
 
 def test_kaphila_refusing_speech_ends_the_call(twigate, client, receiver):
-    """A Kaphila failure mid-call (429: the hourly rate limit) is a
-    notification and the call is hung up."""
-    twigate.sim_fail(429, count=1, endpoint="/voice")
+    """A Kaphila failure mid-call (500) is a notification and the call is
+    hung up."""
+    twigate.sim_fail(500, count=1, endpoint="/voice")
     try:
-        receiver.set("/voice", twiml(lambda r: (r.say("Rate limited"), r.say("x"),
+        receiver.set("/voice", twiml(lambda r: (r.say("Refused"), r.say("x"),
                                                  r.pause(length=1), r.say("never"))))
         call = create(client, receiver, "/voice")
         done = finish(twigate, client, call.sid)
@@ -250,7 +250,24 @@ def test_kaphila_refusing_speech_ends_the_call(twigate, client, receiver):
     assert [u[len(twigate.sim_url):] for u in sent
             if u[len(twigate.sim_url):] in CONTROL] == ["/voice", "/hangup"]
     got = notes(twigate, call.sid)
-    assert [n["error_code"] for n in got] == ["20429"], got
+    assert [n["error_code"] for n in got] == ["20500"], got
+
+
+def test_kaphila_rate_limit_on_speech_is_retried(twigate, client, receiver):
+    """A 429 mid-call (the key's hourly limit, spent by someone else) is no
+    longer a hang-up (issue 19): the budget waits and sends the command
+    again; the call goes on and says everything (test_budget.py has more)."""
+    twigate.sim_fail(429, count=1, endpoint="/voice")
+    try:
+        receiver.set("/voice", twiml(lambda r: (r.say("Rate limited"), r.hangup())))
+        call = create(client, receiver, "/voice")
+        done = finish(twigate, client, call.sid)
+    finally:
+        twigate.sim_clear_fail()
+    assert done.status == "completed"
+    assert [p for p, _ in kaphila_requests(twigate, call.sid)] == ["/voice", "/hangup"]
+    assert "Rate limited" in spoken(twigate, call.sid)[0]
+    assert [n["error_code"] for n in notes(twigate, call.sid)] == []
 
 
 # ------------------------------------------------------------------ <Gather>

@@ -267,7 +267,7 @@ static void test_file_errors_name_key_and_line(void **state)
         { "[account.demo]\nwhatever = x\n",
           "t.conf:2: unknown key 'account.demo.whatever' (account fields: sid, auth_token, "
           "kaphila_key, friendly_name, api_key_sid, api_key_secret, created, media_auth, "
-          "kaphila_voice)" },
+          "kaphila_voice, kaphila_rate_limit, cps)" },
         { "[account.demo]\nmedia_auth = sometimes\n",
           "t.conf:2: account.demo.media_auth: 'sometimes' is not a boolean (true/false, yes/no, on/off, 1/0)" },
         { "[account.demo]\nkaphila_voice = \"en US\"\n",

@@ -1,0 +1,173 @@
+/* Unit tests for Kaphila's per-key request budget (budget.c) and the call
+ * queue on it (engine_dialq.c), on the in-process simulator as a strict
+ * Kaphila (sim.rate_limit in a sliding sim.rate_window_ms), driven without
+ * HTTP (tests/unit/support/engine_rig.h). What is checked: the window math
+ * (no 429 ever, and no faster than the window allows), the order of dials,
+ * a 429 retried rather than failing the call, and the snapshot
+ * (engine_budget_snapshot) other threads read. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../support/engine_rig.h"
+#include "store/store.h"
+
+#define SAY_HANGUP "<Response><Say>Hi</Say><Hangup/></Response>"
+
+/* Creates a call running twiml and waits for its 201 (queued: it is
+ * answered before the dial). */
+static void start_call(ut_rig *r, const char *twiml, char sid[SID_SIZE])
+{
+    ut_ereq q;
+    store_call call;
+    ut_ereq_init(&q);
+    ut_rig_call(&call, "+15005550100", json_pack("{s:s}", "twiml", twiml));
+    snprintf(sid, SID_SIZE, "%s", call.sid);
+    assert_true(engine_originate(r->a.engine, ut_ereq_reply(&q), &call, NULL));
+    store_call_fini(&call);
+    assert_true(ut_waiter_wait(&q.done, 1, UT_RIG_WAIT_MS));
+    assert_int_equal(q.status, 201);
+    assert_non_null(strstr(q.answer, "\"status\":\"queued\""));
+    ut_ereq_fini(&q);
+}
+
+/* "2026-12-07T05:34:22.123Z" → ms since the epoch. */
+static int64_t iso_ms(const char *iso)
+{
+    struct tm tm = {0};
+    assert_non_null(iso);
+    const char *rest = strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm);
+    assert_non_null(rest);
+    int ms = *rest == '.' ? atoi(rest + 1) : 0;
+    return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+static json_t *sim_key(ut_rig *r)
+{
+    int st = 0;
+    json_t *k = ut_rig_sim(r, "GET", "/sim/keys/" UT_RIG_KEY, NULL, &st);
+    assert_int_equal(st, 200);
+    return k;
+}
+
+static json_int_t key_int(json_t *k, const char *a, const char *b)
+{
+    json_t *v = json_object_get(json_object_get(k, "key"), a);
+    if (b) v = json_object_get(v, b);
+    assert_true(json_is_number(v));
+    return (json_int_t)json_number_value(v);
+}
+
+/* 5 calls of 3 counted requests each on a key allowed 6 per 1.5 s: the 15
+ * requests need three windows' worth, so the last cannot go before two
+ * windows have passed; none is refused, and the calls are dialled in the
+ * order they were created. */
+static void test_window_is_kept_and_order_too(void **state)
+{
+    (void)state;
+    ut_rig r;
+    enum { N = 5 };
+    char sids[N][SID_SIZE];
+    const char *sets[] = {"kaphila.rate_window_ms=1500", NULL};
+    int st = 0;
+
+    ut_rig_start(&r, sets);
+    /* The simulator as strict as Kaphila; twigate learns the limit from
+     * GET /api/me before its first counted request. */
+    json_decref(ut_rig_sim(&r, "POST", "/sim/keys/" UT_RIG_KEY,
+                           "{\"rateLimit\":6,\"rateWindowMs\":1500}", &st));
+    assert_int_equal(st, 200);
+    int64_t t0 = ut_now_ms();
+    for (int i = 0; i < N; i++) start_call(&r, SAY_HANGUP, sids[i]);
+    for (int i = 0; i < N; i++) json_decref(ut_rig_sim_wait_status(&r, sids[i], "completed"));
+    int64_t took = ut_now_ms() - t0;
+    assert_true(took >= 2 * 1500);
+
+    json_t *k = sim_key(&r);
+    assert_int_equal(key_int(k, "rateLimited", NULL), 0);
+    assert_int_equal(key_int(k, "requests", "makecall"), N);
+    assert_int_equal(key_int(k, "requests", "hangup"), N);
+    json_decref(k);
+
+    /* Dial order: each call's /makecall reached the simulator no earlier
+     * than the one created before it, up to those sent in the same instant
+     * (separate connections may arrive either way round: 50 ms of slack). */
+    int64_t prev = 0;
+    for (int j = 0; j < N; j++) {
+        char path[256];
+        snprintf(path, sizeof path, "/sim/calls/%s", sids[j]);
+        json_t *t = ut_rig_sim(&r, "GET", path, NULL, &st);
+        assert_int_equal(st, 200);
+        int64_t at = iso_ms(json_string_value(json_object_get(t, "createdAt")));
+        json_decref(t);
+        assert_true(at >= prev - 50);
+        prev = at;
+    }
+
+    /* The snapshot: the limit learned from /api/me, nothing waiting, the
+     * key named by a label that is not the key. */
+    engine_budget_key snap[4];
+    size_t n = engine_budget_snapshot(r.a.engine, snap, 4);
+    assert_int_equal(n, 1);
+    assert_int_equal(snap[0].limit, 6);
+    assert_int_equal(snap[0].window_ms, 1500);
+    assert_int_equal(snap[0].queued_calls, 0);
+    assert_int_equal(snap[0].received_429, 0);
+    assert_true(snap[0].used <= 6);
+    assert_int_equal(strlen(snap[0].label), 8);
+    for (int j = 0; j < 8; j++) assert_true(isxdigit((unsigned char)snap[0].label[j]));
+    assert_null(strstr(UT_RIG_KEY, snap[0].label));
+    ut_rig_stop(&r);
+}
+
+/* A 429 the budget did not expect (another client on the key) puts the
+ * command back: the call is not hung up, its text is spoken, the 429 is
+ * counted. */
+static void test_unexpected_429_is_retried(void **state)
+{
+    (void)state;
+    ut_rig r;
+    char sid[SID_SIZE];
+    int st = 0;
+
+    ut_rig_start(&r, NULL);
+    json_decref(ut_rig_sim(&r, "POST", "/sim/fail",
+                           "{\"status\":429,\"count\":1,\"endpoint\":\"/voice\"}", &st));
+    assert_true(st == 200 || st == 204);
+    start_call(&r, SAY_HANGUP, sid);
+    json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
+    size_t i;
+    json_t *rq;
+    char reqs[256] = "";
+    size_t len = 0;
+    json_array_foreach(json_object_get(t, "requests"), i, rq)
+        len += (size_t)snprintf(reqs + len, sizeof reqs - len, "%s;",
+                                json_string_value(json_object_get(rq, "path")));
+    assert_string_equal(reqs, "/makecall;/voice;/hangup;");
+    json_decref(t);
+    ut_rig_wait_row(&r, sid, "completed");
+
+    json_t *k = sim_key(&r);
+    assert_int_equal(key_int(k, "injected", "429"), 1);
+    json_decref(k);
+    engine_budget_key snap[4];
+    assert_int_equal(engine_budget_snapshot(r.a.engine, snap, 4), 1);
+    assert_int_equal(snap[0].received_429, 1);
+    ut_rig_stop(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_window_is_kept_and_order_too),
+        cmocka_unit_test(test_unexpected_429_is_retried),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
