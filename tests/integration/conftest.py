@@ -15,8 +15,8 @@
   postgres            session: a PostgresServer (harness/pg.py), skipped with
                       the reason when PostgreSQL 15 or psycopg2 is missing
   pg_url              function: the URL of a fresh database on `postgres`
-  make_haproxy        function: factory make_haproxy(backends, **kw) of
-                      started HAProxy instances (harness/haproxy.py)
+  make_haproxy        function: factory make_haproxy(backends, start=True, **kw)
+                      of HAProxy instances (harness/haproxy.py)
 
 Every daemon is stopped with SIGTERM at teardown and must exit 0 with no
 sanitizer report in its log."""
@@ -161,10 +161,10 @@ def make_haproxy(tmp_path_factory):
         pytest.skip(reason)
     started = []
 
-    def make(backends, **kw):
+    def make(backends, start=True, **kw):
         lb = _haproxy.HAProxy(tmp_path_factory.mktemp("haproxy"), backends, **kw)
         started.append(lb)
-        return lb.start()
+        return lb.start() if start else lb
     yield make
     for lb in started:
         lb.stop()

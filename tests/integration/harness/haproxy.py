@@ -17,6 +17,8 @@ request, in workdir/haproxy.log for failure reports):
   {server name: "UP"/"DOWN"/...} from HAProxy itself, the observable to wait
   on instead of sleeping through health-check intervals.
 
+The frontend's port is chosen at construction, so ``url`` can be given to
+the backends (as their ``public_url``) before any of them starts.
 ``start()`` returns once every backend's first health check has passed
 (``wait_up=True``) or as soon as the frontend accepts; ``stop()`` is SIGTERM
 (HAProxy's hard stop) and asserts the exit code.  Backends are "host:port"
@@ -51,7 +53,7 @@ class HAProxy:
     name = "haproxy"
 
     def __init__(self, workdir, backends, balance="roundrobin", check_path="/healthz",
-                 check_ms=200, server_timeout_s=10):
+                 check_ms=200, server_timeout_s=10, port=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.log_path = os.path.join(self.workdir, "haproxy.log")
@@ -62,7 +64,9 @@ class HAProxy:
         self.check_path = check_path
         self.check_ms = check_ms
         self.server_timeout_s = server_timeout_s
-        self.port = None
+        # Known before start: twigates behind it need it as their public_url
+        # (Kaphila's events must come through the balancer too).
+        self.port = port or free_port()
         self.proc = None
 
     @property
@@ -105,7 +109,6 @@ class HAProxy:
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout=10, wait_up=True):
-        self.port = free_port()
         with open(self.config_path, "w", encoding="utf-8") as f:
             f.write(self.render())
         check = subprocess.run([HAPROXY, "-c", "-q", "-f", self.config_path],
