@@ -143,7 +143,7 @@ def postgres(tmp_path_factory):
     try:
         server.start()
     except BaseException:
-        server.stop()
+        server.kill()          # whatever start left running; its error is the one to see
         raise
     yield server
     server.stop()

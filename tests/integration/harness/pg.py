@@ -124,7 +124,7 @@ class PostgresServer:
         for p in (pwfile, self.sockdir):
             if self._owner is not None:
                 os.chown(p, *self._owner)
-        atexit.register(self._kill)
+        atexit.register(self.kill)
         with open(self.log_path, "ab") as log:
             # -N: no fsync of the new cluster; the scram default also covers
             # the superuser over TCP, the socket stays trust for set-up.
@@ -182,7 +182,7 @@ class PostgresServer:
             try:
                 code = self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._kill()
+                self.kill()
                 raise AssertionError(f"postgres did not stop within {timeout}s; "
                                      f"log:\n{self.log_tail()}")
             self.proc = None
@@ -191,7 +191,9 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
 
-    def _kill(self):
+    def kill(self):
+        """Immediate shutdown (SIGQUIT, then SIGKILL) and removal of the data
+        directory; no assertion (teardown after a failed start, atexit)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGQUIT)      # immediate shutdown
             try:
