@@ -11,10 +11,12 @@ node_wanted=0
 for set in "${@:-build}"; do
   case "$set" in
     build) want+=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev
-                  libjansson-dev libxml2-dev libsqlite3-dev libssl-dev libmp3lame-dev) ;;
+                  libjansson-dev libxml2-dev libsqlite3-dev libssl-dev libmp3lame-dev
+                  libpq-dev) ;;  # the PostgreSQL backend (issue 21) links libpq
     test)  want+=(libcmocka-dev python3 python3-twilio python3-pytest python3-jsonschema
                   python3-requests curl sqlite3 clang libclang-rt-14-dev
-                  chromium)   # the console's browser test (puppeteer-core drives it)
+                  chromium    # the console's browser test (puppeteer-core drives it)
+                  postgresql haproxy python3-psycopg2)  # pg: the scale-out harness (issue 21)
            node_wanted=1 ;;
     bench) want+=(wrk hyperfine nginx-light curl sqlite3) ; node_wanted=1 ;;
     *) echo "install-deps: unknown set '$set' (build|test|bench)" >&2; exit 2 ;;

@@ -12,6 +12,11 @@
   receiver            function: a WebhookReceiver validating signatures with
                       the accounts' tokens
   client, client_b    the twilio-python Client of account a / b on `twigate`
+  postgres            session: a PostgresServer (harness/pg.py), skipped with
+                      the reason when PostgreSQL 15 or psycopg2 is missing
+  pg_url              function: the URL of a fresh database on `postgres`
+  make_haproxy        function: factory make_haproxy(backends, start=True, **kw)
+                      of HAProxy instances (harness/haproxy.py)
 
 Every daemon is stopped with SIGTERM at teardown and must exit 0 with no
 sanitizer report in its log."""
@@ -21,6 +26,8 @@ import os
 import pytest
 
 from harness import KaphilaSim, Twigate, WebhookReceiver, make_accounts
+from harness import haproxy as _haproxy
+from harness import pg as _pg
 
 # The SDK rewrites the host when a region/edge is set, and requests honours
 # proxies from the environment; neither may touch 127.0.0.1.
@@ -125,3 +132,39 @@ def client(twigate):
 @pytest.fixture
 def client_b(twigate):
     return twigate.client("b")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    reason = _pg.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = _pg.PostgresServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        server.start()
+    except BaseException:
+        server.kill()          # whatever start left running; its error is the one to see
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    return postgres.fresh_database()
+
+
+@pytest.fixture
+def make_haproxy(tmp_path_factory):
+    reason = _haproxy.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    started = []
+
+    def make(backends, start=True, **kw):
+        lb = _haproxy.HAProxy(tmp_path_factory.mktemp("haproxy"), backends, **kw)
+        started.append(lb)
+        return lb.start() if start else lb
+    yield make
+    for lb in started:
+        lb.stop()
