@@ -132,6 +132,18 @@ def test_a_shared_key_shows_the_shared_budget_and_only_your_calls(make_twigate, 
         cleanup(tg, {"a": a_sids, "b": b_sids})
 
 
+def test_queue_api_lists_the_next_100_and_counts_the_rest(make_twigate, receiver):
+    tg = make_twigate(overrides=strict())
+    hold(tg, receiver, "a")
+    sids = enqueue(tg, receiver, "a", 105)
+    try:
+        q = published(tg, "a", 105)["queue"]
+        assert q["count"] == 105 and q["complete"] and q["shown_max"] == 100
+        assert [c["sid"] for c in q["calls"]] == sids[:100]
+    finally:
+        cleanup(tg, {"a": sids})
+
+
 def test_queue_api_needs_the_login(make_twigate):
     tg = make_twigate(overrides={"console.enabled": True})
     r = tg.http("GET", "/console/api/queue", auth=None)
