@@ -435,33 +435,93 @@ function viewDebugger(params) {
 }
 
 // ---- Queue and budget ----
+// A duration in ms, as a person reads it.
+function fmtMs(ms) {
+  if (ms == null || ms < 0) return '—';
+  if (ms < 1000) return (ms / 1000).toFixed(1) + ' s';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + ' s';
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+// The key's figures from GET /console/api/queue (docs/console.md says what
+// each means). Each <dd> has an id the browser test reads.
+function budgetFigures(key) {
+  const b = key.budget;
+  const row = (id, label, value, hint) => [h('dt', null, label),
+    h('dd', { id, title: hint || null }, value)];
+  if (!b) return [row('b-none', 'Budget', 'not started: no Kaphila request on this key yet')];
+  const limit = b.limit > 0 ? `${b.limit} per ${fmtMs(b.window_ms)}` : b.limit === 0 ? 'unlimited' : 'asking Kaphila…';
+  return [
+    row('b-queued', 'Queued calls', String(b.queued_calls), 'created, waiting for their turn and the budget'),
+    row('b-oldest', 'Oldest wait', b.queued_calls ? fmtMs(b.oldest_wait_ms) : '—'),
+    row('b-used', 'Used', String(b.used), 'requests counted in the current window'),
+    row('b-left', 'Left', b.left < 0 ? 'unlimited' : String(b.left)),
+    row('b-limit', 'Limit', limit),
+    row('b-live', 'Live calls', String(b.live), 'dialled calls holding a reserve for their commands and hang-up'),
+    row('b-waiting', 'Commands waiting', String(b.waiting_commands), 'hang-ups and live calls\' commands waiting for a slot'),
+    // The engine's rule (docs/kaphila.md): a new call is dialled only while
+    // more is left than 2 per live call plus the commands already waiting.
+    row('b-reserve', 'Reserved', String(2 * b.live + b.waiting_commands), 'kept for live calls to finish: 2 per live call plus the commands waiting; new calls are dialled only while Left exceeds it'),
+    row('b-credits', 'Credits', b.credits < 0 ? 'unknown' : String(b.credits)),
+    row('b-state', 'Dialling', b.paused ? 'paused: out of credits (402)' : b.closed_ms > 0 ? `closed by a 429 for ${fmtMs(b.closed_ms)}` : 'open'),
+    row('b-429', '429s received', String(b.received_429), 'refusals from Kaphila since twigate started'),
+  ];
+}
+
 function viewQueue() {
   const tbody = h('tbody');
-  const load = () => get('/Calls.json?Status=queued&PageSize=200').then((r) => {
-    const now = Date.now();
-    tbody.replaceChildren(...(r.calls.length ? r.calls.map((c) => h('tr', null,
-      h('td', null, h('a', { href: '#/calls/' + c.sid, class: 'mono' }, c.to)),
-      h('td', { class: 'mono' }, c.from),
-      h('td', { class: 'num' }, Math.max(0, Math.round((now - new Date(c.date_created)) / 1000)) + ' s')))
-      : [h('tr', null, h('td', { colspan: 3, class: 'muted' }, 'No call is waiting.'))]));
-  }).catch((e) => toast(e.message));
+  const count = h('p', { id: 'q-count', class: 'muted' }, 'Loading…');
+  const figures = h('dl', { class: 'params budget' }, h('dt', null, 'Budget'), h('dd', null, '…'));
+  const keyNote = h('p', { class: 'muted' });
+  const updated = h('p', { class: 'muted small' });
+  // A light poll while this panel is shown (route() clears it): the figures
+  // are the engine's, published every second.
+  const load = () => {
+    if (document.hidden) return;
+    get('/console/api/queue').then((r) => {
+      const q = r.queue;
+      tbody.replaceChildren(...(q.calls.length ? q.calls.map((c, i) => h('tr', { 'data-sid': c.sid },
+        h('td', { class: 'num' }, String(i + 1)),
+        h('td', null, h('a', { href: '#/calls/' + c.sid, class: 'mono' }, c.to)),
+        h('td', { class: 'mono' }, c.from),
+        h('td', null, shortTime(c.date_created)),
+        h('td', { class: 'num' }, fmtMs(c.wait_ms))))
+        : [h('tr', null, h('td', { colspan: 5, class: 'muted' }, 'None of your calls is waiting.'))]));
+      count.textContent = !q.complete ? `More than ${q.count} of your calls are queued; the list shows ${q.calls.length} of them, not necessarily the oldest.`
+        : q.count > q.calls.length ? `${q.count} of your calls are queued; the ${q.calls.length} next to be dialled are listed.`
+          : `${q.count} of your calls ${q.count === 1 ? 'is' : 'are'} queued.`;
+      if (!r.key) {
+        figures.replaceChildren(h('dt', null, 'Budget'), h('dd', null, 'this account has no Kaphila key'));
+        keyNote.textContent = '';
+      } else {
+        figures.replaceChildren(...budgetFigures(r.key).flat());
+        keyNote.textContent = `Key ${r.key.label} (a label: the first 8 hex digits of the key's SHA-256, as in /metrics). ` +
+          (r.key.accounts > 1 ? `This key is shared by ${r.key.accounts} accounts: the budget and its queue are theirs together, the list above shows your calls only.`
+            : 'The budget is this key\'s own.');
+      }
+      updated.textContent = 'Updated ' + new Date(r.now_ms).toLocaleTimeString() + ' · every 2 s while this page is open';
+    }).catch((e) => toast(e.message));
+  };
   load();
   later(load, 2000);
   // Asked once per visit: each ask is a request to Kaphila with your key.
-  const credits = h('dl', { class: 'params credits' }, h('dt', null, 'Credits'), h('dd', null, '…'));
-  get('/console/api/kaphila/me').then((m) => credits.replaceChildren(
+  const me = h('dl', { class: 'params credits' }, h('dt', null, 'Kaphila'), h('dd', null, '…'));
+  get('/console/api/kaphila/me').then((m) => me.replaceChildren(
     h('dt', null, 'Credits'), h('dd', { id: 'credits' }, String(m.credits ?? '—')),
     h('dt', null, 'Calls (answered)'), h('dd', null, `${m.totalCalls ?? '—'} (${m.successfulCalls ?? '—'})`),
-    h('dt', null, 'Rate limit'), h('dd', null, m.rateLimit === 0 ? 'unlimited' : m.rateLimit != null ? `${m.rateLimit} / hour` : '—'),
-    h('dt', null, 'Key'), h('dd', null, m.name || '—')))
-    .catch((e) => credits.replaceChildren(h('dt', null, 'Credits'), h('dd', null, 'unavailable: ' + e.message)));
+    h('dt', null, 'Rate limit'), h('dd', null, m.rateLimit === 0 ? 'unlimited' : m.rateLimit != null ? `${m.rateLimit} per window` : '—'),
+    h('dt', null, 'Key name'), h('dd', null, m.name || '—')))
+    .catch((e) => me.replaceChildren(h('dt', null, 'Kaphila'), h('dd', null, 'unavailable: ' + e.message)));
   return { node: h('section', null, h('div', { class: 'head' }, h('h1', null, 'Queue & budget')),
     h('div', { class: 'grid' },
-      h('div', { class: 'card flush' }, h('table', null, h('caption', null, 'Queued calls and their wait'),
-        h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'To'), h('th', { scope: 'col' }, 'From'), h('th', { scope: 'col', class: 'num' }, 'Waiting'))), tbody)),
-      h('div', { class: 'card' }, h('h2', null, 'Kaphila credits'), credits,
-        h('h2', null, 'Budget'),
-        h('p', { class: 'muted' }, 'The per-key budget (used / left) arrives with the Kaphila budget queue (issue 19). Until then calls wait only while Kaphila is slow to take them.')))) };
+      h('div', null, h('div', { class: 'card flush' }, h('table', { class: 'queue' }, h('caption', null, 'Your queued calls, next to be dialled first'),
+        h('thead', null, h('tr', null, h('th', { scope: 'col', class: 'num' }, '#'), h('th', { scope: 'col' }, 'To'),
+          h('th', { scope: 'col' }, 'From'), h('th', { scope: 'col' }, 'Created'), h('th', { scope: 'col', class: 'num' }, 'Waiting'))), tbody)),
+      count),
+      h('div', null, h('div', { class: 'card' }, h('h2', null, 'Request budget'), figures, keyNote, updated),
+        h('div', { class: 'card' }, h('h2', null, 'Kaphila account'), h('p', { class: 'muted small' }, 'From Kaphila\'s /api/me, asked once per visit.'), me)))) };
 }
 
 // ---- routing ----

@@ -28,6 +28,9 @@
  *     twigate_console_stream_queries_total;
  *   - GET /console/api/calls/{CallSid}/signatures: each logged webhook's
  *     X-Twilio-Signature, recomputed (the request log does not keep it);
+ *   - GET /console/api/queue (console_queue.c): the account's queued calls
+ *     and its Kaphila key's budget, from engine_budget_snapshot (matched by
+ *     the key's label, never the key) and a store read, on the HTTP thread;
  *   - GET /console/api/kaphila/me: the account key's credits from Kaphila's
  *     GET /api/me, asked by the console thread (the key never leaves);
  *   - /console/api/sim/{CallSid}[/digits|/hangup]: the simulator's control

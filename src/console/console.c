@@ -31,7 +31,7 @@
 
 static const char *const www_auth[] = {"WWW-Authenticate", "Basic realm=\"twigate console\"",
                                        SEC_HEADERS, NULL};
-static const char *const no_store[] = {"Cache-Control", "no-store", SEC_HEADERS, NULL};
+const char *const console_no_store[] = {"Cache-Control", "no-store", SEC_HEADERS, NULL};
 
 /* The account the Basic user names: an AC SID itself, or the account whose
  * API key it is. rest_auth then checks the secret (and Kaphila-key accounts). */
@@ -143,7 +143,7 @@ static void session(void *ctx, http_req *r, const http_match *m)
         http_reply_error(r, 20500, 500, NULL);
         return;
     }
-    http_reply_owned(r, 200, "application/json", s, strlen(s), no_store);
+    http_reply_owned(r, 200, "application/json", s, strlen(s), console_no_store);
 }
 
 /* State-changing REST handlers behind the CSRF check, logged. */
@@ -306,6 +306,7 @@ static const http_route routes[] = {
     {"GET",  "/console/api/stream", stream, "console_stream"},
     {"GET",  "/console/api/calls/*/signatures", signatures, "console_api"},
     {"GET",  "/console/api/kaphila/me", kaphila_me, "console_kaphila"},
+    {"GET",  "/console/api/queue", console_queue, "console_api"},
     {"GET",  "/console/api/sim/*", sim_transcript, "console_sim"},
     {"POST", "/console/api/sim/*/digits", sim_digits, "console_sim"},
     {"POST", "/console/api/sim/*/hangup", sim_hangup, "console_sim"},

@@ -38,6 +38,11 @@ bool console_key_init(console *c);
  * "me": Kaphila's GET /api/me with bearer (copied, wiped after). */
 void console_job_submit(console *c, http_req *r, const char *call_sid, const char *action,
                         const char *digits, const char *bearer);
+/* GET /console/api/queue (console_queue.c): the account's key's budget and
+ * its queued calls. */
+void console_queue(void *ctx, http_req *r, const http_match *m);
+/* Cache-Control: no-store and the console's security headers (console.c). */
+extern const char *const console_no_store[];
 /* Answer r with the account's event stream (or 503 when full). */
 void console_stream_open(console *c, http_req *r, const char *account_sid);
 

@@ -119,11 +119,14 @@ async function main() {
     { timeout: STEP_MS }, sid2);
     await shot(page, 'debugger');
 
-    step('the queue page shows the credits from Kaphila');
+    // The panel on a rate-limited key, with its screenshot, is console_budget_test.js.
+    step('the queue page shows the credits from Kaphila and the key\'s unlimited budget');
     await page.goto(BASE + '/console/#/queue', { waitUntil: 'load' });
     await page.waitForFunction(() => document.querySelector('#credits') &&
       /^[0-9.]+$/.test(document.querySelector('#credits').textContent), { timeout: STEP_MS });
-    await shot(page, 'queue');
+    await page.waitForFunction(() => document.querySelector('#b-limit') &&
+      document.querySelector('#b-limit').textContent === 'unlimited' &&
+      document.querySelector('#b-left').textContent === 'unlimited', { timeout: STEP_MS });
 
     step('a narrow window');
     await page.setViewport({ width: 390, height: 780 });
