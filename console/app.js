@@ -461,9 +461,9 @@ function budgetFigures(key) {
     row('b-limit', 'Limit', limit),
     row('b-live', 'Live calls', String(b.live), 'dialled calls holding a reserve for their commands and hang-up'),
     row('b-waiting', 'Commands waiting', String(b.waiting_commands), 'hang-ups and live calls\' commands waiting for a slot'),
-    // The engine's rule (docs/kaphila.md): a new call is dialled only while
-    // more is left than 2 per live call plus the commands already waiting.
-    row('b-reserve', 'Reserved', String(2 * b.live + b.waiting_commands), 'kept for live calls to finish: 2 per live call plus the commands waiting; new calls are dialled only while Left exceeds it'),
+    // The engine's own figure (docs/kaphila.md): a new call is dialled only
+    // while more is left than this.
+    row('b-reserve', 'Reserved', String(b.reserved), 'kept for live calls to finish: 2 per live call plus the commands waiting; new calls are dialled only while Left exceeds it'),
     row('b-credits', 'Credits', b.credits < 0 ? 'unknown' : String(b.credits)),
     row('b-state', 'Dialling', b.paused ? 'paused: out of credits (402)' : b.closed_ms > 0 ? `closed by a 429 for ${fmtMs(b.closed_ms)}` : 'open'),
     row('b-429', '429s received', String(b.received_429), 'refusals from Kaphila since twigate started'),

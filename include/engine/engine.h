@@ -153,6 +153,8 @@ typedef struct engine_budget_key {
     int       left;              /* limit - used; -1 = unlimited */
     int       live;              /* dialled calls still holding a reserve */
     int       waiting_commands;  /* hang-ups and live calls' commands waiting for a slot */
+    int       reserved;          /* slots kept for live calls (2 each + waiting commands):
+                                    a new call is dialled only while left exceeds it */
     int       queued_calls;      /* Twilio's queue: created, not dialled yet */
     int64_t   oldest_wait_ms;    /* the queue's oldest call's wait so far */
     long long credits;           /* Kaphila's, from GET /api/me; -1 = unknown */

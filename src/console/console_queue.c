@@ -38,10 +38,11 @@ static json_t *budget_json(app *a, const char *label)
     for (size_t i = 0; i < n && !j; i++) {
         const engine_budget_key *k = &snap[i];
         if (strcmp(k->label, label)) continue;
-        j = json_pack("{s:i, s:I, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:b, s:I, s:I}",
+        j = json_pack("{s:i, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:b, s:I, s:I}",
                       "limit", k->limit, "window_ms", (json_int_t)k->window_ms,
                       "used", k->used, "left", k->left, "live", k->live,
-                      "waiting_commands", k->waiting_commands, "queued_calls", k->queued_calls,
+                      "waiting_commands", k->waiting_commands, "reserved", k->reserved,
+                      "queued_calls", k->queued_calls,
                       "oldest_wait_ms", (json_int_t)k->oldest_wait_ms,
                       "credits", (json_int_t)k->credits, "paused", k->paused,
                       "closed_ms", (json_int_t)k->closed_ms,

@@ -91,6 +91,13 @@ static void slot_used(bkey *k, int64_t free_at)
     k->fa_n++;
 }
 
+/* What live calls may still need: BUDGET_RESERVE_PER_LIVE slots each, plus
+ * the hang-ups and commands already waiting. A dial needs more room than this. */
+static int reserve(const bkey *k)
+{
+    return BUDGET_RESERVE_PER_LIVE * k->live + k->qn[BUDGET_HANGUP] + k->qn[BUDGET_LIVE];
+}
+
 static bool is_open(const bkey *k, int64_t now)
 {
     return k->limit_known && now >= k->closed_until;
@@ -102,8 +109,7 @@ int budget_room_new(bkey *k)
     if (!is_open(k, now) || k->paused) return 0;
     int u = used(k, now);
     if (k->limit <= 0) return 1 << 20;
-    int room = k->limit - u - BUDGET_RESERVE_PER_LIVE * k->live - k->qn[BUDGET_HANGUP] -
-               k->qn[BUDGET_LIVE];
+    int room = k->limit - u - reserve(k);
     return room > 0 ? room : 0;
 }
 
@@ -455,7 +461,8 @@ static void publish_key(bkey *k)
     s.used = u;
     s.left = k->limit > 0 ? (k->limit > u ? k->limit - u : 0) : -1;
     s.live = k->live;
-    s.waiting_commands = k->qn[BUDGET_HANGUP] + k->qn[BUDGET_LIVE] + k->qn[BUDGET_NEW];
+    s.waiting_commands = k->qn[BUDGET_HANGUP] + k->qn[BUDGET_LIVE];
+    s.reserved = reserve(k);
     s.queued_calls = k->dq_n;
     s.oldest_wait_ms = dialq_oldest_ms(b->e, k);
     s.credits = k->credits;

@@ -96,6 +96,11 @@ def test_queue_api_shows_the_accounts_queue_and_its_keys_budget(make_twigate, re
         assert bud["limit"] == LIMIT and bud["window_ms"] == WINDOW_MS
         # The held call spent its /makecall and reserves the rest: nothing left.
         assert bud["used"] >= 1 and bud["left"] == LIMIT - bud["used"] and bud["live"] == 1
+        # The engine's reserve: 2 for the live call (its next command and its
+        # hang-up) plus the commands waiting; the queue waits because left
+        # does not exceed it.
+        assert bud["reserved"] == 2 * bud["live"] + bud["waiting_commands"]
+        assert bud["left"] <= bud["reserved"]
         assert bud["oldest_wait_ms"] > 0 and bud["received_429"] == 0 and not bud["paused"]
         assert bud["credits"] >= 0
         # The account's own queued calls, next to be dialled first, with their wait.
