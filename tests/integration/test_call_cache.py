@@ -22,7 +22,7 @@ ORDER = {"queued": 0, "ringing": 1, "in-progress": 2, "completed": 3, "busy": 3,
 
 
 def counter(tg, name):
-    """An unlabelled sample of /metrics (test_ops.py parses the whole
+    """An unlabelled sample of /metrics (test_ops_metrics.py parses the whole
     exposition strictly)."""
     r = tg.http("GET", "/metrics", auth=None)
     assert r.status_code == 200, r.text[:200]

@@ -343,8 +343,9 @@ SLEEP_ALLOWED = {
     ("harness/daemon.py", "_Process._wait_ready"): (1, "the polling interval while /healthz comes up"),
     ("harness/receiver.py", "WebhookReceiver._respond"): (
         1, "Behaviour(delay=): a slow customer server is the thing under test"),
-    ("test_ops.py", "_load"): (1, "pacing: the request rate of the load generator"),
-    ("test_ops.py", "test_sigterm_during_load_drains_cleanly_and_restart_loses_nothing"): (
+    ("test_ops_lifecycle.py", "_load"): (1, "pacing: the request rate of the load generator"),
+    ("test_ops_lifecycle.py",
+     "test_sigterm_during_load_drains_cleanly_and_restart_loses_nothing"): (
         1, "pacing: more load in flight when SIGTERM comes (outcomes are judged per request)"),
     ("test_ported.py", "recorded_call"): (1, _MEDIA),
     ("test_ported.py", "test_record_true_completed_callback_carries_the_recording"): (1, _MEDIA),

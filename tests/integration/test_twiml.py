@@ -13,95 +13,24 @@ a sound file 150 ms, a key press 5 ms); twigate's own timers (<Pause>,
 <Gather> timeout, <Record> maxLength, TimeLimit) run in real time, so the
 tests use 1-2 s values for them.
 
-Helpers defined here rather than in the harness: kaphila_requests /
-wait_kaphila (the transcript filtered to call-control commands), notes (the
-call's notifications with their message text) and event_urls (the call's
-event log)."""
+The helpers of both sides (create, finish, kaphila_requests, wait_kaphila,
+notes, event_urls, ...) are harness/ivr.py's, shared with
+test_twiml_failures.py, which covers documents that cannot run as given
+(fetch failures and fallback, bad XML, content types, unsupported verbs).
+window_open, for <Record>, is this file's own."""
 
 import re
 import time
-import urllib.parse
 
 import pytest
-from twilio.twiml.voice_response import VoiceResponse
 
-from harness import DEFAULT_FROM, fresh_number, settle_call, wait_for
-
-TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
-APP_ERROR = "We're sorry, an application error has occurred. Goodbye."
-CONTROL = ("/voice", "/play", "/hangup", "/gather")
+from harness import wait_for
+from harness.ivr import (CONTROL, assert_in_progress_request, create, event_urls, finish,
+                         kaphila_requests, notes, routes, spoken, twiml, wait_kaphila,
+                         wait_spoken)
 
 
 # ------------------------------------------------------------------ helpers
-
-def create(client, receiver, path, **kw):
-    return client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, url=receiver.url(path),
-                               **kw)
-
-
-def finish(tg, client, sid, timeout=15, pause=0):
-    """Waits until the call is terminal and everything it caused has been
-    seen (harness.settle_call: the simulator ended it, an engine barrier call
-    passed - with `pause`, longer than any timer of the call's document that
-    must not fire - and the outbox is empty), so the transcript and the
-    receiver's requests can be asserted complete."""
-    call = tg.wait_for_status(client, sid, TERMINAL, timeout=timeout)
-    settle_call(tg, sid, pause=pause, timeout=max(timeout, 30))
-    return call
-
-
-def kaphila_requests(tg, sid, paths=CONTROL):
-    """[(path, body without callId)] of the call-control commands twigate
-    sent to Kaphila, in order."""
-    out = []
-    for q in tg.sim_get(sid)["requests"]:
-        if q["path"] in paths:
-            body = dict(q.get("body") or {})
-            body.pop("callId", None)
-            out.append((q["path"], body))
-    return out
-
-
-def spoken(tg, sid):
-    return [b["text"] for p, b in kaphila_requests(tg, sid, ("/voice",))]
-
-
-def wait_kaphila(tg, sid, predicate, timeout=10, what="transcript condition"):
-    """Polls the transcript until predicate(kaphila_requests) is true."""
-    return wait_for(lambda: predicate(kaphila_requests(tg, sid)) and kaphila_requests(tg, sid),
-                    timeout, message=what)
-
-
-def wait_spoken(tg, sid, text, timeout=10):
-    return wait_kaphila(tg, sid, lambda reqs: ("/voice", {"text": text}) in reqs, timeout,
-                        f"/voice {text!r} never sent")
-
-
-def notes(tg, sid):
-    """The call's notifications, oldest first: [{error_code, log, message_text,
-    request_url}] (message_text decoded from Twilio's form encoding)."""
-    r = tg.http("GET", f"{tg.account_uri()}/Calls/{sid}/Notifications.json",
-                params={"PageSize": 1000})
-    assert r.status_code == 200, r.text
-    out = []
-    for n in reversed(r.json()["notifications"]):
-        full = tg.http("GET", n["uri"])
-        assert full.status_code == 200, full.text
-        body = full.json()
-        text = body.get("message_text") or ""
-        msg = urllib.parse.parse_qs(text).get("Msg", [""])[0]
-        out.append({"error_code": body["error_code"], "log": body["log"], "message": msg,
-                    "request_url": body.get("request_url")})
-    return out
-
-
-def event_urls(tg, sid):
-    """The `url` of each request in the call's event log (webhooks, Kaphila
-    commands and twigate's own decisions, which use method TWIGATE)."""
-    r = tg.http("GET", f"{tg.account_uri()}/Calls/{sid}/Events.json", params={"PageSize": 1000})
-    assert r.status_code == 200, r.text
-    return [(e["request"].get("method"), e["request"].get("url")) for e in r.json()["events"]]
-
 
 def window_open(tg, receiver, sid, path="/voice"):
     """Waits until twigate has run the document fetched from `path`: the
@@ -112,27 +41,6 @@ def window_open(tg, receiver, sid, path="/voice"):
     url = receiver.url(path)
     wait_for(lambda: any(u == url for _, u in event_urls(tg, sid)), 10,
              message=f"the answer of {path} never reached the event log")
-
-
-def routes(receiver, sid):
-    return [r.route for r in receiver.requests(call_sid=sid)]
-
-
-def assert_in_progress_request(req, sid, method="POST"):
-    assert req.valid, f"bad signature on {req.method} {req.url}"
-    assert req.method == method, (req.method, req.url)
-    p = req.params
-    assert p["CallSid"] == sid
-    assert p["CallStatus"] == "in-progress", p
-    assert p["Direction"] == "outbound-api", p
-    assert p["ApiVersion"] == "2010-04-01"
-    assert not req.duplicate_keys, req.duplicate_keys
-
-
-def twiml(build):
-    r = VoiceResponse()
-    build(r)
-    return str(r)
 
 
 # ------------------------------------------------------------------ <Say>, <Play>, <Pause>
@@ -641,113 +549,6 @@ def test_reject_hangs_up_answered_call(twigate, client, receiver):
     # pins the line's shape, so this cannot pass by a change of format.
     assert not re.search(r" INFO \[exec\] .*%s hanging up" % call.sid, twigate.log_text())
     assert re.search(r" DEBUG \[exec\] .*%s hanging up: <Reject" % call.sid, twigate.log_text())
-
-
-# ------------------------------------------------------------------ failures
-
-def test_fallback_url_on_500(twigate, client, receiver):
-    receiver.set("/broken", "<Response><Say>never</Say></Response>", status=500)
-    receiver.set("/fallback", twiml(lambda r: r.say("Fallback speaking.")))
-    call = create(client, receiver, "/broken", fallback_url=receiver.url("/fallback"))
-    finish(twigate, client, call.sid)
-    assert routes(receiver, call.sid) == ["/broken", "/fallback"]
-    fb = receiver.requests("/fallback", call_sid=call.sid)[0]
-    assert_in_progress_request(fb, call.sid)
-    assert fb.params["ErrorCode"] == "11200"
-    assert fb.params["ErrorUrl"] == receiver.url("/broken")
-    assert kaphila_requests(twigate, call.sid) == [
-        ("/voice", {"text": "Fallback speaking."}), ("/hangup", {})]
-    got = notes(twigate, call.sid)
-    assert [n["error_code"] for n in got] == ["11200"], got
-    assert got[0]["request_url"] == receiver.url("/broken")
-
-
-def test_fallback_failing_too_gives_application_error(twigate, client, receiver):
-    receiver.set("/broken", "x", status=503)
-    receiver.set("/fb", "<Response><Say>unclosed</Response>")
-    call = create(client, receiver, "/broken", fallback_url=receiver.url("/fb"),
-                  fallback_method="GET")
-    finish(twigate, client, call.sid)
-    assert [(r.route, r.method) for r in receiver.requests(call_sid=call.sid)] == [
-        ("/broken", "POST"), ("/fb", "GET")]
-    assert kaphila_requests(twigate, call.sid) == [
-        ("/voice", {"text": APP_ERROR}), ("/hangup", {})]
-    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["11200", "12100"]
-
-
-def test_invalid_twiml_without_fallback(twigate, client, receiver):
-    receiver.set("/bad", "<Response><Say>Hello</Say><Pause></Response>")
-    call = create(client, receiver, "/bad")
-    done = finish(twigate, client, call.sid)
-    assert done.status == "completed"
-    assert kaphila_requests(twigate, call.sid) == [
-        ("/voice", {"text": APP_ERROR}), ("/hangup", {})]
-    got = notes(twigate, call.sid)
-    assert [n["error_code"] for n in got] == ["12100"], got
-    assert got[0]["log"] == "0"
-    assert got[0]["request_url"] == receiver.url("/bad")
-
-
-def test_wrong_root_is_12102(twigate, client, receiver):
-    receiver.set("/bad", "<Reply><Say>Hello</Say></Reply>")
-    call = create(client, receiver, "/bad")
-    finish(twigate, client, call.sid)
-    assert spoken(twigate, call.sid) == [APP_ERROR]
-    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["12102"]
-
-
-def test_schema_warnings_do_not_stop_the_call(twigate, client, receiver):
-    receiver.set("/voice", '<Response><Say colour="blue">Still spoken</Say><Bogus/></Response>')
-    call = create(client, receiver, "/voice")
-    finish(twigate, client, call.sid)
-    assert spoken(twigate, call.sid) == ["Still spoken"]
-    got = notes(twigate, call.sid)
-    assert [n["error_code"] for n in got] == ["12200", "12200"], got
-    assert all(n["log"] == "1" for n in got)
-
-
-@pytest.mark.parametrize("ctype,body,expect", [
-    ("text/plain; charset=utf-8", "Thanks for calling.\nGoodbye.",
-     [("/voice", {"text": "Thanks for calling. Goodbye."}), ("/hangup", {})]),
-    ("audio/mpeg", "ID3...", [("/play", {"file": "custom/hold"}), ("/hangup", {})]),
-    ("application/xml", "<Response><Say>xml</Say></Response>",
-     [("/voice", {"text": "xml"}), ("/hangup", {})]),
-    ("text/html", "<Response><Say>html</Say></Response>",
-     [("/voice", {"text": "html"}), ("/hangup", {})]),
-])
-def test_content_types(twigate, client, receiver, ctype, body, expect):
-    receiver.set("/media/hold.mp3", body, content_type=ctype)
-    call = create(client, receiver, "/media/hold.mp3")
-    finish(twigate, client, call.sid)
-    assert kaphila_requests(twigate, call.sid) == expect
-    assert notes(twigate, call.sid) == []
-
-
-@pytest.mark.parametrize("ctype", ["application/json", None])
-def test_unusable_content_type_is_12300(twigate, client, receiver, ctype):
-    receiver.set("/voice", "<Response><Say>never</Say></Response>", content_type=ctype)
-    call = create(client, receiver, "/voice")
-    finish(twigate, client, call.sid)
-    assert spoken(twigate, call.sid) == [APP_ERROR]
-    assert [n["error_code"] for n in notes(twigate, call.sid)] == ["12300"]
-
-
-def test_unsupported_verb_is_reported_and_skipped(twigate, client, receiver):
-    def build(r):
-        r.say("Before")
-        r.dial("+15558675310")
-        r.say("After")
-    receiver.set("/voice", twiml(build))
-    call = create(client, receiver, "/voice")
-    finish(twigate, client, call.sid)
-    assert kaphila_requests(twigate, call.sid) == [
-        ("/voice", {"text": "Before"}), ("/voice", {"text": "After"}), ("/hangup", {})]
-    got = notes(twigate, call.sid)
-    assert [n["error_code"] for n in got] == ["12200"], got
-    assert got[0]["log"] == "0"
-    assert "<Dial>" in got[0]["message"] and "not supported on Kaphila" in got[0]["message"]
-    assert got[0]["request_url"] == receiver.url("/voice")
-    assert ("TWIGATE", "twiml/unsupported/verb") in event_urls(twigate, call.sid)
 
 
 # ------------------------------------------------------------------ live control, hang-ups, limits
