@@ -47,6 +47,8 @@ bench_cleanup() {
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
   [ -n "${WORK:-}" ] || return 0
+  # BENCH_BASELINE's temporary worktree (bench/cpuops.sh)
+  [ -z "${BASE_TREE:-}" ] || git -C "$ROOT" worktree remove --force "$BASE_TREE" 2>/dev/null || true
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 
@@ -162,6 +164,8 @@ sid = $AC
 auth_token = $TOKEN
 kaphila_key = ak_live_demo
 EOF
+  # An older twigate (BENCH_BASELINE) without listen.limit_exempt runs without.
+  "$BIN" --config "$WORK/$name.conf" --print-config >/dev/null 2>&1 || sed -i '/^limit_exempt/d' "$WORK/$name.conf"
   if [ -z "${CONF_SHOWN:-}" ]; then
     CONF_SHOWN=1
     { echo "# every twigate's config file (db.path varies):"; sed 's/^/#   /' "$WORK/$name.conf"; } >> "$CMDS"
