@@ -21,7 +21,7 @@
 # from bash's `time`), all per operation in µs.
 
 CPU_ROWS=${BENCH_CPU_ROWS:-$FETCH_ROWS}
-STEP_CALLS=${BENCH_STEP_CALLS:-300}
+STEP_CALLS=${BENCH_STEP_CALLS:-500}
 STEP_SAYS=10
 BASE_REV=${BENCH_BASELINE:-}
 CPU_OPS="fetch_cached fetch_uncached create step relay"
@@ -96,7 +96,8 @@ cpu_build_baseline() {
   run git -C "$ROOT" worktree add --detach -q "$BASE_TREE" "$BASE_REV" >&2
   run make -C "$BASE_TREE" -j2 BUILD=build-bench OPT="-O2 -DNDEBUG" all >"$WORK/baseline-build.log" 2>&1 ||
     { tail -20 "$WORK/baseline-build.log" >&2; echo "bench: the baseline $BASE_REV does not build" >&2; exit 1; }
-  BASE_DESC="$BASE_REV ($(git -C "$ROOT" rev-parse --short "$BASE_REV"))"
+  BASE_DESC=$(git -C "$ROOT" rev-parse --short "$BASE_REV")
+  [ "$BASE_DESC" = "$BASE_REV" ] || BASE_DESC="$BASE_REV ($BASE_DESC)"
 }
 
 cpu_run() { # tag
@@ -193,11 +194,11 @@ cpu_section() {
     if [ -n "$BASE_REV" ]; then
       b=$(cpu_median base "$op")
       local tgt="—" met="—" ratio
-      ratio=$(awk -v a="${m%% *}" -v b="${b%% *}" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}')
+      ratio=$(awk -v a="${m%% *}" -v b="${b%% *}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
       case $op in create | relay) tgt="twigate total ≤ 0.50 × $BASE_REV"; met=$(yesno le "$ratio" 0.5) ;; esac
       row "CPU per $label (µs): twigate total / http / engine / store / sim / loadgen" "${m// / \/ }" \
         "$BASE_DESC: ${b// / \/ }" "$ratio" "$tgt" "$met"
-      detail "- CPU per $op, sim ratio to $BASE_REV: $(awk -v a="$(cut -d' ' -f5 <<< "$m")" -v b="$(cut -d' ' -f5 <<< "$b")" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}')"
+      detail "- CPU per $op, sim ratio to $BASE_REV: $(awk -v a="$(cut -d' ' -f5 <<< "$m")" -v b="$(cut -d' ' -f5 <<< "$b")" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
     else
       row "CPU per $label (µs): twigate total / http / engine / store / sim / loadgen" "${m// / \/ }" "—" "—" \
         "(BENCH_BASELINE for ratios)" "—"

@@ -21,7 +21,7 @@
 # BENCH_CEIL_BATCH creates per transaction of the storage ceiling (50: the
 # create run's connections), BENCH_BASELINE=<rev> also builds that revision
 # and reports CPU per operation as ratios to it, BENCH_CPU_ROWS seeded for the
-# CPU fetch runs (BENCH_FETCH_ROWS), BENCH_STEP_CALLS per TwiML-step run (300).
+# CPU fetch runs (BENCH_FETCH_ROWS), BENCH_STEP_CALLS per TwiML-step run (500).
 # BENCH_ONLY also takes cpu (CPU per operation: bench/cpuops.sh).
 set -euo pipefail
 
