@@ -47,6 +47,7 @@
 static const char *db_path;
 static atomic_bool ckpt_kick, ckpt_stop;
 static atomic_int ckpt_mark;
+static long long kbase;   /* past every earlier run's counters: max(id) × 8 */
 
 static void die(sqlite3 *db, const char *what)
 {
@@ -144,7 +145,7 @@ static void uniq(char *out, size_t size, const char *tmpl, long long t0, long k)
 {
     size_t len = strlen(tmpl);
     char buf[96];
-    snprintf(buf, sizeof buf, "%.2s%012llx%020lx%s", tmpl, t0 + k / 1000, (unsigned long)k,
+    snprintf(buf, sizeof buf, "%.2s%012llx%020llx%s", tmpl, t0 + k / 1000, (unsigned long long)(kbase + k),
              "00000000000000000000000000000000000000000000");
     if (len >= size) len = size - 1;
     if (len > sizeof buf - 1) len = sizeof buf - 1;
@@ -220,7 +221,12 @@ int main(int argc, char **argv)
     struct rusage r0, r1;
     getrusage(RUSAGE_SELF, &r0);
     clock_gettime(CLOCK_MONOTONIC, &a);
-    long long t0 = (long long)time(NULL) * 1000;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long t0 = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM calls", -1, &st, NULL) != SQLITE_OK) die(db, "max");
+    if (sqlite3_step(st) == SQLITE_ROW) kbase = sqlite3_column_int64(st, 0) * 8;
+    sqlite3_finalize(st);
     long steps = (calls + batch - 1) / batch;
     sqlite3_int64 *ids = calloc((size_t)(steps + 4) * (size_t)batch, sizeof *ids);
     const char *const stage[] = {"ringing", "in-progress", final};
