@@ -11,8 +11,9 @@
 #   ops   — database seeded with CPU_ROWS calls; sim in fast mode. Fetch
 #           (cached: one call; uncached: a random one), create (wrk, CPU
 #           counted until every call has ended: a create's whole life), and
-#           the TwiML step: calls of STEP_SAYS <Say>s minus calls of none,
-#           per <Say> (Say → /voice → tts.played → next verb).
+#           the TwiML step: calls of STEP_SAYS (<Say>, <Pause length=0>)
+#           minus calls of the Pauses alone, per <Say> (Say → /voice →
+#           tts.played → next verb).
 #   relay — sim that never rings: only the load generator's events move calls.
 # Thread groups of twigate (names set with pthread_setname_np in src/):
 # http = MHD-* and http-*, engine = engine, store = engine-bio and store-*,
@@ -124,13 +125,15 @@ cpu_run() { # tag
   n=$(( $(kv "$o" requests) - $(kv "$o" non2xx) ))
   ops_end "$t" create "$n" "$(cat "$WORK/lg")"
   wrk_rps "$o" >> "$WORK/cpu.$t.create_rate"
-  # the TwiML step: STEP_CALLS calls of STEP_SAYS <Say>s, then as many of
-  # none; the difference per <Say> is one step
-  local says='' kind body
-  for ((n = 0; n < STEP_SAYS; n++)); do says+="%3CSay%3Ea%3C%2FSay%3E"; done
+  # the TwiML step: STEP_CALLS calls of STEP_SAYS × <Say>a</Say><Pause
+  # length="0"/>, then as many of STEP_SAYS × <Pause length="0"/>; the
+  # difference per <Say> is one step. (The Pauses keep twigate from merging
+  # consecutive <Say>s into one /voice: src/engine/exec_speech.c.)
+  local says='' pauses='' kind body p0="%3CPause%20length%3D%220%22%2F%3E"
+  for ((n = 0; n < STEP_SAYS; n++)); do says+="%3CSay%3Ea%3C%2FSay%3E$p0"; pauses+=$p0; done
   for kind in say hangup; do
     body="To=%2B14155550100&From=%2B14155550199&Twiml=%3CResponse%3E${says}%3CHangup%2F%3E%3C%2FResponse%3E"
-    [ "$kind" = say ] || body=$FORM_HANGUP
+    [ "$kind" = say ] || body="To=%2B14155550100&From=%2B14155550199&Twiml=%3CResponse%3E${pauses}%3CHangup%2F%3E%3C%2FResponse%3E"
     ops_begin "$t"
     timed "$WORK/lg" run "$LOADGEN" load -u "http://127.0.0.1:$tw$API/Calls.json" -X POST -H "$hdr" -b "$body" \
       -r 0 -c 50 -n "$STEP_CALLS" -d 60 > "$WORK/step.out"
