@@ -124,7 +124,7 @@ cpu_run() { # tag
   wait_drained "$WORK/cpu-$t.db" 30 || detail "- CPU per operation, $t: creates still live after 30 s"
   n=$(( $(kv "$o" requests) - $(kv "$o" non2xx) ))
   ops_end "$t" create "$n" "$(cat "$WORK/lg")"
-  wrk_rps "$o" >> "$WORK/cpu.$t.create_rate"
+  printf '%s\n' "$(wrk_rps "$o")" >> "$WORK/cpu.$t.create_rate"
   # the TwiML step: STEP_CALLS calls of STEP_SAYS × <Say>a</Say><Pause
   # length="0"/>, then as many of STEP_SAYS × <Pause length="0"/>; the
   # difference per <Say> is one step. (The Pauses keep twigate from merging
@@ -201,7 +201,7 @@ cpu_section() {
       case $op in create | relay) tgt="twigate total ≤ 0.50 × $BASE_REV"; met=$(yesno le "$ratio" 0.5) ;; esac
       row "CPU per $label (µs): twigate total / http / engine / store / sim / loadgen" "${m// / \/ }" \
         "$BASE_DESC: ${b// / \/ }" "$ratio" "$tgt" "$met"
-      detail "- CPU per $op, sim ratio to $BASE_REV: $(awk -v a="$(cut -d' ' -f5 <<< "$m")" -v b="$(cut -d' ' -f5 <<< "$b")" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
+      detail "- CPU per $op, sim ratio to $BASE_REV: $(awk -v a="$(cut -d' ' -f5 <<< "$m")" -v b="$(cut -d' ' -f5 <<< "$b")" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "— (no CPU)"}')"
     else
       row "CPU per $label (µs): twigate total / http / engine / store / sim / loadgen" "${m// / \/ }" "—" "—" \
         "(BENCH_BASELINE for ratios)" "—"
