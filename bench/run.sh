@@ -280,7 +280,7 @@ if want create; then
   row "Create vs storage ceiling (calls/s)" "$CREATE_RATE" "bench/storeceil, $CEIL_BATCH per commit: $CEIL (1 per commit: $ce1)" \
     "$(calc "$CREATE_RATE / $CEIL" 2)" "≥ 0.50 × ceiling" "$(yesno ge "$(calc "$CREATE_RATE / $CEIL" 4)" 0.5)"
   # Open loop at half of the rate this machine sustained just above.
-  OPEN_RATE=$(calc "$CREATE_RATE / 2" 0)
+  OPEN_RATE=$(calc "($CREATE_RATE >= 2 ? $CREATE_RATE : 2) / 2" 0)   # never 0: loadgen's closed loop
   p99s=() rates=()
   sim_refill
   for ((r = 1; r <= RUNS; r++)); do
