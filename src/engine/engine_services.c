@@ -491,3 +491,17 @@ out:
     free(rs.v);
 }
 
+
+/* Kaphila confirmed a recovered call with a checkpoint: its TimeLimit is
+ * re-armed from the answer time and its TwiML goes on (exec_ckpt.c). */
+void call_resume(call *c)
+{
+    char *doc = c->resume_doc, *state = c->resume_state;
+    c->resume_doc = c->resume_state = NULL;   /* once */
+    if (!state || c->over) goto out;
+    eng_start_time_limit(c->e, c);
+    if (!c->over) exec_resume(c, doc, state);
+out:
+    free(doc);
+    free(state);
+}
