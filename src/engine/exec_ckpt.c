@@ -60,7 +60,7 @@ static json_t *cur_json(const cursor *c)
 json_t *exec_ckpt_encode(const exec *x, int redirects)
 {
     return json_pack("{s:i, s:i, s:i, s:o, s:o, s:o, s:b, s:b, s:s, s:I, s:i, s:i,"
-                     " s:s?, s:s?, s:O?, s:b}",
+                     " s:s*, s:s*, s:O*, s:b}",
                      "v", CKPT_VERSION, "wait", (int)x->wait, "mode", (int)x->mode,
                      "top", cur_json(&x->top), "prompt", cur_json(&x->prompt),
                      "pb_at", cur_json(&x->pb_at), "pb_in_prompt", x->pb_in_prompt,
