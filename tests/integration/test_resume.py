@@ -11,7 +11,7 @@ the receiver's requests - never on fixed times:
     reaches the action URL, the call ends `completed`, and each status
     callback has one idempotency token;
   * the same with a graceful restart (SIGTERM);
-  * <Pause length="3"> then <Say>, killed during the pause: the pause keeps
+  * <Pause length="3"> then <Say> (inline Twiml), killed during the pause: the pause keeps
     its wall-clock due time and the <Say> follows; what was said before the
     pause is not said again;
   * a call hung up by the far end while twigate was down: the restart's
@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import KaphilaSim, wait_for
+from harness import DEFAULT_FROM, KaphilaSim, fresh_number, wait_for
 from harness.ivr import create, spoken, wait_kaphila
 
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
@@ -110,9 +110,10 @@ def test_gather_ivr_survives_a_graceful_restart(make_twigate, slow_sim, receiver
 def test_pause_keeps_its_due_time_across_kill9(make_twigate, slow_sim, receiver):
     tg = make_twigate(external_sim=slow_sim)
     client = tg.client()
-    receiver.set("/resume/pause", twiml=f'<Response><Say>Hi.</Say><Pause length="{W_PAUSE}"/>'
-                                         '<Say>After the pause.</Say></Response>')
-    sid = create(client, receiver, "/resume/pause").sid
+    # Inline Twiml: the checkpoint's document has no URL and no fetch.
+    sid = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                              twiml=f'<Response><Say>Hi.</Say><Pause length="{W_PAUSE}"/>'
+                                    '<Say>After the pause.</Say></Response>').sid
     wait_for(lambda: (checkpoint(tg, sid) or {}).get("wait") == W_PAUSE, timeout=20,
              message="no <Pause> checkpoint")
     due = checkpoint(tg, sid)["due"]
