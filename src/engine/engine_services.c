@@ -462,6 +462,7 @@ void engine_resync(engine *e)
     for (size_t b = 0; b < ENGINE_BUCKETS; b++)
         for (call *c = e->calls[b]; c; c = c->hnext)
             if (!c->over && c->rank == RANK_ANSWERED && !c->x && !c->pending_hangup &&
+                !c->resume_state &&   /* waits for its start-up check, then resumes */
                 resync_collect_call(&starts, c))
                 call_ref(c);
     for (size_t i = 0; i < starts.n; i++) {

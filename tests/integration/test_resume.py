@@ -16,7 +16,8 @@ the receiver's requests - never on fixed times:
     pause is not said again;
   * a call hung up by the far end while twigate was down: the restart's
     GET /calls/:callId finds it ended, so it ends `completed` with its
-    callback, and its checkpoint is gone."""
+    callback, and its checkpoint is gone;
+  * a live call with no checkpoint (an older row) is ended as before."""
 
 import json
 import sqlite3
@@ -25,7 +26,7 @@ import time
 import pytest
 
 from harness import DEFAULT_FROM, KaphilaSim, fresh_number, wait_for
-from harness.ivr import create, spoken, wait_kaphila
+from harness.ivr import create, kaphila_requests, notes, spoken, wait_kaphila
 
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 PROMPT = ("Welcome to the resume test line. Please press one digit on your keypad now,"
@@ -154,3 +155,25 @@ def test_far_end_hangup_while_down_ends_completed(make_twigate, slow_sim, receiv
     assert_callbacks_once(receiver, "/resume/st2", sid)
     assert checkpoint(tg, sid) is None
     assert "resuming the call's TwiML" not in tg.log_text()
+
+
+def test_a_call_without_checkpoint_is_ended_as_before(make_twigate, slow_sim, receiver):
+    """A live row with no checkpoint (an older twigate's, or a first fetch
+    that never committed): ended with a notification, never replayed from
+    the top."""
+    tg = make_twigate(external_sim=slow_sim)
+    client = tg.client()
+    receiver.set("/resume/old", twiml='<Response><Pause length="60"/></Response>')
+    sid = create(client, receiver, "/resume/old").sid
+    wait_for(lambda: (checkpoint(tg, sid) or {}).get("wait") == W_PAUSE, timeout=20,
+             message="no <Pause> checkpoint")
+    tg.kill9()
+    with sqlite3.connect(tg.db_path) as db:
+        db.execute("DELETE FROM call_checkpoints WHERE call_sid = ?", (sid,))
+    tg.start()
+    assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
+        "completed"
+    assert any(p == "/hangup" for p, _ in kaphila_requests(tg, sid))
+    assert len(receiver.requests("/resume/old", call_sid=sid)) == 1, "fetched again"
+    assert any(n["error_code"] == "20500" and "cannot be resumed" in n["message"]
+               for n in notes(tg, sid)), notes(tg, sid)
