@@ -440,7 +440,9 @@ void exec_call_ended(call *c)
     x->wait_serial = 0;
     exec_timer_stop(x, &x->t_play);
     exec_timer_stop(x, &x->t_input);
-    if (x->mode == M_RECORD && x->r_active)
+    /* A stop is not the caller hanging up: the call goes on after the
+     * restart (its checkpoint starts the <Record> over), so no action. */
+    if (x->mode == M_RECORD && x->r_active && !engine_is_stopping(call_engine(c)))
         exec_record_end(x, "hangup", true);
     x->mode = M_NONE;
     x->wait = W_DONE;

@@ -17,6 +17,8 @@ the receiver's requests - never on fixed times:
   * a call hung up by the far end while twigate was down: the restart's
     GET /calls/:callId finds it ended, so it ends `completed` with its
     callback, and its checkpoint is gone;
+  * <Gather numDigits="3">: two keys before a kill, one after: the action
+    gets all three;
   * a live call with no checkpoint (an older row) is ended as before."""
 
 import json
@@ -177,3 +179,29 @@ def test_a_call_without_checkpoint_is_ended_as_before(make_twigate, slow_sim, re
     assert len(receiver.requests("/resume/old", call_sid=sid)) == 1, "fetched again"
     assert any(n["error_code"] == "20500" and "cannot be resumed" in n["message"]
                for n in notes(tg, sid)), notes(tg, sid)
+
+
+def test_gather_digits_so_far_survive_kill9(make_twigate, slow_sim, receiver):
+    """Two keys of three pressed, then the kill: the third after the restart
+    completes the entry, and the action gets all three."""
+    tg = make_twigate(external_sim=slow_sim)
+    client = tg.client()
+    receiver.set("/resume/pin", twiml='<Response><Gather numDigits="3" timeout="30"'
+                                      ' action="/resume/pin-done"><Say>Enter your PIN.</Say>'
+                                      '</Gather></Response>')
+    receiver.set("/resume/pin-done", twiml=DONE)
+    sid = create(client, receiver, "/resume/pin").sid
+    wait_kaphila(tg, sid, lambda reqs: ("/voice", {"text": "Enter your PIN."}) in reqs,
+                 timeout=20, what="the prompt was never sent")
+    tg.sim_digits(sid, "12")
+    wait_for(lambda: (checkpoint(tg, sid) or {}).get("digits") == "12", timeout=10,
+             message="the digits never reached the checkpoint")
+    tg.kill9()
+    tg.start()
+    wait_for(lambda: "resuming the call's TwiML after a restart" in tg.log_text(), timeout=20,
+             message="the call was not resumed")
+    tg.sim_digits(sid, "3")
+    done = receiver.wait_for_requests("/resume/pin-done", 1, call_sid=sid, timeout=20)
+    assert done[0].params["Digits"] == "123", done[0].params
+    assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
+        "completed"
