@@ -156,6 +156,18 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
 __attribute__((warn_unused_result))
 store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg), void *arg);
 
+/* Executor checkpoints (call_checkpoints; engine thread): a live call's
+ * position in its TwiML, written in the engine's write batch. doc NULL
+ * keeps the stored document (only the state changed). get: *doc and
+ * *state are malloc'd, STORE_NOTFOUND when the call has none. */
+__attribute__((warn_unused_result))
+store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
+                                 const char *doc, const char *state, int64_t now_ms);
+__attribute__((warn_unused_result))
+store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state);
+__attribute__((warn_unused_result))
+store_status store_call_ckpt_delete(store_conn *c, const char *call_sid);
+
 /* Raw Kaphila events. A posted event is applied in the engine's write
  * batch and acknowledged after its commit, so its effects are its record;
  * raw rows are kept for events twigate does not act on (done = true, for

@@ -81,6 +81,8 @@ void call_unref(call *c)
 {
     if (--c->refs > 0) return;
     exec_free(c);
+    free(c->resume_doc);
+    free(c->resume_state);
     store_call_fini(&c->row);
     free(c);
 }
@@ -208,9 +210,50 @@ static void ack_rescue(engine *e)
     acks_reply(e, ok);
 }
 
+/* Writes the checkpoints of the calls the executor moved in this batch
+ * (exec_ckpt.c), as they are now: one row per call however many verbs it
+ * ran. A call that ended meanwhile has had its row deleted instead. */
+static bool ckpts_write(engine *e)
+{
+    bool ok = true;
+    size_t n = e->n_ckpts;
+    call **v = e->ckpts;
+    e->ckpts = NULL;
+    e->n_ckpts = e->cap_ckpts = 0;
+    for (size_t i = 0; i < n; i++) {
+        call *c = v[i];
+        c->ckpt_dirty = false;
+        if (ok && !c->over && !exec_ckpt_write(c, e->db)) ok = false;
+        call_unref(c);
+    }
+    free(v);
+    return ok;
+}
+
+void call_ckpt_mark(call *c)
+{
+    engine *e = c->e;
+    if (c->ckpt_dirty || c->over || e->stopping || !eng_txn_begin(e)) return;
+    if (e->n_ckpts == e->cap_ckpts) {
+        size_t ncap = e->cap_ckpts ? e->cap_ckpts * 2 : 64;
+        call **nv = realloc(e->ckpts, ncap * sizeof *nv);
+        if (!nv) return;   /* the next mark tries again; a resume repeats a step */
+        e->ckpts = nv;
+        e->cap_ckpts = ncap;
+    }
+    c->ckpt_dirty = true;
+    call_ref(c);
+    e->ckpts[e->n_ckpts++] = c;
+}
+
 /* The open batch is lost: nothing of it may be delivered or acknowledged. */
 void eng_batch_failed(engine *e)
 {
+    for (size_t i = 0; i < e->n_ckpts; i++) {
+        e->ckpts[i]->ckpt_dirty = false;
+        call_unref(e->ckpts[i]);
+    }
+    e->n_ckpts = 0;
     e->batch = false;
     e->resync = true;   /* engine_resync, once the store takes writes again */
     store_rollback(e->db);
@@ -224,6 +267,11 @@ bool eng_batch_flush(engine *e)
     if (!e->batch) {
         acks_reply(e, true);   /* events that wrote nothing */
         return true;
+    }
+    if (!ckpts_write(e)) {
+        log_error("engine", "a checkpoint could not be written; the batch is rolled back");
+        eng_batch_failed(e);
+        return false;
     }
     if (store_commit(e->db) != STORE_OK) {
         log_error("engine", "a batch of state changes could not be committed");
@@ -316,9 +364,16 @@ static void recover_call(store_call *row, void *arg)
          * cannot know whether it was dialled. */
         c->pending_fail = true;
     } else if (c->rank >= RANK_ANSWERED) {
-        /* The TwiML program counter is not persisted: end the call cleanly
-         * rather than replay the customer's application from the top. */
+        /* Resumed from its checkpoint once Kaphila says it is still up
+         * (reconcile.c); without one (its first fetch never committed, or a
+         * row from an older twigate) it is ended rather than replaying the
+         * customer's application from the top. */
         c->pending_hangup = true;
+        store_status r = store_call_ckpt_get(e->db, c->row.sid, &c->resume_doc, &c->resume_state);
+        if (r == STORE_OK)
+            c->pending_hangup = false;
+        else if (r != STORE_NOTFOUND)
+            log_warn("engine", "the call's checkpoint could not be read");
     }
 }
 
@@ -616,6 +671,7 @@ void engine_destroy(engine *e)
     budget_destroy(e->bud);
     free(e->acks);
     free(e->origs);
+    free(e->ckpts);
     store_conn_release(e->db);
     free(e);
 }

@@ -101,6 +101,8 @@ struct engine {
     size_t         n_acks, cap_acks;
     call         **origs;                     /* created in the batch: /makecall after it commits */
     size_t         n_origs, cap_origs;
+    call         **ckpts;                     /* checkpoints to write before the commit (refs) */
+    size_t         n_ckpts, cap_ckpts;
     atomic_size_t  live;
     atomic_int     inflight_deliveries;
     atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */

@@ -64,6 +64,9 @@ void eng_finish_call(engine *e, call *c, const char *status, int duration)
     c->row.duration = duration;
     c->rank = RANK_OVER;
     c->over = true;
+    /* In the batch that ends it: a restart never resumes an ended call. */
+    if ((c->x || c->resume_state) && store_call_ckpt_delete(e->db, c->row.sid) != STORE_OK)
+        log_warn("engine", "the call's checkpoint could not be deleted");
     eng_status_callback(e, c, "completed", CB_COMPLETED);
     log_call_ended(status, duration, e->ending);
 }
@@ -97,8 +100,16 @@ void eng_start_time_limit(engine *e, call *c)
 {
     json_int_t tl = json_integer_value(json_object_get(c->row.params, "time_limit"));
     if (tl <= 0 || c->time_limit) return;
+    /* Due at the answer time plus the limit, a wall-clock time: a call
+     * resumed after a restart keeps it (one past fires at once). */
+    int64_t ms = (int64_t)tl * 1000;
+    if (c->row.answered_at) {
+        ms = c->row.answered_at + ms - timefmt_now_ms();
+        if (ms < 0) ms = 0;
+        if (ms > (int64_t)tl * 1000) ms = (int64_t)tl * 1000;
+    }
     call_ref(c);
-    c->time_limit = loop_timer_add(e->l, (int64_t)tl * 1000, eng_time_limit_fired, c);
+    c->time_limit = loop_timer_add(e->l, ms, eng_time_limit_fired, c);
     if (!c->time_limit) call_unref(c);
 }
 

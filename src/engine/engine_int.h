@@ -32,6 +32,9 @@ struct call {
     bool        cancel_requested;
     bool        pending_fail;     /* recovery: dialled state unknown */
     bool        pending_hangup;   /* recovery: answered, program lost */
+    bool        ckpt_dirty;       /* in the engine's list of checkpoints to write */
+    char       *resume_doc;       /* recovery: the checkpoint to resume from, once */
+    char       *resume_state;     /*   Kaphila confirms the call (reconcile.c) */
     engine_reply create_req;  /* REST create waiting for /makecall (ops NULL = none) */
     exec       *x;            /* NULL until the executor starts */
     loop_timer *time_limit;   /* TimeLimit timer */
@@ -175,6 +178,9 @@ void engine_each_live(engine *e, void (*fn)(call *c, void *arg), void *arg);
  * Kaphila reported, -1 unknown): the Twilio terminal status, Duration,
  * the completed callback, a 20500 warning and an event-log line. */
 void call_end_reconciled(call *c, const char *kstatus, int kduration, const char *why);
+/* Kaphila says c is up and c has a checkpoint from before a restart: its
+ * TwiML goes on (the TimeLimit re-armed from the answer time). */
+void call_resume(call *c);
 /* Kaphila reports c answered but its call.answered never arrived: apply
  * it as if it had. */
 void call_answered_reconciled(call *c);
@@ -221,5 +227,13 @@ void exec_replace(call *c, const char *url, const char *method, const char *twim
 void exec_call_ended(call *c);
 /* Frees c->x (the engine calls it when the call is freed). */
 void exec_free(call *c);
+/* Checkpoints (exec_ckpt.c). The executor marks a call whose position
+ * moved; the engine writes its checkpoint in the open batch just before the
+ * commit (false: the write failed, the batch is lost). */
+void call_ckpt_mark(call *c);
+bool exec_ckpt_write(call *c, store_conn *db);
+/* Start-up: an answered call with a checkpoint (doc, state as stored) goes
+ * on from it, once Kaphila has said the call is still up. */
+void exec_resume(call *c, const char *doc, const char *state);
 
 #endif

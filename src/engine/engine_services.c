@@ -462,6 +462,7 @@ void engine_resync(engine *e)
     for (size_t b = 0; b < ENGINE_BUCKETS; b++)
         for (call *c = e->calls[b]; c; c = c->hnext)
             if (!c->over && c->rank == RANK_ANSWERED && !c->x && !c->pending_hangup &&
+                !c->resume_state &&   /* waits for its start-up check, then resumes */
                 resync_collect_call(&starts, c))
                 call_ref(c);
     for (size_t i = 0; i < starts.n; i++) {
@@ -491,3 +492,17 @@ out:
     free(rs.v);
 }
 
+
+/* Kaphila confirmed a recovered call with a checkpoint: its TimeLimit is
+ * re-armed from the answer time and its TwiML goes on (exec_ckpt.c). */
+void call_resume(call *c)
+{
+    char *doc = c->resume_doc, *state = c->resume_state;
+    c->resume_doc = c->resume_state = NULL;   /* once */
+    if (!state || c->over) goto out;
+    eng_start_time_limit(c->e, c);
+    if (!c->over) exec_resume(c, doc, state);
+out:
+    free(doc);
+    free(state);
+}

@@ -167,6 +167,7 @@ void exec_hangup_as(exec *x, const char *why, bool routine)
     x->wait_serial = 0;
     exec_timer_stop(x, &x->t_play);
     exec_timer_stop(x, &x->t_input);
+    exec_ckpt_mark(x);
     log_write(routine ? LOG_DEBUG : LOG_INFO, "exec", "hanging up: %s", why);
     call_hangup(x->c, why);
 }
@@ -244,6 +245,7 @@ static void redirect(exec *x, const twiml_verb *v)
  * prompts are still going, the prompt cursor runs; else the document's. */
 void exec_run(exec *x)
 {
+    exec_ckpt_mark(x);   /* written at the batch's commit, wherever the run stops */
     for (;;) {
         if (x->ended || call_is_over(x->c) || x->wait != W_NONE)
             return;
@@ -270,6 +272,7 @@ void exec_run(exec *x)
             cur->pc++;
             if (v->u.pause.length > 0) {
                 x->wait = W_PAUSE;
+                x->due_ms = timefmt_now_ms() + (int64_t)v->u.pause.length * 1000;
                 if (!exec_timer_start(x, &x->t_play, (int64_t)v->u.pause.length * 1000,
                                       exec_pause_end))
                     exec_internal_failure(x, "cannot start a timer");
@@ -322,13 +325,13 @@ static void run_inline(exec *x, const char *twiml)
         exec_app_error(x);
         return;
     }
-    exec_doc_set(x, d, NULL, NULL);
+    exec_doc_set(x, d, NULL, NULL, "xml", twiml, strlen(twiml));
     exec_run(x);
 }
 
 /* ---------------------------------------------------------------- entry points */
 
-static exec *exec_get(call *c)
+exec *exec_get(call *c)
 {
     if (!c->x) {
         c->x = calloc(1, sizeof *c->x);
@@ -437,7 +440,9 @@ void exec_call_ended(call *c)
     x->wait_serial = 0;
     exec_timer_stop(x, &x->t_play);
     exec_timer_stop(x, &x->t_input);
-    if (x->mode == M_RECORD && x->r_active)
+    /* A stop is not the caller hanging up: the call goes on after the
+     * restart (its checkpoint starts the <Record> over), so no action. */
+    if (x->mode == M_RECORD && x->r_active && !engine_is_stopping(call_engine(c)))
         exec_record_end(x, "hangup", true);
     x->mode = M_NONE;
     x->wait = W_DONE;
@@ -453,6 +458,10 @@ void exec_free(call *c)
     twiml_doc_destroy(x->doc);
     free(x->doc_url);
     free(x->doc_method);
+    free(x->src);
+    free(x->f_url);
+    free(x->f_method);
+    json_decref(x->f_extra);
     free(x);
     c->x = NULL;
 }

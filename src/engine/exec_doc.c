@@ -33,7 +33,7 @@ static twiml_verb *synth_verbs(twiml_doc *d, size_t n)
 
 /* A document of <Say text/> (or <Play url/>) then <Hangup/>: what Twilio
  * does with text/plain and audio answers and with application errors. */
-static twiml_doc *synth_doc(twiml_verb_kind kind, const char *s)
+twiml_doc *exec_synth_doc(twiml_verb_kind kind, const char *s)
 {
     twiml_doc *d = calloc(1, sizeof *d);
     twiml_verb *v;
@@ -61,10 +61,17 @@ fail:
 }
 
 /* Resets the verb state and installs doc (owned from now on). */
-void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method)
+void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method,
+                  const char *kind, const char *body, size_t len)
 {
     char *u = url ? strdup(url) : NULL;
     char *m = method ? strdup(method) : NULL;
+    json_t *src = json_pack("{s:s, s:s%, s:s?, s:s?}", "kind", kind, "body", body ? body : "",
+                            body ? len : 0, "url", url, "method", method);
+    free(x->src);
+    x->src = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    x->src_dirty = true;
+    json_decref(src);
     x->mode = M_NONE;
     x->g = NULL;
     x->r = NULL;
@@ -83,7 +90,7 @@ void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method)
 
 void exec_app_error(exec *x)
 {
-    twiml_doc *d = synth_doc(TV_SAY, APP_ERROR_TEXT);
+    twiml_doc *d = exec_synth_doc(TV_SAY, APP_ERROR_TEXT);
     if (!d) {
         exec_internal_failure(x, "out of memory");
         return;
@@ -91,7 +98,7 @@ void exec_app_error(exec *x)
     call_log(x->c, "twiml/application-error",
              json_pack("{s:s}", "detail", "no usable TwiML: playing the application-error"
                        " message, then hanging up"));
-    exec_doc_set(x, d, NULL, NULL);
+    exec_doc_set(x, d, NULL, NULL, "say", APP_ERROR_TEXT, strlen(APP_ERROR_TEXT));
     exec_run(x);
 }
 
@@ -159,6 +166,7 @@ static void doc_from_answer(exec *x, const fetch_ctx *k, const webhook_result *r
     char mt[128];
     twiml_doc *d = NULL;
     int code = 0;
+    const char *kind = "xml";
     exec_media_type(res->content_type, mt, sizeof mt);
     if (!strcmp(mt, "text/xml") || !strcmp(mt, "application/xml") || !strcmp(mt, "text/html")) {
         d = exec_parse(x, buf_str(&res->body), res->body.len, k->url, k->method, &code);
@@ -167,7 +175,8 @@ static void doc_from_answer(exec *x, const fetch_ctx *k, const webhook_result *r
             return;
         }
     } else if (!strncmp(mt, "audio/", 6)) {
-        d = synth_doc(TV_PLAY, k->url);
+        d = exec_synth_doc(TV_PLAY, k->url);
+        kind = "play";
     } else if (!strcmp(mt, "text/plain")) {
         size_t cap = EXEC_MAX_PLAIN_TEXT(x->c);
         buf text;
@@ -185,7 +194,8 @@ static void doc_from_answer(exec *x, const fetch_ctx *k, const webhook_result *r
             space = false;
             if (ok) ok = buf_append(&text, &ch, 1) == BUF_OK;
         }
-        d = synth_doc(TV_SAY, buf_str(&text));
+        d = exec_synth_doc(TV_SAY, buf_str(&text));
+        kind = "say";
         buf_fini(&text);
     } else {
         char msg[256];
@@ -199,7 +209,12 @@ static void doc_from_answer(exec *x, const fetch_ctx *k, const webhook_result *r
         exec_internal_failure(x, "out of memory");
         return;
     }
-    exec_doc_set(x, d, k->url, k->method);
+    /* The checkpoint keeps what re-creates d: the body, or the synthetic
+     * document's one text or URL. */
+    const char *body = kind[0] == 'x' ? buf_str(&res->body)
+                     : kind[0] == 'p' ? k->url : d->verbs[0].u.say.text;
+    exec_doc_set(x, d, k->url, k->method, kind, body,
+                 kind[0] == 'x' ? res->body.len : strlen(body));
     exec_run(x);
 }
 
@@ -255,6 +270,7 @@ void exec_fetch_doc(exec *x, const char *url, const char *method, const form *ex
     x->gen++;
     x->wait = W_FETCH;
     x->mode = M_NONE;
+    exec_ckpt_fetch(x, url, method, extra, fallback);
     form_init(&f);
     ok = exec_voice_params(x, &f, false);
     for (size_t i = 0; extra && ok && i < extra->n; i++)

@@ -12,12 +12,27 @@
 
 static void on_gather_timeout(loop *l, void *arg);
 
-static void gather_arm(exec *x)
+static void gather_arm_ms(exec *x, int64_t ms)
 {
     exec_timer_stop(x, &x->t_input);
     x->wait = W_INPUT;
-    if (!exec_timer_start(x, &x->t_input, (int64_t)x->g->timeout * 1000, on_gather_timeout))
+    x->due_ms = timefmt_now_ms() + ms;
+    exec_ckpt_mark(x);   /* the digits so far and the timeout's due time */
+    if (!exec_timer_start(x, &x->t_input, ms, on_gather_timeout))
         exec_internal_failure(x, "cannot start a timer");
+}
+
+static void gather_arm(exec *x)
+{
+    gather_arm_ms(x, (int64_t)x->g->timeout * 1000);
+}
+
+/* A checkpoint's <Gather> waiting for keys: its timeout keeps its due time
+ * (one in the past fires at once, ending the gather with the digits kept). */
+void exec_gather_resume(exec *x, int64_t ms)
+{
+    x->g_prompts_done = true;
+    gather_arm_ms(x, ms < 0 ? 0 : ms);
 }
 
 void exec_gather_start(exec *x, const twiml_verb *v)

@@ -3,7 +3,8 @@
  *
  * Files: exec.c (helpers, the runner, <Redirect>, unsupported verbs, entry
  * points), exec_doc.c (documents), exec_speech.c (playbacks, <Say>, <Play>,
- * <Pause>), exec_gather.c, exec_record.c. Everything here runs on the engine
+ * <Pause>), exec_gather.c, exec_record.c, exec_ckpt.c (checkpoints and the
+ * resume after a restart). Everything here runs on the engine
  * loop; struct exec belongs to its call (call.x) and is freed by exec_free.
  * A document's verbs are owned by exec.doc; cursors and exec.g/exec.r point
  * into it and are reset by exec_doc_set. */
@@ -17,6 +18,7 @@
 
 #include "base/buf.h"
 #include "base/form.h"
+#include "base/timefmt.h"
 #include "engine_int.h"
 #include "twiml/twiml.h"
 
@@ -142,6 +144,17 @@ struct exec {
     int64_t     r_start;        /* call_answered_ms() at the window's start */
     unsigned    reported;       /* REP_* */
     bool        ended;          /* exec_call_ended ran */
+    /* Checkpoint (exec_ckpt.c): what a resume needs beyond the cursors. */
+    char       *src;            /* the document as stored (JSON text), NULL = none yet */
+    bool        src_dirty;      /* src changed since the last checkpoint write */
+    cursor      pb_at;          /* where the playback waited for was sent from */
+    bool        pb_in_prompt;   /* ... in the <Gather>'s prompt cursor */
+    int64_t     due_ms;         /* wall clock end of the <Pause> or <Gather> timeout */
+    char       *f_url;          /* the document fetch waited for (W_FETCH) */
+    char       *f_method;
+    json_t     *f_extra;        /* its extra parameters, [[key, value], ...] */
+    bool        f_fallback;
+    int64_t     ck_seq;         /* checkpoints written */
 };
 
 /* ---- exec.c: helpers */
@@ -169,9 +182,27 @@ void exec_hangup(exec *x, const char *why);
 void exec_internal_failure(exec *x, const char *what);
 /* Runs verbs until something has to be waited for. */
 void exec_run(exec *x);
+/* The executor of c, created on first use (NULL: out of memory). */
+exec *exec_get(call *c);
+
+/* ---- exec_ckpt.c: checkpoints (docs/scale-out.md §3) */
+/* The position moved: the call's checkpoint is written with the open batch. */
+void exec_ckpt_mark(exec *x);
+/* A document fetch starts: what a resume repeats if its answer is lost. */
+void exec_ckpt_fetch(exec *x, const char *url, const char *method, const form *extra,
+                     bool fallback);
+/* The state part of a checkpoint (pure: unit-tested), and back onto an
+ * exec whose document is set (false: it does not fit the document). */
+json_t *exec_ckpt_encode(const exec *x, int redirects);
+bool exec_ckpt_decode(exec *x, json_t *st, int *redirects);
 
 /* ---- exec_doc.c: documents */
-void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method);
+/* kind/body: the document's source as a checkpoint keeps it ("xml" and the
+ * body as received; "say"/"play" and the text or URL of a synthetic one). */
+void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method,
+                  const char *kind, const char *body, size_t len);
+/* A document of <Say text/> (or <Play url/>) then <Hangup/>. */
+twiml_doc *exec_synth_doc(twiml_verb_kind kind, const char *s);
 void exec_app_error(exec *x);
 void exec_fetch_failed(exec *x, int code, const char *url, bool was_fallback);
 twiml_doc *exec_parse(exec *x, const char *xml, size_t len, const char *url, const char *method,
@@ -203,6 +234,8 @@ void exec_pause_end(loop *l, void *arg);
 void exec_gather_start(exec *x, const twiml_verb *v);
 void exec_gather_prompts_done(exec *x);
 void exec_gather_key(exec *x, char d);
+/* Resume: the <Gather> at top.pc waits for keys for ms more. */
+void exec_gather_resume(exec *x, int64_t ms);
 void exec_record_start(exec *x, const twiml_verb *v);
 void exec_record_window_start(exec *x);
 void exec_record_end(exec *x, const char *digits, bool hung_up);

@@ -257,6 +257,7 @@ bool exec_say_merge(exec *x, cursor *cur, buf *text)
 bool exec_say_next(exec *x, cursor *cur)
 {
     buf text;
+    cursor before = *cur;
     buf_init(&text, EXEC_MAX_VOICE_TEXT);
     bool ok = exec_say_merge(x, cur, &text);
     if (!ok) {
@@ -269,6 +270,8 @@ bool exec_say_next(exec *x, cursor *cur)
         return false;
     }
     int64_t ms = (int64_t)text.len * EXEC_TTS_MS_PER_CHAR + EXEC_TTS_SLACK_MS;
+    x->pb_at = before;   /* a resume says this text again */
+    x->pb_in_prompt = cur == &x->prompt;
     (void)exec_playback_send(x, "/voice", "text", buf_str(&text), ms);
     buf_fini(&text);
     return true;
@@ -304,6 +307,8 @@ bool exec_play_next(exec *x, cursor *cur)
         goto next;
     }
     free(url);
+    x->pb_at = *cur;   /* a resume plays this iteration again */
+    x->pb_in_prompt = cur == &x->prompt;
     cur->iter++;
     (void)exec_playback_send(x, "/play", "file", sound, EXEC_PLAY_FALLBACK_MS);
     return true;

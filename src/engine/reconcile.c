@@ -134,6 +134,10 @@ static void on_check(loop *l, void *arg, const kaphila_result *res)
             log_debug("reconcile", "Kaphila status '%.40s' taken as alive", st);
         break;
     }
+    if (c->resume_state && !call_is_over(c)) {
+        /* Restarted with a checkpoint, and Kaphila still has the call up. */
+        call_resume(c);
+    }
     if (c->pending_hangup && !call_is_over(c)) {
         /* Reloaded after a storage fault, answered: its program is lost. */
         c->pending_hangup = false;

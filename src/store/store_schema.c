@@ -99,6 +99,16 @@ static const char *const migrations[] = {
      * (test_a_schema_2_database_is_migrated) may have it already. */
     ("CREATE TABLE IF NOT EXISTS account_keys("
      "  account_sid TEXT PRIMARY KEY, kaphila_key TEXT NOT NULL, created INTEGER NOT NULL);"),
+    /* 5. Executor checkpoints (store_ckpt.c owns the SQL; docs/scale-out.md
+     * §3): a live call's position in its TwiML, so a restart resumes the
+     * call instead of hanging it up. doc is the document being run (its
+     * body as received, re-parsed on resume), rewritten only when the
+     * document changes; state the small JSON of cursors, digits and due
+     * times, rewritten at every verb boundary. One row per live call,
+     * deleted when the call ends. */
+    ("CREATE TABLE IF NOT EXISTS call_checkpoints("
+     "  call_sid TEXT PRIMARY KEY, seq INTEGER NOT NULL, doc TEXT NOT NULL DEFAULT '',"
+     "  state TEXT NOT NULL, updated_ms INTEGER NOT NULL);"),
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 

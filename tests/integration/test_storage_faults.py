@@ -54,14 +54,17 @@ def statuses(tg):
 
 
 def fill(path):
-    """Writes zeros into path until the filesystem is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    """Writes zeros into path until the filesystem is full. Unbuffered: a
+    buffered file's close() flushes the bytes of the last partial write
+    again and raises ENOSPC, depending on how much room was left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, receiver):

@@ -95,9 +95,9 @@ static void test_migrations_from_empty(void **state)
     fixture *f = *state;
     sqlite3 *db = raw_open(f->path);
     int v = user_version(db);
-    assert_true(v >= 4);
+    assert_true(v >= 5);
     const char *tables[] = {"calls", "kevents", "outbox", "call_events", "notifications",
-                            "recordings", "account_keys"};
+                            "recordings", "account_keys", "call_checkpoints"};
     for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
         char sql[128];
         snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", tables[i]);
@@ -284,6 +284,45 @@ static void test_account_keys(void **state)
  * is STORE_BUSY, changes nothing and is counted; once the lock is gone the
  * same write succeeds. The recordings table counts the same way (it did
  * not before it moved into src/store/). */
+/* Executor checkpoints (migration 5): an upsert per call whose document is
+ * kept when a write leaves it out, read back whole, gone once deleted; and
+ * a version-4 file gains the table at the next open. */
+static void test_call_checkpoints(void **state)
+{
+    fixture *f = *state;
+    store_conn *c = store_conn_acquire(f->s);
+    const char *sid = "CA00000000000000000000000000000007";
+    char *doc = NULL, *st = NULL;
+    assert_non_null(c);
+    assert_int_equal(store_call_ckpt_get(c, sid, &doc, &st), STORE_NOTFOUND);
+    assert_int_equal(store_call_ckpt_put(c, sid, 1, "{\"kind\":\"xml\"}", "{\"wait\":2}", 1000),
+                     STORE_OK);
+    assert_int_equal(store_call_ckpt_put(c, sid, 2, NULL, "{\"wait\":3}", 2000), STORE_OK);
+    assert_int_equal(store_call_ckpt_get(c, sid, &doc, &st), STORE_OK);
+    assert_string_equal(doc, "{\"kind\":\"xml\"}");
+    assert_string_equal(st, "{\"wait\":3}");
+    free(doc);
+    free(st);
+    assert_int_equal(store_call_ckpt_delete(c, sid), STORE_OK);
+    assert_int_equal(store_call_ckpt_get(c, sid, &doc, &st), STORE_NOTFOUND);
+    store_conn_release(c);
+
+    char err[256] = "";
+    store_close(f->s);
+    f->s = NULL;
+    sqlite3 *db = raw_open(f->path);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE call_checkpoints; PRAGMA user_version=4",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    f->s = store_open(f->path, err, sizeof err);
+    assert_non_null(f->s);
+    db = raw_open(f->path);
+    assert_int_equal(user_version(db), 5);
+    assert_int_equal(sqlite3_exec(db, "SELECT call_sid, seq, doc, state, updated_ms"
+                                      " FROM call_checkpoints", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 static void test_busy(void **state)
 {
     fixture *f = *state;
@@ -363,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_call_insert_update_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_account_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_changes, setup, teardown),
     };
