@@ -1,8 +1,10 @@
 /* Unit tests for loop's timers: order and accuracy, cancel and re-arm from a
  * callback, 10,000 of them with half cancelled, not starved by a flood of
  * messages or by slow timers (nor starving messages), the lateness observer,
- * and destroy dropping pending ones. Timing bounds allow UT_TOLERANCE_MS
- * (support.h) of scheduling slack. */
+ * and destroy dropping pending ones. Timing bounds allow UT_ON_TIME_MS
+ * (support.h): UT_TOLERANCE_MS plus the scheduling delay a probe thread saw
+ * over the same test, so a loaded machine cannot fail them and a quiet one
+ * keeps them tight. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -56,6 +58,7 @@ static void arm_order(loop *l, void *arg)
 static void test_timers_order_and_accuracy(void **state)
 {
     (void)state;
+    ut_sched_reset();
     tstate ts = {0};
     ut_waiter_init(&ts.w);
     loop *l = loop_create("timers", ut_on_run_msg, NULL);
@@ -67,7 +70,7 @@ static void test_timers_order_and_accuracy(void **state)
         assert_int_equal(ts.fired[i], expect[i]);
         int64_t want = order_delays[ts.fired[i]];
         assert_true(ts.fired_at[i] >= want);
-        assert_true(ts.fired_at[i] <= want + UT_TOLERANCE_MS);
+        assert_true(ts.fired_at[i] <= want + UT_ON_TIME_MS);
     }
     loop_stop(l);
     loop_destroy(l);
@@ -116,6 +119,7 @@ static void slice_slow(loop *l, void *arg)
 static void test_timer_not_starved_by_messages(void **state)
 {
     (void)state;
+    ut_sched_reset();
     slice_state st = {0};
     ut_waiter_init(&st.w);
     loop *l = loop_create("slices", ut_on_run_msg, NULL);
@@ -129,7 +133,7 @@ static void test_timer_not_starved_by_messages(void **state)
     assert_true(st.fired_at >= 10);
     /* the property itself: the timer ran while messages were still queued */
     assert_true(st.fired_at < st.slow_done_at);
-    assert_true(st.fired_at <= 10 + 30 + UT_TOLERANCE_MS);
+    assert_true(st.fired_at <= 10 + 30 + UT_ON_TIME_MS);
     loop_stop(l);
     loop_destroy(l);
     ut_waiter_fini(&st.w);
@@ -198,6 +202,7 @@ static void late_arm_blocked(loop *l, void *arg)
 static void test_timer_observer_reports_lateness(void **state)
 {
     (void)state;
+    ut_sched_reset();
     late_state st = {0};
     ut_waiter_init(&st.w);
     loop *l = loop_create("late", ut_on_run_msg, NULL);
@@ -210,8 +215,8 @@ static void test_timer_observer_reports_lateness(void **state)
     loop_stop(l);
     assert_int_equal(st.n_late, 2);
     assert_int_equal(st.n_fired, 2);
-    assert_in_range(st.late[0], 0, UT_TOLERANCE_MS);
-    assert_in_range(st.late[1], 110 - 1, 110 + UT_TOLERANCE_MS);
+    assert_in_range(st.late[0], 0, UT_ON_TIME_MS);
+    assert_in_range(st.late[1], 110 - 1, 110 + UT_ON_TIME_MS);
     loop_destroy(l);
     ut_waiter_fini(&st.w);
 }
@@ -219,6 +224,7 @@ static void test_timer_observer_reports_lateness(void **state)
 static void test_message_not_starved_by_timers(void **state)
 {
     (void)state;
+    ut_sched_reset();
     slice_state st = {0};
     ut_waiter_init(&st.w);
     loop *l = loop_create("slices", ut_on_run_msg, NULL);
@@ -232,7 +238,7 @@ static void test_message_not_starved_by_timers(void **state)
     assert_true(st.slow_done_at >= 10 + N_SLOW_TIMERS);
     /* fired_at counts from the arming; the message waited at most a slice
      * plus one timer */
-    assert_true(st.fired_at + st.start - posted <= 10 + UT_TOLERANCE_MS);
+    assert_true(st.fired_at + st.start - posted <= 10 + UT_ON_TIME_MS);
     assert_true(st.fired_at < st.slow_done_at);
     loop_stop(l);
     loop_destroy(l);
@@ -273,6 +279,7 @@ static void cancel_one(loop *l, void *arg)
 static void test_timer_cancel_and_add_from_callback(void **state)
 {
     (void)state;
+    ut_sched_reset();
     tstate ts = {0};
     ut_waiter_init(&ts.w);
     loop *l = loop_create("cancel", ut_on_run_msg, NULL);
@@ -285,7 +292,7 @@ static void test_timer_cancel_and_add_from_callback(void **state)
     assert_int_equal(ts.n_fired, 2);
     assert_int_equal(ts.fired[0], 0);
     assert_int_equal(ts.fired[1], 3);
-    assert_true(ts.fired_at[1] >= 50 && ts.fired_at[1] <= 50 + UT_TOLERANCE_MS);
+    assert_true(ts.fired_at[1] >= 50 && ts.fired_at[1] <= 50 + UT_ON_TIME_MS);
     loop_destroy(l);
     ut_waiter_fini(&ts.w);
 }
@@ -360,6 +367,7 @@ static void arm_many(loop *l, void *arg)
 static void test_many_timers(void **state)
 {
     (void)state;
+    ut_sched_reset();
     many_state *ms = calloc(1, sizeof *ms);
     ut_waiter_init(&ms->w);
     loop *l = loop_create("many", ut_on_run_msg, NULL);
@@ -393,6 +401,7 @@ static void arm_never(loop *l, void *arg)
 static void test_destroy_drops_timers(void **state)
 {
     (void)state;
+    ut_sched_reset();
     bool fired = false;
     loop *l = loop_create("drop", ut_on_run_msg, NULL);
     assert_int_equal(loop_start(l), 0);

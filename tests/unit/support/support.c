@@ -20,6 +20,50 @@ int64_t ut_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ---- the scheduling probe ---- */
+
+static pthread_once_t  sched_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t sched_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t         sched_max_late;
+
+static void *sched_probe(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec d = {0, 2 * 1000000L};
+        int64_t t0 = ut_now_ms();
+        nanosleep(&d, NULL);
+        int64_t late = ut_now_ms() - t0 - 2;
+        pthread_mutex_lock(&sched_mu);
+        if (late > sched_max_late) sched_max_late = late;
+        pthread_mutex_unlock(&sched_mu);
+    }
+    return NULL;
+}
+
+static void sched_start(void)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, sched_probe, NULL) == 0) pthread_detach(th);
+}
+
+void ut_sched_reset(void)
+{
+    pthread_once(&sched_once, sched_start);
+    pthread_mutex_lock(&sched_mu);
+    sched_max_late = 0;
+    pthread_mutex_unlock(&sched_mu);
+}
+
+int64_t ut_sched_slack_ms(void)
+{
+    pthread_once(&sched_once, sched_start);
+    pthread_mutex_lock(&sched_mu);
+    int64_t v = sched_max_late;
+    pthread_mutex_unlock(&sched_mu);
+    return v;
+}
+
 int ut_tmpfile_fd(const char *tag)
 {
     char path[256];

@@ -31,6 +31,18 @@
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t ut_now_ms(void);
 
+/* How late the machine itself runs a thread right now: a probe thread that
+ * sleeps 2 ms at a time and keeps the largest oversleep seen since the last
+ * reset. A timer may be late by that much through no fault of the loop (on a
+ * box loaded to 8 runnable threads per core a thread can wait 50 ms for a
+ * CPU), so a timing bound is UT_TOLERANCE_MS + this, measured over the same
+ * seconds: on a quiet machine it is ~0 and the bound is as tight as ever. The
+ * probe starts on first use and runs until the process exits. Any thread. */
+void    ut_sched_reset(void);
+int64_t ut_sched_slack_ms(void);
+/* The bound a timing assertion allows: tolerance plus the measured slack. */
+#define UT_ON_TIME_MS (UT_TOLERANCE_MS + ut_sched_slack_ms())
+
 /* An open, already unlinked temporary file (tag names it while it exists). */
 int ut_tmpfile_fd(const char *tag);
 /* Creates a fresh directory /tmp/<tag>-XXXXXX into out (size outlen). */
