@@ -123,16 +123,26 @@ static void test_gather_digits_action(void **state)
     snprintf(url, sizeof url, "%s/voice", base);
     start_call(&r, NULL, url, sid);
 
-    /* Press 5 once the call is answered (409 before; 404 before the dial:
-     * the create is answered before /makecall goes out). */
-    snprintf(path, sizeof path, "/sim/calls/%s/digits", sid);
+    /* Press 5 once the Gather is listening: its prompt has reached the
+     * simulator. A key pressed between the answer and the Gather (while the
+     * voice URL is fetched) is outside any Gather and ignored, so pressing
+     * at the answer raced the fetch and, when it lost, the call waited the
+     * whole 30 s timeout (seen once under load). */
+    snprintf(path, sizeof path, "/sim/calls/%s", sid);
     int64_t deadline = ut_now_ms() + UT_RIG_WAIT_MS;
-    for (int st = 0; st != 200;) {
-        json_decref(ut_rig_sim(&r, "POST", path, "Digits=5", &st));
-        assert_true(st == 200 || st == 409 || st == 404);
+    for (bool prompted = false; !prompted;) {
+        json_t *t = ut_rig_sim(&r, "GET", path, NULL, NULL);
+        char seen[1024];
+        if (t) request_list(t, seen, sizeof seen);
+        prompted = t && strstr(seen, "/voice:Press a key;") != NULL;
+        json_decref(t);
         assert_true(ut_now_ms() < deadline);
-        if (st != 200) nap();
+        if (!prompted) nap();
     }
+    snprintf(path, sizeof path, "/sim/calls/%s/digits", sid);
+    int st = 0;
+    json_decref(ut_rig_sim(&r, "POST", path, "Digits=5", &st));
+    assert_int_equal(st, 200);
     json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
     request_list(t, reqs, sizeof reqs);
     assert_string_equal(reqs, "/makecall;/voice:Press a key;/voice:Thanks;/hangup;");
