@@ -432,11 +432,20 @@ def test_sigterm_during_load_drains_cleanly_and_restart_loses_nothing(make_twiga
 
 
 def _assert_outbox_delivered(tg, receiver, created, timeout=20):
-    # The gauge alone can read 0 just before the reconciler finishes the calls
-    # the restart found dead and writes their callbacks: the rows decide too.
+    # Drained means: every call the restart found has ended (the reconciler
+    # settles the ones the simulator no longer knows, after its GET, and only
+    # then writes their callbacks; with checkpoints that can come after an
+    # empty outbox), no status callback is still owed, and the gauge agrees.
+    # The gauge alone, or the rows alone, can read "done" a moment too early.
+    marks = ",".join("?" * len(created))
+
     def drained():
         r = tg.http("GET", "/metrics", auth=None)
-        return (r.status_code == 200 and Exposition(r.text).value("twigate_outbox_pending") == 0
+        live = _db_rows(tg.db_path, f"SELECT 1 FROM calls WHERE sid IN ({marks}) AND status NOT IN"
+                                    " ('completed','busy','failed','no-answer','canceled') LIMIT 1",
+                        tuple(created))
+        return (not live and r.status_code == 200
+                and Exposition(r.text).value("twigate_outbox_pending") == 0
                 and not _db_rows(tg.db_path, "SELECT 1 FROM outbox WHERE kind = 'status'"
                                              " AND state != 'done' LIMIT 1"))
     wait_for(drained, timeout, message="the outbox did not drain after the restart")
