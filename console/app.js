@@ -160,7 +160,7 @@ function viewCalls(params) {
 
   const main = h('section', { 'aria-labelledby': 'calls-h' },
     h('div', { class: 'head' }, h('h1', { id: 'calls-h' }, 'Calls'),
-      h('span', { class: 'muted' }, filtered ? 'filtered — live updates paused' : 'newest first, updating live')),
+      h('span', { class: 'muted' }, filtered ? 'filtered, newest first, updating live' : 'newest first, updating live')),
     form,
     h('div', { class: 'card flush' }, h('table', { class: 'calls' },
       h('caption', { class: 'sr-only' }, 'Calls, newest first'),
@@ -186,9 +186,23 @@ function viewCalls(params) {
   p.set('PageSize', '50');
   load(page ? consolePath(page) : '/Calls.json?' + p).catch((e) => toast(e.message));
 
+  // The stream sends every changed call of the account; a filtered first page
+  // keeps the ones its filters would list (the API's: Status, To and From
+  // exact, started on or after the date), and drops a row whose call no
+  // longer matches (a status filter's call that moved on).
+  const matches = (c) => (!q.get('Status') || c.status === q.get('Status')) &&
+    (!q.get('To') || c.to === q.get('To')) &&
+    (!q.get('From') || c.from === q.get('From')) &&
+    (!q.get('StartTime>') || (c.start_time != null && new Date(c.start_time) >= new Date(q.get('StartTime>'))));
+
   return { node: main, onCall: (c, old) => {
-    if (filtered || page) return;
+    if (page) return;
     const row = tbody.querySelector(`tr[data-sid="${c.sid}"]`);
+    if (filtered && !matches(c)) {
+      if (row) row.remove();
+      empty.hidden = tbody.rows.length > 0;
+      return;
+    }
     const changed = !old || old.status !== c.status || old.date_updated !== c.date_updated;
     if (row && !changed) return;
     const fresh = callRow(c, changed);

@@ -11,6 +11,7 @@
 // presses 5 on the far end's keypad and waits for the <Gather> action
 // request (VOICE_URL answers a Gather whose action is /gathered), checks
 // that a POST without the CSRF token is refused, hangs up from the page,
+// sees a call join a filtered list (Status=in-progress) and leave it live,
 // then logs in as account B and sees none of it. Exits 0 and prints
 // "console_test: OK" only when every step passed.
 const path = require('path');
@@ -133,6 +134,17 @@ async function main() {
     await page.goto(BASE + '/console/#/calls', { waitUntil: 'load' });
     await page.waitForSelector(`tr[data-sid="${call.sid}"]`, { timeout: STEP_MS });
     await shot(page, 'narrow');
+
+    step('a filtered list updates live too: a call joins it and leaves it');
+    await page.setViewport({ width: 1280, height: 820 });
+    await page.goto(BASE + '/console/#/calls?Status=in-progress', { waitUntil: 'load' });
+    await page.waitForFunction(() => document.querySelector('#calls-h') &&
+      document.querySelector('.head .muted').textContent.includes('updating live'), { timeout: STEP_MS });
+    const live = await client.calls.create({ to: '+14155550124', from: '+15005550006', url: VOICE_URL });
+    await page.waitForSelector(`tr[data-sid="${live.sid}"]`, { timeout: STEP_MS });
+    await client.calls(live.sid).update({ status: 'completed' });
+    await page.waitForFunction((sid) => !document.querySelector(`tr[data-sid="${sid}"]`),
+      { timeout: STEP_MS }, live.sid);
 
     step('account B sees none of it');
     const ctx = await browser.createBrowserContext();
