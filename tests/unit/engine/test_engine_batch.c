@@ -251,7 +251,9 @@ static void db_exec(ut_rig *r, const char *sql)
 
 static void drop_trigger(ut_rig *r) { db_exec(r, "DROP TRIGGER unit_refuse;"); }
 
-typedef struct pending { char sid[SID_SIZE]; char body[512]; int n; } pending;
+/* The raw events waiting for replay: how many, how many are call.ended, and
+ * whether they all belong to one call (sid). */
+typedef struct pending { char sid[SID_SIZE]; int n, ended; bool one_call; } pending;
 
 static void count_pending(int64_t id, const char *call_sid, const char *body, void *arg)
 {
@@ -259,8 +261,14 @@ static void count_pending(int64_t id, const char *call_sid, const char *body, vo
     pending *p = arg;
     if (!p->n++) {
         snprintf(p->sid, sizeof p->sid, "%s", call_sid);
-        snprintf(p->body, sizeof p->body, "%s", body);
+        p->one_call = true;
+    } else if (strcmp(p->sid, call_sid) != 0) {
+        p->one_call = false;
     }
+    json_t *ev = json_loads(body, 0, NULL);
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    if (name && !strcmp(name, "call.ended")) p->ended++;
+    json_decref(ev);
 }
 
 static pending pending_events(ut_rig *r)
@@ -354,10 +362,14 @@ static void test_lost_batch(void **state)
     /* The event: acked 200 once stored raw for replay. */
     json_decref(ut_rig_sim_wait_status(&r, sid_b, "completed"));
     assert_int_equal(ack.status, 200);
+    /* B's call.ended, and whatever else of B's reached the held engine
+     * before the release (its recording events follow the hang-up and,
+     * on a loaded machine, can join the same lost batch). */
     pending p = pending_events(&r);
-    assert_int_equal(p.n, 1);
+    assert_true(p.n >= 1);
+    assert_true(p.one_call);
     assert_string_equal(p.sid, sid_b);
-    assert_non_null(strstr(p.body, "call.ended"));
+    assert_int_equal(p.ended, 1);
 
     /* The disk takes writes again; at the next start the event is replayed. */
     ut_rig_restart_engine(&r, drop_trigger);
