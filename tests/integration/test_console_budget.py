@@ -44,8 +44,22 @@ def queue(tg, name):
     return r.json()
 
 
+def learned(tg, name):
+    """Wait until twigate knows the key's limit from the simulator's /api/me.
+    Until that first answer arrives twigate assumes Kaphila's default (100
+    per window, docs/kaphila.md), so a call created before it would be dialled
+    at once, and a second call too (seen under ASan on a loaded machine)."""
+    def ok():
+        b = (queue(tg, name)["key"] or {}).get("budget")
+        return b if b and b["limit"] == LIMIT else None
+    r = tg.http("GET", f"{tg.account_uri(name)}/Balance.json", account=name)
+    assert r.status_code == 200, r.text   # asks /api/me for the key
+    return wait_for(ok, timeout=15, message=f"twigate never learned the limit of {LIMIT}")
+
+
 def hold(tg, receiver, name):
     """A call of account name that stays up, holding its key's budget."""
+    learned(tg, name)
     receiver.set("/hold", twiml=LIVE_TWIML)
     c = tg.client(name)
     call = c.calls.create(to=fresh_number(), from_=DEFAULT_FROM, url=receiver.url("/hold"))

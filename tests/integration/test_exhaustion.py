@@ -145,8 +145,10 @@ def test_slow_header_attack_from_one_address_does_not_starve_others(make_twigate
     127.0.0.2 (over limits.max_connections = 2048, so without a per-client
     limit nobody else gets a connection) held for at most ~20 s, reopened as
     twigate drops them. Meanwhile a client on 127.0.0.1 does 200 call
-    fetches, each on a new connection, with p99 < 50 ms, and a call placed
-    then completes (the simulator's events keep being accepted)."""
+    fetches, each on a new connection, with p99 < 50 ms (or, on a machine
+    busy with other work, < 3 x the p99 of the same fetches measured just
+    before without the attack), and a call placed then completes (the
+    simulator's events keep being accepted)."""
     n_attack = 2600
     _raise_fd_limit(n_attack + 512)
     tg = make_twigate(overrides={"limits.max_connections": 2048})
@@ -156,6 +158,23 @@ def test_slow_header_attack_from_one_address_does_not_starve_others(make_twigate
     acct = tg.accounts["a"]
     path = f"{tg.account_uri('a')}/Calls/{done.sid}.json"
 
+    sess_auth = requests.auth.HTTPBasicAuth(acct.sid, acct.auth_token)
+
+    def fetches(n=200):
+        """n fetches, each on a new connection (a new client, not a kept-alive
+        one): the sorted latencies."""
+        lat = []
+        for _ in range(n):
+            t0 = time.monotonic()
+            r = requests.get(tg.base_url + path, auth=sess_auth, timeout=5,
+                             headers={"Connection": "close"})
+            lat.append(time.monotonic() - t0)
+            assert r.status_code == 200, r.text
+        return sorted(lat)
+
+    # The same fetches without the attack first: on a machine loaded by
+    # other work a p99 over 50 ms is the machine's, and shows here too.
+    base = fetches()
     stop = threading.Event()
     opened = [0]
 
@@ -189,18 +208,15 @@ def test_slow_header_attack_from_one_address_does_not_starve_others(make_twigate
     t.start()
     try:
         wait_for(lambda: opened[0] >= n_attack, 15, message="the attack never got going")
-        lat = []
-        sess_auth = requests.auth.HTTPBasicAuth(acct.sid, acct.auth_token)
-        for _ in range(200):
-            t0 = time.monotonic()
-            # A new connection each time: a new client, not a kept-alive one.
-            r = requests.get(tg.base_url + path, auth=sess_auth, timeout=5,
-                             headers={"Connection": "close"})
-            lat.append(time.monotonic() - t0)
-            assert r.status_code == 200, r.text
-        lat.sort()
-        p99 = lat[int(len(lat) * 0.99) - 1]
-        assert p99 < 0.050, f"p99 {p99 * 1000:.1f} ms under attack (median {lat[100] * 1000:.1f} ms)"
+        lat = fetches()
+        p99, base_p99 = lat[197], base[197]
+        # Starved, a fetch waits for a slot for seconds (the attackers hold
+        # theirs up to head_timeout_ms) or fails; 50 ms is the target on a
+        # quiet machine, three times the same run's unattacked p99 on a busy one.
+        assert p99 < max(0.050, 3 * base_p99), (
+            f"p99 {p99 * 1000:.1f} ms under attack (median {lat[100] * 1000:.1f} ms); "
+            f"without it p99 {base_p99 * 1000:.1f} ms (median {base[100] * 1000:.1f} ms)")
+        assert lat[100] < max(0.010, 3 * base[100])
         call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM, twiml=SHORT_TWIML)
         tg.wait_for_status(client, call.sid, "completed", timeout=15)
         assert _count_refused(tg) > 0
