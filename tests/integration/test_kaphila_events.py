@@ -269,6 +269,16 @@ def _batch_fault(tg, receiver):
     client = tg.client()
     (a, ta), (b, tb) = [_quiet_call(tg, client, receiver, "/inj") for _ in range(2)]
     busy = {"event": "call.ended", "callId": "inj", "status": "busy", "hangupCause": "17"}
+
+    def dialled():
+        """Both calls' Kaphila ids are committed. Until then b's id could ride
+        in the batch that a's fault rolls back, and a restart would take b for
+        a call twigate never heard back about (failed), which is another test."""
+        with sqlite3.connect(tg.db_path) as db:
+            ids = [db.execute("SELECT kaphila_id FROM calls WHERE sid = ?", (c.sid,)).fetchone()[0]
+                   for c in (a, b)]
+        return all(ids)
+    wait_for(dialled, timeout=10, message="the calls' /makecall answers were never committed")
     with sqlite3.connect(tg.db_path) as db:
         db.execute("CREATE TRIGGER inj_calls BEFORE UPDATE OF status ON calls"
                    " WHEN NEW.status = 'busy' BEGIN SELECT RAISE(ABORT, 'injected'); END")
