@@ -15,9 +15,10 @@
  *   - Refusals and closes are logged at most once per CONNGUARD_LOG_INTERVAL_MS
  *     with their counts, never once per connection.
  *
- * Threads: connguard_accept/_open/_close run on libmicrohttpd's pool threads
- * (accept policy and connection notifications); _head_done and _request_done
- * on the thread serving the connection. One thread of its own ("http-guard")
+ * Threads: connguard_admit (which uses _accept and _open) runs on the
+ * listener's acceptor thread ("http-accept"); _claim and _close on
+ * libmicrohttpd's pool threads (connection notifications); _head_done and
+ * _request_done on the thread serving the connection. One thread of its own ("http-guard")
  * sweeps the open connections for expired deadlines. The table of clients
  * and the list of connections share one mutex, taken once per connection
  * open and close and by the sweep, never per request: per request there is
@@ -61,6 +62,15 @@ bool connguard_accept(connguard *g, const struct sockaddr *sa, socklen_t len);
 /* A connection opened (fd: its socket); NULL on out of memory (then the
  * connection is simply not guarded). */
 connguard_conn *connguard_open(connguard *g, const struct sockaddr *sa, int fd);
+/* The acceptor's whole check for a new connection (fd) from sa: refused
+ * (NULL) at max_open open connections (0 = no cap) or over the per-client
+ * limit, else opened and kept in a hand-over list until the thread that
+ * will serve it takes it with connguard_claim. Counting here, on the one
+ * accepting thread, makes the per-client limit exact. NULL also on out of
+ * memory. */
+connguard_conn *connguard_admit(connguard *g, const struct sockaddr *sa, int fd, int max_open);
+/* The admitted handle of fd, taken out of the hand-over list; NULL if none. */
+connguard_conn *connguard_claim(connguard *g, int fd);
 /* The request head is complete: the deadline stops. */
 void connguard_head_done(connguard_conn *c);
 /* The request is done; the next head's deadline (the idle timeout) starts

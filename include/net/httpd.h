@@ -10,13 +10,14 @@
  * No handler ever blocks an MHD thread on the network.
  *
  * Per-client connection limits and the request-head deadline are
- * connguard's (connguard.h), wired in here through MHD's accept policy and
- * connection notifications.
+ * connguard's (connguard.h), checked by the acceptor before a connection
+ * reaches MHD and kept through MHD's connection notifications.
  *
- * Threads: MHD's internal pool ("http-N") and connguard's sweep
- * ("http-guard"). http_req objects belong to the
- * server; a handler may keep a pointer to a suspended request until it
- * replies exactly once. */
+ * Threads: the acceptor ("http-accept", src/net/listener.c: twigate owns the
+ * listening socket, so a drain can refuse new connections without
+ * MHD_quiesce_daemon), MHD's internal pool ("http-N") and connguard's sweep
+ * ("http-guard"). http_req objects belong to the server; a handler may
+ * keep a pointer to a suspended request until it replies exactly once. */
 #ifndef TWIGATE_HTTPD_H
 #define TWIGATE_HTTPD_H
 

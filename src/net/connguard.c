@@ -40,6 +40,7 @@ struct connguard_conn {
     bool            shut;      /* the sweep has shut it down */
     int             fd;
     atomic_llong    deadline_ms;   /* monotonic; 0 = no head being awaited */
+    connguard_conn *hnext;     /* in the guard's handed list until claimed */
 };
 
 struct connguard {
@@ -52,6 +53,7 @@ struct connguard {
     pthread_cond_t  wake;
     client         *clients[CLIENT_BUCKETS];
     connguard_conn *conns;
+    connguard_conn *handed;    /* admitted, not yet claimed by their server thread */
     uint64_t        n_open;
     bool            stop;
     pthread_t       thread;
@@ -196,6 +198,47 @@ void connguard_close(connguard *g, connguard_conn *c)
     g->n_open--;
     pthread_mutex_unlock(&g->lock);
     free(c);
+}
+
+/* Takes fd's handle out of the handed list (under g->lock). */
+static connguard_conn *unhand(connguard *g, int fd)
+{
+    for (connguard_conn **p = &g->handed; *p; p = &(*p)->hnext) {
+        if ((*p)->fd != fd) continue;
+        connguard_conn *c = *p;
+        *p = c->hnext;
+        c->hnext = NULL;
+        return c;
+    }
+    return NULL;
+}
+
+connguard_conn *connguard_admit(connguard *g, const struct sockaddr *sa, int fd, int max_open)
+{
+    /* A handle still listed under a descriptor the kernel hands out again
+     * belongs to a connection its server dropped without a word (out of
+     * memory): it is given back before anything is counted. */
+    pthread_mutex_lock(&g->lock);
+    connguard_conn *stale = unhand(g, fd);
+    bool full = max_open > 0 && g->n_open - (stale ? 1 : 0) >= (uint64_t)max_open;
+    pthread_mutex_unlock(&g->lock);
+    connguard_close(g, stale);
+    if (full || !connguard_accept(g, sa, sizeof(struct sockaddr_storage))) return NULL;
+    connguard_conn *c = connguard_open(g, sa, fd);
+    if (!c) return NULL;
+    pthread_mutex_lock(&g->lock);
+    c->hnext = g->handed;
+    g->handed = c;
+    pthread_mutex_unlock(&g->lock);
+    return c;
+}
+
+connguard_conn *connguard_claim(connguard *g, int fd)
+{
+    pthread_mutex_lock(&g->lock);
+    connguard_conn *c = unhand(g, fd);
+    pthread_mutex_unlock(&g->lock);
+    return c;
 }
 
 void connguard_get_stats(connguard *g, connguard_stats *out)

@@ -3,9 +3,11 @@
  * Map: request lifecycle (uri_cb creates the http_req from the raw URI,
  * access_cb collects the body and dispatches, completed_cb frees); routing;
  * replies (which may come from any thread and resume a suspended connection);
- * Basic credentials (decoded in httpd_basic.c); server start/stop, with connguard (per-client limits,
- * head deadline) wired in through MHD's accept policy and connection
- * notifications; MHD's log, rate-limited.
+ * Basic credentials (decoded in httpd_basic.c); server start/stop, on a
+ * listening socket of twigate's own (listener.c) whose acceptor checks
+ * connguard (per-client limits) before MHD_add_connection, with the head
+ * deadline kept through MHD's connection notifications; MHD's log,
+ * rate-limited.
  *
  * We take the raw URI from MHD's URI log callback rather than MHD's parsed
  * arguments because the query must be decoded with form semantics
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "net/connguard.h"
+#include "listener_int.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "base/timefmt.h"
@@ -56,7 +59,7 @@ struct http_server {
     int                port;
     atomic_uint_fast64_t next_id;
     atomic_bool        draining;
-    MHD_socket         quiesced_fd;     /* from MHD_quiesce_daemon; closed in http_stop */
+    listener          *lsn;             /* the listening socket (listener.c: why not MHD's) */
     atomic_int         active;          /* requests between uri_cb and completed_cb */
     atomic_llong       last_done_ms;    /* monotonic time the last request ended */
     connguard         *guard;
@@ -522,10 +525,19 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     else log_warn("mhd", "%s", line);
 }
 
-static enum MHD_Result accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+/* The acceptor thread's hand-over: connguard counts the connection now (on
+ * the one acceptor thread, so the per-client limit is exact however fast
+ * connections arrive) and the MHD worker that takes it claims the handle. */
+static void on_accept(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
-    http_server *s = cls;
-    return connguard_accept(s->guard, addr, addrlen) ? MHD_YES : MHD_NO;
+    http_server *s = arg;
+    if (!connguard_admit(s->guard, sa, fd, s->cfg.max_connections)) {
+        close(fd);
+        return;
+    }
+    /* MHD closes fd itself when it refuses it, with no notification. */
+    if (MHD_add_connection(s->d, fd, sa, len) != MHD_YES)
+        connguard_close(s->guard, connguard_claim(s->guard, fd));
 }
 
 static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -535,25 +547,13 @@ static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_contex
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        *socket_context = fd && ad ? connguard_open(s->guard, ad->client_addr, fd->connect_fd) : NULL;
+        connguard_conn *gc = fd ? connguard_claim(s->guard, fd->connect_fd) : NULL;
+        if (!gc && fd && ad) gc = connguard_open(s->guard, ad->client_addr, fd->connect_fd);
+        *socket_context = gc;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         connguard_close(s->guard, *socket_context);
         *socket_context = NULL;
     }
-}
-
-/* Why MHD could not bind: MHD does not keep errno, so one plain bind()
- * (with SO_REUSEADDR, as MHD sets it) names the reason. */
-static const char *bind_failure(const struct sockaddr *sa, socklen_t len)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, e = 0;
-    if (fd < 0) return "cannot create a socket";
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, sa, len) != 0 || listen(fd, 1) != 0) e = errno;
-    close(fd);
-    if (e == EADDRINUSE) return "the port is already in use (another twigate, or another program)";
-    if (e == EACCES) return "permission denied";
-    return e ? strerror(e) : "the HTTP server could not start";
 }
 
 http_server *http_start(const http_config *cfg, char *err, size_t errlen)
@@ -562,12 +562,14 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
     struct sockaddr_in sa;
     struct sockaddr_in6 sa6;
     struct sockaddr *bind_sa = (struct sockaddr *)&sa;
+    socklen_t bind_len = sizeof sa;
+    /* No listening socket of MHD's own (listener.c); MHD_USE_ITC wakes the
+     * worker that MHD_add_connection gives a connection to. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     char gerr[160];
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
     s->cfg = *cfg;
-    s->quiesced_fd = MHD_INVALID_SOCKET;
     pthread_mutex_init(&s->log_lock, NULL);
     memset(&sa, 0, sizeof sa);
     memset(&sa6, 0, sizeof sa6);
@@ -581,7 +583,7 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         /* Dual stack: "::" takes IPv4 clients too (as v4-mapped addresses),
          * as docs/configuration.md promises for all interfaces. */
         bind_sa = (struct sockaddr *)&sa6;
-        flags |= MHD_USE_DUAL_STACK;
+        bind_len = sizeof sa6;
     } else {
         snprintf(err, errlen, "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->address);
         goto fail;
@@ -592,10 +594,15 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "listen.limit_exempt: %s", gerr);
         goto fail;
     }
+    char lerr[160];
+    s->lsn = listener_open(bind_sa, bind_len, lerr, sizeof lerr);
+    if (!s->lsn) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->address, cfg->port, lerr);
+        goto fail;
+    }
     s->d = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, accept_cb, s, access_cb, s,
+        flags, 0, NULL, NULL, access_cb, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, bind_sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 0 ? cfg->threads : 1),
         MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
         MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
@@ -603,20 +610,21 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-        /* No MHD_OPTION_LISTENING_ADDRESS_REUSE (SO_REUSEPORT): with it a
-         * second twigate on the port "listens" too and the kernel splits
-         * requests between two databases. One owner per port. */
         MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->address, cfg->port,
-                 bind_failure(bind_sa, bind_sa == (struct sockaddr *)&sa6
-                                       ? (socklen_t)sizeof sa6 : (socklen_t)sizeof sa));
+        snprintf(err, errlen, "cannot serve HTTP on %s:%d: libmicrohttpd did not start",
+                 cfg->address, cfg->port);
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : cfg->port;
+    if (listener_start(s->lsn, on_accept, s) != 0) {
+        snprintf(err, errlen, "cannot start the HTTP acceptor thread");
+        MHD_stop_daemon(s->d);
+        goto fail;
+    }
+    s->port = listener_port(s->lsn);
     return s;
 fail:
+    listener_free(s->lsn);
     connguard_destroy(s->guard);
     pthread_mutex_destroy(&s->log_lock);
     free(s);
@@ -646,23 +654,16 @@ bool http_drained(http_server *s, int64_t quiet_ms)
 
 void http_quiesce(http_server *s)
 {
-    /* MHD hands the listening socket back. With internal threads it must
-     * stay open until MHD_stop_daemon (microhttpd.h: a pool thread may still
-     * use it), so shutdown() stops the listening now — new connections are
-     * refused instead of waiting in the backlog to be reset at exit — and
-     * http_stop closes the descriptor. */
-    if (s && s->d && s->quiesced_fd == MHD_INVALID_SOCKET) {
-        atomic_store(&s->draining, true);
-        s->quiesced_fd = MHD_quiesce_daemon(s->d);
-        if (s->quiesced_fd != MHD_INVALID_SOCKET) shutdown(s->quiesced_fd, SHUT_RDWR);
-    }
+    /* From here the kernel refuses new connections (listener_close); the
+     * open ones are served, each answer asking the client to close. */
+    if (s && s->d && !atomic_exchange(&s->draining, true)) listener_close(s->lsn);
 }
 
 void http_stop(http_server *s)
 {
     if (!s) return;
+    listener_free(s->lsn);   /* first: the acceptor hands connections to s->d */
     if (s->d) MHD_stop_daemon(s->d);
-    if (s->quiesced_fd != MHD_INVALID_SOCKET) close(s->quiesced_fd);
     connguard_destroy(s->guard);
     pthread_mutex_destroy(&s->log_lock);
     free(s);

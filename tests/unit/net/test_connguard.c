@@ -1,6 +1,8 @@
 /* Unit tests for connguard: address parsing, per-client counting with
- * exemptions and v4-mapped folding, slots given back on close, and the
- * sweep shutting down a socket whose head deadline passed. */
+ * exemptions and v4-mapped folding, slots given back on close, the
+ * acceptor's admit/claim hand-over (counted at admit, the open cap, a
+ * handle its server dropped untold), and the sweep shutting down a socket
+ * whose head deadline passed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -140,6 +142,56 @@ static void test_sweep_shuts_late_heads(void **state)
     close(late[0]); close(late[1]); close(done[0]); close(done[1]);
 }
 
+/* The acceptor admits faster than servers claim: the limit holds on what was
+ * admitted, claimed or not (the integration test's 11th connection raced
+ * past a limit counted only when a pool thread took the connection). */
+static void test_admit_counts_before_claim(void **state)
+{
+    (void)state;
+    char err[160];
+    connguard *g = connguard_create(2, 60000, 60000, NULL, err, sizeof err);
+    struct sockaddr_in a = v4("10.0.0.1"), b = v4("10.0.0.2");
+    connguard_stats st;
+    assert_non_null(connguard_admit(g, SA(a), 101, 0));
+    assert_non_null(connguard_admit(g, SA(a), 102, 0));
+    assert_null(connguard_admit(g, SA(a), 103, 0));       /* nothing claimed yet */
+    connguard_get_stats(g, &st);
+    assert_int_equal(st.refused, 1);
+    connguard_conn *c = connguard_claim(g, 101);
+    assert_non_null(c);
+    assert_null(connguard_claim(g, 101));                 /* claimed once */
+    assert_null(connguard_claim(g, 999));
+    connguard_close(g, c);                                /* a slot back */
+    assert_non_null(connguard_admit(g, SA(a), 104, 0));
+    /* The open cap counts every client: 3 open (102, 104 and b's). */
+    assert_non_null(connguard_admit(g, SA(b), 105, 3));
+    assert_null(connguard_admit(g, SA(b), 106, 3));
+    connguard_get_stats(g, &st);
+    assert_int_equal(st.open, 3);
+    assert_int_equal(st.refused, 1);                      /* the cap is not per client */
+    connguard_destroy(g);
+}
+
+/* A handle whose server dropped the connection without a word is given back
+ * when the kernel hands out its descriptor again. */
+static void test_admit_reaps_a_stale_handle(void **state)
+{
+    (void)state;
+    char err[160];
+    connguard *g = connguard_create(1, 60000, 60000, NULL, err, sizeof err);
+    struct sockaddr_in a = v4("10.0.0.1");
+    connguard_stats st;
+    assert_non_null(connguard_admit(g, SA(a), 7, 0));
+    assert_non_null(connguard_admit(g, SA(a), 7, 0));     /* fd 7 again: the first is stale */
+    connguard_get_stats(g, &st);
+    assert_int_equal(st.open, 1);
+    assert_int_equal(st.refused, 0);
+    connguard_close(g, connguard_claim(g, 7));
+    connguard_get_stats(g, &st);
+    assert_int_equal(st.open, 0);
+    connguard_destroy(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +199,8 @@ int main(void)
         cmocka_unit_test(test_create_rejects_bad_exempt_list),
         cmocka_unit_test(test_limit_per_address),
         cmocka_unit_test(test_zero_means_no_limit),
+        cmocka_unit_test(test_admit_counts_before_claim),
+        cmocka_unit_test(test_admit_reaps_a_stale_handle),
         cmocka_unit_test(test_sweep_shuts_late_heads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
