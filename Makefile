@@ -18,7 +18,8 @@ endif
 
 # One folder per layer (docs/architecture.md; scripts/check-layers.sh keeps the rules).
 MAINS    := src/app/main.c src/sim/sim_main.c
-LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c))
+# A layer may keep sub-folders (src/store/sqlite/): still one layer.
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c src/*/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 LIB      := $(BUILD)/libtwigate.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)

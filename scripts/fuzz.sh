@@ -53,13 +53,13 @@ mkdir -p "$OUT/obj"
 
 # --- library objects (rebuilt when their source or any header is newer) ---
 lib_src=()
-for f in src/*/*.c; do
+for f in src/*/*.c src/*/*/*.c; do
   [ -e "$f" ] || continue
   case "$f" in src/app/main.c|src/sim/sim_main.c) continue ;; esac
   lib_src+=("$f")
 done
 
-newest_header=$(ls -t include/*/*.h src/*/*.h 2>/dev/null | head -n1 || true)
+newest_header=$(ls -t include/*/*.h src/*/*.h src/*/*/*.h 2>/dev/null | head -n1 || true)
 objs=()
 pids=()
 for f in "${lib_src[@]}"; do

@@ -1,7 +1,7 @@
 /* store_keys.c — the account_keys table (migration 4): the account SID each
  * Kaphila key was bound to on first use, for keyauth.c. Called from the HTTP
  * threads (a bind) and at start-up (the load); rows are never updated. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <openssl/crypto.h>
 

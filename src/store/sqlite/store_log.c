@@ -1,6 +1,6 @@
 /* store_log.c — the append-mostly tables: raw Kaphila events (kevents),
  * the webhook outbox, the call event log and notifications. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 

@@ -6,7 +6,7 @@
  * sends, recording or not. Every list walks an index backwards from the newest row
  * (recordings_acct or recordings_call), so a page costs the same whatever
  * its number. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 

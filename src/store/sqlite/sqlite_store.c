@@ -8,7 +8,7 @@
  * store_keys.c (account_keys), store_recordings.c (recordings).
  * Every fixed statement is prepared once per connection (stmt_get) and
  * reset after use, so a request costs no SQL compilation. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * position in its TwiML (docs/scale-out.md §3). Written by the engine inside
  * its write batch, so a checkpoint commits with the event that moved the
  * call; read once per call by start-up recovery. Engine thread only. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 

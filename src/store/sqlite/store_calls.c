@@ -1,7 +1,7 @@
 /* store_calls.c — the calls table: insert, the three lookups, update,
  * delete, the filtered keyset/offset list and the live calls for recovery.
  * Every write tells the call cache (store_int.h, cc_write_*). */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 

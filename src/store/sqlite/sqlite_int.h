@@ -1,4 +1,4 @@
-/* store_int.h — the store's internals, private to src/store/: shared by
+/* sqlite_int.h — the store's internals, private to src/store/: shared by
  * the pool (store.c), the schema (store_schema.c) and every table file
  * (store_calls.c, store_log.c, store_keys.c, store_recordings.c).
  *
@@ -9,8 +9,8 @@
  * bind/column helpers. Threads: a store_conn is used by one thread at a
  * time (store.h); struct store's counters are atomics, its free list is
  * under its lock. Nothing outside src/store/ includes this file. */
-#ifndef TWIGATE_STORE_INT_H
-#define TWIGATE_STORE_INT_H
+#ifndef TWIGATE_STORE_SQLITE_INT_H
+#define TWIGATE_STORE_SQLITE_INT_H
 
 #include "store/store.h"
 
