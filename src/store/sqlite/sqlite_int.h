@@ -1,18 +1,20 @@
-/* sqlite_int.h — the store's internals, private to src/store/: shared by
- * the pool (store.c), the schema (store_schema.c) and every table file
- * (store_calls.c, store_log.c, store_keys.c, store_recordings.c).
+/* sqlite_int.h — the SQLite backend's internals, private to src/store/sqlite/:
+ * shared by the pool (sqlite_store.c), the schema (store_schema.c) and every
+ * table file (store_calls.c, store_log.c, store_keys.c, store_recordings.c,
+ * store_ckpt.c). store.c reaches them only through store_sqlite_backend.
  *
- * What is here: the pool's and a connection's structures (struct store,
- * struct store_conn), the fixed statements' ids and their per-connection
- * cache (stmt_get), the status mapping that counts contention and storage
- * faults (store_map_rc_c), the call cache's write protocol, and the small
- * bind/column helpers. Threads: a store_conn is used by one thread at a
- * time (store.h); struct store's counters are atomics, its free list is
- * under its lock. Nothing outside src/store/ includes this file. */
+ * What is here: the pool's and a connection's structures (struct sq_store,
+ * struct sq_conn, each embedding store_backend.h's common part first), the
+ * fixed statements' ids and their per-connection cache (stmt_get), the
+ * status mapping that counts contention and storage faults
+ * (store_map_rc_c), the backend's entries (sq_*), and the small
+ * bind/column helpers. Threads: a connection is used by one thread at a
+ * time (store.h); the common counters are atomics, the free list is under
+ * the store's lock. */
 #ifndef TWIGATE_STORE_SQLITE_INT_H
 #define TWIGATE_STORE_SQLITE_INT_H
 
-#include "store/store.h"
+#include "../store_backend.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -62,17 +64,17 @@ typedef struct sql_cached {
     bool          in_use;
 } sql_cached;
 
-struct store_conn {
-    store        *owner;
+typedef struct sq_conn sq_conn;
+struct sq_conn {
+    store_conn    base;           /* first: a store_conn * is a sq_conn * */
     sqlite3      *db;
     sqlite3_stmt *stmts[S_COUNT];
     sql_cached    cache[STORE_SQL_CACHE];
-    store_conn   *next_free;
-    callcache_writes cc_writes;   /* call rows written in the open transaction */
-    bool          calls_written;  /* ditto, for the change signal (store_call_changes) */
+    sq_conn      *next_free;
 };
 
-struct store {
+typedef struct sq_store {
+    store           base;            /* first: a store * is a sq_store * */
     pthread_t       ckpt_thread;     /* "store-ckpt": WAL checkpoints */
     bool            ckpt_running;
     pthread_mutex_t ckpt_lock;
@@ -84,20 +86,11 @@ struct store {
     char           *path;
     sqlite3        *keeper;      /* holds a :memory: database alive */
     pthread_mutex_t lock;
-    store_conn     *free_list;
+    sq_conn        *free_list;
     int             n_conns;
-    atomic_uint_fast64_t busy;
-    /* Storage faults (store_faults): writes refused by the disk, by
-     * kind, and whether the last one is still unresolved (no commit has
-     * succeeded since); the integrity check of store_open. */
-    atomic_uint_fast64_t faults[STORE_FAULT_KINDS];
-    atomic_bool     write_failing;
-    atomic_bool     integrity_failed;
-    callcache      *callcache;   /* told of every call row write; may be NULL */
-    atomic_uint_fast64_t call_changes;   /* store_call_changes */
-    store_change_hook *change_hook;      /* set before the writers run */
-    void           *change_arg;
-};
+} sq_store;
+
+static inline sq_conn *SQ(store_conn *c) { return (sq_conn *)c; }
 
 /* A prepared statement for sql (any text, built at run time or not) from
  * the connection's cache; give it back with store_stmt_done, which resets
@@ -115,9 +108,67 @@ sqlite3 *store_open_db(const char *path, char *err, size_t errlen);
 int store_migrate(sqlite3 *db, char *err, size_t errlen);
 void store_integrity_check(store *s, sqlite3 *db);
 
+/* The backend's entries (store_backend.h has their contracts), by file. */
+/* store_calls.c */
+store_status sq_call_insert(store_conn *c, store_call *call);
+store_status sq_call_get(store_conn *c, const char *account_sid, const char *sid,
+        store_call *out);
+store_status sq_call_get_by_sid(store_conn *c, const char *sid, store_call *out);
+store_status sq_call_get_by_token(store_conn *c, const char *token, store_call *out);
+store_status sq_call_update(store_conn *c, const store_call *call);
+store_status sq_call_delete(store_conn *c, const char *account_sid, const char *sid);
+store_status sq_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id);
+store_status sq_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+        int64_t offset, int limit, store_call *out, int *n_out);
+store_status sq_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
+        void *arg);
+/* store_ckpt.c */
+store_status sq_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
+        const char *doc, const char *state, int64_t now_ms);
+store_status sq_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state);
+store_status sq_call_ckpt_delete(store_conn *c, const char *call_sid);
+/* store_log.c */
+store_status sq_kevent_insert(store_conn *c, const char *call_sid, const char *body,
+        size_t len, bool done, int64_t *id);
+store_status sq_kevent_done(store_conn *c, int64_t id);
+store_status sq_kevent_each_pending(store_conn *c,
+        void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg);
+store_status sq_outbox_insert(store_conn *c, store_outbox *o);
+store_status sq_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts);
+store_status sq_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
+        void *arg);
+store_status sq_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms);
+store_status sq_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
+        int64_t ts, json_t *request, const char *params, json_t *response);
+store_status sq_event_list(store_conn *c, const char *account_sid, const char *call_sid,
+        int64_t after_id, int64_t offset, int limit, json_t *out_arr,
+        int64_t *last_id);
+store_status sq_notification_insert(store_conn *c, const store_notification *n);
+store_status sq_notification_list(store_conn *c, const char *account_sid,
+        const char *call_sid, int64_t before_id, int64_t offset,
+        int limit, json_t *out_arr, int64_t *last_id);
+store_status sq_notification_get(store_conn *c, const char *account_sid, const char *sid,
+        json_t **out);
+/* store_keys.c */
+store_status sq_account_key_bind(store_conn *c, const char *sid, const char *key,
+        int64_t now, bool *same);
+store_status sq_account_key_each(store_conn *c, int max,
+        bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg);
+/* store_recordings.c */
+store_status sq_rec_insert(store_conn *c, rec_row *r);
+store_status sq_rec_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out);
+store_status sq_rec_get_id(store_conn *c, int64_t id, rec_row *out);
+store_status sq_rec_update(store_conn *c, const rec_row *r);
+store_status sq_rec_set_deleted(store_conn *c, const char *sid, int64_t now);
+store_status sq_rec_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
+        int limit, rec_row *out, int *n_out);
+store_status sq_rec_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out);
+store_status sq_rec_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max, int *n_out);
+
 /* A fixed statement from the connection's cache, prepared on first use. */
-static inline sqlite3_stmt *stmt_get(store_conn *c, enum stmt_id id)
+static inline sqlite3_stmt *stmt_get(store_conn *base, enum stmt_id id)
 {
+    sq_conn *c = SQ(base);
     if (!c->stmts[id] &&
         sqlite3_prepare_v3(c->db, store_stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
                            &c->stmts[id], NULL) != SQLITE_OK) {
@@ -135,29 +186,6 @@ static inline store_status step_done(store_conn *c, sqlite3_stmt *st, const char
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r;
-}
-
-/* The call cache's side of a write to the calls table (callcache.h has the
- * protocol and why it is correct): cc_write_begin before the statement;
- * cc_write_end after it, which releases the written shards once no
- * transaction is open any more — at once for a statement outside a
- * transaction (its own commit), else at store_commit/store_rollback. SQLite
- * may also end a transaction by itself (an automatic rollback after an I/O
- * or full-disk error), which the autocommit check catches too. */
-/* Bumps the change signal once the transaction that wrote call rows ended (store.c). */
-void store_calls_changed(store_conn *c);
-
-static inline void cc_write_begin(store_conn *c, const char *sid)
-{
-    callcache_write(c->owner->callcache, &c->cc_writes, sid);
-    c->calls_written = true;
-}
-
-static inline void cc_write_end(store_conn *c)
-{
-    if (!sqlite3_get_autocommit(c->db)) return;
-    callcache_writes_done(c->owner->callcache, &c->cc_writes);
-    if (c->calls_written) store_calls_changed(c);
 }
 
 /* ---- binding helpers ---- */

@@ -1,11 +1,14 @@
-/* store.c — SQLite persistence: the connection pool, the statement caches,
- * transactions, the checkpointer thread and the fault/contention counters.
+/* sqlite_store.c — the SQLite backend (store_backend.h): the connection
+ * pool, the statement caches, transactions, the checkpointer thread, the
+ * mapping of SQLite's result codes onto contention and fault counts, and
+ * the backend's table of entries (store_sqlite_backend).
  *
- * Map of the store (src/store/): store_int.h, the internals every file
- * shares; store.c, this file; store_schema.c, opening a connection and the
- * schema migrations; then one file per group of tables: store_calls.c
- * (calls), store_log.c (kevents, outbox, call events, notifications),
- * store_keys.c (account_keys), store_recordings.c (recordings).
+ * Map of the SQLite backend (src/store/sqlite/): sqlite_int.h, the
+ * internals every file shares; sqlite_store.c, this file; store_schema.c,
+ * opening a connection and the schema migrations; then one file per group
+ * of tables: store_calls.c (calls), store_ckpt.c (call_checkpoints),
+ * store_log.c (kevents, outbox, call events, notifications), store_keys.c
+ * (account_keys), store_recordings.c (recordings).
  * Every fixed statement is prepared once per connection (stmt_get) and
  * reset after use, so a request costs no SQL compilation. */
 #include "sqlite_int.h"
@@ -64,36 +67,20 @@ static store_status map_rc(sqlite3 *db, int rc, const char *what);
 store_status store_map_rc_c(store_conn *c, int rc, const char *what)
 {
     int kind = -1;
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) atomic_fetch_add(&c->owner->busy, 1);
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) store_count_busy(c->owner);
     switch (rc & 0xff) {
     case SQLITE_FULL:     kind = STORE_FAULT_FULL; break;
     case SQLITE_READONLY: kind = STORE_FAULT_READONLY; break;
     case SQLITE_IOERR: case SQLITE_CANTOPEN: kind = STORE_FAULT_IO; break;
     case SQLITE_CORRUPT: case SQLITE_NOTADB: kind = STORE_FAULT_CORRUPT; break;
     }
-    if (kind >= 0) {
-        atomic_fetch_add(&c->owner->faults[kind], 1);
-        atomic_store(&c->owner->write_failing, true);
-    }
-    return map_rc(c->db, rc, what);
+    if (kind >= 0) store_count_fault(c->owner, kind);
+    return map_rc(SQ(c)->db, rc, what);
 }
 
-void store_faults(const store *s, store_fault_stats *out)
+static void sq_checkpoint_stats(const store *s, store_ckpt_stats *out)
 {
-    store *m = (store *)s;
-    for (int i = 0; i < STORE_FAULT_KINDS; i++) out->count[i] = atomic_load(&m->faults[i]);
-    out->write_failing = atomic_load(&m->write_failing);
-    out->integrity_failed = atomic_load(&m->integrity_failed);
-}
-
-uint64_t store_busy_count(const store *s)
-{
-    return atomic_load(&((store *)s)->busy);
-}
-
-void store_checkpoint_stats(const store *s, store_ckpt_stats *out)
-{
-    store *m = (store *)s;
+    sq_store *m = (sq_store *)s;
     out->by_volume = atomic_load(&m->ckpt_by_volume);
     out->by_timer = atomic_load(&m->ckpt_by_timer);
     out->wal_pages = atomic_load(&m->ckpt_mark);
@@ -133,7 +120,7 @@ static store_status map_rc(sqlite3 *db, int rc, const char *what)
  * signal only when the step is crossed (the flag keeps it to one per pass). */
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int frames)
 {
-    store *s = arg;
+    sq_store *s = arg;
     (void)db; (void)name;
     int mark = atomic_load_explicit(&s->ckpt_mark, memory_order_relaxed);
     if (frames < mark) mark = 0;   /* the WAL started over since the last pass */
@@ -147,7 +134,7 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int frames)
 
 static void *checkpointer(void *arg)
 {
-    store *s = arg;
+    sq_store *s = arg;
     char err[256];
     sqlite3 *db = store_open_db(s->path, err, sizeof err);
     pthread_setname_np(pthread_self(), "store-ckpt");
@@ -184,10 +171,13 @@ static void *checkpointer(void *arg)
     return NULL;
 }
 
-store *store_open(const char *path, char *err, size_t errlen)
+static void sq_close(store *base);
+
+static store *sq_open(const char *url, const char *path, char *err, size_t errlen)
 {
-    store *s = calloc(1, sizeof *s);
+    sq_store *s = calloc(1, sizeof *s);
     sqlite3 *db = NULL;
+    (void)url;
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
     pthread_mutex_init(&s->ckpt_lock, NULL);
     pthread_cond_init(&s->ckpt_cond, NULL);
@@ -205,7 +195,7 @@ store *store_open(const char *path, char *err, size_t errlen)
     db = store_open_db(s->path, err, errlen);
     if (!db) goto fail;
     if (store_migrate(db, err, errlen)) goto fail;
-    if (strncmp(s->path, "file:twigate-mem-", 17) != 0) store_integrity_check(s, db);
+    if (strncmp(s->path, "file:twigate-mem-", 17) != 0) store_integrity_check(&s->base, db);
     if (!strncmp(s->path, "file:twigate-mem-", 17)) s->keeper = db;
     else sqlite3_close(db);
     db = NULL;
@@ -217,14 +207,14 @@ store *store_open(const char *path, char *err, size_t errlen)
         }
         s->ckpt_running = true;
     }
-    return s;
+    return &s->base;
 fail:
     sqlite3_close(db);
-    store_close(s);
+    sq_close(&s->base);
     return NULL;
 }
 
-static void conn_free(store_conn *c)
+static void conn_free(sq_conn *c)
 {
     for (int i = 0; i < S_COUNT; i++) sqlite3_finalize(c->stmts[i]);
     for (int i = 0; i < STORE_SQL_CACHE; i++) {
@@ -235,9 +225,9 @@ static void conn_free(store_conn *c)
     free(c);
 }
 
-void store_close(store *s)
+static void sq_close(store *base)
 {
-    if (!s) return;
+    sq_store *s = (sq_store *)base;
     if (s->ckpt_running) {
         pthread_mutex_lock(&s->ckpt_lock);
         s->ckpt_stop = true;
@@ -247,7 +237,7 @@ void store_close(store *s)
         s->ckpt_running = false;
     }
     while (s->free_list) {
-        store_conn *c = s->free_list;
+        sq_conn *c = s->free_list;
         s->free_list = c->next_free;
         conn_free(c);
     }
@@ -259,9 +249,10 @@ void store_close(store *s)
     free(s);
 }
 
-store_conn *store_conn_acquire(store *s)
+static store_conn *sq_conn_acquire(store *base)
 {
-    store_conn *c;
+    sq_store *s = (sq_store *)base;
+    sq_conn *c;
     char err[256];
     pthread_mutex_lock(&s->lock);
     c = s->free_list;
@@ -269,7 +260,7 @@ store_conn *store_conn_acquire(store *s)
         s->free_list = c->next_free;
         pthread_mutex_unlock(&s->lock);
         c->next_free = NULL;
-        return c;
+        return &c->base;
     }
     if (s->n_conns >= STORE_MAX_CONNS) {
         pthread_mutex_unlock(&s->lock);
@@ -289,23 +280,24 @@ store_conn *store_conn_acquire(store *s)
         pthread_mutex_unlock(&s->lock);
         return NULL;
     }
-    c->owner = s;
+    c->base.owner = base;
     if (s->ckpt_running) sqlite3_wal_hook(c->db, wal_committed, s);
-    return c;
+    return &c->base;
 }
 
-void store_conn_release(store_conn *c)
+static void sq_conn_release(store_conn *base)
 {
-    if (!c) return;
-    store *s = c->owner;
+    sq_conn *c = SQ(base);
+    sq_store *s = (sq_store *)base->owner;
     pthread_mutex_lock(&s->lock);
     c->next_free = s->free_list;
     s->free_list = c;
     pthread_mutex_unlock(&s->lock);
 }
 
-sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql)
+sqlite3_stmt *store_stmt_get(store_conn *base, const char *sql)
 {
+    sq_conn *c = SQ(base);
     uint64_t h = 1469598103934665603ULL;
     sqlite3_stmt *st = NULL;
     sql_cached *slot = NULL;
@@ -332,8 +324,9 @@ sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql)
     return st;
 }
 
-void store_stmt_done(store_conn *c, sqlite3_stmt *st)
+void store_stmt_done(store_conn *base, sqlite3_stmt *st)
 {
+    sq_conn *c = SQ(base);
     if (!st) return;
     for (int i = 0; i < STORE_SQL_CACHE; i++)
         if (c->cache[i].st == st) {
@@ -352,58 +345,41 @@ static store_status simple(store_conn *c, enum stmt_id id, const char *what)
 }
 
 
-void store_set_callcache(store *s, callcache *cc) { s->callcache = cc; }
-
-void store_set_change_hook(store *s, store_change_hook *hook, void *arg)
+static bool sq_in_txn(store_conn *c)
 {
-    s->change_arg = arg;
-    s->change_hook = hook;
+    return !sqlite3_get_autocommit(SQ(c)->db);
 }
 
-uint64_t store_call_changes(const store *s)
-{
-    return atomic_load(&((store *)s)->call_changes);
-}
-
-/* After the count, so that a reader that armed its hook and then found the
- * count unchanged is sure to be called (console_stream.c relies on it). */
-void store_calls_changed(store_conn *c)
-{
-    c->calls_written = false;
-    atomic_fetch_add(&c->owner->call_changes, 1);
-    if (c->owner->change_hook) c->owner->change_hook(c->owner->change_arg);
-}
-
-store_status store_begin(store_conn *c)
+static store_status sq_begin(store_conn *c)
 {
     /* Already inside a transaction (the engine's per-iteration batch): the
      * caller's writes simply join it; it commits with the batch. */
-    if (!sqlite3_get_autocommit(c->db)) return STORE_CONFLICT;
+    if (sq_in_txn(c)) return STORE_CONFLICT;
     return simple(c, S_BEGIN, "begin");
 }
-store_status store_commit(store_conn *c)
+static store_status sq_commit(store_conn *c)
 {
-    store_status r = simple(c, S_COMMIT, "commit");
-    if (r == STORE_OK) atomic_store(&c->owner->write_failing, false);   /* writes work again */
-    cc_write_end(c);   /* not after a COMMIT that left the transaction open (busy) */
-    return r;
+    return simple(c, S_COMMIT, "commit");
 }
-store_status store_write_probe(store_conn *c)
+
+static store_status sq_write_probe(store_conn *base)
 {
+    sq_conn *c = SQ(base);
     /* Rewrites user_version with its own value: page 1 becomes dirty, so
      * the caller's commit really writes to the disk. */
     sqlite3_stmt *st = NULL;
     int v = -1, rc = sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL);
     if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (v < 0) return store_map_rc_c(c, rc == SQLITE_OK ? SQLITE_ERROR : rc, "write probe");
+    if (v < 0) return store_map_rc_c(base, rc == SQLITE_OK ? SQLITE_ERROR : rc, "write probe");
     char sql[48];
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", v);
-    return store_map_rc_c(c, sqlite3_exec(c->db, sql, NULL, NULL, NULL), "write probe");
+    return store_map_rc_c(base, sqlite3_exec(c->db, sql, NULL, NULL, NULL), "write probe");
 }
 
-store_status store_check_writable(store_conn *c)
+static store_status sq_check_writable(store_conn *base)
 {
+    sq_conn *c = SQ(base);
     /* Without waiting: a write lock held by someone else means the
      * database is being written, i.e. writable; only real errors
      * (read-only file, disk full, I/O) fail the check. */
@@ -416,9 +392,35 @@ store_status store_check_writable(store_conn *c)
     return map_rc(c->db, rc, "writable check");
 }
 
-void store_rollback(store_conn *c)
+static void sq_rollback(store_conn *c)
 {
-    if (!sqlite3_get_autocommit(c->db)) (void)simple(c, S_ROLLBACK, "rollback");
-    cc_write_end(c);
+    if (sq_in_txn(c)) (void)simple(c, S_ROLLBACK, "rollback");
 }
+
+const store_backend store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open, .close = sq_close,
+    .conn_acquire = sq_conn_acquire, .conn_release = sq_conn_release,
+    .in_txn = sq_in_txn, .check_writable = sq_check_writable,
+    .begin = sq_begin, .commit = sq_commit, .rollback = sq_rollback,
+    .write_probe = sq_write_probe, .checkpoint_stats = sq_checkpoint_stats,
+    .call_insert = sq_call_insert, .call_get = sq_call_get,
+    .call_get_by_sid = sq_call_get_by_sid, .call_get_by_token = sq_call_get_by_token,
+    .call_update = sq_call_update, .call_delete = sq_call_delete,
+    .call_list = sq_call_list, .call_id = sq_call_id, .call_each_live = sq_call_each_live,
+    .ckpt_put = sq_call_ckpt_put, .ckpt_get = sq_call_ckpt_get,
+    .ckpt_delete = sq_call_ckpt_delete,
+    .kevent_insert = sq_kevent_insert, .kevent_done = sq_kevent_done,
+    .kevent_each_pending = sq_kevent_each_pending,
+    .outbox_insert = sq_outbox_insert, .outbox_finish = sq_outbox_finish,
+    .outbox_each_pending = sq_outbox_each_pending, .outbox_stats = sq_outbox_stats,
+    .event_insert = sq_event_insert, .event_list = sq_event_list,
+    .notification_insert = sq_notification_insert,
+    .notification_list = sq_notification_list, .notification_get = sq_notification_get,
+    .account_key_bind = sq_account_key_bind, .account_key_each = sq_account_key_each,
+    .rec_insert = sq_rec_insert, .rec_get = sq_rec_get, .rec_get_id = sq_rec_get_id,
+    .rec_update = sq_rec_update, .rec_set_deleted = sq_rec_set_deleted,
+    .rec_list = sq_rec_list, .rec_for_call = sq_rec_for_call,
+    .rec_pending_calls = sq_rec_pending_calls,
+};
 

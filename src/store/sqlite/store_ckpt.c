@@ -6,7 +6,7 @@
 
 #include <stdlib.h>
 
-store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
+store_status sq_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
                                  const char *doc, const char *state, int64_t now_ms)
 {
     /* The document is large and rarely changes: NULL keeps the stored one
@@ -29,7 +29,7 @@ store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t se
     return r;
 }
 
-store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
+store_status sq_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT doc, state FROM call_checkpoints"
                                          " WHERE call_sid = ?1");
@@ -53,7 +53,7 @@ store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc
     return r;
 }
 
-store_status store_call_ckpt_delete(store_conn *c, const char *call_sid)
+store_status sq_call_ckpt_delete(store_conn *c, const char *call_sid)
 {
     sqlite3_stmt *st = store_stmt_get(c, "DELETE FROM call_checkpoints WHERE call_sid = ?1");
     store_status r;

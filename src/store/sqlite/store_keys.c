@@ -5,7 +5,7 @@
 
 #include <openssl/crypto.h>
 
-store_status store_account_key_bind(store_conn *c, const char *sid, const char *key,
+store_status sq_account_key_bind(store_conn *c, const char *sid, const char *key,
                                     int64_t now, bool *same)
 {
     sqlite3_stmt *st;
@@ -38,7 +38,7 @@ store_status store_account_key_bind(store_conn *c, const char *sid, const char *
     return r;
 }
 
-store_status store_account_key_each(store_conn *c, int max,
+store_status sq_account_key_each(store_conn *c, int max,
         bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT account_sid, kaphila_key, created FROM account_keys"
