@@ -1,7 +1,7 @@
 # twigate — hand-written Makefile. `make` builds build/twigate and build/kaphila-sim.
 # SANITIZE=address,undefined builds into build-san/ with the sanitizers on.
 CC      ?= cc
-PKGS    := libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libcrypto
+PKGS    := libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libpq libcrypto
 BUILD   ?= build
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla

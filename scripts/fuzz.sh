@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 OUT=build-fuzz
-PKGS="libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libcrypto"
+PKGS="libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libpq libcrypto"
 # Per-input time limit: a form or URL that takes this long is a hang bug.
 INPUT_TIMEOUT_S=10
 

@@ -6,7 +6,8 @@
  *
  * Map of the store (src/store/): store_backend.h, the vtable and the common
  * part of a store and a connection; store.c, this file; sqlite/, the SQLite
- * backend (sqlite_store.c has its map); callcache.c and calljson.c, the
+ * backend (sqlite_store.c has its map); pg/, the PostgreSQL backend
+ * (pg_conn.c has its map); callcache.c and calljson.c, the
  * ended-call cache and the Call resource's JSON. */
 #include "store_backend.h"
 
@@ -26,9 +27,11 @@ store *store_open_url(const char *url, const char *path, char *err, size_t errle
 {
     const store_backend *be = &store_sqlite_backend;
     if (url && *url) {
-        snprintf(err, errlen, "db.url: no backend for this URL (only SQLite is built in:"
-                              " leave db.url empty)");
-        return NULL;
+        if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0) {
+            snprintf(err, errlen, "db.url: not a postgresql:// URL (empty = SQLite at db.path)");
+            return NULL;
+        }
+        be = &store_pg_backend;
     }
     store *s = be->open(url, path, err, errlen);
     if (s) s->be = be;

@@ -126,6 +126,7 @@ struct store_backend {
 
 /* The backends (src/store/sqlite/, src/store/pg/). */
 extern const store_backend store_sqlite_backend;
+extern const store_backend store_pg_backend;
 
 /* Counters a backend bumps from its status mapping (store.c): a statement
  * that met contention, and a write the storage refused (STORE_FAULT_*),
