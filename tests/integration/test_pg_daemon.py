@@ -89,3 +89,31 @@ def test_migrate_refuses_a_bad_url_without_printing_the_password(postgres, pg_ur
     assert "wrong-password-123" not in out.stderr + out.stdout
     out = _migrate("db.url=mysql://u:p@h/d")
     assert out.returncode == 1 and "postgresql://" in out.stderr
+
+
+def test_connections_lost_to_the_server_are_reopened(make_twigate, postgres, pg_url):
+    """Every session of twigate is cut by the server (pg_terminate_backend, as
+    a server restart or a network cut would): libpq notices only at the next
+    use, and what meets the dead session then — the engine's BEGIN, a read —
+    changed nothing and is run again on a fresh one, so no client sees the cut:
+    the next create and fetches answer at once, and /readyz stays 200."""
+    tg = make_twigate(overrides={"db.url": pg_url})
+    client = tg.client()
+    first = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                                twiml="<Response><Hangup/></Response>")
+    tg.wait_for_status(client, first.sid, TERMINAL)
+    killed = postgres.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                           url=pg_url)
+    assert int(killed) >= 1
+    wait_for(lambda: postgres.psql("SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                                   " current_database() AND pid <> pg_backend_pid()",
+                                   url=pg_url).strip() == "0", 10,
+             message="the server did not end twigate's sessions")
+
+    call = client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                               twiml="<Response><Hangup/></Response>")
+    assert tg.wait_for_status(client, call.sid, TERMINAL).status == "completed"
+    assert client.calls(first.sid).fetch().status == "completed"
+    assert tg._http.get(tg.base_url + "/readyz", timeout=5).status_code == 200
+    assert "reconnecting" in tg.log_text()

@@ -63,18 +63,21 @@ static void stmts_forget(pg_conn *c)
     }
 }
 
-/* A connection that broke (server restart, network) is reset once per use;
+/* A connection that broke (server restart, network) is reset once per use,
+ * never inside a transaction (the rest of it would be lost in silence);
  * its prepared statements died with the old session. */
 static bool conn_usable(pg_conn *c)
 {
     if (PQstatus(c->pq) == CONNECTION_OK) return true;
+    if (c->in_batch) return false;
     stmts_forget(c);
     PQreset(c->pq);
     return PQstatus(c->pq) == CONNECTION_OK;
 }
 
-PGresult *pg_run(store_conn *base, const char *sql, int n, const char *const *vals,
-                 store_status *st, const char *what)
+/* The statement's result, failed or not (NULL: no connection, *st set). */
+static PGresult *run_once(store_conn *base, const char *sql, int n, const char *const *vals,
+                          store_status *st, const char *what)
 {
     pg_conn *c = PG(base);
     uint64_t h = 1469598103934665603ULL;
@@ -97,9 +100,8 @@ PGresult *pg_run(store_conn *base, const char *sql, int n, const char *const *va
             c->stmts[free_slot].hash = h;
             slot = free_slot;
         } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            *st = pg_status(base, r, what);
-            PQclear(r);
-            return NULL;
+            *st = STORE_OK;
+            return r;           /* the caller maps (or retries) the failure */
         }
         PQclear(r);
     }
@@ -109,11 +111,34 @@ PGresult *pg_run(store_conn *base, const char *sql, int n, const char *const *va
     } else {
         r = PQexecParams(c->pq, sql, n, NULL, vals, NULL, NULL, 0);
     }
+    *st = STORE_OK;
+    return r;
+}
+
+static bool result_ok(const PGresult *r)
+{
     ExecStatusType es = PQresultStatus(r);
-    if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
-        *st = STORE_OK;
-        return r;
+    return es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK;
+}
+
+/* libpq learns that the server closed a session only when it next uses it,
+ * so every pooled connection meets a cut once. A read that met it outside a
+ * transaction is run again on a fresh session: it changed nothing. A write
+ * is not (it may have been applied before the answer was lost); it fails,
+ * as a write to a full disk does. */
+PGresult *pg_run(store_conn *base, const char *sql, int n, const char *const *vals,
+                 store_status *st, const char *what)
+{
+    pg_conn *c = PG(base);
+    bool retry = !c->in_batch && !strncmp(sql, "SELECT ", 7) &&
+                 PQstatus(c->pq) == CONNECTION_OK;
+    PGresult *r = run_once(base, sql, n, vals, st, what);
+    if (r && !result_ok(r) && retry && PQstatus(c->pq) != CONNECTION_OK) {
+        log_warn("store", "%s: the connection to PostgreSQL was lost; reconnecting", what);
+        PQclear(r);
+        r = run_once(base, sql, n, vals, st, what);
     }
+    if (!r || result_ok(r)) return r;
     *st = pg_status(base, r, what);
     PQclear(r);
     return NULL;
@@ -240,6 +265,7 @@ static void pg_conn_release(store_conn *base)
 
 static bool pg_in_txn(store_conn *c)
 {
+    if (PG(c)->in_batch) return true;
     PGTransactionStatusType t = PQtransactionStatus(PG(c)->pq);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
@@ -262,14 +288,30 @@ static store_status pg_begin(store_conn *c)
 {
     if (pg_in_txn(c)) return STORE_CONFLICT;
     if (!conn_usable(PG(c))) return pg_status(c, NULL, "begin");
-    return simple(c, "BEGIN", "begin");
+    /* A BEGIN that met a cut session changed nothing: once more, afresh. */
+    PGresult *r = PQexec(PG(c)->pq, "BEGIN");
+    bool lost = PQresultStatus(r) != PGRES_COMMAND_OK && PQstatus(PG(c)->pq) != CONNECTION_OK;
+    PQclear(r);
+    if (lost) log_warn("store", "begin: the connection to PostgreSQL was lost; reconnecting");
+    else if (pg_in_txn(c)) { PG(c)->in_batch = true; return STORE_OK; }
+    if (!conn_usable(PG(c))) return pg_status(c, NULL, "begin");
+    store_status st = simple(c, "BEGIN", "begin");
+    PG(c)->in_batch = st == STORE_OK;
+    return st;
 }
 
-static store_status pg_commit(store_conn *c) { return simple(c, "COMMIT", "commit"); }
+static store_status pg_commit(store_conn *c)
+{
+    store_status st = simple(c, "COMMIT", "commit");
+    PG(c)->in_batch = false;
+    return st;
+}
 
 static void pg_rollback(store_conn *c)
 {
-    if (pg_in_txn(c)) (void)simple(c, "ROLLBACK", "rollback");
+    if (pg_in_txn(c) && PQstatus(PG(c)->pq) == CONNECTION_OK)
+        (void)simple(c, "ROLLBACK", "rollback");
+    PG(c)->in_batch = false;
 }
 
 static store_status pg_check_writable(store_conn *c)

@@ -40,6 +40,10 @@ struct pg_conn {
     store_conn base;              /* first: a store_conn * is a pg_conn * */
     PGconn    *pq;
     pg_stmt    stmts[PG_STMT_CACHE];   /* prepared as "t<index>" */
+    /* Between a BEGIN that succeeded and its COMMIT/ROLLBACK: a connection
+     * lost meanwhile is not reset under the transaction (its statements
+     * would run one by one, committed each), only after it ends. */
+    bool       in_batch;
     pg_conn   *next_free;
 };
 
