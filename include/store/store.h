@@ -4,11 +4,13 @@
  *
  * One interface, more than one backend (docs/scale-out.md §1):
  * src/store/store.c dispatches every call below to the backend
- * store_open_url picked (src/store/store_backend.h). Today that is SQLite
- * (src/store/sqlite/): WAL mode, synchronous=NORMAL (a committed row
+ * store_open_url picked (src/store/store_backend.h): SQLite by default
+ * (src/store/sqlite/: WAL mode, synchronous=NORMAL — a committed row
  * survives kill -9 of twigate; see docs/architecture.md for the power-loss
- * trade-off), versioned schema migrations (PRAGMA user_version), foreign
- * keys off (rows are deleted by explicit statements).
+ * trade-off —, versioned schema migrations in PRAGMA user_version, foreign
+ * keys off: rows are deleted by explicit statements), or PostgreSQL when
+ * db.url is set (src/store/pg/, libpq; schema_version at the same version
+ * numbers). Both pass tests/unit/store/test_store_conformance*.c.
  *
  * Threads: a `store` is shared by all threads; each thread takes a
  * connection with store_conn_acquire and gives it back with
