@@ -8,7 +8,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config \
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libxml2-dev \
-      libsqlite3-dev libssl-dev libmp3lame-dev \
+      libsqlite3-dev libpq-dev libssl-dev libmp3lame-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -26,7 +26,7 @@ FROM debian:bookworm-slim AS runtime
 # verifies these names resolve with apt).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libmicrohttpd12 libcurl4 \
-      libjansson4 libxml2 libsqlite3-0 libssl3 libmp3lame0 ca-certificates curl \
+      libjansson4 libxml2 libsqlite3-0 libpq5 libssl3 libmp3lame0 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/twigate --shell /usr/sbin/nologin twigate \
  && install -d -o twigate -g twigate /var/lib/twigate

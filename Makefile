@@ -1,7 +1,7 @@
 # twigate — hand-written Makefile. `make` builds build/twigate and build/kaphila-sim.
 # SANITIZE=address,undefined builds into build-san/ with the sanitizers on.
 CC      ?= cc
-PKGS    := libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libcrypto
+PKGS    := libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libpq libcrypto
 BUILD   ?= build
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla
@@ -18,7 +18,8 @@ endif
 
 # One folder per layer (docs/architecture.md; scripts/check-layers.sh keeps the rules).
 MAINS    := src/app/main.c src/sim/sim_main.c
-LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c))
+# A layer may keep sub-folders (src/store/sqlite/): still one layer.
+LIB_SRC  := $(filter-out $(MAINS),$(wildcard src/*/*.c src/*/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 LIB      := $(BUILD)/libtwigate.a
 UNIT_SRC := $(wildcard tests/unit/*/test_*.c)

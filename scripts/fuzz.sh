@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 OUT=build-fuzz
-PKGS="libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libcrypto"
+PKGS="libmicrohttpd libcurl jansson libxml-2.0 sqlite3 libpq libcrypto"
 # Per-input time limit: a form or URL that takes this long is a hang bug.
 INPUT_TIMEOUT_S=10
 
@@ -53,13 +53,13 @@ mkdir -p "$OUT/obj"
 
 # --- library objects (rebuilt when their source or any header is newer) ---
 lib_src=()
-for f in src/*/*.c; do
+for f in src/*/*.c src/*/*/*.c; do
   [ -e "$f" ] || continue
   case "$f" in src/app/main.c|src/sim/sim_main.c) continue ;; esac
   lib_src+=("$f")
 done
 
-newest_header=$(ls -t include/*/*.h src/*/*.h 2>/dev/null | head -n1 || true)
+newest_header=$(ls -t include/*/*.h src/*/*.h src/*/*/*.h 2>/dev/null | head -n1 || true)
 objs=()
 pids=()
 for f in "${lib_src[@]}"; do

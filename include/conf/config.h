@@ -59,6 +59,7 @@ typedef struct config {
     char *public_url;            /* public_url       = "" → http://<listen.address>:<port> */
     /* [storage] */
     char *db_path;               /* db.path          = twigate.db */
+    char *db_url;                /* db.url           = "" (empty: SQLite at db.path) */
     int   call_cache_entries;    /* db.call_cache_entries = 4096 (0 = no call cache) */
     /* [kaphila] */
     char *kaphila_url;           /* kaphila.url      = sim */

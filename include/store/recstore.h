@@ -1,5 +1,6 @@
-/* recstore — the recordings table (src/store/store_recordings.c owns every
- * statement on it; the table is created by store_schema.c's migration 1):
+/* recstore — the recordings table (each backend owns every statement on
+ * it: SQLite's in src/store/sqlite/store_recordings.c, the table created by
+ * its store_schema.c's migration 1; store.c dispatches these calls to it):
  * a recording's row and its reads and writes. The engine's recordings files
  * (recordings_int.h) build on it. Any thread, with its own store connection
  * (store.h); every change to a row is made on the engine thread, HTTP

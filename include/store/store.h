@@ -1,14 +1,22 @@
-/* store — twigate's SQLite database: calls, the call event log, notifications,
- * the webhook outbox, raw Kaphila events and recordings.
+/* store — twigate's database: calls, the call event log, notifications,
+ * the webhook outbox, raw Kaphila events, account keys, executor
+ * checkpoints and recordings (whose rows and calls are in store/recstore.h).
  *
- * WAL mode, synchronous=NORMAL (a committed row survives kill -9 of twigate;
- * see docs/architecture.md for the power-loss trade-off), versioned schema
- * migrations (PRAGMA user_version), foreign keys off (rows are deleted by
- * explicit statements). The recordings table's rows and SQL are in
- * store/recstore.h. A `store` is shared by all threads; each thread takes
- * a connection with store_conn_acquire and gives it back with
+ * One interface, more than one backend (docs/scale-out.md §1):
+ * src/store/store.c dispatches every call below to the backend
+ * store_open_url picked (src/store/store_backend.h): SQLite by default
+ * (src/store/sqlite/: WAL mode, synchronous=NORMAL — a committed row
+ * survives kill -9 of twigate; see docs/architecture.md for the power-loss
+ * trade-off —, versioned schema migrations in PRAGMA user_version, foreign
+ * keys off: rows are deleted by explicit statements), or PostgreSQL when
+ * db.url is set (src/store/pg/, libpq; schema_version at the same version
+ * numbers). Both pass tests/unit/store/test_store_conformance*.c.
+ *
+ * Threads: a `store` is shared by all threads; each thread takes a
+ * connection with store_conn_acquire and gives it back with
  * store_conn_release, so no connection is used by two threads at once.
- * Prepared statements are cached per connection. */
+ * Prepared statements are cached per connection. The counters (busy,
+ * faults, changes) are atomics, readable from any thread. */
 #ifndef TWIGATE_STORE_H
 #define TWIGATE_STORE_H
 
@@ -71,7 +79,14 @@ typedef struct store_call_filter {
     int64_t start_from, start_to, end_from, end_to;
 } store_call_filter;
 
+/* Opens the database and brings its schema to the newest version.
+ * store_open_url: url empty or NULL = SQLite at path (":memory:" allowed);
+ * otherwise a server URL for a backend built in (docs/scale-out.md §1).
+ * store_open(path) = store_open_url(NULL, path). */
 store *store_open(const char *path, char *err, size_t errlen);
+store *store_open_url(const char *url, const char *path, char *err, size_t errlen);
+/* "sqlite" or "postgresql" (logs, metrics). */
+const char *store_backend_name(const store *s);
 /* Times a statement gave up on a lock after the busy timeout (metrics). */
 uint64_t store_busy_count(const store *s);
 /* The checkpointer's passes (metrics): woken by the WAL's growth, or by its

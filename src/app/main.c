@@ -48,6 +48,7 @@ typedef struct options {
     const char *sets[MAX_SETS];
     int         n_sets;
     bool        print_config;
+    bool        migrate;      /* --migrate: bring the schema up to date, exit */
 } options;
 
 extern char **environ;
@@ -55,12 +56,14 @@ extern char **environ;
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: twigate [--config FILE] [--set key=value]... [--print-config]\n"
+            "usage: twigate [--config FILE] [--set key=value]... [--print-config | --migrate]\n"
             "       twigate --help | --version\n\n"
             "Serves Twilio's Voice REST API (2010-04-01) on top of Kaphila.\n"
             "Configuration: FILE, then TWIGATE_<KEY> environment variables, then --set\n"
             "(later wins). --print-config prints the effective configuration (secrets\n"
-            "masked) and exits. Keys:\n\n");
+            "masked) and exits. --migrate brings the database's schema (db.url, or\n"
+            "SQLite at db.path) to this version and exits; a start does it too.\n"
+            "Keys:\n\n");
     config_print_help(out);
 }
 
@@ -71,6 +74,7 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--version")) { printf("twigate %s\n", TWIGATE_VERSION); exit(0); }
         if (!strcmp(a, "--print-config")) { o->print_config = true; continue; }
+        if (!strcmp(a, "--migrate")) { o->migrate = true; continue; }
         if ((!strcmp(a, "--config") || !strcmp(a, "-c")) && i + 1 < argc) { o->config_path = argv[++i]; continue; }
         if (!strncmp(a, "--config=", 9)) { o->config_path = a + 9; continue; }
         if ((!strcmp(a, "--set") || !strcmp(a, "-s")) && i + 1 < argc) {
@@ -107,7 +111,10 @@ static config *load_config(const options *o, char *err, size_t errlen)
         if (config_set(c, key, eq + 1, err, errlen)) goto fail;
     }
     /* --print-config shows the defaults even before any account exists. */
-    if ((o->print_config ? config_finish_print : config_finish)(c, err, errlen)) goto fail;
+    /* --print-config shows the defaults even before any account exists, and
+     * --migrate needs none either. */
+    if ((o->print_config || o->migrate ? config_finish_print : config_finish)(c, err, errlen))
+        goto fail;
     return c;
 fail:
     config_destroy(c);
@@ -218,9 +225,10 @@ static int open_state(app *a, config *cfg)
 {
     char err[512];
     a->metrics = metrics_create();
-    a->store = store_open(cfg->db_path, err, sizeof err);
+    a->store = store_open_url(cfg->db_url, cfg->db_path, err, sizeof err);
     if (!a->metrics || !a->store) {
-        fprintf(stderr, "twigate: db.path: %s\n", a->store ? "out of memory" : err);
+        fprintf(stderr, "twigate: %s: %s\n", cfg->db_url[0] ? "db.url" : "db.path",
+                a->store ? "out of memory" : err);
         return -1;
     }
     /* Before any other thread uses the store; destroyed after it. */
@@ -313,7 +321,8 @@ static int start_serving(app *a, config *cfg)
            cfg->listen_address, http_port(a->http), a->public_url);
     printf("Kaphila: %s%s\n", a->kaphila_url, a->sim ? " (built-in simulator)" : "");
     fflush(stdout);
-    log_info("main", "ready: %zu account(s), database %s", cfg->n_accounts, cfg->db_path);
+    log_info("main", "ready: %zu account(s), database %s", cfg->n_accounts,
+             cfg->db_url[0] ? "postgresql (db.url)" : cfg->db_path);
     return 0;
 }
 
@@ -370,6 +379,24 @@ static void teardown(app *a)
     curl_global_cleanup();
 }
 
+/* --migrate: opening the store migrates it (both backends); nothing else
+ * starts. 0 when the schema is current. */
+static int migrate(config *cfg)
+{
+    char err[512];
+    apply_logging(cfg);
+    store *s = store_open_url(cfg->db_url, cfg->db_path, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "twigate: %s: %s\n", cfg->db_url[0] ? "db.url" : "db.path", err);
+        config_destroy(cfg);
+        return 1;
+    }
+    printf("twigate: %s database schema is current\n", store_backend_name(s));
+    store_close(s);
+    config_destroy(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options o = {0};
@@ -386,6 +413,8 @@ int main(int argc, char **argv)
     }
     if (o.print_config)
         return print_config(cfg);
+    if (o.migrate)
+        return migrate(cfg);
     atomic_store(&a.cfg, cfg);
     apply_logging(cfg);
     a.started_ms = timefmt_now_ms();

@@ -69,6 +69,8 @@ const key_def config_keys[] = {
 
     STR("db.path", db_path, "twigate.db", false, check_nonempty,
         "SQLite database file (WAL mode); :memory: keeps nothing across restarts"),
+    SEC("db.url", db_url, false,
+        "PostgreSQL URL (postgresql://user:pass@host:port/db); empty = SQLite at db.path"),
     INT("db.call_cache_entries", call_cache_entries, "4096", 0, 1000000, false,
         "Ended calls whose JSON is kept in memory for fetches (~2 KB each); 0 disables"),
 

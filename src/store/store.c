@@ -1,81 +1,70 @@
-/* store.c — SQLite persistence: the connection pool, the statement caches,
- * transactions, the checkpointer thread and the fault/contention counters.
+/* store.c — the store's dispatcher (docs/scale-out.md §1): store.h and
+ * recstore.h, each operation one indirect call into the backend that
+ * store_open_url picked (store_backend.h), plus what does not depend on a
+ * backend: the call cache's write protocol around call-row writes, the
+ * change signal, the fault and contention counters, and the row helpers.
  *
- * Map of the store (src/store/): store_int.h, the internals every file
- * shares; store.c, this file; store_schema.c, opening a connection and the
- * schema migrations; then one file per group of tables: store_calls.c
- * (calls), store_log.c (kevents, outbox, call events, notifications),
- * store_keys.c (account_keys), store_recordings.c (recordings).
- * Every fixed statement is prepared once per connection (stmt_get) and
- * reset after use, so a request costs no SQL compilation. */
-#include "store_int.h"
+ * Map of the store (src/store/): store_backend.h, the vtable and the common
+ * part of a store and a connection; store.c, this file; sqlite/, the SQLite
+ * backend (sqlite_store.c has its map); pg/, the PostgreSQL backend
+ * (pg_conn.c has its map); callcache.c and calljson.c, the
+ * ended-call cache and the Call resource's JSON. */
+#include "store_backend.h"
 
-#include <errno.h>
 #include <stdlib.h>
-#include <time.h>
+#include <string.h>
 
-const char *const store_stmt_sql[S_COUNT] = {
-    [S_CALL_INSERT] =
-        "INSERT INTO calls(sid, account_sid, parent_call_sid, to_num, from_num, status,"
-        " direction, answered_by, date_created, date_updated, start_time, end_time,"
-        " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
-    [S_CALL_GET] = "SELECT * FROM calls WHERE sid = ?1 AND account_sid = ?2",
-    [S_CALL_GET_SID] = "SELECT * FROM calls WHERE sid = ?1",
-    [S_CALL_GET_TOKEN] = "SELECT * FROM calls WHERE token = ?1",
-    [S_CALL_UPDATE] =
-        "UPDATE calls SET status=?2, answered_by=?3, date_updated=?4, start_time=?5,"
-        " end_time=?6, answered_at=?7, duration=?8, kaphila_id=?9, cb_seq=?10, params=?11,"
-        " queue_time=?12 WHERE sid = ?1",
-    [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
-    [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
-    /* calls_live leads with account_sid, so SQLite would rather scan the
-     * whole table than sort what the index holds: INDEXED BY keeps a restart
-     * on a million ended calls from reading them all. */
-    [S_CALL_LIVE] = "SELECT * FROM calls INDEXED BY calls_live WHERE " LIVE_CONDITION " ORDER BY id",
-    [S_KEV_INSERT] = "INSERT INTO kevents(call_sid, received_at, body, done) VALUES(?1, ?2, ?3, ?4)",
-    [S_KEV_DONE] = "UPDATE kevents SET done = 1 WHERE id = ?1",
-    [S_KEV_PENDING] = "SELECT id, call_sid, body FROM kevents WHERE done = 0 ORDER BY id",
-    [S_OB_INSERT] =
-        "INSERT INTO outbox(call_sid, account_sid, kind, seq, url, method, params, idem,"
-        " created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-    [S_OB_FINISH] = "UPDATE outbox SET state = ?2, attempts = ?3 WHERE id = ?1",
-    [S_OB_PENDING] =
-        "SELECT id, call_sid, account_sid, kind, seq, url, method, params, idem, created"
-        " FROM outbox WHERE state = 'pending' ORDER BY id",
-    [S_OB_STATS] = "SELECT count(*), min(created) FROM outbox WHERE state = 'pending'",
-    [S_EV_INSERT] =
-        "INSERT INTO call_events(account_sid, call_sid, ts, request, response, params)"
-        " VALUES(?1,?2,?3,?4,?5,?6)",
-    [S_NO_INSERT] =
-        "INSERT INTO notifications(sid, account_sid, call_sid, error_code, log, date,"
-        " message_text, request_method, request_url, request_variables, response_body,"
-        " response_headers) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-    [S_NO_GET] = "SELECT * FROM notifications WHERE sid = ?1 AND account_sid = ?2",
-    [S_BEGIN] = "BEGIN IMMEDIATE",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
-};
+#include "base/log.h"
 
-static store_status map_rc(sqlite3 *db, int rc, const char *what);
+/* ---- opening ---- */
 
-/* Every statement of a connection goes through here, so contention is
- * counted per store. */
-store_status store_map_rc_c(store_conn *c, int rc, const char *what)
+store *store_open(const char *path, char *err, size_t errlen)
 {
-    int kind = -1;
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) atomic_fetch_add(&c->owner->busy, 1);
-    switch (rc & 0xff) {
-    case SQLITE_FULL:     kind = STORE_FAULT_FULL; break;
-    case SQLITE_READONLY: kind = STORE_FAULT_READONLY; break;
-    case SQLITE_IOERR: case SQLITE_CANTOPEN: kind = STORE_FAULT_IO; break;
-    case SQLITE_CORRUPT: case SQLITE_NOTADB: kind = STORE_FAULT_CORRUPT; break;
+    return store_open_url(NULL, path, err, errlen);
+}
+
+store *store_open_url(const char *url, const char *path, char *err, size_t errlen)
+{
+    const store_backend *be = &store_sqlite_backend;
+    if (url && *url) {
+        if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0) {
+            snprintf(err, errlen, "db.url: not a postgresql:// URL (empty = SQLite at db.path)");
+            return NULL;
+        }
+        be = &store_pg_backend;
     }
-    if (kind >= 0) {
-        atomic_fetch_add(&c->owner->faults[kind], 1);
-        atomic_store(&c->owner->write_failing, true);
-    }
-    return map_rc(c->db, rc, what);
+    store *s = be->open(url, path, err, errlen);
+    if (s) s->be = be;
+    return s;
+}
+
+void store_close(store *s)
+{
+    if (s) s->be->close(s);
+}
+
+const char *store_backend_name(const store *s)
+{
+    return s->be->name;
+}
+
+store_conn *store_conn_acquire(store *s)
+{
+    store_conn *c = s->be->conn_acquire(s);
+    if (c) c->be = s->be;
+    return c;
+}
+
+void store_conn_release(store_conn *c)
+{
+    if (c) c->be->conn_release(c);
+}
+
+/* ---- counters and signals ---- */
+
+uint64_t store_busy_count(const store *s)
+{
+    return atomic_load(&((store *)s)->busy);
 }
 
 void store_faults(const store *s, store_fault_stats *out)
@@ -86,271 +75,10 @@ void store_faults(const store *s, store_fault_stats *out)
     out->integrity_failed = atomic_load(&m->integrity_failed);
 }
 
-uint64_t store_busy_count(const store *s)
-{
-    return atomic_load(&((store *)s)->busy);
-}
-
 void store_checkpoint_stats(const store *s, store_ckpt_stats *out)
 {
-    store *m = (store *)s;
-    out->by_volume = atomic_load(&m->ckpt_by_volume);
-    out->by_timer = atomic_load(&m->ckpt_by_timer);
-    out->wal_pages = atomic_load(&m->ckpt_mark);
+    s->be->checkpoint_stats(s, out);
 }
-
-static store_status map_rc(sqlite3 *db, int rc, const char *what)
-{
-    switch (rc) {
-    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW: return STORE_OK;
-    case SQLITE_CONSTRAINT: return STORE_CONFLICT;
-    case SQLITE_BUSY: case SQLITE_LOCKED:
-        log_warn("store", "%s: database busy", what);
-        return STORE_BUSY;
-    default:
-        log_error("store", "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        return STORE_ERROR;
-    }
-}
-
-/* When the checkpointer folds the WAL back into the database: once writers
- * have added STORE_CKPT_FRAMES frames since its last pass (the WAL hook below
- * wakes it), and at least every STORE_CHECKPOINT_MS. PASSIVE checkpoints never
- * block readers or writers, but each one fdatasyncs the WAL written since the
- * last, and an append to a file being synced waits for that sync (14-27 ms
- * measured on ext4 for the 50-80 MB a one-second period gathered at 1,000
- * creates/s). Passes by volume keep each sync to a few megabytes, so the
- * engine's commits no longer stall behind it (docs/performance.md, "The
- * write-ahead log under load"). SQLite's own autocheckpoint uses the same
- * 1,000-page step, but runs it inside the committing thread. */
-#ifndef STORE_CKPT_FRAMES
-#define STORE_CKPT_FRAMES 1024
-#endif
-#define STORE_CHECKPOINT_MS 1000
-
-/* sqlite3_wal_hook: after every commit of a pooled connection, with the
- * WAL's length in frames. Cheap on the commit path: one atomic load, and a
- * signal only when the step is crossed (the flag keeps it to one per pass). */
-static int wal_committed(void *arg, sqlite3 *db, const char *name, int frames)
-{
-    store *s = arg;
-    (void)db; (void)name;
-    int mark = atomic_load_explicit(&s->ckpt_mark, memory_order_relaxed);
-    if (frames < mark) mark = 0;   /* the WAL started over since the last pass */
-    if (frames - mark >= STORE_CKPT_FRAMES && !atomic_exchange(&s->ckpt_kicked, true)) {
-        pthread_mutex_lock(&s->ckpt_lock);
-        pthread_cond_signal(&s->ckpt_cond);
-        pthread_mutex_unlock(&s->ckpt_lock);
-    }
-    return SQLITE_OK;
-}
-
-static void *checkpointer(void *arg)
-{
-    store *s = arg;
-    char err[256];
-    sqlite3 *db = store_open_db(s->path, err, sizeof err);
-    pthread_setname_np(pthread_self(), "store-ckpt");
-    if (!db) {
-        log_error("store", "checkpointer: %s", err);
-        return NULL;
-    }
-    pthread_mutex_lock(&s->ckpt_lock);
-    while (!s->ckpt_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += STORE_CHECKPOINT_MS / 1000;
-        until.tv_nsec += (long)(STORE_CHECKPOINT_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
-        while (!s->ckpt_stop && !atomic_load(&s->ckpt_kicked) &&
-               pthread_cond_timedwait(&s->ckpt_cond, &s->ckpt_lock, &until) != ETIMEDOUT) {}
-        if (s->ckpt_stop) break;
-        pthread_mutex_unlock(&s->ckpt_lock);
-        atomic_fetch_add(atomic_load(&s->ckpt_kicked) ? &s->ckpt_by_volume : &s->ckpt_by_timer, 1);
-        int log_frames = -1;
-        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("store", "checkpoint: %s", sqlite3_errmsg(db));
-        /* The mark before the flag: a writer that sees the flag clear
-         * measures from this pass. */
-        if (log_frames >= 0) atomic_store(&s->ckpt_mark, log_frames);
-        atomic_store(&s->ckpt_kicked, false);
-        pthread_mutex_lock(&s->ckpt_lock);
-    }
-    pthread_mutex_unlock(&s->ckpt_lock);
-    /* A last full pass so a clean stop leaves a small WAL behind. */
-    (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    sqlite3_close(db);
-    return NULL;
-}
-
-store *store_open(const char *path, char *err, size_t errlen)
-{
-    store *s = calloc(1, sizeof *s);
-    sqlite3 *db = NULL;
-    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
-    pthread_mutex_init(&s->ckpt_lock, NULL);
-    pthread_cond_init(&s->ckpt_cond, NULL);
-    pthread_mutex_init(&s->lock, NULL);
-    if (!strcmp(path, ":memory:")) {
-        /* Every pooled connection must see the same database: a named
-         * shared-cache memory database, kept alive by s->keeper. */
-        char uri[96];
-        snprintf(uri, sizeof uri, "file:twigate-mem-%p?mode=memory&cache=shared", (void *)s);
-        s->path = strdup(uri);
-    } else {
-        s->path = strdup(path);
-    }
-    if (!s->path) { snprintf(err, errlen, "out of memory"); goto fail; }
-    db = store_open_db(s->path, err, errlen);
-    if (!db) goto fail;
-    if (store_migrate(db, err, errlen)) goto fail;
-    if (strncmp(s->path, "file:twigate-mem-", 17) != 0) store_integrity_check(s, db);
-    if (!strncmp(s->path, "file:twigate-mem-", 17)) s->keeper = db;
-    else sqlite3_close(db);
-    db = NULL;
-    /* A memory database has no WAL to fold back. */
-    if (!s->keeper) {
-        if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s) != 0) {
-            snprintf(err, errlen, "cannot start the checkpoint thread");
-            goto fail;
-        }
-        s->ckpt_running = true;
-    }
-    return s;
-fail:
-    sqlite3_close(db);
-    store_close(s);
-    return NULL;
-}
-
-static void conn_free(store_conn *c)
-{
-    for (int i = 0; i < S_COUNT; i++) sqlite3_finalize(c->stmts[i]);
-    for (int i = 0; i < STORE_SQL_CACHE; i++) {
-        sqlite3_finalize(c->cache[i].st);
-        free(c->cache[i].sql);
-    }
-    sqlite3_close(c->db);
-    free(c);
-}
-
-void store_close(store *s)
-{
-    if (!s) return;
-    if (s->ckpt_running) {
-        pthread_mutex_lock(&s->ckpt_lock);
-        s->ckpt_stop = true;
-        pthread_cond_signal(&s->ckpt_cond);
-        pthread_mutex_unlock(&s->ckpt_lock);
-        pthread_join(s->ckpt_thread, NULL);
-        s->ckpt_running = false;
-    }
-    while (s->free_list) {
-        store_conn *c = s->free_list;
-        s->free_list = c->next_free;
-        conn_free(c);
-    }
-    sqlite3_close(s->keeper);
-    pthread_cond_destroy(&s->ckpt_cond);
-    pthread_mutex_destroy(&s->ckpt_lock);
-    pthread_mutex_destroy(&s->lock);
-    free(s->path);
-    free(s);
-}
-
-store_conn *store_conn_acquire(store *s)
-{
-    store_conn *c;
-    char err[256];
-    pthread_mutex_lock(&s->lock);
-    c = s->free_list;
-    if (c) {
-        s->free_list = c->next_free;
-        pthread_mutex_unlock(&s->lock);
-        c->next_free = NULL;
-        return c;
-    }
-    if (s->n_conns >= STORE_MAX_CONNS) {
-        pthread_mutex_unlock(&s->lock);
-        log_error("store", "connection cap %d reached", STORE_MAX_CONNS);
-        return NULL;
-    }
-    s->n_conns++;
-    pthread_mutex_unlock(&s->lock);
-
-    c = calloc(1, sizeof *c);
-    if (c) c->db = store_open_db(s->path, err, sizeof err);
-    if (!c || !c->db) {
-        if (c) log_error("store", "%s", err);
-        free(c);
-        pthread_mutex_lock(&s->lock);
-        s->n_conns--;
-        pthread_mutex_unlock(&s->lock);
-        return NULL;
-    }
-    c->owner = s;
-    if (s->ckpt_running) sqlite3_wal_hook(c->db, wal_committed, s);
-    return c;
-}
-
-void store_conn_release(store_conn *c)
-{
-    if (!c) return;
-    store *s = c->owner;
-    pthread_mutex_lock(&s->lock);
-    c->next_free = s->free_list;
-    s->free_list = c;
-    pthread_mutex_unlock(&s->lock);
-}
-
-sqlite3_stmt *store_stmt_get(store_conn *c, const char *sql)
-{
-    uint64_t h = 1469598103934665603ULL;
-    sqlite3_stmt *st = NULL;
-    sql_cached *slot = NULL;
-    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (int i = 0; i < STORE_SQL_CACHE; i++) {
-        sql_cached *e = &c->cache[i];
-        if (!e->st) { if (!slot) slot = e; continue; }
-        if (e->hash == h && !strcmp(e->sql, sql)) {
-            if (e->in_use) break;          /* nested use of the same SQL: uncached */
-            e->in_use = true;
-            return e->st;
-        }
-    }
-    if (sqlite3_prepare_v3(c->db, sql, -1, slot ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) != SQLITE_OK) {
-        log_error("store", "prepare: %s", sqlite3_errmsg(c->db));
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    if (slot && (slot->sql = strdup(sql))) {
-        slot->hash = h;
-        slot->st = st;
-        slot->in_use = true;
-    }
-    return st;
-}
-
-void store_stmt_done(store_conn *c, sqlite3_stmt *st)
-{
-    if (!st) return;
-    for (int i = 0; i < STORE_SQL_CACHE; i++)
-        if (c->cache[i].st == st) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            c->cache[i].in_use = false;
-            return;
-        }
-    sqlite3_finalize(st);
-}
-
-static store_status simple(store_conn *c, enum stmt_id id, const char *what)
-{
-    sqlite3_stmt *st = stmt_get(c, id);
-    return st ? step_done(c, st, what) : STORE_ERROR;
-}
-
 
 void store_set_callcache(store *s, callcache *cc) { s->callcache = cc; }
 
@@ -367,58 +95,288 @@ uint64_t store_call_changes(const store *s)
 
 /* After the count, so that a reader that armed its hook and then found the
  * count unchanged is sure to be called (console_stream.c relies on it). */
-void store_calls_changed(store_conn *c)
+static void calls_changed(store_conn *c)
 {
     c->calls_written = false;
     atomic_fetch_add(&c->owner->call_changes, 1);
     if (c->owner->change_hook) c->owner->change_hook(c->owner->change_arg);
 }
 
-store_status store_begin(store_conn *c)
+/* The call cache's side of a write to the calls table (callcache.h has the
+ * protocol and why it is correct): cc_write_begin before the statement;
+ * cc_write_end after it, which releases the written shards once no
+ * transaction is open any more — at once for a statement outside a
+ * transaction (its own commit), else at store_commit/store_rollback. A
+ * backend may also end a transaction by itself (SQLite's automatic rollback
+ * after an I/O or full-disk error), which the in_txn check catches too. */
+static inline void cc_write_begin(store_conn *c, const char *sid)
 {
-    /* Already inside a transaction (the engine's per-iteration batch): the
-     * caller's writes simply join it; it commits with the batch. */
-    if (!sqlite3_get_autocommit(c->db)) return STORE_CONFLICT;
-    return simple(c, S_BEGIN, "begin");
+    callcache_write(c->owner->callcache, &c->cc_writes, sid);
+    c->calls_written = true;
 }
+
+static inline void cc_write_end(store_conn *c)
+{
+    if (c->be->in_txn(c)) return;
+    callcache_writes_done(c->owner->callcache, &c->cc_writes);
+    if (c->calls_written) calls_changed(c);
+}
+
+/* ---- transactions ---- */
+
+store_status store_check_writable(store_conn *c) { return c->be->check_writable(c); }
+store_status store_begin(store_conn *c) { return c->be->begin(c); }
+
 store_status store_commit(store_conn *c)
 {
-    store_status r = simple(c, S_COMMIT, "commit");
+    store_status r = c->be->commit(c);
     if (r == STORE_OK) atomic_store(&c->owner->write_failing, false);   /* writes work again */
     cc_write_end(c);   /* not after a COMMIT that left the transaction open (busy) */
     return r;
 }
-store_status store_write_probe(store_conn *c)
-{
-    /* Rewrites user_version with its own value: page 1 becomes dirty, so
-     * the caller's commit really writes to the disk. */
-    sqlite3_stmt *st = NULL;
-    int v = -1, rc = sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL);
-    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (v < 0) return store_map_rc_c(c, rc == SQLITE_OK ? SQLITE_ERROR : rc, "write probe");
-    char sql[48];
-    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", v);
-    return store_map_rc_c(c, sqlite3_exec(c->db, sql, NULL, NULL, NULL), "write probe");
-}
-
-store_status store_check_writable(store_conn *c)
-{
-    /* Without waiting: a write lock held by someone else means the
-     * database is being written, i.e. writable; only real errors
-     * (read-only file, disk full, I/O) fail the check. */
-    int rc;
-    sqlite3_busy_timeout(c->db, 0);
-    rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
-    if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return STORE_OK;
-    return map_rc(c->db, rc, "writable check");
-}
 
 void store_rollback(store_conn *c)
 {
-    if (!sqlite3_get_autocommit(c->db)) (void)simple(c, S_ROLLBACK, "rollback");
+    c->be->rollback(c);
     cc_write_end(c);
 }
 
+store_status store_write_probe(store_conn *c) { return c->be->write_probe(c); }
+
+/* ---- calls ---- */
+
+void store_call_fini(store_call *c)
+{
+    if (!c) return;
+    json_decref(c->params);
+    c->params = NULL;
+}
+
+bool store_status_live(const char *status)
+{
+    return !strcmp(status, "queued") || !strcmp(status, "ringing") ||
+           !strcmp(status, "in-progress");
+}
+
+store_status store_call_insert(store_conn *c, store_call *call)
+{
+    cc_write_begin(c, call->sid);
+    store_status r = c->be->call_insert(c, call);
+    cc_write_end(c);
+    return r;
+}
+
+store_status store_call_update(store_conn *c, const store_call *call)
+{
+    cc_write_begin(c, call->sid);
+    store_status r = c->be->call_update(c, call);
+    cc_write_end(c);
+    return r;
+}
+
+store_status store_call_delete(store_conn *c, const char *account_sid, const char *sid)
+{
+    cc_write_begin(c, sid);
+    store_status r = c->be->call_delete(c, account_sid, sid);
+    cc_write_end(c);
+    return r;
+}
+
+store_status store_call_get(store_conn *c, const char *account_sid, const char *sid,
+                            store_call *out)
+{
+    return c->be->call_get(c, account_sid, sid, out);
+}
+
+store_status store_call_get_by_sid(store_conn *c, const char *sid, store_call *out)
+{
+    return c->be->call_get_by_sid(c, sid, out);
+}
+
+store_status store_call_get_by_token(store_conn *c, const char *token, store_call *out)
+{
+    return c->be->call_get_by_token(c, token, out);
+}
+
+store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+                             int64_t offset, int limit, store_call *out, int *n_out)
+{
+    return c->be->call_list(c, f, before_id, offset, limit, out, n_out);
+}
+
+store_status store_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id)
+{
+    return c->be->call_id(c, account_sid, sid, id);
+}
+
+store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
+                                  void *arg)
+{
+    return c->be->call_each_live(c, cb, arg);
+}
+
+store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
+                                 const char *doc, const char *state, int64_t now_ms)
+{
+    return c->be->ckpt_put(c, call_sid, seq, doc, state, now_ms);
+}
+
+store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
+{
+    return c->be->ckpt_get(c, call_sid, doc, state);
+}
+
+store_status store_call_ckpt_delete(store_conn *c, const char *call_sid)
+{
+    return c->be->ckpt_delete(c, call_sid);
+}
+
+/* ---- logs: kevents, outbox, call events, notifications ---- */
+
+store_status store_kevent_insert(store_conn *c, const char *call_sid, const char *body,
+                                 size_t len, bool done, int64_t *id)
+{
+    return c->be->kevent_insert(c, call_sid, body, len, done, id);
+}
+
+store_status store_kevent_done(store_conn *c, int64_t id)
+{
+    return c->be->kevent_done(c, id);
+}
+
+store_status store_kevent_each_pending(store_conn *c,
+        void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg)
+{
+    return c->be->kevent_each_pending(c, cb, arg);
+}
+
+void store_outbox_fini(store_outbox *o)
+{
+    if (!o) return;
+    free(o->url);
+    free(o->method);
+    free(o->params);
+    o->url = o->method = o->params = NULL;
+}
+
+store_status store_outbox_insert(store_conn *c, store_outbox *o)
+{
+    return c->be->outbox_insert(c, o);
+}
+
+store_status store_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
+{
+    return c->be->outbox_finish(c, id, state, attempts);
+}
+
+store_status store_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
+                                       void *arg)
+{
+    return c->be->outbox_each_pending(c, cb, arg);
+}
+
+store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)
+{
+    return c->be->outbox_stats(c, pending, oldest_ms);
+}
+
+store_status store_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
+                                int64_t ts, json_t *request, const char *params, json_t *response)
+{
+    return c->be->event_insert(c, account_sid, call_sid, ts, request, params, response);
+}
+
+store_status store_event_list(store_conn *c, const char *account_sid, const char *call_sid,
+                              int64_t after_id, int64_t offset, int limit, json_t *out_arr,
+                              int64_t *last_id)
+{
+    return c->be->event_list(c, account_sid, call_sid, after_id, offset, limit, out_arr, last_id);
+}
+
+store_status store_notification_insert(store_conn *c, const store_notification *n)
+{
+    return c->be->notification_insert(c, n);
+}
+
+store_status store_notification_list(store_conn *c, const char *account_sid,
+                                     const char *call_sid, int64_t before_id, int64_t offset,
+                                     int limit, json_t *out_arr, int64_t *last_id)
+{
+    return c->be->notification_list(c, account_sid, call_sid, before_id, offset, limit,
+                                    out_arr, last_id);
+}
+
+store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
+                                    json_t **out)
+{
+    return c->be->notification_get(c, account_sid, sid, out);
+}
+
+/* ---- account keys ---- */
+
+store_status store_account_key_bind(store_conn *c, const char *sid, const char *key,
+                                    int64_t now, bool *same)
+{
+    return c->be->account_key_bind(c, sid, key, now, same);
+}
+
+store_status store_account_key_each(store_conn *c, int max,
+        bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg)
+{
+    return c->be->account_key_each(c, max, cb, arg);
+}
+
+/* ---- recordings (recstore.h) ---- */
+
+void rec_row_fini(rec_row *r)
+{
+    if (!r) return;
+    free(r->callback_url);
+    r->callback_url = NULL;
+}
+
+bool rec_is_window(const rec_row *r)
+{
+    return strcmp(r->source, "OutboundAPI") != 0;
+}
+
+void rec_rows_free(rec_row *rows, int n)
+{
+    for (int i = 0; rows && i < n; i++) rec_row_fini(&rows[i]);
+    free(rows);
+}
+
+store_status rec_db_insert(store_conn *c, rec_row *r) { return c->be->rec_insert(c, r); }
+
+store_status rec_db_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out)
+{
+    return c->be->rec_get(c, account_sid, sid, out);
+}
+
+store_status rec_db_get_id(store_conn *c, int64_t id, rec_row *out)
+{
+    return c->be->rec_get_id(c, id, out);
+}
+
+store_status rec_db_update(store_conn *c, const rec_row *r) { return c->be->rec_update(c, r); }
+
+store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
+{
+    return c->be->rec_set_deleted(c, sid, now);
+}
+
+store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
+                         int limit, rec_row *out, int *n_out)
+{
+    return c->be->rec_list(c, f, before_id, offset, limit, out, n_out);
+}
+
+store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out)
+{
+    return c->be->rec_for_call(c, call_sid, out, n_out);
+}
+
+store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max, int *n_out)
+{
+    return c->be->rec_pending_calls(c, out, max, n_out);
+}

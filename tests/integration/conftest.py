@@ -18,6 +18,11 @@
   make_haproxy        function: factory make_haproxy(backends, start=True, **kw)
                       of HAProxy instances (harness/haproxy.py)
 
+TWIGATE_TEST_DB=postgresql runs every twigate these factories start on a
+fresh database of the session's PostgreSQL (db.url) instead of SQLite, unless
+the test sets db.url or db.path itself: any suite can be run on the
+PostgreSQL backend that way (docs/scale-out.md, step 2).
+
 Every daemon is stopped with SIGTERM at teardown and must exit 0 with no
 sanitizer report in its log."""
 
@@ -39,14 +44,20 @@ for _k in ("NO_PROXY", "no_proxy"):
 
 
 class _Pool:
-    def __init__(self, tmp_path_factory, accounts, label):
+    def __init__(self, tmp_path_factory, accounts, label, request=None):
         self._tmp = tmp_path_factory
         self._accounts = accounts
         self._label = label
+        self._request = request
         self.procs = []
 
     def twigate(self, overrides=None, external_sim=None, accounts=None, start=True,
                 extra_args=()):
+        if (os.environ.get("TWIGATE_TEST_DB") == "postgresql" and self._request
+                and not {"db.url", "db.path"} & set(overrides or {})):
+            overrides = dict(overrides or {},
+                             **{"db.url": self._request.getfixturevalue("postgres")
+                                .fresh_database()})
         tg = Twigate(self._tmp.mktemp(self._label), accounts or self._accounts,
                      overrides=overrides, external_sim=external_sim,
                      extra_args=extra_args)
@@ -83,8 +94,8 @@ def accounts():
 
 
 @pytest.fixture(scope="module")
-def make_twigate_module(tmp_path_factory, accounts):
-    pool = _Pool(tmp_path_factory, accounts, "twigate")
+def make_twigate_module(tmp_path_factory, accounts, request):
+    pool = _Pool(tmp_path_factory, accounts, "twigate", request)
     yield pool.twigate
     pool.close()
 
@@ -95,8 +106,8 @@ def twigate(make_twigate_module):
 
 
 @pytest.fixture
-def make_twigate(tmp_path_factory, accounts):
-    pool = _Pool(tmp_path_factory, accounts, "twigate-fn")
+def make_twigate(tmp_path_factory, accounts, request):
+    pool = _Pool(tmp_path_factory, accounts, "twigate-fn", request)
     yield pool.twigate
     pool.close()
 

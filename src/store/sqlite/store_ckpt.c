@@ -2,11 +2,11 @@
  * position in its TwiML (docs/scale-out.md §3). Written by the engine inside
  * its write batch, so a checkpoint commits with the event that moved the
  * call; read once per call by start-up recovery. Engine thread only. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 
-store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
+store_status sq_call_ckpt_put(store_conn *c, const char *call_sid, int64_t seq,
                                  const char *doc, const char *state, int64_t now_ms)
 {
     /* The document is large and rarely changes: NULL keeps the stored one
@@ -29,7 +29,7 @@ store_status store_call_ckpt_put(store_conn *c, const char *call_sid, int64_t se
     return r;
 }
 
-store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
+store_status sq_call_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT doc, state FROM call_checkpoints"
                                          " WHERE call_sid = ?1");
@@ -53,7 +53,7 @@ store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc
     return r;
 }
 
-store_status store_call_ckpt_delete(store_conn *c, const char *call_sid)
+store_status sq_call_ckpt_delete(store_conn *c, const char *call_sid)
 {
     sqlite3_stmt *st = store_stmt_get(c, "DELETE FROM call_checkpoints WHERE call_sid = ?1");
     store_status r;

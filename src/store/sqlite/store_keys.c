@@ -1,11 +1,11 @@
 /* store_keys.c — the account_keys table (migration 4): the account SID each
  * Kaphila key was bound to on first use, for keyauth.c. Called from the HTTP
  * threads (a bind) and at start-up (the load); rows are never updated. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <openssl/crypto.h>
 
-store_status store_account_key_bind(store_conn *c, const char *sid, const char *key,
+store_status sq_account_key_bind(store_conn *c, const char *sid, const char *key,
                                     int64_t now, bool *same)
 {
     sqlite3_stmt *st;
@@ -38,7 +38,7 @@ store_status store_account_key_bind(store_conn *c, const char *sid, const char *
     return r;
 }
 
-store_status store_account_key_each(store_conn *c, int max,
+store_status sq_account_key_each(store_conn *c, int max,
         bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT account_sid, kaphila_key, created FROM account_keys"

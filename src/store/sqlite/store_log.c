@@ -1,6 +1,6 @@
 /* store_log.c — the append-mostly tables: raw Kaphila events (kevents),
  * the webhook outbox, the call event log and notifications. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 
@@ -9,7 +9,7 @@
 
 /* ---- raw Kaphila events ---- */
 
-store_status store_kevent_insert(store_conn *c, const char *call_sid, const char *body,
+store_status sq_kevent_insert(store_conn *c, const char *call_sid, const char *body,
                                  size_t len, bool done, int64_t *id)
 {
     sqlite3_stmt *st = stmt_get(c, S_KEV_INSERT);
@@ -20,11 +20,11 @@ store_status store_kevent_insert(store_conn *c, const char *call_sid, const char
     sqlite3_bind_text(st, 3, body, (int)len, SQLITE_STATIC);
     sqlite3_bind_int(st, 4, done ? 1 : 0);
     r = step_done(c, st, "kevent insert");
-    if (r == STORE_OK && id) *id = sqlite3_last_insert_rowid(c->db);
+    if (r == STORE_OK && id) *id = sqlite3_last_insert_rowid(SQ(c)->db);
     return r;
 }
 
-store_status store_kevent_done(store_conn *c, int64_t id)
+store_status sq_kevent_done(store_conn *c, int64_t id)
 {
     sqlite3_stmt *st = stmt_get(c, S_KEV_DONE);
     if (!st) return STORE_ERROR;
@@ -32,7 +32,7 @@ store_status store_kevent_done(store_conn *c, int64_t id)
     return step_done(c, st, "kevent done");
 }
 
-store_status store_kevent_each_pending(store_conn *c,
+store_status sq_kevent_each_pending(store_conn *c,
         void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg)
 {
     sqlite3_stmt *st = stmt_get(c, S_KEV_PENDING);
@@ -47,16 +47,7 @@ store_status store_kevent_each_pending(store_conn *c,
 
 /* ---- outbox ---- */
 
-void store_outbox_fini(store_outbox *o)
-{
-    if (!o) return;
-    free(o->url);
-    free(o->method);
-    free(o->params);
-    o->url = o->method = o->params = NULL;
-}
-
-store_status store_outbox_insert(store_conn *c, store_outbox *o)
+store_status sq_outbox_insert(store_conn *c, store_outbox *o)
 {
     sqlite3_stmt *st = stmt_get(c, S_OB_INSERT);
     store_status r;
@@ -71,11 +62,11 @@ store_status store_outbox_insert(store_conn *c, store_outbox *o)
     bind_text(st, 8, o->idem);
     sqlite3_bind_int64(st, 9, o->created);
     r = step_done(c, st, "outbox insert");
-    if (r == STORE_OK) o->id = sqlite3_last_insert_rowid(c->db);
+    if (r == STORE_OK) o->id = sqlite3_last_insert_rowid(SQ(c)->db);
     return r;
 }
 
-store_status store_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
+store_status sq_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
 {
     sqlite3_stmt *st = stmt_get(c, S_OB_FINISH);
     if (!st) return STORE_ERROR;
@@ -91,7 +82,7 @@ static char *dup_col(sqlite3_stmt *st, int i)
     return strdup(t ? (const char *)t : "");
 }
 
-store_status store_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
+store_status sq_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
                                        void *arg)
 {
     sqlite3_stmt *st = stmt_get(c, S_OB_PENDING);
@@ -116,7 +107,7 @@ store_status store_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o
     return store_map_rc_c(c, rc, "pending outbox");
 }
 
-store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)
+store_status sq_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)
 {
     sqlite3_stmt *st = stmt_get(c, S_OB_STATS);
     int rc;
@@ -132,7 +123,7 @@ store_status store_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest
 
 /* ---- call events ---- */
 
-store_status store_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
+store_status sq_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
                                 int64_t ts, json_t *request, const char *params, json_t *response)
 {
     sqlite3_stmt *st = stmt_get(c, S_EV_INSERT);
@@ -169,7 +160,7 @@ static json_t *params_object(const char *enc)
     return o;
 }
 
-store_status store_event_list(store_conn *c, const char *account_sid, const char *call_sid,
+store_status sq_event_list(store_conn *c, const char *account_sid, const char *call_sid,
                               int64_t after_id, int64_t offset, int limit, json_t *out_arr,
                               int64_t *last_id)
 {
@@ -181,8 +172,8 @@ store_status store_event_list(store_conn *c, const char *account_sid, const char
           " account_sid = ?2 AND id > ?4 ORDER BY id LIMIT ?3";
     sqlite3_stmt *st = NULL;
     int rc;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return store_map_rc_c(c, sqlite3_errcode(c->db), "event list prepare");
+    if (sqlite3_prepare_v2(SQ(c)->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return store_map_rc_c(c, sqlite3_errcode(SQ(c)->db), "event list prepare");
     bind_text(st, 1, call_sid);
     bind_text(st, 2, account_sid);
     sqlite3_bind_int(st, 3, limit);
@@ -203,7 +194,7 @@ store_status store_event_list(store_conn *c, const char *account_sid, const char
 
 /* ---- notifications ---- */
 
-store_status store_notification_insert(store_conn *c, const store_notification *n)
+store_status sq_notification_insert(store_conn *c, const store_notification *n)
 {
     sqlite3_stmt *st = stmt_get(c, S_NO_INSERT);
     if (!st) return STORE_ERROR;
@@ -242,7 +233,7 @@ static json_t *row_object(sqlite3_stmt *st)
     return o;
 }
 
-store_status store_notification_list(store_conn *c, const char *account_sid,
+store_status sq_notification_list(store_conn *c, const char *account_sid,
                                      const char *call_sid, int64_t before_id, int64_t offset,
                                      int limit, json_t *out_arr, int64_t *last_id)
 {
@@ -254,8 +245,8 @@ store_status store_notification_list(store_conn *c, const char *account_sid,
              call_sid && *call_sid ? " AND call_sid = ?2" : " AND ?2 = ?2",
              before_id > 0 && offset <= 0 ? " AND id < ?4" : " AND ?4 = ?4",
              offset > 0 ? " OFFSET ?5" : " OFFSET 0 * ?5");
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return store_map_rc_c(c, sqlite3_errcode(c->db), "notification list prepare");
+    if (sqlite3_prepare_v2(SQ(c)->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return store_map_rc_c(c, sqlite3_errcode(SQ(c)->db), "notification list prepare");
     bind_text(st, idx++, account_sid);
     bind_text(st, idx++, call_sid ? call_sid : "");
     sqlite3_bind_int(st, idx++, limit);
@@ -269,7 +260,7 @@ store_status store_notification_list(store_conn *c, const char *account_sid,
     return store_map_rc_c(c, rc, "notification list");
 }
 
-store_status store_notification_get(store_conn *c, const char *account_sid, const char *sid,
+store_status sq_notification_get(store_conn *c, const char *account_sid, const char *sid,
                                     json_t **out)
 {
     sqlite3_stmt *st = stmt_get(c, S_NO_GET);

@@ -6,7 +6,7 @@
  * sends, recording or not. Every list walks an index backwards from the newest row
  * (recordings_acct or recordings_call), so a page costs the same whatever
  * its number. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 
@@ -20,18 +20,6 @@
 enum { K_ID, K_SID, K_ACCT, K_CALL, K_SOURCE, K_STATUS, K_CHANNELS, K_TRACK, K_CREATED,
        K_UPDATED, K_START, K_DURATION, K_OFFSET, K_WINDOW, K_KCALL, K_KREC, K_FILENAME,
        K_ERROR, K_CB_URL, K_CB_METHOD, K_CB_EVENTS, K_DELETED };
-
-void rec_row_fini(rec_row *r)
-{
-    if (!r) return;
-    free(r->callback_url);
-    r->callback_url = NULL;
-}
-
-bool rec_is_window(const rec_row *r)
-{
-    return strcmp(r->source, "OutboundAPI") != 0;
-}
 
 static void read_row(sqlite3_stmt *st, rec_row *r, bool with_callback)
 {
@@ -62,7 +50,7 @@ static void read_row(sqlite3_stmt *st, rec_row *r, bool with_callback)
     if (with_callback && url && *url) r->callback_url = strdup((const char *)url);
 }
 
-store_status rec_db_insert(store_conn *c, rec_row *r)
+store_status sq_rec_insert(store_conn *c, rec_row *r)
 {
     sqlite3_stmt *st = store_stmt_get(c,
         "INSERT INTO recordings(sid, account_sid, call_sid, source, status, channels, track,"
@@ -94,7 +82,7 @@ store_status rec_db_insert(store_conn *c, rec_row *r)
     sqlite3_bind_int(st, 20, r->callback_events);
     sqlite3_bind_int(st, 21, r->deleted);
     s = store_map_rc_c(c, sqlite3_step(st), "recording insert");
-    if (s == STORE_OK) r->id = sqlite3_last_insert_rowid(c->db);
+    if (s == STORE_OK) r->id = sqlite3_last_insert_rowid(SQ(c)->db);
     store_stmt_done(c, st);
     return s;
 }
@@ -113,7 +101,7 @@ static store_status get_one(store_conn *c, sqlite3_stmt *st, rec_row *out)
     return s;
 }
 
-store_status rec_db_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out)
+store_status sq_rec_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out)
 {
     sqlite3_stmt *st = store_stmt_get(c, account_sid
         ? "SELECT " COLS " FROM recordings WHERE sid = ?1 AND account_sid = ?2"
@@ -124,7 +112,7 @@ store_status rec_db_get(store_conn *c, const char *account_sid, const char *sid,
     return get_one(c, st, out);
 }
 
-store_status rec_db_get_id(store_conn *c, int64_t id, rec_row *out)
+store_status sq_rec_get_id(store_conn *c, int64_t id, rec_row *out)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE id = ?1");
     if (!st) return STORE_ERROR;
@@ -132,7 +120,7 @@ store_status rec_db_get_id(store_conn *c, int64_t id, rec_row *out)
     return get_one(c, st, out);
 }
 
-store_status rec_db_update(store_conn *c, const rec_row *r)
+store_status sq_rec_update(store_conn *c, const rec_row *r)
 {
     sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET status = ?2, date_updated = ?3, duration = ?4, window_ms = ?5,"
@@ -151,12 +139,12 @@ store_status rec_db_update(store_conn *c, const rec_row *r)
     sqlite3_bind_int(st, 9, r->channels);
     sqlite3_bind_int(st, 10, r->error_code);
     s = store_map_rc_c(c, sqlite3_step(st), "recording update");
-    if (s == STORE_OK && sqlite3_changes(c->db) == 0) s = STORE_NOTFOUND;
+    if (s == STORE_OK && sqlite3_changes(SQ(c)->db) == 0) s = STORE_NOTFOUND;
     store_stmt_done(c, st);
     return s;
 }
 
-store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
+store_status sq_rec_set_deleted(store_conn *c, const char *sid, int64_t now)
 {
     sqlite3_stmt *st = store_stmt_get(c,
         "UPDATE recordings SET deleted = 1, date_updated = ?2 WHERE sid = ?1");
@@ -169,7 +157,7 @@ store_status rec_db_set_deleted(store_conn *c, const char *sid, int64_t now)
     return s;
 }
 
-store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
+store_status sq_rec_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
                          int limit, rec_row *out, int *n_out)
 {
     char sql[640];
@@ -207,7 +195,7 @@ store_status rec_db_list(store_conn *c, const rec_filter *f, int64_t before_id, 
     return s;
 }
 
-store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out)
+store_status sq_rec_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out)
 {
     sqlite3_stmt *st = store_stmt_get(c, "SELECT " COLS " FROM recordings WHERE call_sid = ?1"
                                    " ORDER BY id LIMIT ?2");
@@ -241,13 +229,7 @@ store_status rec_db_for_call(store_conn *c, const char *call_sid, rec_row **out,
     return STORE_OK;
 }
 
-void rec_rows_free(rec_row *rows, int n)
-{
-    for (int i = 0; rows && i < n; i++) rec_row_fini(&rows[i]);
-    free(rows);
-}
-
-store_status rec_db_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max, int *n_out)
+store_status sq_rec_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max, int *n_out)
 {
     /* Waiting for media: windows closed but not cut, and recordings still
      * "in progress" although their call has ended (the events that would

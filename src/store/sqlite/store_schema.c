@@ -1,7 +1,7 @@
 /* store_schema.c — the database file: a connection's pragmas, the
  * versioned schema migrations (PRAGMA user_version) and the start-up
  * integrity check. Runs at store_open and when the pool opens a connection. */
-#include "store_int.h"
+#include "sqlite_int.h"
 
 /* Schema migrations; index i takes user_version i to i+1. Never edit a
  * released step: append a new one. */

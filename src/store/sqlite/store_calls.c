@@ -1,18 +1,11 @@
 /* store_calls.c — the calls table: insert, the three lookups, update,
  * delete, the filtered keyset/offset list and the live calls for recovery.
- * Every write tells the call cache (store_int.h, cc_write_*). */
-#include "store_int.h"
+ * store.c tells the call cache of every write (store_backend.h). */
+#include "sqlite_int.h"
 
 #include <stdlib.h>
 
 /* ---- calls ---- */
-
-void store_call_fini(store_call *c)
-{
-    if (!c) return;
-    json_decref(c->params);
-    c->params = NULL;
-}
 
 /* Column order of "SELECT *" on calls, fixed by its CREATE TABLE (store_schema.c). */
 enum { C_ID, C_SID, C_ACCT, C_PARENT, C_TO, C_FROM, C_STATUS, C_DIR, C_ANSWERED_BY,
@@ -49,7 +42,7 @@ static void read_call(sqlite3_stmt *st, store_call *out, bool with_params)
     if (!out->params) out->params = json_object();
 }
 
-store_status store_call_insert(store_conn *c, store_call *call)
+store_status sq_call_insert(store_conn *c, store_call *call)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_INSERT);
     char *params = NULL;
@@ -77,10 +70,8 @@ store_status store_call_insert(store_conn *c, store_call *call)
     bind_text(st, 17, call->token);
     sqlite3_bind_int(st, 18, call->cb_seq);
     bind_text(st, 19, params);
-    cc_write_begin(c, call->sid);
     r = step_done(c, st, "call insert");
-    cc_write_end(c);
-    if (r == STORE_OK) call->id = sqlite3_last_insert_rowid(c->db);
+    if (r == STORE_OK) call->id = sqlite3_last_insert_rowid(SQ(c)->db);
     free(params);
     return r;
 }
@@ -100,7 +91,7 @@ static store_status get_one_call(store_conn *c, sqlite3_stmt *st, store_call *ou
     return r;
 }
 
-store_status store_call_get(store_conn *c, const char *account_sid, const char *sid,
+store_status sq_call_get(store_conn *c, const char *account_sid, const char *sid,
                             store_call *out)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_GET);
@@ -110,7 +101,7 @@ store_status store_call_get(store_conn *c, const char *account_sid, const char *
     return get_one_call(c, st, out);
 }
 
-store_status store_call_get_by_sid(store_conn *c, const char *sid, store_call *out)
+store_status sq_call_get_by_sid(store_conn *c, const char *sid, store_call *out)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_GET_SID);
     if (!st) return STORE_ERROR;
@@ -118,7 +109,7 @@ store_status store_call_get_by_sid(store_conn *c, const char *sid, store_call *o
     return get_one_call(c, st, out);
 }
 
-store_status store_call_get_by_token(store_conn *c, const char *token, store_call *out)
+store_status sq_call_get_by_token(store_conn *c, const char *token, store_call *out)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_GET_TOKEN);
     if (!st) return STORE_ERROR;
@@ -126,7 +117,7 @@ store_status store_call_get_by_token(store_conn *c, const char *token, store_cal
     return get_one_call(c, st, out);
 }
 
-store_status store_call_update(store_conn *c, const store_call *call)
+store_status sq_call_update(store_conn *c, const store_call *call)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_UPDATE);
     char *params = NULL;
@@ -147,29 +138,25 @@ store_status store_call_update(store_conn *c, const store_call *call)
     sqlite3_bind_int(st, 10, call->cb_seq);
     bind_text(st, 11, params);
     sqlite3_bind_int(st, 12, call->queue_time);   /* set when a queued call is dialled */
-    cc_write_begin(c, call->sid);
     r = step_done(c, st, "call update");
-    cc_write_end(c);
-    if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
+    if (r == STORE_OK && sqlite3_changes(SQ(c)->db) == 0) r = STORE_NOTFOUND;
     free(params);
     return r;
 }
 
-store_status store_call_delete(store_conn *c, const char *account_sid, const char *sid)
+store_status sq_call_delete(store_conn *c, const char *account_sid, const char *sid)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_DELETE);
     store_status r;
     if (!st) return STORE_ERROR;
     bind_text(st, 1, sid);
     bind_text(st, 2, account_sid);
-    cc_write_begin(c, sid);
     r = step_done(c, st, "call delete");
-    cc_write_end(c);
-    if (r == STORE_OK && sqlite3_changes(c->db) == 0) r = STORE_NOTFOUND;
+    if (r == STORE_OK && sqlite3_changes(SQ(c)->db) == 0) r = STORE_NOTFOUND;
     return r;
 }
 
-store_status store_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id)
+store_status sq_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_ID);
     store_status r;
@@ -183,12 +170,6 @@ store_status store_call_id(store_conn *c, const char *account_sid, const char *s
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return r;
-}
-
-bool store_status_live(const char *status)
-{
-    return !strcmp(status, "queued") || !strcmp(status, "ringing") ||
-           !strcmp(status, "in-progress");
 }
 
 /* Appends " AND <filter>" for every filter set, numbering parameters from
@@ -248,7 +229,7 @@ static store_status offset_anchor(store_conn *c, const store_call_filter *f, int
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : store_map_rc_c(c, rc, "call list offset");
 }
 
-store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+store_status sq_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
                              int64_t offset, int limit, store_call *out, int *n_out)
 {
     /* Built per request because the filter set varies; the WHERE clause
@@ -289,7 +270,7 @@ store_status store_call_list(store_conn *c, const store_call_filter *f, int64_t 
     return r;
 }
 
-store_status store_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
+store_status sq_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
                                   void *arg)
 {
     sqlite3_stmt *st = stmt_get(c, S_CALL_LIVE);

@@ -1,0 +1,155 @@
+/* pg_int.h — the PostgreSQL backend's internals, private to src/store/pg/:
+ * shared by the pool (pg_conn.c), the schema (pg_schema.c) and the table
+ * files (pg_calls.c, pg_log.c, pg_recordings.c). store.c reaches them only
+ * through store_pg_backend (docs/scale-out.md §1, §2).
+ *
+ * What is here: the pool's and a connection's structures (struct pg_store,
+ * struct pg_conn, each embedding store_backend.h's common part first), the
+ * statement runner (pg_run: prepared per connection on first use, text
+ * parameters), the mapping of SQLSTATEs onto store_status and the fault
+ * counters (pg_status), the backend's entries (pg_*) and small column
+ * helpers. Threads: a libpq connection is not thread-safe, so a pg_conn is
+ * used by one thread at a time (store.h's rule); the free list is under the
+ * store's lock. */
+#ifndef TWIGATE_STORE_PG_INT_H
+#define TWIGATE_STORE_PG_INT_H
+
+#include "../store_backend.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+/* Connections a store opens at most (HTTP pool, engine, console, start-up). */
+#define PG_MAX_CONNS 64
+/* Statements prepared per connection: the fixed ones plus the few filter
+ * combinations of the lists; past it a statement is run unprepared. */
+#define PG_STMT_CACHE 96
+
+typedef struct pg_stmt {
+    char    *sql;
+    uint64_t hash;
+} pg_stmt;
+
+typedef struct pg_conn pg_conn;
+struct pg_conn {
+    store_conn base;              /* first: a store_conn * is a pg_conn * */
+    PGconn    *pq;
+    pg_stmt    stmts[PG_STMT_CACHE];   /* prepared as "t<index>" */
+    /* Between a BEGIN that succeeded and its COMMIT/ROLLBACK: a connection
+     * lost meanwhile is not reset under the transaction (its statements
+     * would run one by one, committed each), only after it ends. */
+    bool       in_batch;
+    pg_conn   *next_free;
+};
+
+typedef struct pg_store {
+    store           base;         /* first: a store * is a pg_store * */
+    char           *url;
+    pthread_mutex_t lock;
+    pg_conn        *free_list;
+    int             n_conns;
+} pg_store;
+
+static inline pg_conn *PG(store_conn *c) { return (pg_conn *)c; }
+
+/* Runs sql with n text parameters (NULL = SQL NULL) on the connection,
+ * preparing it on the connection's first use of that text. Returns the
+ * result (PQclear it) or NULL with *st set; *st is STORE_OK for a result
+ * that succeeded, else the mapped failure (logged, counted). */
+PGresult *pg_run(store_conn *c, const char *sql, int n, const char *const *vals,
+                 store_status *st, const char *what);
+/* pg_run for a statement whose rows are not wanted. */
+store_status pg_do(store_conn *c, const char *sql, int n, const char *const *vals,
+                   const char *what);
+/* The store_status of a failed result (NULL: the connection's state),
+ * counting contention and faults on the connection's store. */
+store_status pg_status(store_conn *c, const PGresult *r, const char *what);
+/* The url with its password masked, for logs, into out. */
+void pg_mask_url(const char *url, char *out, size_t outlen);
+
+/* Schema (pg_schema.c): brings the database to the newest version under an
+ * advisory lock; 0 or -1 with err. */
+int pg_migrate(PGconn *pq, char *err, size_t errlen);
+
+/* Integer parameters as text: a small buffer per parameter. */
+typedef struct pg_num { char s[24]; } pg_num;
+static inline const char *pg_i64(pg_num *b, int64_t v)
+{
+    snprintf(b->s, sizeof b->s, "%lld", (long long)v);
+    return b->s;
+}
+static inline const char *pg_txt(const char *s) { return s ? s : ""; }
+
+static inline int64_t col_i64(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+static inline void col_copy(const PGresult *r, int row, int col, char *out, size_t size)
+{
+    snprintf(out, size, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+static inline char *col_dup(const PGresult *r, int row, int col)
+{
+    return strdup(PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+/* The backend's entries (store_backend.h has their contracts), by file. */
+/* pg_calls.c */
+store_status pg_call_insert(store_conn *c, store_call *call);
+store_status pg_call_get(store_conn *c, const char *account_sid, const char *sid,
+        store_call *out);
+store_status pg_call_get_by_sid(store_conn *c, const char *sid, store_call *out);
+store_status pg_call_get_by_token(store_conn *c, const char *token, store_call *out);
+store_status pg_call_update(store_conn *c, const store_call *call);
+store_status pg_call_delete(store_conn *c, const char *account_sid, const char *sid);
+store_status pg_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id);
+store_status pg_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
+        int64_t offset, int limit, store_call *out, int *n_out);
+store_status pg_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
+        void *arg);
+store_status pg_ckpt_put(store_conn *c, const char *call_sid, int64_t seq, const char *doc,
+        const char *state, int64_t now_ms);
+store_status pg_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state);
+store_status pg_ckpt_delete(store_conn *c, const char *call_sid);
+store_status pg_account_key_bind(store_conn *c, const char *sid, const char *key,
+        int64_t now, bool *same);
+store_status pg_account_key_each(store_conn *c, int max,
+        bool (*cb)(const char *sid, const char *key, int64_t created, void *arg), void *arg);
+/* pg_log.c */
+store_status pg_kevent_insert(store_conn *c, const char *call_sid, const char *body,
+        size_t len, bool done, int64_t *id);
+store_status pg_kevent_done(store_conn *c, int64_t id);
+store_status pg_kevent_each_pending(store_conn *c,
+        void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg);
+store_status pg_outbox_insert(store_conn *c, store_outbox *o);
+store_status pg_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts);
+store_status pg_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
+        void *arg);
+store_status pg_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms);
+store_status pg_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
+        int64_t ts, json_t *request, const char *params, json_t *response);
+store_status pg_event_list(store_conn *c, const char *account_sid, const char *call_sid,
+        int64_t after_id, int64_t offset, int limit, json_t *out_arr, int64_t *last_id);
+store_status pg_notification_insert(store_conn *c, const store_notification *n);
+store_status pg_notification_list(store_conn *c, const char *account_sid,
+        const char *call_sid, int64_t before_id, int64_t offset, int limit, json_t *out_arr,
+        int64_t *last_id);
+store_status pg_notification_get(store_conn *c, const char *account_sid, const char *sid,
+        json_t **out);
+/* pg_recordings.c */
+store_status pg_rec_insert(store_conn *c, rec_row *r);
+store_status pg_rec_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out);
+store_status pg_rec_get_id(store_conn *c, int64_t id, rec_row *out);
+store_status pg_rec_update(store_conn *c, const rec_row *r);
+store_status pg_rec_set_deleted(store_conn *c, const char *sid, int64_t now);
+store_status pg_rec_list(store_conn *c, const rec_filter *f, int64_t before_id, int64_t offset,
+        int limit, rec_row *out, int *n_out);
+store_status pg_rec_for_call(store_conn *c, const char *call_sid, rec_row **out, int *n_out);
+store_status pg_rec_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max, int *n_out);
+
+#endif
