@@ -28,6 +28,7 @@
 
 #include "net/connguard.h"
 #include "base/errors.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "base/timefmt.h"
 
@@ -245,7 +246,7 @@ void http_reply_generated(http_req *r, int status, const char *content_type, uin
 
 void http_reply_json(http_req *r, int status, json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *s = j ? jsonw_dumps(j) : NULL;
     json_decref(j);
     if (!s) {
         http_reply_error(r, 20500, 500, NULL);

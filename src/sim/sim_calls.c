@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/jsonw.h"
 #include "base/log.h"
 
 #define SIM_SPARE_HANDLES 64
@@ -349,7 +350,7 @@ void sim_call_emit(sim_call *c, const char *name, json_t *extra)
 {
     char ts[32];
     sim_iso_now(ts);
-    char *rest = extra ? json_dumps(extra, JSON_COMPACT) : NULL;
+    char *rest = extra ? jsonw_dumps(extra) : NULL;
     json_decref(extra);
     if (extra && !rest)
         return;
