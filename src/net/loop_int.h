@@ -39,12 +39,8 @@
  * of several KiB plus its 16 KiB receive buffer, and that churn of large
  * blocks kept malloc consolidating its bins (malloc and free were a quarter
  * of the engine's time at 10,000 live calls). Enough for the transfers
- * in flight at once under the create bench (50 clients: their /makecall and
- * /hangup, ~100): at 64 the pool overflowed and emptied in turns, and
- * curl_easy_init + curl_easy_cleanup were still ~3 % of the engine's CPU
- * per create. An idle handle holds ~22 KiB, so at most ~2.8 MiB parked;
- * beyond it handles are freed. */
-#define EASY_POOL 128
+ * finishing in one iteration; beyond it handles are freed. */
+#define EASY_POOL 64
 /* Connection caches per loop (curl share objects). libcurl 7.88 finds a
  * free connection to a host by walking the connections it holds to that
  * host, those in use included, and when a transfer ends it walks the cache
