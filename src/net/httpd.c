@@ -88,6 +88,7 @@ struct http_req {
     struct MHD_Response   *resp;
     int                    status;
     uint64_t               bytes;       /* response body length, for the access log */
+    json_t                *held;        /* http_hold_json: dropped in completed_cb */
 };
 
 /* Monotonic µs: requests are timed finer than timefmt's milliseconds. */
@@ -484,6 +485,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_store(&s->last_done_ms, (long long)timefmt_mono_ms());
     if (r->guard && s->guard) connguard_request_done(s->guard, r->guard);
     if (r->resp) MHD_destroy_response(r->resp);
+    json_decref(r->held);
     form_fini(&r->query);
     buf_fini(&r->body);
     if (r->auth_pass) memset(r->auth_pass, 0, strlen(r->auth_pass));
@@ -494,6 +496,12 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     pthread_mutex_destroy(&r->lock);
     free(r);
     *con_cls = NULL;
+}
+
+void http_hold_json(http_req *r, json_t *j)
+{
+    json_decref(r->held);
+    r->held = j;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
