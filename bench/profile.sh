@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/profile.sh BUILD_DIR fetch|create|relay [SECONDS] — where twigate's CPU
-# goes under one of the benchmark loads, with perf (software clock: no
-# hardware counters are needed, so it works in VMs).
+# bench/profile.sh BUILD_DIR fetch|create|relay|sim [SECONDS] — where twigate's
+# CPU goes under one of the benchmark loads, with perf (software clock: no
+# hardware counters are needed, so it works in VMs). sim: the create load
+# again, but twigate dials a kaphila-sim process, and that process is the
+# one sampled (the simulator's cost per call, as bench/cpuops.sh counts it).
 #
 # Build with symbols and frame pointers first, outside the tree, e.g.
 #   make BUILD=/tmp/twigate-prof OPT="-O2 -g -fno-omit-frame-pointer -DNDEBUG" all
@@ -10,7 +12,7 @@
 # twigate functions by inclusive time (DWARF call graphs). Everything it
 # starts is stopped at exit; the perf data is kept with BENCH_KEEP=1.
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|create|relay [SECONDS]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|create|relay|sim [SECONDS]" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 bench_init "$1"
@@ -34,6 +36,16 @@ create)
   load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" BENCH_BODY="$FORM_HANGUP" wrk -t2 -c50 -d"$((SECS + 1))s"
         -s "$BENCH/wrk/create.lua" "http://127.0.0.1:$TW_PORT$API/Calls.json")
   ;;
+sim)
+  spawn "$WORK/sim.out" "$WORK/sim.log" "$SIMBIN" --key ak_live_demo --port 0 --fast
+  SIM_PID=$SPAWNED
+  for ((i = 0; i < 100; i++)); do grep -q listening "$WORK/sim.out" 2>/dev/null && break; sleep 0.05; done
+  SIM_PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/sim.out")
+  [ -n "$SIM_PORT" ] || { echo "profile: kaphila-sim did not start" >&2; exit 1; }
+  start_twigate prof "$WORK/prof.db" --set "kaphila.url=http://127.0.0.1:$SIM_PORT"
+  load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" BENCH_BODY="$FORM_HANGUP" wrk -t2 -c50 -d"$((SECS + 1))s"
+        -s "$BENCH/wrk/create.lua" "http://127.0.0.1:$TW_PORT$API/Calls.json")
+  ;;
 relay)
   start_twigate prof "$WORK/prof.db" --set sim.ring_ms=600000 --set sim.answer_ms=600000 --set sim.fast=false
   RP=$(free_port)
@@ -47,11 +59,13 @@ relay)
 esac
 
 "${load[@]}" > "$WORK/load.out" 2>&1 &
+PROF_PID=$TW_PID PROF_BIN=$BIN
+[ "$SC" != sim ] || PROF_PID=$SIM_PID PROF_BIN=$SIMBIN
 LOAD_PID=$!
 sleep 0.5
-c0=$(cpu_snap "$TW_PID")
-perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$TW_PID" -o "$WORK/perf.data" -- sleep "$SECS" 2>/dev/null
-c1=$(cpu_snap "$TW_PID")
+c0=$(cpu_snap "$PROF_PID")
+perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$PROF_PID" -o "$WORK/perf.data" -- sleep "$SECS" 2>/dev/null
+c1=$(cpu_snap "$PROF_PID")
 wait "$LOAD_PID" || true
 echo "== load: $(grep -E '^(WRK|events=|due=)' "$WORK/load.out" || tail -2 "$WORK/load.out")"
 echo "== CPU by thread over ${SECS}s (ms): $(cpu_diff "$c0" "$c1" 1000 | sed 's/µs//g')"
@@ -60,6 +74,6 @@ perf report -i "$WORK/perf.data" --no-children --sort comm,dso,sym -g none --std
   grep -E '^ +[0-9]' | head -30 || true   # head closes the pipe early
 echo "== twigate functions, inclusive time (by thread)"
 perf report -i "$WORK/perf.data" --children --sort comm,dso,sym -g none --stdio 2>/dev/null |
-  grep -E '^ +[0-9]' | awk -v b="$(basename "$BIN")" '$4 == b' | head -40 || true
+  grep -E '^ +[0-9]' | awk -v b="$(basename "$PROF_BIN")" '$4 == b' | head -40 || true
 [ "${BENCH_KEEP:-0}" != 1 ] || echo "perf data: $WORK/perf.data"
 exit 0

@@ -107,6 +107,15 @@ bool http_basic_auth(http_req *r, const char **user, const char **pass);
  * any case, strict base64, no NUL byte in the credentials. */
 bool http_basic_decode(const char *header, char **user, char **pass);
 
+/* r keeps j (a reference taken from the caller) until the request ends, and
+ * drops it then on the HTTP thread. For a tree parsed on this thread and
+ * handed to another that drops its own reference first (a Kaphila event and
+ * the engine): the last reference, and so the free of every node, stays on
+ * the thread that allocated them — off the engine's single thread (its
+ * json_delete was 4.6 % of its CPU per create) and into the arena they came
+ * from. HTTP thread (the handler), before the request is handed over. */
+void http_hold_json(http_req *r, json_t *j);
+
 /* Replies; call exactly one of them once per request, from any thread.
  * Extra headers: NULL-terminated name/value array, may be NULL. */
 void http_suspend(http_req *r);

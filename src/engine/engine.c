@@ -142,8 +142,7 @@ static void drop_kicked(engine *e)
     while (e->kick_head) {
         ob_item *it = e->kick_head;
         e->kick_head = it->next;
-        store_outbox_fini(&it->o);
-        free(it);
+        eng_ob_item_free(it);
     }
     e->kick_tail = NULL;
 }
@@ -661,8 +660,7 @@ void engine_destroy(engine *e)
             while (q->head) {
                 ob_item *it = q->head;
                 q->head = it->next;
-                store_outbox_fini(&it->o);
-                free(it);
+                eng_ob_item_free(it);
             }
             free(q);
         }

@@ -66,6 +66,8 @@ typedef struct emsg {
 
 typedef struct ob_item {
     store_outbox    o;
+    form            params;   /* o.params as pairs, when queued in this run (n = 0:
+                                 recovered from the store, parsed when sent) */
     struct ob_item *next;
 } ob_item;
 
@@ -160,8 +162,12 @@ void eng_log_exchange(engine *e, const char *account_sid, const char *call_sid,
 void eng_notify(engine *e, const char *account_sid, const char *call_sid, int code, int level,
                 const char *message, const char *url, const char *method, const char *vars,
                 const webhook_result *res);
+/* params: its pairs move into the queued item (params is left empty) once
+ * the row is written, so the delivery signs them without parsing the row
+ * back; the caller still finis it. */
 void eng_outbox_add(engine *e, call *c, const char *kind, const char *url, const char *method,
-                    const form *params);
+                    form *params);
+void eng_ob_item_free(ob_item *it);
 void eng_outbox_enqueue(engine *e, ob_item *it);
 void eng_status_callback(engine *e, call *c, const char *event, int bit);
 void eng_deliver_kicked(engine *e);

@@ -289,9 +289,16 @@ typedef struct orig_ctx { engine *e; call *c; } orig_ctx;
 void eng_reply_call(engine_reply r, int status, const call *c)
 {
     engine *e = c->e;
-    json_t *j = calljson_call(&c->row);
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
+    char body[4096], *s = NULL;
+    size_t n = calljson_call_render(&c->row, body, sizeof body);
+    if (n > 0 && n < sizeof body && (s = malloc(n + 1))) {
+        memcpy(s, body, n);
+        s[n] = '\0';
+    } else if (n >= sizeof body) {   /* never for a row twigate wrote; kept exact anyway */
+        json_t *j = calljson_call(&c->row);
+        s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+    }
     if (!s) {
         engine_reply_error(r, 20500, 500, NULL);
         return;

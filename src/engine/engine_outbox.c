@@ -46,7 +46,7 @@ void call_voice_params(call *c, form *f)
 
 /* Queues a delivery in the current transaction. */
 void eng_outbox_add(engine *e, call *c, const char *kind, const char *url, const char *method,
-                    const form *params)
+                    form *params)
 {
     ob_item *it = calloc(1, sizeof *it);
     buf enc;
@@ -62,6 +62,8 @@ void eng_outbox_add(engine *e, call *c, const char *kind, const char *url, const
     it->o.created = timefmt_now_ms();
     if (!it->o.url || !it->o.method || !it->o.params) goto fail;
     if (store_outbox_insert(e->db, &it->o) != STORE_OK) goto fail;
+    it->params = *params;   /* moved: obq_pump signs these, not a parse of o.params */
+    form_init(params);
     if (e->kick_tail) e->kick_tail->next = it;
     else e->kick_head = it;
     e->kick_tail = it;
@@ -69,8 +71,7 @@ void eng_outbox_add(engine *e, call *c, const char *kind, const char *url, const
     return;
 fail:
     log_error("engine", "could not write a %s callback to the outbox", kind);
-    if (it) store_outbox_fini(&it->o);
-    free(it);
+    if (it) eng_ob_item_free(it);
     buf_fini(&enc);
 }
 
@@ -357,7 +358,13 @@ static void obq_pop(obq *q)
     if (!q->head) q->tail = NULL;
     q->n--;
     q->busy = false;
+    eng_ob_item_free(it);
+}
+
+void eng_ob_item_free(ob_item *it)
+{
     store_outbox_fini(&it->o);
+    form_fini(&it->params);
     free(it);
 }
 
@@ -408,7 +415,9 @@ static void obq_pump(engine *e, obq *q)
         form params;
         ob_ctx *x = NULL;
         form_init(&params);
-        if (!acct || form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK ||
+        /* A row queued in this run still has its pairs; a recovered one is
+         * parsed back from its encoding (the same pairs). */
+        if (!acct || (!it->params.n && form_parse(&params, it->o.params, strlen(it->o.params)) != FORM_OK) ||
             !(x = calloc(1, sizeof *x))) {
             log_error("engine", "outbox row %lld cannot be sent (account %s gone?)",
                       (long long)it->o.id, it->o.account_sid);
@@ -419,7 +428,7 @@ static void obq_pump(engine *e, obq *q)
             continue;
         }
         webhook_req req = {
-            .url = it->o.url, .method = it->o.method, .params = &params,
+            .url = it->o.url, .method = it->o.method, .params = it->params.n ? &it->params : &params,
             .encoded = it->o.params, .auth_token = acct->auth_token, .idem = it->o.idem,
             .max_response = (size_t)cfg->webhook_max_response, .policy = engine_policy(e),
         };
@@ -452,8 +461,7 @@ void eng_outbox_enqueue(engine *e, ob_item *it)
     if (!q || q->n >= ENGINE_MAX_OUTBOX_PER_CALL) {
         log_error("engine", "outbox queue for %s is full; row %lld waits for the next start",
                   it->o.call_sid, (long long)it->o.id);
-        store_outbox_fini(&it->o);
-        free(it);
+        eng_ob_item_free(it);
         return;
     }
     it->next = NULL;

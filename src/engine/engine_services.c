@@ -273,9 +273,20 @@ void engine_enqueue_callback(engine *e, const char *account_sid, const char *cal
         snprintf(tmp.row.sid, sizeof tmp.row.sid, "%s", call_sid);
         snprintf(tmp.row.account_sid, sizeof tmp.row.account_sid, "%s", account_sid);
     }
-    if (!eng_txn_begin(e)) return;
-    eng_outbox_add(e, c, kind, url, method, params);
-    (void)eng_txn_commit(e, NULL, 0);
+    /* eng_outbox_add takes its pairs: a copy, params being the caller's. */
+    form copy;
+    form_init(&copy);
+    for (size_t i = 0; params && i < params->n; i++)
+        if (form_add(&copy, params->pairs[i].key, params->pairs[i].value) != FORM_OK) {
+            log_error("engine", "out of memory copying %s callback parameters", kind);
+            form_fini(&copy);
+            return;
+        }
+    if (eng_txn_begin(e)) {
+        eng_outbox_add(e, c, kind, url, method, &copy);
+        (void)eng_txn_commit(e, NULL, 0);
+    }
+    form_fini(&copy);
 }
 
 int engine_kaphila(engine *e, const char *account_sid, const char *method, const char *path,

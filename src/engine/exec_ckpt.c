@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "exec_int.h"
 
@@ -154,7 +155,7 @@ bool exec_ckpt_write(call *c, store_conn *db)
     exec *x = c->x;
     if (!x || x->ended) return true;
     json_t *st = exec_ckpt_encode(x, c->redirects);
-    char *s = st ? json_dumps(st, JSON_COMPACT) : NULL;
+    char *s = st ? jsonw_dumps(st) : NULL;
     json_decref(st);
     if (!s) return false;
     bool ok = store_call_ckpt_put(db, call_row_sid(c), ++x->ck_seq,

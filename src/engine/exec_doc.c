@@ -9,6 +9,7 @@
 
 #include "base/buf.h"
 #include "base/form.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "exec_int.h"
 
@@ -69,7 +70,7 @@ void exec_doc_set(exec *x, twiml_doc *doc, const char *url, const char *method,
     json_t *src = json_pack("{s:s, s:s%, s:s?, s:s?}", "kind", kind, "body", body ? body : "",
                             body ? len : 0, "url", url, "method", method);
     free(x->src);
-    x->src = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    x->src = src ? jsonw_dumps(src) : NULL;
     x->src_dirty = true;
     json_decref(src);
     x->mode = M_NONE;

@@ -394,6 +394,9 @@ static void kaphila_event(void *ctx, http_req *r, const http_match *m)
         json_decref(ev);
         return;
     }
+    /* The last reference is the request's: the tree is freed here, on the
+     * thread that parsed it, once the reply is out (httpd.h). */
+    http_hold_json(r, json_incref(ev));
     /* Suspend before handing over, so the engine's reply always finds the
      * connection suspended. */
     http_suspend(r);

@@ -31,6 +31,7 @@
 #include "net/connguard.h"
 #include "listener_int.h"
 #include "base/errors.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "base/timefmt.h"
 
@@ -90,6 +91,7 @@ struct http_req {
     struct MHD_Response   *resp;
     int                    status;
     uint64_t               bytes;       /* response body length, for the access log */
+    json_t                *held;        /* http_hold_json: dropped in completed_cb */
 };
 
 /* Monotonic µs: requests are timed finer than timefmt's milliseconds. */
@@ -248,7 +250,7 @@ void http_reply_generated(http_req *r, int status, const char *content_type, uin
 
 void http_reply_json(http_req *r, int status, json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *s = j ? jsonw_dumps(j) : NULL;
     json_decref(j);
     if (!s) {
         http_reply_error(r, 20500, 500, NULL);
@@ -486,6 +488,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_store(&s->last_done_ms, (long long)timefmt_mono_ms());
     if (r->guard && s->guard) connguard_request_done(s->guard, r->guard);
     if (r->resp) MHD_destroy_response(r->resp);
+    json_decref(r->held);
     form_fini(&r->query);
     buf_fini(&r->body);
     if (r->auth_pass) memset(r->auth_pass, 0, strlen(r->auth_pass));
@@ -496,6 +499,12 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     pthread_mutex_destroy(&r->lock);
     free(r);
     *con_cls = NULL;
+}
+
+void http_hold_json(http_req *r, json_t *j)
+{
+    json_decref(r->held);
+    r->held = j;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

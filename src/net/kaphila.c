@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 
 typedef struct kreq {
@@ -82,7 +83,7 @@ int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const c
     k->headers = curl_slist_append(NULL, auth);
     memset(auth, 0, sizeof auth);
     if (body) {
-        k->body = json_dumps(body, JSON_COMPACT);
+        k->body = jsonw_dumps(body);
         k->headers = curl_slist_append(k->headers, "Content-Type: application/json");
     }
     k->headers = curl_slist_append(k->headers, "Accept: application/json");

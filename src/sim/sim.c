@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/jsonw.h"
 #include "base/log.h"
 #include "base/sid.h"
 
@@ -114,7 +115,7 @@ static void reply_reset(sim_req *r)
 void sim_reply_json(sim_req *r, unsigned status, json_t *obj)
 {
     reply_reset(r);
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *text = obj ? jsonw_dumps(obj) : NULL;
     json_decref(obj);
     if (!text) {
         text = strdup("{\"success\":false,\"error\":\"Out of memory\"}");

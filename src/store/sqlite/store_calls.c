@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+#include "base/jsonw.h"
+
 /* ---- calls ---- */
 
 /* Column order of "SELECT *" on calls, fixed by its CREATE TABLE (store_schema.c). */
@@ -49,7 +51,7 @@ store_status sq_call_insert(store_conn *c, store_call *call)
     store_status r;
     if (!st) return STORE_ERROR;
     /* "{}" for absent params, without a json_object() nobody would free */
-    params = call->params ? json_dumps(call->params, JSON_COMPACT) : strdup("{}");
+    params = call->params ? jsonw_dumps(call->params) : strdup("{}");
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->account_sid);
@@ -124,7 +126,7 @@ store_status sq_call_update(store_conn *c, const store_call *call)
     store_status r;
     if (!st) return STORE_ERROR;
     /* "{}" for absent params, without a json_object() nobody would free */
-    params = call->params ? json_dumps(call->params, JSON_COMPACT) : strdup("{}");
+    params = call->params ? jsonw_dumps(call->params) : strdup("{}");
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->status);

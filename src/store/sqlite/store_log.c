@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "base/form.h"
+#include "base/jsonw.h"
 #include "base/timefmt.h"
 
 /* ---- raw Kaphila events ---- */
@@ -130,8 +131,8 @@ store_status sq_event_insert(store_conn *c, const char *account_sid, const char 
     char *rq = NULL, *rs = NULL;
     store_status r = STORE_ERROR;
     if (!st) return STORE_ERROR;
-    rq = json_dumps(request, JSON_COMPACT);
-    rs = json_dumps(response, JSON_COMPACT);
+    rq = jsonw_dumps(request);
+    rs = jsonw_dumps(response);
     if (!rq || !rs) goto out;
     bind_text(st, 1, account_sid);
     bind_text(st, 2, call_sid);

@@ -165,6 +165,26 @@ static void test_call_bytes(void **state)
     check(&o, odd_want);
 }
 
+/* ASCII that needs escaping (controls, quote, backslash) and that does
+ * not ('/', DEL): the direct writer and jansson's dump agree byte for byte. */
+static void test_render_escapes_as_jansson(void **state)
+{
+    (void)state;
+    store_call a = ended_call();
+    char out[4096];
+    strcpy(a.to, "a\"b\\c/d\x7f\x01\x1f\b\f\n\r\t");
+    strcpy(a.answered_by, "x\ty");
+    strcpy(a.status, "\"");
+    json_t *j = calljson_call(&a);
+    char *s = json_dumps(j, JSON_COMPACT);
+    size_t n = calljson_call_render(&a, out, sizeof out);
+    assert_int_equal(n, strlen(s));
+    assert_memory_equal(out, s, n);
+    assert_non_null(strstr(s, "\\u0001\\u001F"));
+    free(s);
+    json_decref(j);
+}
+
 static void test_render_reports_the_size_it_needs(void **state)
 {
     (void)state;
@@ -180,6 +200,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_call_bytes),
         cmocka_unit_test(test_render_reports_the_size_it_needs),
+        cmocka_unit_test(test_render_escapes_as_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
