@@ -98,7 +98,9 @@ static void test_window_is_kept_and_order_too(void **state)
 
     /* Dial order: each call's /makecall reached the simulator no earlier
      * than the one created before it, up to those sent in the same instant
-     * (separate connections may arrive either way round: 50 ms of slack). */
+     * (separate connections may arrive either way round: 50 ms of slack, or
+     * what the machine's own scheduling lateness measures now, if more: a
+     * loaded machine swapped two by more than 50 ms once). */
     int64_t prev = 0;
     for (int j = 0; j < N; j++) {
         char path[256];
@@ -107,7 +109,8 @@ static void test_window_is_kept_and_order_too(void **state)
         assert_int_equal(st, 200);
         int64_t at = iso_ms(json_string_value(json_object_get(t, "createdAt")));
         json_decref(t);
-        assert_true(at >= prev - 50);
+        int64_t slack = UT_ON_TIME_MS > 50 ? UT_ON_TIME_MS : 50;
+        assert_true(at >= prev - slack);
         prev = at;
     }
 
