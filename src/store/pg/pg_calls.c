@@ -10,6 +10,8 @@
 
 #include <openssl/crypto.h>
 
+#include "base/jsonw.h"
+
 /* The partial indexes' conditions (pg_schema.c), repeated in the queries
  * meant for them as SQLite's are. */
 #define LIVE_CONDITION \
@@ -55,7 +57,7 @@ static void read_call(const PGresult *r, int i, store_call *out, bool with_param
 
 static char *params_text(const store_call *call)
 {
-    return call->params ? json_dumps(call->params, JSON_COMPACT) : strdup("{}");
+    return call->params ? jsonw_dumps(call->params) : strdup("{}");
 }
 
 store_status pg_call_insert(store_conn *c, store_call *call)
