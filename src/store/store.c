@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/form.h"
 #include "base/log.h"
 
 /* ---- opening ---- */
@@ -232,6 +233,18 @@ store_status store_call_ckpt_delete(store_conn *c, const char *call_sid)
 }
 
 /* ---- logs: kevents, outbox, call events, notifications ---- */
+
+json_t *store_event_params_object(const char *enc)
+{
+    json_t *o = json_object();
+    form f;
+    form_init(&f);
+    if (o && form_parse(&f, enc, strlen(enc)) == FORM_OK)
+        for (size_t i = 0; i < f.n; i++)
+            json_object_set_new(o, f.pairs[i].key, json_string(f.pairs[i].value));
+    form_fini(&f);
+    return o;
+}
 
 store_status store_kevent_insert(store_conn *c, const char *call_sid, const char *body,
                                  size_t len, bool done, int64_t *id)

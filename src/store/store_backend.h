@@ -128,6 +128,11 @@ struct store_backend {
 extern const store_backend store_sqlite_backend;
 extern const store_backend store_pg_backend;
 
+/* The event log's `parameters`: a stored form-encoded request body as a
+ * JSON object (repeated keys: the last wins, as when they were logged as
+ * JSON). New reference; store.c, for every backend's event list. */
+json_t *store_event_params_object(const char *enc);
+
 /* Counters a backend bumps from its status mapping (store.c): a statement
  * that met contention, and a write the storage refused (STORE_FAULT_*),
  * which also marks writes failing until the next successful commit. */

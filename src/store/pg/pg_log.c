@@ -3,7 +3,6 @@
  * contracts as SQLite's store_log.c (store.h). */
 #include "pg_int.h"
 
-#include "base/form.h"
 #include "base/timefmt.h"
 
 /* ---- raw Kaphila events ---- */
@@ -127,20 +126,6 @@ store_status pg_event_insert(store_conn *c, const char *account_sid, const char 
     return st;
 }
 
-/* Form-encoded request parameters as the JSON object the event log shows
- * (repeated keys: the last wins), as store_log.c does. */
-static json_t *params_object(const char *enc)
-{
-    json_t *o = json_object();
-    form f;
-    form_init(&f);
-    if (o && form_parse(&f, enc, strlen(enc)) == FORM_OK)
-        for (size_t i = 0; i < f.n; i++)
-            json_object_set_new(o, f.pairs[i].key, json_string(f.pairs[i].value));
-    form_fini(&f);
-    return o;
-}
-
 store_status pg_event_list(store_conn *c, const char *account_sid, const char *call_sid,
                            int64_t after_id, int64_t offset, int limit, json_t *out_arr,
                            int64_t *last_id)
@@ -158,7 +143,7 @@ store_status pg_event_list(store_conn *c, const char *account_sid, const char *c
         json_t *rq = json_loads(PQgetvalue(r, i, 1), 0, NULL);
         json_t *rs = json_loads(PQgetvalue(r, i, 2), 0, NULL);
         if (!PQgetisnull(r, i, 3) && json_is_object(rq))
-            json_object_set_new(rq, "parameters", params_object(PQgetvalue(r, i, 3)));
+            json_object_set_new(rq, "parameters", store_event_params_object(PQgetvalue(r, i, 3)));
         *last_id = col_i64(r, i, 0);
         json_array_append_new(out_arr, json_pack("{s:I,s:o?,s:o?}", "id", (json_int_t)*last_id,
                                                  "request", rq, "response", rs));

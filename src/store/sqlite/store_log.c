@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 
-#include "base/form.h"
 #include "base/jsonw.h"
 #include "base/timefmt.h"
 
@@ -147,20 +146,6 @@ out:
     return r;
 }
 
-/* Form-encoded request parameters as the JSON object the event log shows
- * (repeated keys: the last wins, as when they were logged as JSON). */
-static json_t *params_object(const char *enc)
-{
-    json_t *o = json_object();
-    form f;
-    form_init(&f);
-    if (o && form_parse(&f, enc, strlen(enc)) == FORM_OK)
-        for (size_t i = 0; i < f.n; i++)
-            json_object_set_new(o, f.pairs[i].key, json_string(f.pairs[i].value));
-    form_fini(&f);
-    return o;
-}
-
 store_status sq_event_list(store_conn *c, const char *account_sid, const char *call_sid,
                               int64_t after_id, int64_t offset, int limit, json_t *out_arr,
                               int64_t *last_id)
@@ -183,7 +168,7 @@ store_status sq_event_list(store_conn *c, const char *account_sid, const char *c
         json_t *rq = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
         json_t *rs = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
         const char *params = (const char *)sqlite3_column_text(st, 3);
-        if (params && json_is_object(rq)) json_object_set_new(rq, "parameters", params_object(params));
+        if (params && json_is_object(rq)) json_object_set_new(rq, "parameters", store_event_params_object(params));
         *last_id = sqlite3_column_int64(st, 0);
         json_array_append_new(out_arr, json_pack("{s:I,s:o?,s:o?}", "id",
                                                  (json_int_t)*last_id, "request", rq,
