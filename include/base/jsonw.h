@@ -19,4 +19,13 @@
  * object or array, or out of memory). */
 char *jsonw_dumps(const json_t *j);
 
+/* The one escape table of twigate's JSON writers (jsonw_dumps and the Call
+ * renderer, calljson.c), as jansson's dump_string writes it without flags:
+ * '"' and '\\' escaped, \b \f \n \r \t by name, the other control bytes
+ * (NUL included) as \u00XX in upper-case hex; '/' and DEL as they are. */
+#define JSONW_NEEDS_ESCAPE(ch) ((ch) < 0x20 || (ch) == '"' || (ch) == '\\')
+/* The escape of an ASCII byte that needs one: a constant or buf, *len its
+ * length; NULL for a byte that needs none. Any thread; pure. */
+const char *jsonw_escape(unsigned char ch, char buf[6], size_t *len);
+
 #endif

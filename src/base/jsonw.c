@@ -30,34 +30,44 @@ static void put(jw *w, const char *s, size_t n)
 }
 #define PUT_LIT(w, lit) put(w, lit, sizeof lit - 1)
 
-/* A JSON string as jansson's dump_string writes it without flags: '"' and
- * '\\' escaped, \b \f \n \r \t by name, the other controls (NUL included)
- * as \u00XX in upper-case hex; '/' and DEL as they are. Non-ASCII text
- * gives up: jansson checks its UTF-8 there. */
-static void str(jw *w, const char *s, size_t n)
+const char *jsonw_escape(unsigned char ch, char buf[6], size_t *len)
 {
     static const char hex[] = "0123456789ABCDEF";
-    size_t run = 0;
+    const char *e = NULL;
+    switch (ch) {
+    case '"': e = "\\\""; break;
+    case '\\': e = "\\\\"; break;
+    case '\b': e = "\\b"; break;
+    case '\f': e = "\\f"; break;
+    case '\n': e = "\\n"; break;
+    case '\r': e = "\\r"; break;
+    case '\t': e = "\\t"; break;
+    default:
+        if (ch >= 0x20) return NULL;
+        buf[0] = '\\', buf[1] = 'u', buf[2] = '0', buf[3] = '0';
+        buf[4] = hex[ch >> 4], buf[5] = hex[ch & 15];
+        *len = 6;
+        return buf;
+    }
+    *len = 2;
+    return e;
+}
+
+/* A JSON string as jansson's dump_string writes it without flags
+ * (jsonw_escape); non-ASCII text gives up: jansson checks its UTF-8 there. */
+static void str(jw *w, const char *s, size_t n)
+{
+    size_t run = 0, el;
+    char u[6];
     PUT_LIT(w, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch >= 0x80) { w->fail = true; return; }
-        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+        if (!JSONW_NEEDS_ESCAPE(ch)) continue;
         put(w, s + run, i - run);
         run = i + 1;
-        switch (ch) {
-        case '"': PUT_LIT(w, "\\\""); break;
-        case '\\': PUT_LIT(w, "\\\\"); break;
-        case '\b': PUT_LIT(w, "\\b"); break;
-        case '\f': PUT_LIT(w, "\\f"); break;
-        case '\n': PUT_LIT(w, "\\n"); break;
-        case '\r': PUT_LIT(w, "\\r"); break;
-        case '\t': PUT_LIT(w, "\\t"); break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-            put(w, u, sizeof u);
-        }
-        }
+        const char *e = jsonw_escape(ch, u, &el);
+        put(w, e, el);
     }
     put(w, s + run, n - run);
     PUT_LIT(w, "\"");

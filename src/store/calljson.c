@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/jsonw.h"
 #include "base/phone.h"
 #include "base/timefmt.h"
 
@@ -132,30 +133,20 @@ static void jw_put(jw *w, const char *p, size_t n)
 #define JW_LIT(w, lit) jw_put(w, lit, sizeof lit - 1)
 
 /* A JSON string of ASCII s, escaped as jansson's JSON_COMPACT dump does
- * (\" \\ \b \f \n \r \t, other controls as \u00XX, '/' and DEL as is). */
+ * (jsonw_escape: the one table of twigate's JSON writers). */
 static void jw_str(jw *w, const char *s)
 {
-    static const char hex[] = "0123456789ABCDEF";
     const char *run = s;
+    char u[6];
+    size_t el;
     JW_LIT(w, "\"");
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+        if (!JSONW_NEEDS_ESCAPE(ch)) continue;
         jw_put(w, run, (size_t)(s - run));
         run = s + 1;
-        switch (ch) {
-        case '"': JW_LIT(w, "\\\""); break;
-        case '\\': JW_LIT(w, "\\\\"); break;
-        case '\b': JW_LIT(w, "\\b"); break;
-        case '\f': JW_LIT(w, "\\f"); break;
-        case '\n': JW_LIT(w, "\\n"); break;
-        case '\r': JW_LIT(w, "\\r"); break;
-        case '\t': JW_LIT(w, "\\t"); break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-            jw_put(w, u, sizeof u);
-        }
-        }
+        const char *e = jsonw_escape(ch, u, &el);
+        jw_put(w, e, el);
     }
     jw_put(w, run, (size_t)(s - run));
     JW_LIT(w, "\"");
