@@ -73,17 +73,12 @@ store_status pg_call_insert(store_conn *c, store_call *call)
         pg_i64(&n[3], call->end_time), pg_i64(&n[4], call->answered_at),
         pg_i64(&n[5], call->duration), pg_i64(&n[6], call->queue_time), call->kaphila_id,
         call->token, pg_i64(&n[7], call->cb_seq), params};
-    PGresult *r = pg_run(c,
+    st = pg_insert_id(c,
         "INSERT INTO calls(sid, account_sid, parent_call_sid, to_num, from_num, status,"
         " direction, answered_by, date_created, date_updated, start_time, end_time,"
         " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params)"
         " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
-        " ON CONFLICT DO NOTHING RETURNING id", 19, v, &st, "call insert");
-    if (r) {
-        if (PQntuples(r) == 1) call->id = col_i64(r, 0, 0);
-        else st = STORE_CONFLICT;
-    }
-    PQclear(r);
+        " ON CONFLICT DO NOTHING RETURNING id", 19, v, &call->id, "call insert");
     free(params);
     return st;
 }

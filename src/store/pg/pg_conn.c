@@ -144,6 +144,20 @@ PGresult *pg_run(store_conn *base, const char *sql, int n, const char *const *va
     return NULL;
 }
 
+store_status pg_insert_id(store_conn *c, const char *sql, int n, const char *const *vals,
+                          int64_t *id, const char *what)
+{
+    store_status st;
+    PGresult *r = pg_run(c, sql, n, vals, &st, what);
+    if (r && PQntuples(r) == 1) {
+        if (id) *id = col_i64(r, 0, 0);
+    } else if (r) {
+        st = STORE_CONFLICT;
+    }
+    PQclear(r);
+    return st;
+}
+
 store_status pg_do(store_conn *c, const char *sql, int n, const char *const *vals,
                    const char *what)
 {

@@ -63,6 +63,12 @@ static inline pg_conn *PG(store_conn *c) { return (pg_conn *)c; }
  * that succeeded, else the mapped failure (logged, counted). */
 PGresult *pg_run(store_conn *c, const char *sql, int n, const char *const *vals,
                  store_status *st, const char *what);
+/* An INSERT … RETURNING id: *id set when a row came back (id may be NULL).
+ * No row from an `ON CONFLICT DO NOTHING` insert is STORE_CONFLICT: the
+ * unique key was taken, and the transaction lives on (an error would abort
+ * the engine's whole batch on PostgreSQL, where SQLite loses one statement). */
+store_status pg_insert_id(store_conn *c, const char *sql, int n, const char *const *vals,
+                          int64_t *id, const char *what);
 /* pg_run for a statement whose rows are not wanted. */
 store_status pg_do(store_conn *c, const char *sql, int n, const char *const *vals,
                    const char *what);

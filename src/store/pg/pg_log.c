@@ -16,10 +16,8 @@ store_status pg_kevent_insert(store_conn *c, const char *call_sid, const char *b
     store_status st;
     if (!b) return STORE_ERROR;
     const char *v[] = {pg_txt(call_sid), pg_i64(&n, timefmt_now_ms()), b, done ? "1" : "0"};
-    PGresult *r = pg_run(c, "INSERT INTO kevents(call_sid, received_at, body, done)"
-                            " VALUES($1, $2, $3, $4) RETURNING id", 4, v, &st, "kevent insert");
-    if (r && id && PQntuples(r) == 1) *id = col_i64(r, 0, 0);
-    PQclear(r);
+    st = pg_insert_id(c, "INSERT INTO kevents(call_sid, received_at, body, done)"
+                         " VALUES($1, $2, $3, $4) RETURNING id", 4, v, id, "kevent insert");
     free(b);
     return st;
 }
@@ -48,16 +46,12 @@ store_status pg_kevent_each_pending(store_conn *c,
 store_status pg_outbox_insert(store_conn *c, store_outbox *o)
 {
     pg_num n[2];
-    store_status st;
     const char *v[] = {o->call_sid, o->account_sid, o->kind, pg_i64(&n[0], o->seq),
                        pg_txt(o->url), pg_txt(o->method), pg_txt(o->params), o->idem,
                        pg_i64(&n[1], o->created)};
-    PGresult *r = pg_run(c,
+    return pg_insert_id(c,
         "INSERT INTO outbox(call_sid, account_sid, kind, seq, url, method, params, idem,"
-        " created) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id", 9, v, &st, "outbox insert");
-    if (r && PQntuples(r) == 1) o->id = col_i64(r, 0, 0);
-    PQclear(r);
-    return st;
+        " created) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id", 9, v, &o->id, "outbox insert");
 }
 
 store_status pg_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
@@ -157,20 +151,16 @@ store_status pg_event_list(store_conn *c, const char *account_sid, const char *c
 store_status pg_notification_insert(store_conn *c, const store_notification *no)
 {
     pg_num n[3];
-    store_status st;
     const char *v[] = {no->sid, no->account_sid, no->call_sid, pg_i64(&n[0], no->error_code),
                        pg_i64(&n[1], no->log), pg_i64(&n[2], no->date),
                        pg_txt(no->message_text), pg_txt(no->request_method),
                        pg_txt(no->request_url), pg_txt(no->request_variables),
                        pg_txt(no->response_body), pg_txt(no->response_headers)};
-    PGresult *r = pg_run(c,
+    return pg_insert_id(c,
         "INSERT INTO notifications(sid, account_sid, call_sid, error_code, log, date,"
         " message_text, request_method, request_url, request_variables, response_body,"
         " response_headers) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-        " ON CONFLICT DO NOTHING RETURNING id", 12, v, &st, "notification insert");
-    if (r && PQntuples(r) != 1) st = STORE_CONFLICT;
-    PQclear(r);
-    return st;
+        " ON CONFLICT DO NOTHING RETURNING id", 12, v, NULL, "notification insert");
 }
 
 /* A row as an object of its raw columns, integers as integers (as SQLite's

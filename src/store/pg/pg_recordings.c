@@ -43,7 +43,6 @@ static void read_row(const PGresult *r, int i, rec_row *o, bool with_callback)
 store_status pg_rec_insert(store_conn *c, rec_row *w)
 {
     pg_num n[11];
-    store_status st;
     const char *v[] = {
         w->sid, w->account_sid, w->call_sid, w->source, w->status, pg_i64(&n[0], w->channels),
         w->track, pg_i64(&n[1], w->date_created), pg_i64(&n[2], w->date_updated),
@@ -52,19 +51,13 @@ store_status pg_rec_insert(store_conn *c, rec_row *w)
         pg_i64(&n[7], w->error_code), pg_txt(w->callback_url),
         w->callback_method[0] ? w->callback_method : "POST", pg_i64(&n[8], w->callback_events),
         pg_i64(&n[9], w->deleted)};
-    PGresult *r = pg_run(c,
+    return pg_insert_id(c,
         "INSERT INTO recordings(sid, account_sid, call_sid, source, status, channels, track,"
         " date_created, date_updated, start_time, duration, offset_ms, window_ms,"
         " kaphila_call_id, kaphila_recording_id, filename, error_code, callback_url,"
         " callback_method, callback_events, deleted)"
         " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
-        " ON CONFLICT DO NOTHING RETURNING id", 21, v, &st, "recording insert");
-    if (r) {
-        if (PQntuples(r) == 1) w->id = col_i64(r, 0, 0);
-        else st = STORE_CONFLICT;
-    }
-    PQclear(r);
-    return st;
+        " ON CONFLICT DO NOTHING RETURNING id", 21, v, &w->id, "recording insert");
 }
 
 static store_status get_one(store_conn *c, const char *sql, int n, const char *const *v,
