@@ -258,6 +258,9 @@ void ut_rig_start(ut_rig *r, const char *const *sets)
     sc.n_api_keys = 1;
     sc.fast = true;
     sc.port = 0;
+    sc.rate_limit = cfg->sim_rate_limit;   /* sim.* as main gives them (a test's sets) */
+    sc.rate_window_ms = cfg->sim_rate_window_ms;
+    sc.credits = cfg->sim_credits;
     r->a.sim = sim_create(&sc, err, sizeof err);
     if (!r->a.sim) fail_msg("sim: %s", err);
     snprintf(r->a.kaphila_url, sizeof r->a.kaphila_url, "http://127.0.0.1:%d", sim_port(r->a.sim));
