@@ -11,8 +11,9 @@
  *               sets the one timer that wakes the key when room comes back;
  *   answers     on_answer(): the slot's free time is the answer's arrival +
  *               the window; a 429 puts the request back at its class's head;
- *   /api/me     me_fetch()/on_me(): the limit when configured as 0, the
- *               credits (Balance.json, the 402 pause);
+ *   /api/me     me_fetch()/on_me(): the limit when configured as 0 (at
+ *               the key's first use, every kaphila.me_interval_ms and at
+ *               once after a 429), the credits (Balance.json, the 402 pause);
  *   figures     publish_key(): metrics and the snapshot other threads read.
  * Engine thread only, but engine_budget_snapshot (any thread). */
 #include "budget_int.h"
@@ -141,6 +142,7 @@ static void publish_key(bkey *k);
 static void tick_fired(loop *l, void *arg);
 static void pump(bkey *k);
 static void fire(bkey *k, breq *q);
+static void me_fetch(bkey *k);
 
 static void wake_fired(loop *l, void *arg)
 {
@@ -248,6 +250,10 @@ static void on_answer(loop *l, void *arg, const kaphila_result *res)
         metrics_inc(k->b->e->a->metrics, "twigate_kaphila_429_total", labels, 1);
         log_warn("budget", "key %s: 429 on %s; retried in %lld ms", k->label, res->endpoint,
                  (long long)(k->closed_until - now));
+        /* Kaphila may have lowered the key's limit since the last GET /api/me
+         * (every kaphila.me_interval_ms): ask now, so the budget runs on the
+         * new figure from the first refusal on. /api/me is not counted. */
+        if (!k->cfg_limit) me_fetch(k);
         q_push(k, q, true);
         rearm(k);
         publish_key(k);
@@ -304,8 +310,6 @@ int budget_send(engine *e, bkey *k, const config_account *acct, int cls, const c
 }
 
 /* ---- GET /api/me ---------------------------------------------------- */
-
-static void me_fetch(bkey *k);
 
 static void me_timer_fired(loop *l, void *arg)
 {

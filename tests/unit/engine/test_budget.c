@@ -167,11 +167,44 @@ static void test_unexpected_429_is_retried(void **state)
     ut_rig_stop(&r);
 }
 
+/* Kaphila lowers a key's limit while twigate runs: the first 429 makes
+ * twigate ask GET /api/me again at once, instead of running on the old
+ * figure until kaphila.me_interval_ms (5 minutes by default) has passed. */
+static void test_a_429_relearns_the_limit(void **state)
+{
+    (void)state;
+    ut_rig r;
+    enum { N = 4 };
+    char sid[SID_SIZE], sids[N][SID_SIZE];
+    int st = 0;
+    engine_budget_key snap[4];
+
+    /* The simulator unlimited, as the key starts; twigate's window is the
+     * one the limit will come with (the window is configured, not learned). */
+    const char *sets[] = {"kaphila.rate_window_ms=2000", NULL};
+    ut_rig_start(&r, sets);
+    start_call(&r, SAY_HANGUP, sid);
+    json_decref(ut_rig_sim_wait_status(&r, sid, "completed"));
+    assert_int_equal(engine_budget_snapshot(r.a.engine, snap, 4), 1);
+    assert_int_equal(snap[0].limit, 0);   /* learned: unlimited */
+
+    json_decref(ut_rig_sim(&r, "POST", "/sim/keys/" UT_RIG_KEY,
+                           "{\"rateLimit\":3,\"rateWindowMs\":2000}", &st));
+    assert_int_equal(st, 200);
+    for (int i = 0; i < N; i++) start_call(&r, SAY_HANGUP, sids[i]);
+    for (int i = 0; i < N; i++) json_decref(ut_rig_sim_wait_status(&r, sids[i], "completed"));
+    assert_int_equal(engine_budget_snapshot(r.a.engine, snap, 4), 1);
+    assert_int_equal(snap[0].limit, 3);
+    assert_true(snap[0].received_429 >= 1);
+    ut_rig_stop(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_is_kept_and_order_too),
         cmocka_unit_test(test_unexpected_429_is_retried),
+        cmocka_unit_test(test_a_429_relearns_the_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
