@@ -93,7 +93,8 @@ const key_def config_keys[] = {
     INT("kaphila.rate_window_ms", kaphila_rate_window_ms, "3600000", 100, 86400000, false,
         "Kaphila's rate-limit window per key (an hour); each account's kaphila_rate_limit applies per window"),
     INT("kaphila.me_interval_ms", kaphila_me_interval_ms, "300000", 1000, 86400000, false,
-        "How often each key's limit and credits are read again from GET /api/me"),
+        "How often each key's limit and credits are read again from GET /api/me"
+        " (also at once after a 429)"),
     INT("kaphila.credits_poll_ms", kaphila_credits_poll_ms, "5000", 100, 3600000, false,
         "While a 402 pauses a key's queue, how often GET /api/me is asked whether credits came back"),
 
