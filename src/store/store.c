@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/form.h"
+#include "base/jsonw.h"
 #include "base/log.h"
 
 /* ---- opening ---- */
@@ -230,6 +231,11 @@ store_status store_call_ckpt_get(store_conn *c, const char *call_sid, char **doc
 store_status store_call_ckpt_delete(store_conn *c, const char *call_sid)
 {
     return c->be->ckpt_delete(c, call_sid);
+}
+
+char *store_call_params_text(const store_call *call)
+{
+    return call->params ? jsonw_dumps(call->params) : strdup("{}");
 }
 
 /* ---- logs: kevents, outbox, call events, notifications ---- */

@@ -128,6 +128,11 @@ struct store_backend {
 extern const store_backend store_sqlite_backend;
 extern const store_backend store_pg_backend;
 
+/* A call row's params as the text both backends store: "{}" when absent
+ * (no json_object() nobody would free). New string for free(); NULL on
+ * out of memory. store.c. */
+char *store_call_params_text(const store_call *call);
+
 /* The event log's `parameters`: a stored form-encoded request body as a
  * JSON object (repeated keys: the last wins, as when they were logged as
  * JSON). New reference; store.c, for every backend's event list. */

@@ -10,8 +10,6 @@
 
 #include <openssl/crypto.h>
 
-#include "base/jsonw.h"
-
 /* The partial indexes' conditions (pg_schema.c), repeated in the queries
  * meant for them as SQLite's are. */
 #define LIVE_CONDITION \
@@ -55,16 +53,11 @@ static void read_call(const PGresult *r, int i, store_call *out, bool with_param
     if (!out->params) out->params = json_object();
 }
 
-static char *params_text(const store_call *call)
-{
-    return call->params ? jsonw_dumps(call->params) : strdup("{}");
-}
-
 store_status pg_call_insert(store_conn *c, store_call *call)
 {
     pg_num n[9];
     store_status st;
-    char *params = params_text(call);
+    char *params = store_call_params_text(call);
     if (!params) return STORE_ERROR;
     const char *v[] = {
         call->sid, call->account_sid, call->parent_call_sid, call->to, call->from,
@@ -130,7 +123,7 @@ static store_status changed(store_conn *c, const char *sql, int n, const char *c
 store_status pg_call_update(store_conn *c, const store_call *call)
 {
     pg_num n[8];
-    char *params = params_text(call);
+    char *params = store_call_params_text(call);
     if (!params) return STORE_ERROR;
     const char *v[] = {
         call->sid, call->status, call->answered_by, pg_i64(&n[0], call->date_updated),

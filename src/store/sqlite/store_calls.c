@@ -5,8 +5,6 @@
 
 #include <stdlib.h>
 
-#include "base/jsonw.h"
-
 /* ---- calls ---- */
 
 /* Column order of "SELECT *" on calls, fixed by its CREATE TABLE (store_schema.c). */
@@ -50,8 +48,7 @@ store_status sq_call_insert(store_conn *c, store_call *call)
     char *params = NULL;
     store_status r;
     if (!st) return STORE_ERROR;
-    /* "{}" for absent params, without a json_object() nobody would free */
-    params = call->params ? jsonw_dumps(call->params) : strdup("{}");
+    params = store_call_params_text(call);
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->account_sid);
@@ -125,8 +122,7 @@ store_status sq_call_update(store_conn *c, const store_call *call)
     char *params = NULL;
     store_status r;
     if (!st) return STORE_ERROR;
-    /* "{}" for absent params, without a json_object() nobody would free */
-    params = call->params ? jsonw_dumps(call->params) : strdup("{}");
+    params = store_call_params_text(call);
     if (!params) return STORE_ERROR;
     bind_text(st, 1, call->sid);
     bind_text(st, 2, call->status);
