@@ -61,6 +61,12 @@ typedef struct config {
     char *db_path;               /* db.path          = twigate.db */
     char *db_url;                /* db.url           = "" (empty: SQLite at db.path) */
     int   call_cache_entries;    /* db.call_cache_entries = 4096 (0 = no call cache) */
+    /* [cluster] — instances sharing db.url (docs/scale-out.md §4) */
+    char *cluster_instance_id;   /* cluster.instance_id = "" (<host name>:<listen.port>) */
+    int   cluster_lease_ms;      /* cluster.lease_ms  = 3000 */
+    int   cluster_renew_ms;      /* cluster.renew_ms  = 1000 (< lease_ms) */
+    int   cluster_adopt_ms;      /* cluster.adopt_ms  = 500 */
+    int   cluster_poll_ms;       /* cluster.poll_ms   = 200 */
     /* [kaphila] */
     char *kaphila_url;           /* kaphila.url      = sim */
     int   kaphila_timeout_ms;    /* kaphila.timeout_ms = 10000 */

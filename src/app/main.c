@@ -11,6 +11,7 @@
  *   SIGHUP          reload the reloadable keys (accounts, log, webhook
  *                   policy …); an invalid or incompatible file is refused
  *                   and the running config kept. */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <libxml/parser.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf/app.h"
 #include "store/callcache.h"
@@ -32,6 +34,7 @@
 #include "http/rest.h"
 #include "sim/sim.h"
 #include "console/console.h"
+#include "store/cluster.h"
 #include "store/store.h"
 #include "base/timefmt.h"
 
@@ -288,6 +291,31 @@ static int create_engine(app *a, config *cfg)
     return 0;
 }
 
+/* A shared database (db.url): this instance registers under its name
+ * (cluster.instance_id, or <host name>:<port>) before the engine recovers
+ * the calls that name owns (docs/scale-out.md §4). A restart under the same
+ * name waits out the lease of its previous life, at most lease_ms + 1 s. */
+static int join_cluster(app *a, const config *cfg)
+{
+    char id[STORE_INSTANCE_LEN], host[64] = "", err[512];
+    if (!store_shared(a->store)) return 0;
+    if (cfg->cluster_instance_id[0]) {
+        snprintf(id, sizeof id, "%s", cfg->cluster_instance_id);
+    } else {
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "twigate");
+        for (char *p = host; *p; p++)   /* config.c's alphabet for instance names */
+            if (!isalnum((unsigned char)*p) && !strchr("-_.", *p)) *p = '_';
+        snprintf(id, sizeof id, "%s:%d", host, http_port(a->http));
+    }
+    if (store_instance_join(a->store, id, TWIGATE_VERSION, cfg->cluster_lease_ms,
+                            cfg->cluster_lease_ms + 1000, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "twigate: cluster: %s\n", err);
+        return -1;
+    }
+    log_info("main", "joined the cluster as instance %s", id);
+    return 0;
+}
+
 /* The REST server, then (the port now known) public_url, then the engine. */
 static int start_serving(app *a, config *cfg)
 {
@@ -313,6 +341,7 @@ static int start_serving(app *a, config *cfg)
         return -1;
     }
     snprintf(a->public_url, sizeof a->public_url, "%s", cfg->public_url);
+    if (join_cluster(a, cfg) != 0) return -1;
     if (engine_start(a->engine) != 0) {
         fprintf(stderr, "twigate: cannot start the engine\n");
         return -1;

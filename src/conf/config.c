@@ -42,6 +42,7 @@ static bool check_nonempty(const char *v, char *why, size_t whylen);
 static bool check_voice_name(const char *v, char *why, size_t whylen);
 static bool check_addr_list(const char *v, char *why, size_t whylen);
 static bool check_count(const char *v, char *why, size_t whylen);
+static bool check_instance_id(const char *v, char *why, size_t whylen);
 
 #define STR(n, f, d, r, chk, desc)  { n, KT_STRING, d, 0, 0, r, offsetof(config, f), chk, desc }
 #define SEC(n, f, r, desc)          { n, KT_SECRET, "", 0, 0, r, offsetof(config, f), NULL, desc }
@@ -73,6 +74,17 @@ const key_def config_keys[] = {
         "PostgreSQL URL (postgresql://user:pass@host:port/db); empty = SQLite at db.path"),
     INT("db.call_cache_entries", call_cache_entries, "4096", 0, 1000000, false,
         "Ended calls whose JSON is kept in memory for fetches (~2 KB each); 0 disables"),
+
+    STR("cluster.instance_id", cluster_instance_id, "", false, check_instance_id,
+        "This instance's name among the twigates sharing db.url; empty = <host name>:<listen.port>"),
+    INT("cluster.lease_ms", cluster_lease_ms, "3000", 500, 600000, false,
+        "An instance that has not renewed its lease for this long is fenced and its calls adopted"),
+    INT("cluster.renew_ms", cluster_renew_ms, "1000", 100, 60000, false,
+        "How often an instance renews its lease (less than cluster.lease_ms)"),
+    INT("cluster.adopt_ms", cluster_adopt_ms, "500", 50, 60000, false,
+        "How often each instance looks for calls whose owner is gone"),
+    INT("cluster.poll_ms", cluster_poll_ms, "200", 10, 60000, false,
+        "How often an instance reads the events the others received for its calls"),
 
     STR("kaphila.url", kaphila_url, "sim", false, check_kaphila_url,
         "Kaphila base URL (http:// or https://), or sim for the built-in simulator"),
@@ -401,6 +413,22 @@ static bool check_voice_name(const char *v, char *why, size_t whylen)
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)v[i]) && !strchr("-_.:/", v[i])) {
             config_fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
+            return false;
+        }
+    return true;
+}
+
+/* An instance's name: it is stored, logged and put in metrics as it is. */
+static bool check_instance_id(const char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+    if (n > 71) {
+        config_fail(why, whylen, "longer than 71 characters");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)v[i]) && !strchr("-_.:", v[i])) {
+            config_fail(why, whylen, "'%s' is not an instance name (letters, digits, - _ . :)", v);
             return false;
         }
     return true;

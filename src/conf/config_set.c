@@ -476,6 +476,12 @@ static int finish(config *c, bool need_account, char *err, size_t errlen)
         }
     }
 
+    if (c->cluster_renew_ms >= c->cluster_lease_ms) {
+        config_fail(err, errlen, "cluster.renew_ms: %d is not less than cluster.lease_ms (%d):"
+                    " the lease would run out between renewals", c->cluster_renew_ms,
+                    c->cluster_lease_ms);
+        return -1;
+    }
     strip_trailing_slash(c->kaphila_url);
     if (c->public_url[0] == '\0') {
         /* With listen.port = 0 the real port is known only after binding;

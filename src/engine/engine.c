@@ -299,7 +299,8 @@ static void engine_timer_late(loop *l, int64_t late_ms, void *arg)
     metrics_observe(e->a->metrics, "twigate_timer_lateness_seconds", NULL, (double)late_ms / 1000.0);
 }
 
-/* Persists c (when given) and marks kid consumed, in the open batch. */
+/* Persists c (when given) and marks kid consumed, in the open batch: kid > 0
+ * a stored raw event (kevents), kid < 0 the inbox row -kid (store/cluster.h). */
 bool eng_txn_commit(engine *e, call *c, int64_t kid)
 {
     if (c) {
@@ -307,6 +308,7 @@ bool eng_txn_commit(engine *e, call *c, int64_t kid)
         if (store_call_update(e->db, &c->row) != STORE_OK) goto fail;
     }
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK) goto fail;
+    if (kid < 0 && store_inbox_done(e->db, -kid) != STORE_OK) goto fail;
     return true;
 fail:
     log_error("engine", "a state change could not be written; the batch is rolled back");
@@ -346,7 +348,7 @@ static void probe_tick(loop *l, void *arg)
 
 bool engine_kaphila_ready(engine *e) { return e && atomic_load(&e->kaphila_ok); }
 
-static void recover_call(store_call *row, void *arg)
+void eng_recover_call(store_call *row, void *arg)
 {
     engine *e = arg;
     store_call copy = *row;
@@ -376,7 +378,7 @@ static void recover_call(store_call *row, void *arg)
     }
 }
 
-static void recover_kevent(int64_t id, const char *call_sid, const char *body, void *arg)
+void eng_recover_kevent(int64_t id, const char *call_sid, const char *body, void *arg)
 {
     engine *e = arg;
     json_t *ev = json_loads(body, 0, NULL);
@@ -390,7 +392,7 @@ static void recover_kevent(int64_t id, const char *call_sid, const char *body, v
     json_decref(ev);
 }
 
-static void recover_outbox(store_outbox *o, void *arg)
+void eng_recover_outbox(store_outbox *o, void *arg)
 {
     engine *e = arg;
     ob_item *it = calloc(1, sizeof *it);
@@ -400,39 +402,46 @@ static void recover_outbox(store_outbox *o, void *arg)
     eng_outbox_enqueue(e, it);
 }
 
+/* A recovered call whose fate is unknowable is settled after the replay of
+ * its events, which may have ended it already: one whose /makecall answer
+ * was never stored is failed, one answered without a checkpoint hung up. */
+void eng_settle_recovered(engine *e, call *c)
+{
+    log_context(NULL, c->row.account_sid, c->row.sid);
+    if (c->pending_fail && !c->over && eng_txn_begin(e)) {
+        eng_notify(e, c->row.account_sid, c->row.sid, 20500, 0,
+               "twigate stopped before Kaphila confirmed this call; marked failed",
+               NULL, NULL, NULL, NULL);
+        eng_finish_call(e, c, "failed", -1);
+        if (eng_txn_commit(e, c, 0)) eng_retire(e, c);
+    } else if (c->pending_hangup && !c->over) {
+        call_notify(c, 20500, 1, "twigate restarted during this call; the TwiML"
+                    " program cannot be resumed, so the call is ended", NULL, NULL);
+        call_hangup(c, "restart");
+    }
+}
+
 static void recover(engine *e)
 {
-    if (store_call_each_live(e->db, recover_call, e) != STORE_OK)
+    if (store_call_each_live(e->db, eng_recover_call, e) != STORE_OK)
         log_error("engine", "could not load live calls");
-    if (store_kevent_each_pending(e->db, recover_kevent, e) != STORE_OK)
+    if (store_kevent_each_pending(e->db, eng_recover_kevent, e) != STORE_OK)
         log_error("engine", "could not replay stored Kaphila events");
-    /* Calls whose fate is unknowable are settled after the replay, which
-     * may have ended them already. */
     for (size_t b = 0; b < ENGINE_BUCKETS; b++) {
         call *c = e->calls[b];
         while (c) {
             call *next = c->hnext;
-            log_context(NULL, c->row.account_sid, c->row.sid);
-            if (c->pending_fail && !c->over && eng_txn_begin(e)) {
-                eng_notify(e, c->row.account_sid, c->row.sid, 20500, 0,
-                       "twigate stopped before Kaphila confirmed this call; marked failed",
-                       NULL, NULL, NULL, NULL);
-                eng_finish_call(e, c, "failed", -1);
-                if (eng_txn_commit(e, c, 0)) eng_retire(e, c);
-            } else if (c->pending_hangup && !c->over) {
-                call_notify(c, 20500, 1, "twigate restarted during this call; the TwiML"
-                            " program cannot be resumed, so the call is ended", NULL, NULL);
-                call_hangup(c, "restart");
-            }
+            eng_settle_recovered(e, c);
             c = next;
         }
     }
-    if (store_outbox_each_pending(e->db, recover_outbox, e) != STORE_OK)
+    if (store_outbox_each_pending(e->db, eng_recover_outbox, e) != STORE_OK)
         log_error("engine", "could not load the outbox");
     rec_recover(e);
     log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
     budget_publish(e->bud);   /* the queues dial once their keys' limits are known */
     reconcile_start(e);
+    eng_cluster_start(e);     /* shared database only: leases, adoption, the inbox */
 }
 
 /* DELETE …/Calls/{CA}.json. Only the engine writes calls (docs/architecture.md):
@@ -666,6 +675,7 @@ void engine_destroy(engine *e)
         }
     }
     acks_reply(e, false);   /* nothing left to commit them: Kaphila keeps them */
+    eng_cluster_destroy(e);   /* the lease ends now: the others adopt what is left */
     budget_destroy(e->bud);
     free(e->acks);
     free(e->origs);

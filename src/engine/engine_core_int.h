@@ -14,7 +14,9 @@
  *   engine_services.c services for the executor and the reconciler
  *                     (engine_int.h), resync;
  *   engine_dialq.c    Twilio's call queue on each Kaphila key's budget
- *                     (budget.c; both declared in budget_int.h). */
+ *                     (budget.c; both declared in budget_int.h);
+ *   engine_cluster.c  instances sharing one database: the lease, adoption
+ *                     of calls whose owner is gone, the inbox. */
 #ifndef TWIGATE_ENGINE_CORE_INT_H
 #define TWIGATE_ENGINE_CORE_INT_H
 
@@ -30,6 +32,7 @@
 #include "store/calljson.h"
 #include "base/errors.h"
 #include "net/kevent.h"
+#include "store/cluster.h"
 #include "net/bio.h"
 #include "net/netpolicy.h"
 #include "base/log.h"
@@ -56,7 +59,8 @@ typedef struct emsg {
     engine_reply r;           /* ops NULL: nothing to answer (start-up replay) */
     store_call call;          /* M_ORIGINATE */
     json_t    *j;             /* update or event */
-    int64_t    kid;           /* kevent id (a stored event replayed at start-up), 0 = posted */
+    int64_t    kid;           /* kevent id (a stored event replayed at start-up), 0 = posted,
+                                 < 0: the inbox row -kid (engine_cluster.c) */
     char       token[TOKEN_SIZE];   /* M_KEVENT posted by Kaphila */
     char       sid[SID_SIZE];
     char       account_sid[SID_SIZE];
@@ -118,6 +122,7 @@ struct engine {
     reconciler    *rc;             /* reconcile.c's state */
     bool           resync;         /* a batch was lost: memory is ahead of the store */
     struct budget *bud;            /* per-key budgets and dial queues (budget_int.h) */
+    struct eng_cluster *cl;        /* engine_cluster.c; NULL unless the database is shared */
 };
 
 /* /readyz reports Kaphila's reachability from this probe, so the endpoint
@@ -189,6 +194,23 @@ void eng_origs_fail(engine *e);
 bool eng_origs_add(engine *e, call *c);
 /* engine_services.c */
 void eng_time_limit_fired(loop *l, void *arg);
+/* engine.c: start-up recovery, which adoption (engine_cluster.c) repeats
+ * for the calls it takes: load a live call (arg = the engine), replay a
+ * stored event, queue a pending delivery, then settle each loaded call. */
+void eng_recover_call(store_call *row, void *arg);
+void eng_recover_kevent(int64_t id, const char *call_sid, const char *body, void *arg);
+void eng_recover_outbox(store_outbox *o, void *arg);
+void eng_settle_recovered(engine *e, call *c);
+/* engine_cluster.c (nothing happens unless the database is shared) */
+void eng_cluster_start(engine *e);
+void eng_cluster_destroy(engine *e);
+/* A posted Kaphila event or a REST update for a live call that is not in
+ * this instance's memory, so another instance's: stored in the inbox for
+ * its owner, in the open batch (the caller answers after the commit).
+ * 1 stored; -1 not stored (the batch was rolled back, its acks answered);
+ * 0 the database is not shared (nothing done). */
+int eng_cluster_forward(engine *e, const char *call_sid, const char *kind, const char *body,
+                        size_t len);
 
 
 #endif

@@ -205,6 +205,8 @@ static void event_for_gone_call(engine *e, const char *sid, const store_call *ro
     log_debug("engine", "%s for a call that is no longer live", name ? name : "?");
     if (kid > 0 && store_kevent_done(e->db, kid) != STORE_OK)
         log_warn("engine", "could not mark event %lld done", (long long)kid);
+    if (kid < 0 && store_inbox_done(e->db, -kid) != STORE_OK)
+        log_warn("engine", "could not delete inbox row %lld", (long long)-kid);
     if (!kevent_parse(ev, &k)) return;
     if (k.kind == KE_OTHER) keep_raw(e, sid, raw);
     /* A call twigate has ended that Kaphila is still placing or answering. */
@@ -271,7 +273,11 @@ void eng_handle_kevent_post(engine *e, emsg *m)
         return;
     }
     m->r = (engine_reply){0};   /* answered by the batch's commit (or its rescue) */
-    if (!c) {
+    if (!c && store_status_live(row.status) &&
+        eng_cluster_forward(e, sid, "kevent", buf_str(raw), raw->len) != 0) {
+        /* Another instance's live call: stored for its owner (or the batch
+         * failed, which answered Kaphila). */
+    } else if (!c) {
         event_for_gone_call(e, sid, &row, m->j, 0, raw);
     } else {
         call_ref(c);
@@ -594,12 +600,44 @@ static bool upd_redirects(const json_t *upd)
 
 /* An update for a call the engine no longer holds (it ended between the
  * REST read and now): answered from the store. */
+/* A live call this instance does not hold belongs to another instance
+ * sharing the database: the update goes to its owner through the inbox
+ * (engine_cluster.c), and the answer, sent once that is committed, shows
+ * the call as stored now (the owner applies the update within
+ * cluster.poll_ms). False when the database is not shared. */
+static bool forward_update(engine *e, emsg *m, const store_call *row)
+{
+    json_t *fw = json_pack("{s:s, s:O}", "account_sid", m->account_sid, "update", m->j);
+    char *text = fw ? json_dumps(fw, JSON_COMPACT) : NULL;
+    json_t *cj = calljson_call(row);
+    char *reply = cj ? json_dumps(cj, JSON_COMPACT) : NULL;
+    int fwd = text && reply ? eng_cluster_forward(e, row->sid, "update", text, strlen(text)) : 0;
+    json_decref(fw);
+    json_decref(cj);
+    free(text);
+    if (fwd <= 0) {
+        free(reply);
+        if (fwd < 0) engine_reply_error(m->r, 20503, 503, NULL);
+        return fwd < 0;
+    }
+    if (!eng_ack_add(e, m->r, row->sid, 200, reply)) {
+        free(reply);
+        engine_reply_error(m->r, 20503, 503, NULL);
+    }
+    return true;
+}
+
 static void update_gone_call(engine *e, emsg *m)
 {
     store_call row = {0};
 
     if (store_call_get(e->db, m->account_sid, m->sid, &row) == STORE_OK) {
-        if (upd_redirects(m->j))
+        bool redirect = upd_redirects(m->j);
+        if (redirect && strcmp(row.status, "in-progress") != 0)
+            engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
+        else if (store_status_live(row.status) && forward_update(e, m, &row))
+            ;   /* another instance's call: answered once stored for it */
+        else if (redirect)
             engine_reply_error(m->r, 21220, 400, "Call is not in-progress. Cannot redirect.");
         else
             engine_reply_json(m->r, 200, calljson_call(&row));

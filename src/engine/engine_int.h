@@ -160,6 +160,9 @@ void reconcile_destroy(reconciler *r);
 /* After start-up recovery: every live call is checked with Kaphila at once,
  * then the sweep runs every kaphila.reconcile_interval_ms. */
 void reconcile_start(engine *e);
+/* Checks at once the calls that carry last_event_ms = 0 (adopted ones,
+ * engine_cluster.c), as the first sweep does after a start. */
+void reconcile_check_now(engine *e);
 /* A /hangup for c failed (not a 404): retry with backoff, then reconcile. */
 void reconcile_hangup_failed(call *c);
 /* Frees what the reconciler keeps for c (engine_destroy, retire). */

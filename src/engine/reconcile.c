@@ -32,6 +32,7 @@
 
 #include "base/log.h"
 #include "base/metrics.h"
+#include "store/cluster.h"
 
 /* GET /calls/:callId in flight at once: a restart with 20,000 live calls
  * checks them in waves rather than opening 20,000 transfers. */
@@ -283,6 +284,14 @@ static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
         suspect *s = &r->sus[i];
         if (strcmp(s->account_sid, lc->account_sid) != 0) { i++; continue; }
         if (!s->seen) { r->sus[i] = r->sus[--r->n_sus]; continue; }
+        if (!s->hung && now - s->first_seen_ms >= grace &&
+            store_call_live_kaphila(engine_db(e), s->call_id) == STORE_OK) {
+            /* Live in the database, so owned — by another instance sharing
+             * it (store/cluster.h), whose calls this one's memory does not
+             * hold: not a stranger. */
+            r->sus[i] = r->sus[--r->n_sus];
+            continue;
+        }
         if (!s->hung && now - s->first_seen_ms >= grace) {
             json_t *body = json_pack("{s:s}", "callId", s->call_id);
             char *id = strdup(s->call_id);
@@ -379,6 +388,12 @@ static void tick(loop *l, void *arg)
     sweep(r);
     r->tick = loop_timer_add(l, cfg_of(r)->reconcile_interval_ms, tick, r);
     if (!r->tick) log_warn("reconcile", "cannot schedule the next sweep");
+}
+
+void reconcile_check_now(engine *e)
+{
+    reconciler *r = *engine_reconciler_slot(e);
+    if (r && !engine_is_stopping(e) && !r->sweeping) check_due(r);
 }
 
 void reconcile_start(engine *e)

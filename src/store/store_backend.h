@@ -18,6 +18,7 @@
 
 #include <stdatomic.h>
 
+#include "store/cluster.h"
 #include "store/recstore.h"
 #include "store/store.h"
 
@@ -37,6 +38,9 @@ struct store {
     atomic_uint_fast64_t call_changes;   /* store_call_changes */
     store_change_hook *change_hook;      /* set before the writers run */
     void           *change_arg;
+    /* store/cluster.h: this instance's name, set once by store_instance_join
+     * before other threads use the store; "" = not joined (SQLite, tools). */
+    char            instance[STORE_INSTANCE_LEN];
 };
 
 /* The part of a connection every backend has; first member of its own. */
@@ -122,6 +126,23 @@ struct store_backend {
                                  int *n_out);
     store_status (*rec_pending_calls)(store_conn *c, char (*out)[SID_SIZE], int max,
                                       int *n_out);
+
+    /* store/cluster.h. A backend that one process owns (SQLite) leaves
+     * instance_join … inbox_done NULL (store_cluster.c answers for it);
+     * call_live_kaphila every backend has. */
+    store_status (*instance_join)(store *s, const char *id, const char *version, int lease_ms,
+                                  int wait_ms, char *err, size_t errlen);
+    store_status (*instance_renew)(store_conn *c, int lease_ms);
+    store_status (*instance_leave)(store_conn *c);
+    store_status (*adopt)(store_conn *c, int max, const store_adopt_cbs *cbs, void *arg,
+                          int *n, int *fenced);
+    store_status (*inbox_insert)(store_conn *c, const char *call_sid, const char *kind,
+                                 const char *body, size_t len);
+    store_status (*inbox_each)(store_conn *c, int max,
+        void (*cb)(int64_t id, const char *call_sid, const char *kind, const char *body,
+                   void *arg), void *arg);
+    store_status (*inbox_done)(store_conn *c, int64_t id);
+    store_status (*call_live_kaphila)(store_conn *c, const char *kaphila_id);
 };
 
 /* The backends (src/store/sqlite/, src/store/pg/). */

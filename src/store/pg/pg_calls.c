@@ -12,16 +12,12 @@
 
 /* The partial indexes' conditions (pg_schema.c), repeated in the queries
  * meant for them as SQLite's are. */
-#define LIVE_CONDITION \
-    "(status = 'queued' OR status = 'ringing' OR status = 'in-progress')"
+#define LIVE_CONDITION PG_LIVE_CONDITION
 #define ENDED_CONDITION \
     "(status = 'completed' OR status = 'busy' OR status = 'failed'" \
     " OR status = 'no-answer' OR status = 'canceled')"
 
-#define CALL_COLS                                                                       \
-    "id, sid, account_sid, parent_call_sid, to_num, from_num, status, direction,"       \
-    " answered_by, date_created, date_updated, start_time, end_time, answered_at,"      \
-    " duration, queue_time, kaphila_id, token, cb_seq, params"
+#define CALL_COLS PG_CALL_COLS
 enum { C_ID, C_SID, C_ACCT, C_PARENT, C_TO, C_FROM, C_STATUS, C_DIR, C_ANSWERED_BY,
        C_CREATED, C_UPDATED, C_START, C_END, C_ANSWERED_AT, C_DURATION, C_QUEUE, C_KID,
        C_TOKEN, C_CBSEQ, C_PARAMS };
@@ -65,13 +61,14 @@ store_status pg_call_insert(store_conn *c, store_call *call)
         pg_i64(&n[1], call->date_updated), pg_i64(&n[2], call->start_time),
         pg_i64(&n[3], call->end_time), pg_i64(&n[4], call->answered_at),
         pg_i64(&n[5], call->duration), pg_i64(&n[6], call->queue_time), call->kaphila_id,
-        call->token, pg_i64(&n[7], call->cb_seq), params};
+        call->token, pg_i64(&n[7], call->cb_seq), params, c->owner->instance};
+    /* The inserting instance owns the call (store/cluster.h). */
     st = pg_insert_id(c,
         "INSERT INTO calls(sid, account_sid, parent_call_sid, to_num, from_num, status,"
         " direction, answered_by, date_created, date_updated, start_time, end_time,"
-        " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params)"
-        " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
-        " ON CONFLICT DO NOTHING RETURNING id", 19, v, &call->id, "call insert");
+        " answered_at, duration, queue_time, kaphila_id, token, cb_seq, params, owner)"
+        " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+        " ON CONFLICT DO NOTHING RETURNING id", 20, v, &call->id, "call insert");
     free(params);
     return st;
 }
@@ -206,14 +203,39 @@ store_status pg_call_each_live(store_conn *c, void (*cb)(store_call *call, void 
                                void *arg)
 {
     store_status st;
+    const char *v[] = {c->owner->instance};
+    /* This instance's calls only (store/cluster.h): the others' are theirs,
+     * or adoption's once their owner is gone. */
     PGresult *r = pg_run(c, "SELECT " CALL_COLS " FROM calls WHERE " LIVE_CONDITION
-                            " ORDER BY id", 0, NULL, &st, "live calls");
+                            " AND owner = $1 ORDER BY id", 1, v, &st, "live calls");
     for (int i = 0; r && i < PQntuples(r); i++) {
         store_call call;
         read_call(r, i, &call, true);
         cb(&call, arg);
         store_call_fini(&call);
     }
+    PQclear(r);
+    return st;
+}
+
+/* Rows of `SELECT CALL_COLS` to cb, params loaded (pg_cluster.c's adoption). */
+void pg_calls_each_row(const PGresult *r, void (*cb)(store_call *call, void *arg), void *arg)
+{
+    for (int i = 0; r && i < PQntuples(r); i++) {
+        store_call call;
+        read_call(r, i, &call, true);
+        cb(&call, arg);
+        store_call_fini(&call);
+    }
+}
+
+store_status pg_call_live_kaphila(store_conn *c, const char *kaphila_id)
+{
+    store_status st;
+    const char *v[] = {kaphila_id};
+    PGresult *r = pg_run(c, "SELECT 1 FROM calls WHERE kaphila_id = $1 AND kaphila_id != ''"
+                            " AND " LIVE_CONDITION " LIMIT 1", 1, v, &st, "call by Kaphila id");
+    if (r) st = PQntuples(r) ? STORE_OK : STORE_NOTFOUND;
     PQclear(r);
     return st;
 }

@@ -377,4 +377,12 @@ const store_backend store_pg_backend = {
     .rec_update = pg_rec_update, .rec_set_deleted = pg_rec_set_deleted,
     .rec_list = pg_rec_list, .rec_for_call = pg_rec_for_call,
     .rec_pending_calls = pg_rec_pending_calls,
+    .instance_join = pg_instance_join,
+    .instance_renew = pg_instance_renew,
+    .instance_leave = pg_instance_leave,
+    .adopt = pg_adopt,
+    .inbox_insert = pg_inbox_insert,
+    .inbox_each = pg_inbox_each,
+    .inbox_done = pg_inbox_done,
+    .call_live_kaphila = pg_call_live_kaphila,
 };

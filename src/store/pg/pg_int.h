@@ -53,6 +53,8 @@ typedef struct pg_store {
     pthread_mutex_t lock;
     pg_conn        *free_list;
     int             n_conns;
+    bool            unowned_taken;   /* pg_cluster.c: rows from before owners were
+                                        looked for once (engine thread only) */
 } pg_store;
 
 static inline pg_conn *PG(store_conn *c) { return (pg_conn *)c; }
@@ -118,6 +120,16 @@ store_status pg_call_list(store_conn *c, const store_call_filter *f, int64_t bef
         int64_t offset, int limit, store_call *out, int *n_out);
 store_status pg_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),
         void *arg);
+store_status pg_call_live_kaphila(store_conn *c, const char *kaphila_id);
+/* Each row of a `SELECT CALL_COLS …` result (params loaded) to cb. */
+void pg_calls_each_row(const PGresult *r, void (*cb)(store_call *call, void *arg), void *arg);
+/* The columns, in the order pg_calls_each_row reads them. */
+#define PG_CALL_COLS                                                                    \
+    "id, sid, account_sid, parent_call_sid, to_num, from_num, status, direction,"       \
+    " answered_by, date_created, date_updated, start_time, end_time, answered_at,"      \
+    " duration, queue_time, kaphila_id, token, cb_seq, params"
+#define PG_LIVE_CONDITION \
+    "(status = 'queued' OR status = 'ringing' OR status = 'in-progress')"
 store_status pg_ckpt_put(store_conn *c, const char *call_sid, int64_t seq, const char *doc,
         const char *state, int64_t now_ms);
 store_status pg_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state);
@@ -137,6 +149,9 @@ store_status pg_outbox_finish(store_conn *c, int64_t id, const char *state, int 
 store_status pg_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
         void *arg);
 store_status pg_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms);
+/* Each row of a `SELECT id, call_sid, account_sid, kind, seq, url, method,
+ * params, idem, created FROM outbox …` result to cb. */
+void pg_outbox_each_row(const PGresult *r, void (*cb)(store_outbox *o, void *arg), void *arg);
 store_status pg_event_insert(store_conn *c, const char *account_sid, const char *call_sid,
         int64_t ts, json_t *request, const char *params, json_t *response);
 store_status pg_event_list(store_conn *c, const char *account_sid, const char *call_sid,
@@ -147,6 +162,19 @@ store_status pg_notification_list(store_conn *c, const char *account_sid,
         int64_t *last_id);
 store_status pg_notification_get(store_conn *c, const char *account_sid, const char *sid,
         json_t **out);
+/* pg_cluster.c (store/cluster.h) */
+store_status pg_instance_join(store *s, const char *id, const char *version, int lease_ms,
+        int wait_ms, char *err, size_t errlen);
+store_status pg_instance_renew(store_conn *c, int lease_ms);
+store_status pg_instance_leave(store_conn *c);
+store_status pg_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *arg, int *n,
+        int *fenced);
+store_status pg_inbox_insert(store_conn *c, const char *call_sid, const char *kind,
+        const char *body, size_t len);
+store_status pg_inbox_each(store_conn *c, int max,
+        void (*cb)(int64_t id, const char *call_sid, const char *kind, const char *body,
+                   void *arg), void *arg);
+store_status pg_inbox_done(store_conn *c, int64_t id);
 /* pg_recordings.c */
 store_status pg_rec_insert(store_conn *c, rec_row *r);
 store_status pg_rec_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out);

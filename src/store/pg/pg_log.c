@@ -33,8 +33,13 @@ store_status pg_kevent_each_pending(store_conn *c,
         void (*cb)(int64_t id, const char *call_sid, const char *body, void *arg), void *arg)
 {
     store_status st;
-    PGresult *r = pg_run(c, "SELECT id, call_sid, body FROM kevents WHERE done = 0 ORDER BY id",
-                         0, NULL, &st, "pending kevents");
+    const char *v[] = {c->owner->instance};
+    /* This instance's calls' events (store/cluster.h); adoption replays the
+     * others'. */
+    PGresult *r = pg_run(c, "SELECT k.id, k.call_sid, k.body FROM kevents k"
+                            " LEFT JOIN calls c ON c.sid = k.call_sid"
+                            " WHERE k.done = 0 AND (c.owner = $1 OR c.sid IS NULL) ORDER BY k.id",
+                         1, v, &st, "pending kevents");
     for (int i = 0; r && i < PQntuples(r); i++)
         cb(col_i64(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), arg);
     PQclear(r);
@@ -66,9 +71,22 @@ store_status pg_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, v
                                     void *arg)
 {
     store_status st;
+    const char *v[] = {c->owner->instance};
+    /* This instance's calls' deliveries (store/cluster.h); adoption takes
+     * the others'. A delivery whose call row was deleted has no owner left:
+     * each instance that starts sends it (at least once, as always). */
     PGresult *r = pg_run(c,
-        "SELECT id, call_sid, account_sid, kind, seq, url, method, params, idem, created"
-        " FROM outbox WHERE state = 'pending' ORDER BY id", 0, NULL, &st, "pending outbox");
+        "SELECT o.id, o.call_sid, o.account_sid, o.kind, o.seq, o.url, o.method, o.params,"
+        " o.idem, o.created FROM outbox o LEFT JOIN calls c ON c.sid = o.call_sid"
+        " WHERE o.state = 'pending' AND (c.owner = $1 OR c.sid IS NULL) ORDER BY o.id", 1, v, &st,
+        "pending outbox");
+    pg_outbox_each_row(r, cb, arg);
+    PQclear(r);
+    return st;
+}
+
+void pg_outbox_each_row(const PGresult *r, void (*cb)(store_outbox *o, void *arg), void *arg)
+{
     for (int i = 0; r && i < PQntuples(r); i++) {
         store_outbox o = {0};
         o.id = col_i64(r, i, 0);
@@ -84,8 +102,6 @@ store_status pg_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, v
         if (o.url && o.method && o.params) cb(&o, arg);
         store_outbox_fini(&o);
     }
-    PQclear(r);
-    return st;
 }
 
 store_status pg_outbox_stats(store_conn *c, int64_t *pending, int64_t *oldest_ms)

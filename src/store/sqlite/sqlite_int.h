@@ -43,6 +43,7 @@
 
 enum stmt_id {
     S_CALL_INSERT, S_CALL_GET, S_CALL_GET_SID, S_CALL_GET_TOKEN, S_CALL_UPDATE, S_CALL_DELETE, S_CALL_ID,
+    S_CALL_LIVE_KID,
     S_CALL_LIVE, S_KEV_INSERT, S_KEV_DONE, S_KEV_PENDING, S_OB_INSERT, S_OB_FINISH,
     S_OB_PENDING, S_OB_STATS, S_EV_INSERT, S_NO_INSERT, S_NO_GET,
     S_BEGIN, S_COMMIT, S_ROLLBACK,
@@ -118,6 +119,7 @@ store_status sq_call_get_by_token(store_conn *c, const char *token, store_call *
 store_status sq_call_update(store_conn *c, const store_call *call);
 store_status sq_call_delete(store_conn *c, const char *account_sid, const char *sid);
 store_status sq_call_id(store_conn *c, const char *account_sid, const char *sid, int64_t *id);
+store_status sq_call_live_kaphila(store_conn *c, const char *kaphila_id);
 store_status sq_call_list(store_conn *c, const store_call_filter *f, int64_t before_id,
         int64_t offset, int limit, store_call *out, int *n_out);
 store_status sq_call_each_live(store_conn *c, void (*cb)(store_call *call, void *arg),

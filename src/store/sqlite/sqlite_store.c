@@ -32,6 +32,8 @@ const char *const store_stmt_sql[S_COUNT] = {
         " queue_time=?12 WHERE sid = ?1",
     [S_CALL_DELETE] = "DELETE FROM calls WHERE sid = ?1 AND account_sid = ?2",
     [S_CALL_ID] = "SELECT id FROM calls WHERE sid = ?1 AND account_sid = ?2",
+    [S_CALL_LIVE_KID] = "SELECT 1 FROM calls WHERE kaphila_id = ?1 AND kaphila_id != '' AND "
+                        LIVE_CONDITION " LIMIT 1",
     /* calls_live leads with account_sid, so SQLite would rather scan the
      * whole table than sort what the index holds: INDEXED BY keeps a restart
      * on a million ended calls from reading them all. */
@@ -422,5 +424,6 @@ const store_backend store_sqlite_backend = {
     .rec_update = sq_rec_update, .rec_set_deleted = sq_rec_set_deleted,
     .rec_list = sq_rec_list, .rec_for_call = sq_rec_for_call,
     .rec_pending_calls = sq_rec_pending_calls,
+    .call_live_kaphila = sq_call_live_kaphila,
 };
 

@@ -170,6 +170,21 @@ store_status sq_call_id(store_conn *c, const char *account_sid, const char *sid,
     return r;
 }
 
+store_status sq_call_live_kaphila(store_conn *c, const char *kaphila_id)
+{
+    sqlite3_stmt *st = stmt_get(c, S_CALL_LIVE_KID);
+    store_status r;
+    int rc;
+    if (!st) return STORE_ERROR;
+    bind_text(st, 1, kaphila_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) r = STORE_OK;
+    else r = rc == SQLITE_DONE ? STORE_NOTFOUND : store_map_rc_c(c, rc, "call by Kaphila id");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
 /* Appends " AND <filter>" for every filter set, numbering parameters from
  * *idx; bind_filter binds them in the same order. */
 static int filter_sql(char *sql, size_t cap, int len, const store_call_filter *f, int *idx)

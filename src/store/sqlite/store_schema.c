@@ -109,8 +109,46 @@ static const char *const migrations[] = {
     ("CREATE TABLE IF NOT EXISTS call_checkpoints("
      "  call_sid TEXT PRIMARY KEY, seq INTEGER NOT NULL, doc TEXT NOT NULL DEFAULT '',"
      "  state TEXT NOT NULL, updated_ms INTEGER NOT NULL);"),
+    /* 6. Instances sharing a database (docs/scale-out.md §4, §5): only a
+     * PostgreSQL database is shared, but the tables are here too so that
+     * both backends hold one schema (test_store_pg.py compares them). On
+     * SQLite owner stays '' and instances and call_inbox stay empty;
+     * calls_kaphila serves the reconciler on both. calls.owner is added by
+     * added_columns below, before this runs. */
+    "CREATE TABLE IF NOT EXISTS instances("
+    "  id TEXT PRIMARY KEY, lease_until_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    "  version TEXT NOT NULL, state TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS calls_owner ON calls(owner)"
+    "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';"
+    "CREATE INDEX IF NOT EXISTS calls_kaphila ON calls(kaphila_id) WHERE kaphila_id != '';"
+    "CREATE TABLE IF NOT EXISTS call_inbox("
+    "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL,"
+    "  kind TEXT NOT NULL, body TEXT NOT NULL, received_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS call_inbox_call ON call_inbox(call_sid, id);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
+
+/* Columns a migration adds, added before its SQL runs and only when missing:
+ * SQLite has no ADD COLUMN IF NOT EXISTS, and a database whose user_version
+ * was set back by hand (test_a_schema_2_database_is_migrated) already has
+ * them, as the IF NOT EXISTS of the tables and indexes above allow for. */
+static const struct { size_t version; const char *table, *column, *decl; } added_columns[] = {
+    {6, "calls", "owner", "TEXT NOT NULL DEFAULT ''"},
+};
+
+static bool has_column(sqlite3 *db, const char *table, const char *column)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, column, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
 
 /* PRAGMA quick_check at start: a database with corrupt pages loads what it
  * can, but must not say it is ready (the live calls it lost are unknown). */
@@ -187,7 +225,18 @@ int store_migrate(sqlite3 *db, char *err, size_t errlen)
     for (size_t i = (size_t)version; i < N_MIGRATIONS; i++) {
         char sql[64];
         if (exec_sql(db, "BEGIN IMMEDIATE", err, errlen)) return -1;
-        if (exec_sql(db, migrations[i], err, errlen)) {
+        int rc = SQLITE_OK;
+        for (size_t k = 0; rc == SQLITE_OK && k < sizeof added_columns / sizeof added_columns[0];
+             k++) {
+            char sql_add[160];
+            if (added_columns[k].version != i + 1 ||
+                has_column(db, added_columns[k].table, added_columns[k].column))
+                continue;
+            snprintf(sql_add, sizeof sql_add, "ALTER TABLE %s ADD COLUMN %s %s",
+                     added_columns[k].table, added_columns[k].column, added_columns[k].decl);
+            rc = exec_sql(db, sql_add, err, errlen);
+        }
+        if (rc != SQLITE_OK || exec_sql(db, migrations[i], err, errlen)) {
             char ignore[16];
             exec_sql(db, "ROLLBACK", ignore, sizeof ignore);
             return -1;
