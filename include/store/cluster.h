@@ -81,6 +81,25 @@ store_status store_inbox_each(store_conn *c, int max,
 __attribute__((warn_unused_result))
 store_status store_inbox_done(store_conn *c, int64_t id);
 
+/* The shared budget (docs/scale-out.md §7): Kaphila's sliding window of a
+ * key (label: budget_int.h's, never the key) kept in the database, so that
+ * instances sharing the key together stay within its limit. Takes one slot
+ * until hold_ms from now (the latest the request could free it: its
+ * timeout plus the window), in its own transaction, before the request is
+ * sent: STORE_OK taken; STORE_CONFLICT none free (*wait_ms until one frees,
+ * at least 1), where a new call (reserve_per_live > 0) also leaves
+ * reserve_per_live slots for each live call of every instance up, but
+ * for pending_new of the caller's: counted live (store_budget_live) while
+ * their /makecall has not left yet, this one's among them.
+ * Separate connection from the engine's batch: the slot must be visible to
+ * the others before the request leaves. */
+__attribute__((warn_unused_result))
+store_status store_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
+                               int reserve_per_live, int pending_new, int64_t *wait_ms);
+/* This instance's live calls on the key, for the others' reserve. */
+__attribute__((warn_unused_result))
+store_status store_budget_live(store_conn *c, const char *label, int live);
+
 /* Whether a live call row names this Kaphila callId, whoever owns it
  * (STORE_OK: yes, STORE_NOTFOUND: no): the reconciler judges a call Kaphila
  * lists against the database, which holds every instance's calls, rather

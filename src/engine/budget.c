@@ -14,12 +14,17 @@
  *   /api/me     me_fetch()/on_me(): the limit when configured as 0 (at
  *               the key's first use, every kaphila.me_interval_ms and at
  *               once after a 429), the credits (Balance.json, the 402 pause);
- *   figures     publish_key(): metrics and the snapshot other threads read.
+ *   figures     publish_key(): metrics and the snapshot other threads read;
+ *   shared      shared_take(): with instances sharing a database
+ *               (store/cluster.h), each counted request of a limited key
+ *               also takes a slot in the key's log in the database, so that
+ *               together they stay within the limit (docs/scale-out.md §7).
  * Engine thread only, but engine_budget_snapshot (any thread). */
 #include "budget_int.h"
 #include "engine_core_int.h"
 
 #include "base/signature.h"
+#include "store/cluster.h"
 
 struct breq {
     breq       *next;
@@ -34,6 +39,7 @@ struct breq {
 
 struct budget {
     engine          *e;
+    store_conn      *db;         /* the shared log's own connection (NULL until used) */
     bkey            *keys;
     size_t           n_keys;
     bool             stopping;
@@ -107,7 +113,7 @@ static bool is_open(const bkey *k, int64_t now)
 int budget_room_new(bkey *k)
 {
     int64_t now = loop_now_ms(loop_of(k));
-    if (!is_open(k, now) || k->paused) return 0;
+    if (!is_open(k, now) || k->paused || now < k->shared_until_new) return 0;
     int u = used(k, now);
     if (k->limit <= 0) return 1 << 20;
     int room = k->limit - u - reserve(k);
@@ -132,10 +138,24 @@ double budget_dial_rate(const bkey *k)
     return (double)k->limit / BUDGET_REQS_PER_CALL / ((double)window_ms(k) / 1000.0);
 }
 
+/* The connection the shared log is kept through, when the database is
+ * shared (NULL otherwise, or when none can be had: then the key's budget
+ * is this instance's alone, as on SQLite). */
+static store_conn *shared_db(budget *b)
+{
+    store *st = b->e->a->store;
+    if (!store_shared(st) || !store_instance(st)[0]) return NULL;
+    if (!b->db) b->db = store_conn_acquire(st);
+    return b->db;
+}
+
 void budget_live(bkey *k, int delta)
 {
     k->live += delta;
     if (k->live < 0) k->live = 0;
+    store_conn *db = k->limit > 0 ? shared_db(k->b) : NULL;
+    if (db && store_budget_live(db, k->label, k->live) != STORE_OK)
+        log_warn("budget", "key %s: the live calls could not be shared", k->label);
 }
 
 static void publish_key(bkey *k);
@@ -162,7 +182,10 @@ static void rearm(bkey *k)
     used(k, now);
     if (now < k->closed_until) at = k->closed_until;
     else if (k->fa_n) at = k->free_at[k->fa_head];
+    else if (now < k->shared_until_new) at = k->shared_until_new;
     else return;   /* only in-flight requests: their answers call back here */
+    if (now >= k->closed_until && now < k->shared_until_new && k->shared_until_new < at)
+        at = k->shared_until_new;
     if (k->wake && k->wake_at <= at) return;
     if (k->wake) loop_timer_cancel(loop_of(k), k->wake);
     k->wake_at = at;
@@ -265,10 +288,49 @@ static void on_answer(loop *l, void *arg, const kaphila_result *res)
     rearm(k);
 }
 
+/* The key's slot in the shared log, taken before the request leaves (true:
+ * send it). None free: the request goes back to its class's head and the
+ * key (for a new call: its dial queue) waits until the log's oldest slot
+ * frees. The database not answering: sent on this instance's count alone
+ * (a 429 would still be retried), said in the log. */
+static bool shared_take(bkey *k, breq *q)
+{
+    store_conn *db = k->limit > 0 ? shared_db(k->b) : NULL;
+    if (!db) return true;
+    int64_t wait = 0;
+    const config *cfg = cfg_of(k);
+    int64_t hold = window_ms(k) + cfg->kaphila_timeout_ms;
+    /* A dialled call counts live from its /makecall's turn (dialq_send):
+     * those whose /makecall waits in the class, and this one, need no
+     * reserve yet. */
+    bool is_new = q->cls == BUDGET_NEW;
+    store_status st = store_budget_take(db, k->label, k->limit, hold,
+                                        is_new ? BUDGET_RESERVE_PER_LIVE : 0,
+                                        is_new ? k->qn[BUDGET_NEW] + 1 : 0, &wait);
+    if (st == STORE_OK) return true;
+    if (st != STORE_CONFLICT) {
+        metrics_inc(k->b->e->a->metrics, "twigate_budget_shared_errors_total", NULL, 1);
+        log_warn("budget", "key %s: the shared budget did not answer; sent on this"
+                 " instance's count", k->label);
+        return true;
+    }
+    int64_t until = loop_now_ms(loop_of(k)) + wait;
+    if (q->cls == BUDGET_NEW) {
+        if (until > k->shared_until_new) k->shared_until_new = until;
+    } else if (until > k->closed_until) {
+        k->closed_until = until;
+    }
+    metrics_inc(k->b->e->a->metrics, "twigate_budget_shared_waits_total", NULL, 1);
+    q_push(k, q, true);
+    rearm(k);
+    return false;
+}
+
 static void fire(bkey *k, breq *q)
 {
     engine *e = k->b->e;
     if (q->cls == BUDGET_NEW) budget_release_new(k);   /* the slot becomes in flight */
+    if (!shared_take(k, q)) return;
     k->inflight++;
     if (kaphila_call(e->l, &e->kc, k->api_key, q->method, q->path, q->body, on_answer, q) != 0) {
         kaphila_result res = {.endpoint = "other", .curl_rc = CURLE_FAILED_INIT};
@@ -612,6 +674,7 @@ void budget_abort(budget *b)
 void budget_destroy(budget *b)
 {
     if (!b) return;
+    store_conn_release(b->db);
     while (b->keys) {
         bkey *k = b->keys;
         b->keys = k->next;

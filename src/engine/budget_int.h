@@ -69,7 +69,8 @@ typedef struct bkey {
     int         inflight;         /* counted requests sent, no answer yet */
     int         reserved_new;     /* slots taken for /makecalls about to be sent */
     int         live;             /* dialled calls that have not sent /hangup */
-    int64_t     closed_until;     /* after a 429 (loop ms) */
+    int64_t     closed_until;     /* after a 429, or the shared log full (loop ms) */
+    int64_t     shared_until_new; /* the shared log has no room for a new call before */
     int         backoff_ms;       /* the next 429's minimum close */
     breq       *qh[BUDGET_CLASSES], *qt[BUDGET_CLASSES];
     int         qn[BUDGET_CLASSES];

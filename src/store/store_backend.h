@@ -142,6 +142,9 @@ struct store_backend {
         void (*cb)(int64_t id, const char *call_sid, const char *kind, const char *body,
                    void *arg), void *arg);
     store_status (*inbox_done)(store_conn *c, int64_t id);
+    store_status (*budget_take)(store_conn *c, const char *label, int limit, int64_t hold_ms,
+                                int reserve_per_live, int pending_new, int64_t *wait_ms);
+    store_status (*budget_live)(store_conn *c, const char *label, int live);
     store_status (*call_live_kaphila)(store_conn *c, const char *kaphila_id);
 };
 

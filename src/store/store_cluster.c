@@ -69,6 +69,20 @@ store_status store_inbox_done(store_conn *c, int64_t id)
     return c->be->inbox_done ? c->be->inbox_done(c, id) : STORE_OK;
 }
 
+store_status store_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
+                               int reserve_per_live, int pending_new, int64_t *wait_ms)
+{
+    *wait_ms = 0;
+    if (!c->be->budget_take || !c->owner->instance[0]) return STORE_OK;
+    return c->be->budget_take(c, label, limit, hold_ms, reserve_per_live, pending_new, wait_ms);
+}
+
+store_status store_budget_live(store_conn *c, const char *label, int live)
+{
+    return c->be->budget_live && c->owner->instance[0] ? c->be->budget_live(c, label, live)
+                                                       : STORE_OK;
+}
+
 store_status store_call_live_kaphila(store_conn *c, const char *kaphila_id)
 {
     return c->be->call_live_kaphila(c, kaphila_id);

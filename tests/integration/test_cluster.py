@@ -157,3 +157,45 @@ def test_an_update_sent_to_the_other_instance_reaches_the_owner(cluster, receive
     assert other.wait_for_status(direct, sid, {"completed", "failed"}, timeout=10).status == \
         "completed"
     assert inbox_forwarded(other) >= 1
+
+
+SAY_HANGUP = "<Response><Say>hi</Say><Hangup/></Response>"
+B_LIMIT, B_WINDOW_MS = 12, 4000
+
+
+@pytest.fixture
+def strict_sim(tmp_path, accounts):
+    """The standalone simulator as strict as Kaphila: B_LIMIT counted
+    requests per key in any B_WINDOW_MS, 429 beyond."""
+    from harness import KaphilaSim
+    sim = KaphilaSim(tmp_path / "strict-sim", [a.kaphila_key for a in accounts.values()],
+                     extra_args=["--rate-limit", str(B_LIMIT),
+                                 "--rate-window-ms", str(B_WINDOW_MS)]).start()
+    yield sim
+    sim.stop()
+
+
+def test_two_instances_on_one_key_stay_within_its_limit_together(make_twigate, strict_sim,
+                                                                 receiver, pg_url):
+    """Each instance alone would allow the key's whole limit per window, so
+    two would spend twice it; with the shared log in the database, 16 calls
+    (three counted requests each) created on both at once all complete and
+    Kaphila refuses none (no 429 in the simulator's count)."""
+    tgs = [make_twigate(external_sim=strict_sim,
+                        overrides={"db.url": pg_url, "cluster.instance_id": f"b{i}",
+                                   "kaphila.rate_window_ms": B_WINDOW_MS})
+           for i in (1, 2)]
+    clients = [tg.client() for tg in tgs]
+    sids = []
+    for _ in range(8):
+        for client in clients:
+            sids.append(client.calls.create(to=fresh_number(), from_=DEFAULT_FROM,
+                                            twiml=SAY_HANGUP,
+                                            status_callback=receiver.url("/b/st")).sid)
+    receiver.wait_for_requests("/b/st", count=16, timeout=90)
+    statuses = {r.params["CallSid"]: r.params["CallStatus"]
+                for r in receiver.requests("/b/st")}
+    assert set(statuses) == set(sids) and set(statuses.values()) == {"completed"}, statuses
+    k = tgs[0].sim_key()
+    assert k["requests"]["makecall"] == 16, k
+    assert k["rateLimited"] == 0, k

@@ -35,16 +35,16 @@ def test_conformance_suite_passes_on_postgresql(binary, pg_url):
 
 
 def test_schema_version_matches_sqlites(postgres, pg_url):
-    """PostgreSQL's schema is at SQLite's version (6), with every table of it."""
+    """PostgreSQL's schema is at SQLite's version (7), with every table of it."""
     out = _run(SUITES[0], pg_url)
     assert out.returncode == 0, out.stdout[-4000:]
     version = postgres.psql("SELECT version, min_compatible FROM schema_version", url=pg_url)
-    assert version.strip() == "6|1", version
+    assert version.strip() == "7|1", version
     tables = postgres.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
                            " WHERE schemaname = 'public'", url=pg_url)
-    assert tables.strip() == ("account_keys,call_checkpoints,call_events,call_inbox,calls,"
-                              "instances,kevents,notifications,outbox,recordings,"
-                              "schema_version"), tables
+    assert tables.strip() == ("account_keys,budget_keys,budget_slots,budget_usage,"
+                              "call_checkpoints,call_events,call_inbox,calls,instances,kevents,"
+                              "notifications,outbox,recordings,schema_version"), tables
 
 
 def test_both_backends_hold_the_same_schema(postgres, pg_url, tmp_path):

@@ -235,3 +235,33 @@ store_status pg_inbox_done(store_conn *c, int64_t id)
     const char *v[] = {pg_i64(&n, id)};
     return pg_do(c, "DELETE FROM call_inbox WHERE id = $1", 1, v, "inbox done");
 }
+
+/* ---- the shared budget ---- */
+
+store_status pg_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
+                            int reserve_per_live, int pending_new, int64_t *wait_ms)
+{
+    pg_num n[4];
+    store_status st;
+    const char *v[] = {label, pg_i64(&n[0], limit), pg_i64(&n[1], hold_ms),
+                       pg_i64(&n[2], reserve_per_live), pg_i64(&n[3], pending_new)};
+    /* A SELECT outside any transaction: the function's writes commit with
+     * it, and a session found cut is reopened and the take run again. */
+    PGresult *r = pg_run(c, "SELECT twigate_budget_take($1, $2::bigint, $3::bigint, $4::bigint,"
+                            " $5::bigint)", 5, v, &st, "budget take");
+    if (r && PQntuples(r) == 1) {
+        *wait_ms = col_i64(r, 0, 0);
+        if (*wait_ms > 0) st = STORE_CONFLICT;
+    }
+    PQclear(r);
+    return st;
+}
+
+store_status pg_budget_live(store_conn *c, const char *label, int live)
+{
+    pg_num n;
+    const char *v[] = {label, c->owner->instance, pg_i64(&n, live)};
+    return pg_do(c, "INSERT INTO budget_usage(label, instance, live) VALUES($1, $2, $3::bigint)"
+                    " ON CONFLICT (label, instance) DO UPDATE SET live = EXCLUDED.live",
+                 3, v, "budget live");
+}

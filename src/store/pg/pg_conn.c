@@ -384,5 +384,7 @@ const store_backend store_pg_backend = {
     .inbox_insert = pg_inbox_insert,
     .inbox_each = pg_inbox_each,
     .inbox_done = pg_inbox_done,
+    .budget_take = pg_budget_take,
+    .budget_live = pg_budget_live,
     .call_live_kaphila = pg_call_live_kaphila,
 };

@@ -105,6 +105,45 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX call_inbox_call ON call_inbox(call_sid, id);"
     "CREATE OR REPLACE FUNCTION twigate_now_ms() RETURNS bigint LANGUAGE sql VOLATILE"
     "  AS 'SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint';",
+    /* 7. The shared budget (docs/scale-out.md §7; pg_cluster.c owns the
+     * SQL): each Kaphila key's sliding-window log as one row per counted
+     * request (its latest possible free time), the count beside it, and
+     * each instance's live calls per key for the reserve. The take is one
+     * function, so one round trip under the key row's lock. */
+    "CREATE TABLE budget_keys(label text PRIMARY KEY, used bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE budget_slots(label text NOT NULL, free_at_ms bigint NOT NULL);"
+    "CREATE INDEX budget_slots_label ON budget_slots(label, free_at_ms);"
+    "CREATE TABLE budget_usage(label text NOT NULL, instance text NOT NULL,"
+    "  live bigint NOT NULL, PRIMARY KEY(label, instance));"
+    /* 0 = a slot taken until now + hold; > 0 = none free (without eating
+     * into the live calls' reserve, for a new call), ms until one frees.
+     * p_pending: the caller's calls counted live whose /makecall has not
+     * left yet (this one among them), which need no reserve. */
+    "CREATE OR REPLACE FUNCTION twigate_budget_take(p_label text, p_lim bigint,"
+    "  p_hold bigint, p_reserve bigint, p_pending bigint) RETURNS bigint"
+    "  LANGUAGE plpgsql AS $$"
+    "DECLARE now_ms bigint := twigate_now_ms(); n bigint; gone bigint; res bigint := 0;"
+    "  first_free bigint;"
+    "BEGIN"
+    "  INSERT INTO budget_keys(label) VALUES (p_label) ON CONFLICT DO NOTHING;"
+    "  SELECT used INTO n FROM budget_keys WHERE label = p_label FOR UPDATE;"
+    "  WITH d AS (DELETE FROM budget_slots WHERE label = p_label AND free_at_ms <= now_ms"
+    "    RETURNING 1) SELECT count(*) INTO gone FROM d;"
+    "  n := greatest(n - gone, 0);"
+    "  IF p_reserve > 0 THEN"
+    "    SELECT greatest(coalesce(sum(u.live), 0) - p_pending, 0) * p_reserve INTO res"
+    "      FROM budget_usage u"
+    "      JOIN instances i ON i.id = u.instance AND i.state = 'up' WHERE u.label = p_label;"
+    "  END IF;"
+    "  IF n + res < p_lim THEN"
+    "    INSERT INTO budget_slots VALUES (p_label, now_ms + p_hold);"
+    "    UPDATE budget_keys SET used = n + 1 WHERE label = p_label;"
+    "    RETURN 0;"
+    "  END IF;"
+    "  UPDATE budget_keys SET used = n WHERE label = p_label;"
+    "  SELECT min(free_at_ms) INTO first_free FROM budget_slots WHERE label = p_label;"
+    "  RETURN greatest(coalesce(first_free - now_ms, 1000), 1);"
+    "END $$;",
 };
 #define N_PG_MIGRATIONS ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

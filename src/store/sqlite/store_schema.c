@@ -125,6 +125,15 @@ static const char *const migrations[] = {
     "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL,"
     "  kind TEXT NOT NULL, body TEXT NOT NULL, received_ms INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS call_inbox_call ON call_inbox(call_sid, id);",
+    /* 7. The shared budget (docs/scale-out.md §7): PostgreSQL's, here for
+     * the one schema; unused on SQLite, where budget.c's log in memory is
+     * the only one. */
+    "CREATE TABLE IF NOT EXISTS budget_keys(label TEXT PRIMARY KEY,"
+    "  used INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS budget_slots(label TEXT NOT NULL, free_at_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS budget_slots_label ON budget_slots(label, free_at_ms);"
+    "CREATE TABLE IF NOT EXISTS budget_usage(label TEXT NOT NULL, instance TEXT NOT NULL,"
+    "  live INTEGER NOT NULL, PRIMARY KEY(label, instance));",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
