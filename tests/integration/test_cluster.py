@@ -199,3 +199,39 @@ def test_two_instances_on_one_key_stay_within_its_limit_together(make_twigate, s
     k = tgs[0].sim_key()
     assert k["requests"]["makecall"] == 16, k
     assert k["rateLimited"] == 0, k
+
+
+def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver, pg_url):
+    """SIGSTOP of the owner (a stalled VM, a long GC pause): the other adopts
+    the call once the lease runs out; when the paused one wakes it finds
+    itself fenced and exits with status 3 (docs/twigate.8), and the call goes
+    on under the adopter to `completed`, each callback once."""
+    import signal
+    lb, tgs = cluster
+    by_id = {"tg1": tgs[0], "tg2": tgs[1]}
+    client = lb_client(lb, tgs[0])
+    receiver.set("/cl/ivr2", twiml=IVR)
+    receiver.set("/resume/done", twiml=DONE)
+    sid = create(client, receiver, "/cl/ivr2", status_callback=receiver.url("/cl/st3"),
+                 status_callback_event=ALL_EVENTS).sid
+    first = owner(pg_url, sid)
+    paused, survivor = by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
+    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
+             message="no <Gather> checkpoint")
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=5,
+                 message="the call was not adopted within 5 s of the pause")
+        wait_kaphila(survivor, sid, lambda reqs: reqs.count(("/voice", {"text": PROMPT})) == 2,
+                     timeout=20, what="the adopter did not say the prompt again")
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    assert paused.proc.wait(timeout=10) == 3, paused.log_tail()
+    paused.proc = None
+    assert "was fenced" in paused.log_text()
+    survivor.sim_digits(sid, "4")
+    done = receiver.wait_for_requests("/resume/done", 1, call_sid=sid, timeout=20)
+    assert done[0].params["Digits"] == "4", done[0].params
+    assert survivor.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
+        "completed"
+    assert_callbacks_once(receiver, "/cl/st3", sid)

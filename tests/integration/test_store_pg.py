@@ -13,7 +13,8 @@ import subprocess
 import pytest
 
 BUILD = os.environ.get("TWIGATE_BUILD", "build")
-SUITES = ("store/test_store_conformance", "store/test_store_conformance_logs")
+SUITES = ("store/test_store_conformance", "store/test_store_conformance_logs",
+          "store/test_store_cluster")
 
 
 def _run(binary, url):

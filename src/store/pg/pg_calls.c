@@ -126,11 +126,18 @@ store_status pg_call_update(store_conn *c, const store_call *call)
         call->sid, call->status, call->answered_by, pg_i64(&n[0], call->date_updated),
         pg_i64(&n[1], call->start_time), pg_i64(&n[2], call->end_time),
         pg_i64(&n[3], call->answered_at), pg_i64(&n[4], call->duration), call->kaphila_id,
-        pg_i64(&n[5], call->cb_seq), params, pg_i64(&n[6], call->queue_time)};
+        pg_i64(&n[5], call->cb_seq), params, pg_i64(&n[6], call->queue_time),
+        c->owner->instance};
+    /* The fence (store/cluster.h): only the call's owner writes it. An
+     * instance that was paused past its lease and whose call another has
+     * adopted meanwhile matches nothing here, so its batch is refused until
+     * its next renewal finds it fenced and it exits. */
     store_status st = changed(c,
         "UPDATE calls SET status=$2, answered_by=$3, date_updated=$4, start_time=$5,"
         " end_time=$6, answered_at=$7, duration=$8, kaphila_id=$9, cb_seq=$10, params=$11,"
-        " queue_time=$12 WHERE sid = $1", 12, v, "call update");
+        " queue_time=$12 WHERE sid = $1 AND owner = $13", 13, v, "call update");
+    if (st == STORE_NOTFOUND && c->owner->instance[0])
+        log_warn("store", "call %s is owned by another instance now: write refused", call->sid);
     free(params);
     return st;
 }
