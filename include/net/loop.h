@@ -82,5 +82,11 @@ typedef void (*loop_late_fn)(loop *l, int64_t late_ms, void *arg);
 void loop_set_timer_observer(loop *l, loop_late_fn fn, void *arg);
 /* Number of transfers in flight (for metrics and tests). */
 size_t loop_http_active(const loop *l);
+/* One more file descriptor the loop waits on besides its own (the engine's
+ * PostgreSQL notification socket, store/cluster.h): fn(l, arg) runs on the
+ * loop thread when fd is readable (level-triggered: fn must read what is
+ * there). One at a time; fd -1 stops watching. Loop thread only; -1 when
+ * epoll refuses the fd. */
+int loop_watch(loop *l, int fd, loop_timer_fn fn, void *arg);
 
 #endif

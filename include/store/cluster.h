@@ -81,6 +81,19 @@ store_status store_inbox_each(store_conn *c, int max,
 __attribute__((warn_unused_result))
 store_status store_inbox_done(store_conn *c, int64_t id);
 
+/* The inbox's wake-up (a hint; the owner's poll is the guarantee):
+ * store_inbox_insert also notifies the call's owner when its batch commits,
+ * and an instance listens on a connection of its own. The listener's fd is
+ * readable when something arrived; store_listener_drain reads it and
+ * answers how many notifications were for this instance, -1 when the
+ * connection is lost (close it; open another later). NULL from open on
+ * SQLite or when it cannot connect. Engine loop thread only. */
+typedef struct store_listener store_listener;
+store_listener *store_listener_open(store *s);
+int  store_listener_fd(const store_listener *l);
+int  store_listener_drain(store_listener *l);
+void store_listener_close(store_listener *l);   /* accepts NULL */
+
 /* The shared budget (docs/scale-out.md §7): Kaphila's sliding window of a
  * key (label: budget_int.h's, never the key) kept in the database, so that
  * instances sharing the key together stay within its limit. Takes one slot
@@ -88,14 +101,15 @@ store_status store_inbox_done(store_conn *c, int64_t id);
  * timeout plus the window), in its own transaction, before the request is
  * sent: STORE_OK taken; STORE_CONFLICT none free (*wait_ms until one frees,
  * at least 1), where a new call (reserve_per_live > 0) also leaves
- * reserve_per_live slots for each live call of every instance up, but
- * for pending_new of the caller's: counted live (store_budget_live) while
- * their /makecall has not left yet, this one's among them.
+ * reserve_per_live slots for each live call of every instance up. A new
+ * call's take first records the caller's own live calls on the key: live,
+ * less pending_new of them (counted live while their /makecall has not
+ * left yet, this one's among them: they need no reserve).
  * Separate connection from the engine's batch: the slot must be visible to
  * the others before the request leaves. */
 __attribute__((warn_unused_result))
 store_status store_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
-                               int reserve_per_live, int pending_new, int64_t *wait_ms);
+                               int reserve_per_live, int live, int pending_new, int64_t *wait_ms);
 /* This instance's live calls on the key, for the others' reserve. */
 __attribute__((warn_unused_result))
 store_status store_budget_live(store_conn *c, const char *label, int live);

@@ -154,7 +154,9 @@ void budget_live(bkey *k, int delta)
     k->live += delta;
     if (k->live < 0) k->live = 0;
     store_conn *db = k->limit > 0 ? shared_db(k->b) : NULL;
-    if (db && store_budget_live(db, k->label, k->live) != STORE_OK)
+    /* Those whose /makecall waits in the class need no reserve yet. */
+    int reserved = k->live - k->qn[BUDGET_NEW];
+    if (db && store_budget_live(db, k->label, reserved > 0 ? reserved : 0) != STORE_OK)
         log_warn("budget", "key %s: the live calls could not be shared", k->label);
 }
 
@@ -305,7 +307,7 @@ static bool shared_take(bkey *k, breq *q)
      * reserve yet. */
     bool is_new = q->cls == BUDGET_NEW;
     store_status st = store_budget_take(db, k->label, k->limit, hold,
-                                        is_new ? BUDGET_RESERVE_PER_LIVE : 0,
+                                        is_new ? BUDGET_RESERVE_PER_LIVE : 0, k->live,
                                         is_new ? k->qn[BUDGET_NEW] + 1 : 0, &wait);
     if (st == STORE_OK) return true;
     if (st != STORE_CONFLICT) {

@@ -17,7 +17,10 @@
  *          checkpoint; still ringing → waits for its events;
  *   poll   (cluster.poll_ms)   applies the inbox: the Kaphila events and REST
  *          updates other instances received for this instance's calls, each
- *          row deleted in the batch that applies it.
+ *          row deleted in the batch that applies it. The poll is the
+ *          guarantee; the hint is a notification on a connection of its own
+ *          (store_listener, its socket watched by the loop), on which the
+ *          inbox is read at once.
  * And eng_cluster_forward, on the receiving side: a posted event or a REST
  * update for a live call this instance does not hold goes into the inbox in
  * the open batch, answered once it commits.
@@ -39,8 +42,14 @@
 /* The exit status of an instance that finds itself fenced. */
 #define CLUSTER_FENCED_EXIT 3
 
+/* How often a lost notification connection is opened again (from the
+ * poll): connecting blocks the loop, so not at every poll. */
+#define CLUSTER_LISTEN_RETRY_MS 5000
+
 struct eng_cluster {
     loop_timer *renew, *adopt, *poll;
+    store_listener *lis;          /* the inbox's wake-up; NULL: polled only */
+    int64_t     lis_retry_at;     /* loop ms of the next attempt to reopen it */
 };
 
 static const config *ccfg(engine *e) { return app_config(e->a); }
@@ -233,17 +242,64 @@ static void inbox_row(int64_t id, const char *call_sid, const char *kind, const 
     log_context_clear();
 }
 
-static void poll_tick(loop *l, void *arg)
+/* Applies what the inbox holds for this instance's calls, now. */
+static void inbox_read(engine *e, const char *by)
 {
-    engine *e = arg;
-    e->cl->poll = NULL;
-    if (e->stopping) return;
+    char label[24];
+    snprintf(label, sizeof label, "by=\"%s\"", by);
+    metrics_inc(e->a->metrics, "twigate_cluster_inbox_reads_total", label, 1);
     /* A row applied in the open batch is deleted only when it commits: read
      * the inbox again only once it has, or the row would be applied twice. */
     if (batch_closed(e) &&
         store_inbox_each(e->db, CLUSTER_INBOX_BATCH, inbox_row, e) != STORE_OK)
         log_warn("cluster", "the inbox could not be read; trying again");
     if (e->batch) (void)eng_batch_flush(e);
+}
+
+static void listen_close(engine *e)
+{
+    if (!e->cl->lis) return;
+    (void)loop_watch(e->l, -1, NULL, NULL);   /* before its fd is closed */
+    store_listener_close(e->cl->lis);
+    e->cl->lis = NULL;
+}
+
+/* A notification arrived (or the connection broke): one for this instance
+ * means rows in its inbox, read at once rather than at the next poll. */
+static void on_notify(loop *l, void *arg)
+{
+    engine *e = arg;
+    int n = store_listener_drain(e->cl->lis);
+    if (n < 0) {
+        log_warn("cluster", "the inbox notifications were cut; polling until they are back");
+        listen_close(e);
+        e->cl->lis_retry_at = loop_now_ms(l) + CLUSTER_LISTEN_RETRY_MS;
+        return;
+    }
+    if (n > 0 && !e->stopping) inbox_read(e, "notify");
+}
+
+static void listen_open(engine *e)
+{
+    e->cl->lis = store_listener_open(e->a->store);
+    if (e->cl->lis &&
+        loop_watch(e->l, store_listener_fd(e->cl->lis), on_notify, e) != 0) {
+        store_listener_close(e->cl->lis);
+        e->cl->lis = NULL;
+    }
+    if (!e->cl->lis) e->cl->lis_retry_at = loop_now_ms(e->l) + CLUSTER_LISTEN_RETRY_MS;
+}
+
+static void poll_tick(loop *l, void *arg)
+{
+    engine *e = arg;
+    e->cl->poll = NULL;
+    if (e->stopping) return;
+    if (!e->cl->lis && loop_now_ms(l) >= e->cl->lis_retry_at) {
+        listen_open(e);
+        /* Rows that came while nobody listened are read by this poll. */
+    }
+    inbox_read(e, "poll");
     e->cl->poll = loop_timer_add(l, ccfg(e)->cluster_poll_ms, poll_tick, e);
 }
 
@@ -273,8 +329,11 @@ void eng_cluster_start(engine *e)
     e->cl->renew = loop_timer_add(e->l, cfg->cluster_renew_ms, renew_tick, e);
     e->cl->adopt = loop_timer_add(e->l, 0, adopt_tick, e);
     e->cl->poll = loop_timer_add(e->l, cfg->cluster_poll_ms, poll_tick, e);
-    log_info("cluster", "instance %s: lease %d ms, renewed every %d ms",
-             store_instance(e->a->store), cfg->cluster_lease_ms, cfg->cluster_renew_ms);
+    listen_open(e);
+    log_info("cluster", "instance %s: lease %d ms, renewed every %d ms; inbox %s, polled"
+             " every %d ms", store_instance(e->a->store), cfg->cluster_lease_ms,
+             cfg->cluster_renew_ms, e->cl->lis ? "woken by notifications" : "not notified",
+             cfg->cluster_poll_ms);
 }
 
 void eng_cluster_destroy(engine *e)
@@ -284,6 +343,7 @@ void eng_cluster_destroy(engine *e)
      * now, so the others adopt the calls left without waiting it out. */
     if (e->db && store_instance_leave(e->db) != STORE_OK)
         log_warn("cluster", "could not mark this instance as gone; its lease runs out instead");
+    store_listener_close(e->cl->lis);   /* the loop and its epoll are gone already */
     free(e->cl);
     e->cl = NULL;
 }

@@ -26,7 +26,9 @@
  *     then the idle hook. Timers and messages get a time slice per
  *     iteration, so neither holds the rest (each other, sockets) back, and
  *     due timers also get a turn inside a long stretch of socket work
- *     (loop_timers_turn).
+ *     (loop_timers_turn). One more fd may be watched (loop_watch: the
+ *     engine's PostgreSQL notification socket), its callback run when
+ *     readable.
  * Every callback starts with an empty log context: one call's CallSid must
  * not tag the lines of whatever the loop runs next (a health probe, say).
  */
@@ -290,6 +292,10 @@ static void *run(void *arg)
                 (void)r;
                 continue;
             }
+            if (fd == l->watch_fd) {
+                l->watch_fn(l, l->watch_arg);
+                continue;
+            }
             uint8_t st = (size_t)fd < l->n_fds ? l->fds[fd] : FD_UNKNOWN;
             if (!(st & (FD_WANT | FD_UNKNOWN))) {
                 /* A parked connection woke up (see loop_sock_cb): stop watching
@@ -351,6 +357,7 @@ loop *loop_create(const char *thread_name, loop_msg_fn on_msg, void *ctx)
     l->multi = curl_multi_init();
     if (!l->ring || l->epfd < 0 || l->evfd < 0 || !l->multi)
         goto fail;
+    l->watch_fd = -1;
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->evfd};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) < 0)
         goto fail;
@@ -448,4 +455,17 @@ int64_t loop_now_ms(const loop *l)
 {
     (void)l;
     return mono_ms();
+}
+
+int loop_watch(loop *l, int fd, loop_timer_fn fn, void *arg)
+{
+    if (l->watch_fd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->watch_fd, NULL);
+    l->watch_fd = -1;
+    if (fd < 0) return 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -1;
+    l->watch_fd = fd;
+    l->watch_fn = fn;
+    l->watch_arg = arg;
+    return 0;
 }

@@ -102,6 +102,9 @@ struct loop {
 
     int       epfd;
     int       evfd;
+    int       watch_fd;          /* loop_watch's, -1 = none */
+    loop_timer_fn watch_fn;
+    void     *watch_arg;
     pthread_t thread;
     bool      started;
     bool      joined;

@@ -143,8 +143,12 @@ struct store_backend {
                    void *arg), void *arg);
     store_status (*inbox_done)(store_conn *c, int64_t id);
     store_status (*budget_take)(store_conn *c, const char *label, int limit, int64_t hold_ms,
-                                int reserve_per_live, int pending_new, int64_t *wait_ms);
+                                int reserve_per_live, int live, int pending_new, int64_t *wait_ms);
     store_status (*budget_live)(store_conn *c, const char *label, int live);
+    store_listener *(*listener_open)(store *s);
+    int  (*listener_fd)(const store_listener *l);
+    int  (*listener_drain)(store_listener *l);
+    void (*listener_close)(store_listener *l);
     store_status (*call_live_kaphila)(store_conn *c, const char *kaphila_id);
 };
 

@@ -70,17 +70,41 @@ store_status store_inbox_done(store_conn *c, int64_t id)
 }
 
 store_status store_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
-                               int reserve_per_live, int pending_new, int64_t *wait_ms)
+                               int reserve_per_live, int live, int pending_new, int64_t *wait_ms)
 {
     *wait_ms = 0;
     if (!c->be->budget_take || !c->owner->instance[0]) return STORE_OK;
-    return c->be->budget_take(c, label, limit, hold_ms, reserve_per_live, pending_new, wait_ms);
+    return c->be->budget_take(c, label, limit, hold_ms, reserve_per_live, live, pending_new, wait_ms);
 }
 
 store_status store_budget_live(store_conn *c, const char *label, int live)
 {
     return c->be->budget_live && c->owner->instance[0] ? c->be->budget_live(c, label, live)
                                                        : STORE_OK;
+}
+
+/* A listener remembers its backend, so that the calls below need no store. */
+struct store_listener_head { const store_backend *be; };
+
+store_listener *store_listener_open(store *s)
+{
+    if (!s->be->listener_open || !s->instance[0]) return NULL;
+    return s->be->listener_open(s);
+}
+
+int store_listener_fd(const store_listener *l)
+{
+    return ((const struct store_listener_head *)l)->be->listener_fd(l);
+}
+
+int store_listener_drain(store_listener *l)
+{
+    return ((struct store_listener_head *)l)->be->listener_drain(l);
+}
+
+void store_listener_close(store_listener *l)
+{
+    if (l) ((struct store_listener_head *)l)->be->listener_close(l);
 }
 
 store_status store_call_live_kaphila(store_conn *c, const char *kaphila_id)

@@ -54,12 +54,12 @@ def checkpoint(pg_url, sid):
     return json.loads(rows[0][0]) if rows else None
 
 
-@pytest.fixture
-def cluster(make_twigate, make_haproxy, slow_sim, pg_url):
+def start_cluster(make_twigate, make_haproxy, sim, pg_url, **settings):
     """Two twigates on pg_url behind one HAProxy, their public_url the
     balancer's (so Kaphila's events go through it). Returns (lb, [tg1, tg2])."""
-    tgs = [make_twigate(external_sim=slow_sim, start=False,
-                        overrides={"db.url": pg_url, "cluster.instance_id": f"tg{i}"})
+    tgs = [make_twigate(external_sim=sim, start=False,
+                        overrides={"db.url": pg_url, "cluster.instance_id": f"tg{i}",
+                                   **settings})
            for i in (1, 2)]
     lb = make_haproxy(tgs, start=False)
     for tg in tgs:
@@ -71,19 +71,28 @@ def cluster(make_twigate, make_haproxy, slow_sim, pg_url):
     return lb, tgs
 
 
+@pytest.fixture
+def cluster(make_twigate, make_haproxy, slow_sim, pg_url):
+    return start_cluster(make_twigate, make_haproxy, slow_sim, pg_url)
+
+
 def lb_client(lb, tg):
     c = tg.client()
     c.api.base_url = lb.url
     return c
 
 
-def inbox_forwarded(tg):
+def metric(tg, series):
     body = tg.http("GET", "/metrics", auth=None).text
     total = 0.0
     for line in body.splitlines():
-        if line.startswith('twigate_cluster_inbox_total{dir="forwarded"}'):
+        if line.startswith(series + " "):
             total += float(line.split()[-1])
     return total
+
+
+def inbox_forwarded(tg):
+    return metric(tg, 'twigate_cluster_inbox_total{dir="forwarded"}')
 
 
 def test_gather_ivr_survives_kill9_of_its_owner_behind_the_balancer(cluster, receiver,
@@ -235,3 +244,21 @@ def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver
     assert survivor.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
         "completed"
     assert_callbacks_once(receiver, "/cl/st3", sid)
+
+
+def test_the_owner_is_woken_by_a_notification_not_only_by_its_poll(make_twigate, make_haproxy,
+                                                                  slow_sim, receiver, pg_url):
+    """With the inbox polled only once a minute, calls whose events the
+    balancer splits between the instances still run at once: the receiver's
+    NOTIFY wakes the owner, which reads its inbox on the notification."""
+    lb, tgs = start_cluster(make_twigate, make_haproxy, slow_sim, pg_url,
+                            **{"cluster.poll_ms": 60000})
+    client = lb_client(lb, tgs[0])
+    receiver.set("/cl/short2", twiml="<Response><Say>Hello there.</Say><Hangup/></Response>")
+    sids = [create(client, receiver, "/cl/short2", status_callback=receiver.url("/cl/st4"),
+                   status_callback_event=ALL_EVENTS).sid for _ in range(6)]
+    for sid in sids:   # well within the minute a poll would take
+        assert tgs[0].wait_for_status(client, sid, {"completed", "failed"}, timeout=30).status \
+            == "completed"
+    assert sum(inbox_forwarded(tg) for tg in tgs) > 0
+    assert sum(metric(tg, 'twigate_cluster_inbox_reads_total{by="notify"}') for tg in tgs) > 0

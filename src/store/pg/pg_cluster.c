@@ -207,8 +207,14 @@ store_status pg_inbox_insert(store_conn *c, const char *call_sid, const char *ki
     char *b = strndup(body, len);   /* a text parameter ends at its NUL */
     if (!b) return STORE_ERROR;
     const char *v[] = {call_sid, kind, b};
-    store_status st = pg_do(c, "INSERT INTO call_inbox(call_sid, kind, body, received_ms)"
-                               " VALUES($1, $2, $3, twigate_now_ms())", 3, v, "inbox insert");
+    /* The owner's wake-up goes out when the batch commits (NOTIFY is
+     * transactional), named by the row, so an adoption that moved the call
+     * meanwhile is the one woken. */
+    store_status st = pg_do(c,
+        "WITH i AS (INSERT INTO call_inbox(call_sid, kind, body, received_ms)"
+        " VALUES($1, $2, $3, twigate_now_ms()) RETURNING call_sid)"
+        " SELECT pg_notify('twigate_inbox', c.owner) FROM i JOIN calls c ON c.sid = i.call_sid",
+        3, v, "inbox insert");
     free(b);
     return st;
 }
@@ -239,16 +245,17 @@ store_status pg_inbox_done(store_conn *c, int64_t id)
 /* ---- the shared budget ---- */
 
 store_status pg_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
-                            int reserve_per_live, int pending_new, int64_t *wait_ms)
+                            int reserve_per_live, int live, int pending_new, int64_t *wait_ms)
 {
-    pg_num n[4];
+    pg_num n[5];
     store_status st;
     const char *v[] = {label, pg_i64(&n[0], limit), pg_i64(&n[1], hold_ms),
-                       pg_i64(&n[2], reserve_per_live), pg_i64(&n[3], pending_new)};
+                       pg_i64(&n[2], reserve_per_live), c->owner->instance,
+                       pg_i64(&n[3], live), pg_i64(&n[4], pending_new)};
     /* A SELECT outside any transaction: the function's writes commit with
      * it, and a session found cut is reopened and the take run again. */
     PGresult *r = pg_run(c, "SELECT twigate_budget_take($1, $2::bigint, $3::bigint, $4::bigint,"
-                            " $5::bigint)", 5, v, &st, "budget take");
+                            " $5, $6::bigint, $7::bigint)", 7, v, &st, "budget take");
     if (r && PQntuples(r) == 1) {
         *wait_ms = col_i64(r, 0, 0);
         if (*wait_ms > 0) st = STORE_CONFLICT;
@@ -264,4 +271,58 @@ store_status pg_budget_live(store_conn *c, const char *label, int live)
     return pg_do(c, "INSERT INTO budget_usage(label, instance, live) VALUES($1, $2, $3::bigint)"
                     " ON CONFLICT (label, instance) DO UPDATE SET live = EXCLUDED.live",
                  3, v, "budget live");
+}
+
+/* ---- the inbox's wake-up ---- */
+
+typedef struct pg_listener {
+    const store_backend *be;    /* store_cluster.c's head: first */
+    PGconn *pq;
+    char    me[STORE_INSTANCE_LEN];
+} pg_listener;
+
+store_listener *pg_listener_open(store *s)
+{
+    pg_listener *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->be = s->be;
+    snprintf(l->me, sizeof l->me, "%s", s->instance);
+    l->pq = PQconnectdb(((pg_store *)s)->url);
+    PGresult *r = l->pq && PQstatus(l->pq) == CONNECTION_OK
+                      ? PQexec(l->pq, "LISTEN twigate_inbox") : NULL;
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok || PQsetnonblocking(l->pq, 1) != 0) {
+        log_warn("store", "cannot listen for inbox notifications%s%s; the inbox is polled",
+                 l->pq ? ": " : "", l->pq ? PQerrorMessage(l->pq) : "");
+        PQfinish(l->pq);
+        free(l);
+        return NULL;
+    }
+    return (store_listener *)l;
+}
+
+int pg_listener_fd(const store_listener *base)
+{
+    return PQsocket(((const pg_listener *)base)->pq);
+}
+
+int pg_listener_drain(store_listener *base)
+{
+    pg_listener *l = (pg_listener *)base;
+    if (!PQconsumeInput(l->pq) || PQstatus(l->pq) != CONNECTION_OK) return -1;
+    int n = 0;
+    PGnotify *nt;
+    while ((nt = PQnotifies(l->pq))) {
+        if (!strcmp(nt->extra, l->me)) n++;
+        PQfreemem(nt);
+    }
+    return n;
+}
+
+void pg_listener_close(store_listener *base)
+{
+    pg_listener *l = (pg_listener *)base;
+    PQfinish(l->pq);
+    free(l);
 }

@@ -386,5 +386,9 @@ const store_backend store_pg_backend = {
     .inbox_done = pg_inbox_done,
     .budget_take = pg_budget_take,
     .budget_live = pg_budget_live,
+    .listener_open = pg_listener_open,
+    .listener_fd = pg_listener_fd,
+    .listener_drain = pg_listener_drain,
+    .listener_close = pg_listener_close,
     .call_live_kaphila = pg_call_live_kaphila,
 };

@@ -176,8 +176,12 @@ store_status pg_inbox_each(store_conn *c, int max,
                    void *arg), void *arg);
 store_status pg_inbox_done(store_conn *c, int64_t id);
 store_status pg_budget_take(store_conn *c, const char *label, int limit, int64_t hold_ms,
-        int reserve_per_live, int pending_new, int64_t *wait_ms);
+        int reserve_per_live, int live, int pending_new, int64_t *wait_ms);
 store_status pg_budget_live(store_conn *c, const char *label, int live);
+store_listener *pg_listener_open(store *s);
+int  pg_listener_fd(const store_listener *l);
+int  pg_listener_drain(store_listener *l);
+void pg_listener_close(store_listener *l);
 /* pg_recordings.c */
 store_status pg_rec_insert(store_conn *c, rec_row *r);
 store_status pg_rec_get(store_conn *c, const char *account_sid, const char *sid, rec_row *out);

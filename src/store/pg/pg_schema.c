@@ -117,11 +117,13 @@ static const char *const pg_migrations[] = {
     "  live bigint NOT NULL, PRIMARY KEY(label, instance));"
     /* 0 = a slot taken until now + hold; > 0 = none free (without eating
      * into the live calls' reserve, for a new call), ms until one frees.
-     * p_pending: the caller's calls counted live whose /makecall has not
-     * left yet (this one among them), which need no reserve. */
+     * A new call's take first writes the caller's own live calls (p_live,
+     * less p_pending: those whose /makecall has not left yet, this one
+     * among them, which need no reserve), so that instances whose dials
+     * all wait never reserve room for each other's waiting dials. */
     "CREATE OR REPLACE FUNCTION twigate_budget_take(p_label text, p_lim bigint,"
-    "  p_hold bigint, p_reserve bigint, p_pending bigint) RETURNS bigint"
-    "  LANGUAGE plpgsql AS $$"
+    "  p_hold bigint, p_reserve bigint, p_me text, p_live bigint, p_pending bigint)"
+    "  RETURNS bigint LANGUAGE plpgsql AS $$"
     "DECLARE now_ms bigint := twigate_now_ms(); n bigint; gone bigint; res bigint := 0;"
     "  first_free bigint;"
     "BEGIN"
@@ -131,8 +133,10 @@ static const char *const pg_migrations[] = {
     "    RETURNING 1) SELECT count(*) INTO gone FROM d;"
     "  n := greatest(n - gone, 0);"
     "  IF p_reserve > 0 THEN"
-    "    SELECT greatest(coalesce(sum(u.live), 0) - p_pending, 0) * p_reserve INTO res"
-    "      FROM budget_usage u"
+    "    INSERT INTO budget_usage(label, instance, live)"
+    "      VALUES (p_label, p_me, greatest(p_live - p_pending, 0))"
+    "      ON CONFLICT (label, instance) DO UPDATE SET live = EXCLUDED.live;"
+    "    SELECT coalesce(sum(u.live), 0) * p_reserve INTO res FROM budget_usage u"
     "      JOIN instances i ON i.id = u.instance AND i.state = 'up' WHERE u.label = p_label;"
     "  END IF;"
     "  IF n + res < p_lim THEN"
