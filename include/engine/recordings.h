@@ -44,6 +44,9 @@
  * download cut short, failing) are fetched again, so their callbacks still
  * go out. */
 void rec_recover(engine *e);
+/* The same for one call (an ended call another instance owned, adopted:
+ * engine_cluster.c). Engine thread. */
+void rec_recover_call(engine *e, const char *call_sid);
 
 /* ---- the MP3 encoder thread (recordings_mp3.c) ---- */
 /* "rec-mp3" encodes a recording's WAV to MP3 the first time .mp3 is asked

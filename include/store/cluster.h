@@ -52,14 +52,16 @@ store_status store_instance_leave(store_conn *c);
 /* Adoption, one transaction: instances whose lease ran out are fenced
  * (marked dead; *fenced counts them), then this instance takes up to max of
  * the live calls whose owner is not up (dead, gone, or none), and every
- * ended call of such an owner that still owes a delivery or has events in
- * the inbox. After the commit, for what was taken: call for each live call
+ * ended call of such an owner that still owes a delivery, has rows in the
+ * inbox or recordings still to fetch or cut. After the commit, for what was taken: call for each live call
  * (params loaded, as store_call_each_live), kevent for each of their
  * pending raw events, outbox for each pending delivery. *n = calls taken. */
 typedef struct store_adopt_cbs {
     void (*call)(store_call *call, void *arg);
     void (*kevent)(int64_t id, const char *call_sid, const char *body, void *arg);
     void (*outbox)(store_outbox *o, void *arg);
+    /* each ended call taken (its recordings may wait for media); may be NULL */
+    void (*ended)(const char *call_sid, void *arg);
 } store_adopt_cbs;
 __attribute__((warn_unused_result))
 store_status store_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *arg,

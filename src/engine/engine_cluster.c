@@ -168,6 +168,16 @@ static void adopted_outbox(store_outbox *o, void *arg)
     eng_recover_outbox(o, ((adopt_ctx *)arg)->e);
 }
 
+/* An ended call taken for what it still owes: its recordings waiting for
+ * media are fetched and cut here now, as a start-up does (rec_recover). */
+static void adopted_ended(const char *call_sid, void *arg)
+{
+    engine *e = ((adopt_ctx *)arg)->e;
+    log_context(NULL, NULL, call_sid);
+    rec_recover_call(e, call_sid);
+    log_context_clear();
+}
+
 static void adopt_tick(loop *l, void *arg)
 {
     engine *e = arg;
@@ -175,7 +185,8 @@ static void adopt_tick(loop *l, void *arg)
     if (e->stopping) return;
     adopt_ctx x = {.e = e};
     int n = 0, fenced = 0;
-    static const store_adopt_cbs cbs = {adopted_call, adopted_kevent, adopted_outbox};
+    static const store_adopt_cbs cbs = {adopted_call, adopted_kevent, adopted_outbox,
+                                        adopted_ended};
     int64_t t0 = mono_us();
     if (batch_closed(e)) {
         int room = CLUSTER_ADOPT_BATCH;

@@ -318,3 +318,7 @@ void rec_recover(engine *e)
     free(sids);
 }
 
+void rec_recover_call(engine *e, const char *call_sid)
+{
+    rec_kick(e, call_sid, 0);
+}

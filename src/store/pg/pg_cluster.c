@@ -153,12 +153,15 @@ store_status pg_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *
                      " RETURNING " PG_CALL_COLS, 3, v2, &st, "adopt live calls");
     if (!live) goto fail;
     /* Ended calls of those owners that still owe something: their pending
-     * deliveries and unread inbox rows would be nobody's otherwise. */
+     * deliveries, unread inbox rows and recordings still to fetch or cut
+     * would be nobody's otherwise. */
     const char *v3[] = {me, gone};
     owing = pg_run(c, "UPDATE calls SET owner = $1 WHERE owner = ANY($2::text[])"
                       " AND NOT " PG_LIVE_CONDITION " AND sid IN ("
                       " SELECT call_sid FROM outbox WHERE state = 'pending'"
-                      " UNION SELECT call_sid FROM call_inbox) RETURNING sid",
+                      " UNION SELECT call_sid FROM call_inbox"
+                      " UNION SELECT call_sid FROM recordings WHERE deleted = 0"
+                      "  AND status IN ('in-progress', 'stopped', 'processing')) RETURNING sid",
                    2, v3, &st, "adopt owing calls");
     if (!owing) goto fail;
     if ((st = store_commit(c)) != STORE_OK) goto out;
@@ -180,6 +183,8 @@ store_status pg_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *
                       " ORDER BY id", 1, v4, &st, "adopted outbox");
         pg_outbox_each_row(r, cbs->outbox, arg);
         PQclear(r);
+        for (int i = 0; cbs->ended && i < PQntuples(owing); i++)
+            cbs->ended(PQgetvalue(owing, i, 0), arg);
     }
     /* Dead rows that own nothing live any more are forgotten (their ended
      * calls keep the name, which is only history then). */

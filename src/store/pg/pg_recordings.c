@@ -174,14 +174,18 @@ store_status pg_rec_pending_calls(store_conn *c, char (*out)[SID_SIZE], int max,
     /* As store_recordings.c: windows closed but not cut, and recordings still
      * "in progress" whose call has ended. */
     pg_num n;
-    const char *v[] = {pg_i64(&n, max)};
+    const char *v[] = {pg_i64(&n, max), c->owner->instance};
     store_status st;
+    /* This instance's calls' recordings only (store/cluster.h): another's
+     * are its owner's, or adoption's. */
     PGresult *r = pg_run(c,
         "SELECT DISTINCT call_sid FROM recordings WHERE deleted = 0 AND"
         " (status IN ('stopped', 'processing') OR (status = 'in-progress' AND EXISTS"
         "  (SELECT 1 FROM calls WHERE calls.sid = recordings.call_sid"
         "   AND calls.status NOT IN ('queued', 'ringing', 'in-progress'))))"
-        " LIMIT $1", 1, v, &st, "pending recordings");
+        " AND NOT EXISTS (SELECT 1 FROM calls WHERE calls.sid = recordings.call_sid"
+        "  AND calls.owner <> $2)"
+        " LIMIT $1", 2, v, &st, "pending recordings");
     *n_out = 0;
     for (int i = 0; r && i < PQntuples(r) && i < max; i++)
         col_copy(r, i, 0, out[(*n_out)++], SID_SIZE);

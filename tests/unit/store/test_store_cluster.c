@@ -20,10 +20,15 @@
 #include <time.h>
 
 #include "store/cluster.h"
+#include "store/recstore.h"
 #include "store/store.h"
 #include "../support/store_rig.h"
 
-typedef struct seen { const char *sid; int calls, inbox; int64_t inbox_id; } seen;
+typedef struct seen {
+    const char *sid, *ended_sid;
+    int calls, inbox, ended;
+    int64_t inbox_id;
+} seen;
 
 static void on_call(store_call *call, void *arg)
 {
@@ -52,6 +57,25 @@ static void on_outbox(store_outbox *o, void *arg)
     (void)o; (void)arg;
 }
 
+static void on_ended(const char *call_sid, void *arg)
+{
+    seen *s = arg;
+    if (s && s->ended_sid && !strcmp(call_sid, s->ended_sid)) s->ended++;
+}
+
+/* Whether sid is among the calls rec_db_pending_calls lists on c. */
+static bool pending_rec(store_conn *c, const char *sid)
+{
+    char (*sids)[SID_SIZE] = calloc(4096, SID_SIZE);
+    int n = 0;
+    bool found = false;
+    assert_non_null(sids);
+    assert_int_equal(rec_db_pending_calls(c, sids, 4096, &n), STORE_OK);
+    for (int i = 0; i < n; i++) found |= !strcmp(sids[i], sid);
+    free(sids);
+    return found;
+}
+
 static void test_call_live_kaphila_on_every_backend(void **state)
 {
     ut_store *f = *state;
@@ -76,7 +100,7 @@ static void test_sqlite_is_one_instance(void **state)
     char err[256] = "";
     int n = -1, fenced = -1;
     int64_t wait = -1;
-    static const store_adopt_cbs cbs = {on_call, on_kevent, on_outbox};
+    static const store_adopt_cbs cbs = {on_call, on_kevent, on_outbox, on_ended};
     if (ut_store_url()) skip();
     assert_false(store_shared(f->s));
     assert_int_equal(store_instance_join(f->s, "one", "t", 3000, 0, err, sizeof err), STORE_OK);
@@ -94,7 +118,7 @@ static void test_sqlite_is_one_instance(void **state)
  * out and B has taken the call; bounded so a bug fails instead of hanging. */
 static void adopt_until_taken(store_conn *b, seen *taken)
 {
-    static const store_adopt_cbs cbs = {on_call, on_kevent, on_outbox};
+    static const store_adopt_cbs cbs = {on_call, on_kevent, on_outbox, on_ended};
     for (int i = 0; i < 100 && !taken->calls; i++) {
         int n = 0, fenced = 0;
         assert_int_equal(store_adopt(b, 1000, &cbs, taken, &n, &fenced), STORE_OK);
@@ -144,10 +168,35 @@ static void test_two_instances(void **state)
     assert_int_equal(store_inbox_each(ca, 100, on_inbox, &sa), STORE_OK);
     assert_int_equal(sa.inbox, 1);
 
+    /* An ended call of A whose recording still waits for its media: A's
+     * to finish, not B's, until B adopts it. */
+    store_call done;
+    rec_row rec;
+    ut_store_make_call(&done, acct, "completed", 1700000000000LL);
+    ut_store_insert_call(ca, &done);
+    memset(&rec, 0, sizeof rec);
+    ut_store_sid(rec.sid, "RE");
+    snprintf(rec.account_sid, sizeof rec.account_sid, "%s", acct);
+    snprintf(rec.call_sid, sizeof rec.call_sid, "%s", done.sid);
+    snprintf(rec.source, sizeof rec.source, "OutboundAPI");
+    snprintf(rec.status, sizeof rec.status, "processing");
+    snprintf(rec.track, sizeof rec.track, "both");
+    rec.channels = 1;
+    rec.date_created = rec.date_updated = rec.start_time = 1700000000000LL;
+    rec.duration = rec.window_ms = -1;
+    assert_int_equal(rec_db_insert(ca, &rec), STORE_OK);
+    assert_true(pending_rec(ca, done.sid));
+    assert_false(pending_rec(cb, done.sid));
+
     /* A stops renewing (paused): B fences it and takes the call, with the
-     * inbox row; A's renewal and its write of the call are refused. */
-    seen taken = {.sid = call.sid};
+     * inbox row and the ended call's recording; A's renewal and its write of
+     * the call are refused. */
+    seen taken = {.sid = call.sid, .ended_sid = done.sid};
     adopt_until_taken(cb, &taken);
+    assert_int_equal(taken.ended, 1);
+    assert_true(pending_rec(cb, done.sid));
+    assert_false(pending_rec(ca, done.sid));
+    store_call_fini(&done);
     assert_int_equal(store_instance_renew(ca, 500), STORE_CONFLICT);
     assert_int_equal(store_instance_renew(cb, 60000), STORE_OK);
     snprintf(call.status, sizeof call.status, "completed");
