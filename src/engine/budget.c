@@ -323,6 +323,8 @@ static bool shared_take(bkey *k, breq *q)
         k->closed_until = until;
     }
     metrics_inc(k->b->e->a->metrics, "twigate_budget_shared_waits_total", NULL, 1);
+    log_debug("budget", "key %s: %s waits %lld ms for the shared log", k->label, q->path,
+              (long long)wait);
     q_push(k, q, true);
     rearm(k);
     return false;

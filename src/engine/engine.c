@@ -357,6 +357,16 @@ void eng_recover_call(store_call *row, void *arg)
     if (!c) return;
     c->last_event_ms = 0;   /* nothing heard since the restart: checked at once */
     log_context(NULL, c->row.account_sid, c->row.sid);
+    if (c->row.kaphila_id[0] && e->bud) {
+        /* Dialled: its commands and hang-up spend its key's budget, and it
+         * counts toward the key's reserve until its /hangup goes, as before
+         * the restart (without its key they went out uncounted). */
+        c->bk = budget_key(e->bud, call_account(c));
+        if (c->bk) {
+            budget_live(c->bk, 1);
+            c->bud_live = true;
+        }
+    }
     if (!c->row.kaphila_id[0] && json_object_get(c->row.params, "dq")) {
         /* Waiting in Twilio's queue, never dialled: back in it, in order. */
         dialq_recover(e, c);
