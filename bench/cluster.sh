@@ -70,8 +70,10 @@ pg_newdb() {
 # writer, checkpointer, autovacuum workers): the live ones' own, plus the
 # postmaster's cutime + cstime, where an exited child's ticks go once reaped.
 pg_ticks() {
-  awk -v p="$PG_PID" '$1 == p {t += $14 + $15 + $16 + $17} $4 == p {t += $14 + $15} END {print t + 0}' \
-    /proc/[0-9]*/stat 2>/dev/null
+  # cat, not awk's own file list: a process that exits after the glob makes
+  # mawk stop at once, before its END.
+  cat /proc/[0-9]*/stat 2>/dev/null |
+    awk -v p="$PG_PID" '$1 == p {t += $14 + $15 + $16 + $17} $4 == p {t += $14 + $15} END {printf "%d\n", t}'
 }
 
 # pg_snap DB: "stmts=N exec_ms=N xact=N blks=N wal=N cpu=N" (statements of
