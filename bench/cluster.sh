@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2153  # (SECS, RUNS, SUSTAIN… are run.sh's)
 # bench/cluster.sh — section 11 of bench/run.sh (BENCH_ONLY=cluster): twigate
 # on PostgreSQL, two instances on one database (issue 21, docs/scale-out.md
 # §12), beside one instance on PostgreSQL and one on SQLite in the same run,
@@ -27,6 +27,13 @@
 # Per-operation database cost: pg_stat_statements (statements, execution
 # time), pg_stat_database (commits, blocks), pg_stat_wal (WAL bytes) and the
 # CPU of every postgres process from /proc, before and after each run.
+#
+# Order: postgres; per configuration (sqlite, pg1, pg2) its instances on a
+# fresh database for the sustained create, then the fetch runs on what it
+# wrote (and 5 s idle on PostgreSQL; nginx after pg2's, for the baseline);
+# then per configuration (and pg2p) fresh instances for the relay. Every
+# process goes through lib.sh's spawn, so bench_cleanup stops what an early
+# exit leaves; postgres is stopped last with a fast shutdown (pg_stop).
 
 PG_BIN=${TWIGATE_PG_BIN:-/usr/lib/postgresql/15/bin}
 # cluster.poll_ms of the relay's second two-instance run (pg2p; the others
@@ -286,6 +293,8 @@ cl_relay() {
   cl_stop
 }
 
+ratio() { if ge "$2" 1; then calc "$1 / $2" 2; else echo "n/a"; fi; }   # A B → A/B, n/a when B is 0
+
 cluster_section() {
   local c o ng=() r fpath
   section "11. cluster: two twigates on one PostgreSQL (and one on PostgreSQL, one on SQLite)"
@@ -317,18 +326,18 @@ cluster_section() {
   # pg2p: the two instances again, polling their inboxes every CL_POLL_MS
   [ -n "${BENCH_CLUSTER_NO_RELAY:-}" ] || for c in $CONFS $([[ " $CONFS " != *" pg2 "* ]] || echo pg2p); do cl_relay "$c"; done
   # The rows compare all three configurations; a subset leaves its details only.
-  [ "$CONFS" = "sqlite pg1 pg2" ] && [ -z "${BENCH_CLUSTER_NO_RELAY:-}" ] || { pg_stop; return 0; }
+  if [ "$CONFS" != "sqlite pg1 pg2" ] || [ -n "${BENCH_CLUSTER_NO_RELAY:-}" ]; then pg_stop; return 0; fi
   NG=$(median "${ng[@]}")
   local S=${CR_RATE[sqlite]}
   row "Cluster: create sustained ${SUSTAIN} s, 2 instances on PostgreSQL (calls/s)" "${CR_RATE[pg2]}" \
-    "1 on PostgreSQL ${CR_RATE[pg1]}; 1 on SQLite $S" "$(calc "${CR_RATE[pg2]} / ($S > 0 ? $S : 1)" 2) × SQLite" "≥ 1000" "$(yesno ge "${CR_RATE[pg2]}" 1000)"
+    "1 on PostgreSQL ${CR_RATE[pg1]}; 1 on SQLite $S" "$(ratio "${CR_RATE[pg2]}" "$S") × SQLite" "≥ 1000" "$(yesno ge "${CR_RATE[pg2]}" 1000)"
   for c in $CONFS; do
     row "Cluster: rows stored / 201s, ${CL_LABEL[$c]}" "${CR_ROWS[$c]} / ${CR_OK[$c]}" "create ${CR_RATE[$c]}/s; calls live after the drain ${CR_LIVE[$c]}" "—" \
       "rows ≥ 201s (≤ +50 in flight), all ended" \
       "$(yesno test "${CR_ROWS[$c]}" -ge "${CR_OK[$c]}" -a "$((CR_ROWS[$c] - CR_OK[$c]))" -le 50 -a "${CR_LIVE[$c]}" = 0)"
   done
   row "Cluster: event relay, 2 instances on PostgreSQL (events/s)" "${RL_THR[pg2]}" \
-    "1 on PostgreSQL ${RL_THR[pg1]}; 1 on SQLite ${RL_THR[sqlite]}" "$(calc "${RL_THR[pg2]} / (${RL_THR[sqlite]} > 0 ? ${RL_THR[sqlite]} : 1)" 2) × SQLite" "≥ 3000" "$(yesno ge "${RL_THR[pg2]}" 3000)"
+    "1 on PostgreSQL ${RL_THR[pg1]}; 1 on SQLite ${RL_THR[sqlite]}" "$(ratio "${RL_THR[pg2]}" "${RL_THR[sqlite]}") × SQLite" "≥ 3000" "$(yesno ge "${RL_THR[pg2]}" 3000)"
   row "Cluster: relay p99 at 1,000 events/s, 2 instances on PostgreSQL (ms)" "${RL_P99[pg2]}" \
     "p50 ${RL_P50[pg2]}; 1 on PostgreSQL ${RL_P99[pg1]}; 1 on SQLite ${RL_P99[sqlite]}" "—" "< 20" "$(yesno le "${RL_P99[pg2]}" 20)"
   row "Cluster: relay, 2 instances on PostgreSQL, cluster.poll_ms=$CL_POLL_MS (events/s; p99 at 1,000/s, ms)" "${RL_THR[pg2p]}; ${RL_P99[pg2p]}" \
