@@ -122,7 +122,15 @@ timer_diff() {
   }'
 }
 
-sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
+# sql DB [QUERY]: DB is a SQLite file, or pg:NAME, a database of the cluster
+# section's PostgreSQL (bench/cluster.sh) as its superuser; unaligned output.
+sql() {
+  case $1 in
+    pg:*) local d=${1#pg:}; shift
+          "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$d" ${1:+-c "$1"} ;;
+    *) sqlite3 -cmd ".timeout 10000" "$@" ;;
+  esac
+}
 
 # sim_key_summary JSON: the simulator's GET /sim/keys/{id} answer as
 # "limited=N makecall=N voice=N gather=N play=N hangup=N other=N rate_limited=N"
@@ -278,3 +286,39 @@ wrk_run() {
 wrk_rps() { awk -v r="$(kv "$1" requests)" -v s="$(kv "$1" non2xx)" -v d="$(kv "$1" duration_us)" \
   'BEGIN {printf "%.0f", (r - s) / (d / 1e6)}'; }
 
+
+# start_nginx ROOT FPATH: nginx serving ROOT (the file at FPATH for every
+# call's URI: the random-call runs of wrk, fetch_random.lua, get the same
+# bytes), two workers; sets NGINX_PORT NGINX_PID once it answers.
+start_nginx() {
+  local root=$1 fpath=$2 i
+  mkdir -p "$WORK/nginx"
+  chmod -R a+rX "$root"
+  NGINX_PORT=$(free_port)
+  cat > "$WORK/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx/body;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $root;
+    default_type application/json;
+    types { }
+    location ~ ^$API/Calls/[^/]+\\.json\$ { try_files $fpath =404; }
+  }
+}
+EOF
+  cp "$WORK/nginx/nginx.conf" "$WORK/nginx.conf.used"
+  printf '# nginx: nginx -c nginx.conf (worker_processes 2, access_log off, sendfile, the response file under root, default_type application/json)\n' >> "$CMDS"
+  spawn "$WORK/nginx/out" "$WORK/nginx/err" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
+  NGINX_PID=$SPAWNED
+  for ((i = 0; i < 100; i++)); do curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT$fpath" && break; sleep 0.05; done
+}

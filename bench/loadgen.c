@@ -43,9 +43,9 @@
 
 void usage(void)
 {
-    fputs("usage: loadgen load    -u URL [-X METHOD] [-H 'Name: v']... [-b BODY] [-c CONNS]\n"
+    fputs("usage: loadgen load    -u URL [-U URL2] [-X METHOD] [-H 'Name: v']... [-b BODY] [-c CONNS]\n"
           "                       [-r RATE|0] [-d SECS] [-n MAX] [-D DRAIN_SECS]\n"
-          "       loadgen relay   -u TWIGATE_BASE -f TOKENS_FILE -l PORT [-r RATE|0] [-c CONNS]\n"
+          "       loadgen relay   -u TWIGATE_BASE [-U BASE2] -f TOKENS_FILE -l PORT [-r RATE|0] [-c CONNS]\n"
           "                       [-d MAX_SECS] [-D WAIT_SECS]\n"
           "       loadgen serve   -l PORT                          (answers 200 to anything)\n"
           "       loadgen live    -u TWIGATE_BASE -a AC:TOKEN -l PORT -n CALLS -r CREATE_RATE\n"
@@ -74,6 +74,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         const char *v = argv[++i];
         switch (a[1]) {
         case 'u': o->url = v; break;
+        case 'U': o->url2 = v; break;
         case 'X': o->method = v; break;
         case 'H': if (o->nheaders < 16) o->headers[o->nheaders++] = v; break;
         case 'b': o->body = v; break;
@@ -124,7 +125,7 @@ static int mode_load(opts *o)
     load_ctx x = {o, NULL};
     if (!o->url) usage();
     loop_init();
-    client_init(&cl, o->url, o->conns);
+    client_init(&cl, o->url, o->url2, o->conns);
     x.u = &cl.u;
     cl.build = load_build;
     cl.arg = &x;

@@ -52,6 +52,8 @@ typedef struct sconn {
 
 typedef struct client {
     url_t    u;
+    url_t    u2;     /* with two targets (-U): odd connections go here */
+    int      two;
     int      nconns;
     cconn   *conns;
     int     *idle;   /* stack of idle connection indexes */
@@ -82,6 +84,7 @@ enum { K_CLIENT = 1, K_SCONN, K_LISTEN, K_TIMER };
 /* The command line (loadgen.c parse_opts); one set for every mode. */
 typedef struct opts {
     const char *url, *method, *body, *auth;
+    const char *url2;   /* -U: a second instance; connections alternate */
     const char *headers[16];
     int         nheaders;
     int         conns, port;
@@ -112,7 +115,9 @@ void url_parse(const char *s, url_t *u);
 
 /* The loop: loop_init once, then client_init / server_start, then turns. */
 void loop_init(void);
-void client_init(client *cl, const char *url, int nconns);
+/* url2 (or NULL): a second target with the same paths; connection i goes to
+ * url2 when i is odd, so the load is spread evenly over two instances. */
+void client_init(client *cl, const char *url, const char *url2, int nconns);
 void server_start(server *s, int port);
 /* One turn of the loop: waits at most `ms` for events and dispatches them. */
 void loop_once(client *cl, int ms);

@@ -226,7 +226,7 @@ int mode_relay(opts *o)
     s.handle = relay_handle;
     s.arg = &r;
     server_start(&s, o->port);
-    client_init(&cl, o->url, o->conns);
+    client_init(&cl, o->url, o->url2, o->conns);
     r.u = &cl.u;
     cl.build = relay_build;
     cl.on_resp = relay_resp;
@@ -398,7 +398,7 @@ int mode_live(opts *o)
              "To=%%2B14155550100&From=%%2B14155550199&Url=http%%3A%%2F%%2F127.0.0.1%%3A%d%%2Flive", s.port);
     /* -u is the account's base: http://127.0.0.1:P/2010-04-01/Accounts/AC.../ */
     snprintf(url, sizeof url, "%s", o->url);
-    client_init(&cl, url, o->conns);
+    client_init(&cl, url, NULL, o->conns);
     l.u = &cl.u;
     cl.build = live_build;
     cl.on_resp = live_resp;

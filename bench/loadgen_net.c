@@ -245,7 +245,8 @@ static int c_open(client *cl, cconn *c)
     int one = 1;
     if (fd < 0) die("socket: %s", strerror(errno));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&cl->u.addr, sizeof cl->u.addr) < 0 && errno != EINPROGRESS) {
+    const url_t *t = cl->two && (c->idx & 1) ? &cl->u2 : &cl->u;
+    if (connect(fd, (const struct sockaddr *)&t->addr, sizeof t->addr) < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
@@ -256,10 +257,14 @@ static int c_open(client *cl, cconn *c)
     return 0;
 }
 
-void client_init(client *cl, const char *url, int nconns)
+void client_init(client *cl, const char *url, const char *url2, int nconns)
 {
     memset(cl, 0, sizeof *cl);
     url_parse(url, &cl->u);
+    if (url2) {
+        url_parse(url2, &cl->u2);
+        cl->two = 1;
+    }
     if (nconns < 1 || nconns > MAX_CONNS) die("connections must be 1..%d", MAX_CONNS);
     cl->nconns = nconns;
     cl->conns = calloc((size_t)nconns, sizeof *cl->conns);

@@ -22,7 +22,8 @@
 # create run's connections), BENCH_BASELINE=<rev> also builds that revision
 # and reports CPU per operation as ratios to it, BENCH_CPU_ROWS seeded for the
 # CPU fetch runs (BENCH_FETCH_ROWS), BENCH_STEP_CALLS per TwiML-step run (500).
-# BENCH_ONLY also takes cpu (CPU per operation: bench/cpuops.sh).
+# BENCH_ONLY also takes cpu (CPU per operation: bench/cpuops.sh) and cluster
+# (two instances on one PostgreSQL: bench/cluster.sh; BENCH_CLUSTER_POLL_MS).
 set -euo pipefail
 
 BUILD=${1:-build-bench}
@@ -48,6 +49,8 @@ BUDGET_BURST=${BENCH_BUDGET_BURST:-60}
 CEIL_BATCH=${BENCH_CEIL_BATCH:-50}
 # shellcheck source=bench/cpuops.sh
 . "$BENCH/cpuops.sh"
+# shellcheck source=bench/cluster.sh
+. "$BENCH/cluster.sh"
 
 OAI=$ROOT/tests/data/twilio-oai/twilio_api_v2010.json
 RESULTS=$BENCH/results
@@ -140,38 +143,9 @@ if want fetch; then
   SID=$(sql "$WORK/fetch.db" "SELECT sid FROM calls ORDER BY id LIMIT 1 OFFSET $((FETCH_ROWS / 2))")
   FPATH=$API/Calls/$SID.json
   # nginx serves the very bytes twigate answers, as a static file, same Content-Type.
-  mkdir -p "$WORK/www$(dirname "$FPATH")" "$WORK/nginx"
+  mkdir -p "$WORK/www$(dirname "$FPATH")"
   curl -sf -u "$AUTH" "http://127.0.0.1:$F_PORT$FPATH" -o "$WORK/www$FPATH"
-  chmod -R a+rX "$WORK/www"
-  NGINX_PORT=$(free_port)
-  cat > "$WORK/nginx/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx/body;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    root $WORK/www;
-    default_type application/json;
-    types { }
-    # Any call's URI gets the same bytes, so the random-call runs of wrk
-    # (fetch_random.lua) have an nginx baseline driven by the same script.
-    location ~ ^$API/Calls/[^/]+\.json\$ { try_files $FPATH =404; }
-  }
-}
-EOF
-  cp "$WORK/nginx/nginx.conf" "$WORK/nginx.conf.used"
-  printf '# nginx: nginx -c nginx.conf (worker_processes 2, access_log off, sendfile, the response file under root, default_type application/json)\n' >> "$CMDS"
-  spawn "$WORK/nginx/out" "$WORK/nginx/err" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
-  NGINX_PID=$SPAWNED
-  for ((i = 0; i < 100; i++)); do curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT$FPATH" && break; sleep 0.05; done
+  start_nginx "$WORK/www" "$FPATH"
   for ((i = 0; i < 600; i++)); do curl -s -o /dev/null -u "$AUTH" "http://127.0.0.1:$PRISM_PORT$FPATH" && break; sleep 0.1; done
   cmp -s <(curl -s -u "$AUTH" "http://127.0.0.1:$F_PORT$FPATH") <(curl -s "http://127.0.0.1:$NGINX_PORT$FPATH") ||
     { echo "bench: nginx does not serve twigate's bytes" >&2; exit 1; }
@@ -640,5 +614,10 @@ fi
 # 10. CPU per operation by thread group, alternated with BENCH_BASELINE
 # =============================================================================
 if want cpu; then cpu_section; fi
+
+# =============================================================================
+# 11. Two twigates on one PostgreSQL, beside one on PostgreSQL and one on SQLite
+# =============================================================================
+if want cluster; then cluster_section; fi
 
 write_report

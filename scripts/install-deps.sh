@@ -18,7 +18,8 @@ for set in "${@:-build}"; do
                   chromium    # the console's browser test (puppeteer-core drives it)
                   postgresql haproxy python3-psycopg2)  # pg: the scale-out harness (issue 21)
            node_wanted=1 ;;
-    bench) want+=(wrk hyperfine nginx-light curl sqlite3) ; node_wanted=1 ;;
+    bench) want+=(wrk hyperfine nginx-light curl sqlite3
+                  postgresql) ; node_wanted=1 ;;  # pg: the cluster section (issue 21)
     *) echo "install-deps: unknown set '$set' (build|test|bench)" >&2; exit 2 ;;
   esac
 done
