@@ -29,6 +29,9 @@
 #define CONFIG_MAX_ACCOUNTS 1024
 /* Account names appear in keys, environment names and logs. */
 #define CONFIG_MAX_ACCOUNT_NAME 64
+/* cluster.instance_id: at most this long (store/cluster.h's
+ * STORE_INSTANCE_LEN holds it with its NUL; main.c checks that at build). */
+#define CONFIG_MAX_INSTANCE_ID 71
 
 typedef struct config_account {
     char *name;            /* the <name> in account.<name>.* */

@@ -295,6 +295,8 @@ static int create_engine(app *a, config *cfg)
  * (cluster.instance_id, or <host name>:<port>) before the engine recovers
  * the calls that name owns (docs/scale-out.md §4). A restart under the same
  * name waits out the lease of its previous life, at most lease_ms + 1 s. */
+_Static_assert(CONFIG_MAX_INSTANCE_ID < STORE_INSTANCE_LEN, "an instance name fits the store's");
+
 static int join_cluster(app *a, const config *cfg)
 {
     char id[STORE_INSTANCE_LEN], host[64] = "", err[512];

@@ -401,37 +401,38 @@ static bool check_nonempty(const char *v, char *why, size_t whylen)
     return false;
 }
 
-/* Kaphila voice names are short tokens (en-US-Neural2-A); the simulator
- * takes at most 256 bytes. Quotes and spaces would only be typos. */
-static bool check_voice_name(const char *v, char *why, size_t whylen)
+/* A short token of letters, digits and the punctuation in extra (shown so
+ * in the message), at most max characters; what names it ("a voice name"). */
+static bool check_token(const char *v, size_t max, const char *extra, const char *shown,
+                        const char *what, char *why, size_t whylen)
 {
     size_t n = strlen(v);
-    if (n > CONFIG_MAX_VOICE_NAME) {
-        config_fail(why, whylen, "at most %d characters", CONFIG_MAX_VOICE_NAME);
+    if (n > max) {
+        config_fail(why, whylen, "at most %zu characters", max);
         return false;
     }
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)v[i]) && !strchr("-_.:/", v[i])) {
-            config_fail(why, whylen, "'%s' is not a voice name (letters, digits, - _ . : /)", v);
+        if (!isalnum((unsigned char)v[i]) && !strchr(extra, v[i])) {
+            config_fail(why, whylen, "'%s' is not %s (letters, digits, %s)", v, what, shown);
             return false;
         }
     return true;
 }
 
-/* An instance's name: it is stored, logged and put in metrics as it is. */
+/* Kaphila voice names are short tokens (en-US-Neural2-A); the simulator
+ * takes at most 256 bytes. Quotes and spaces would only be typos. */
+static bool check_voice_name(const char *v, char *why, size_t whylen)
+{
+    return check_token(v, CONFIG_MAX_VOICE_NAME, "-_.:/", "- _ . : /", "a voice name", why,
+                       whylen);
+}
+
+/* An instance's name (store/cluster.h): stored, logged and put in metrics
+ * as it is. */
 static bool check_instance_id(const char *v, char *why, size_t whylen)
 {
-    size_t n = strlen(v);
-    if (n > 71) {
-        config_fail(why, whylen, "longer than 71 characters");
-        return false;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)v[i]) && !strchr("-_.:", v[i])) {
-            config_fail(why, whylen, "'%s' is not an instance name (letters, digits, - _ . :)", v);
-            return false;
-        }
-    return true;
+    return check_token(v, CONFIG_MAX_INSTANCE_ID, "-_.:", "- _ . :", "an instance name", why,
+                       whylen);
 }
 
 /* A whole number 0..1,000,000,000 (account fields kept as text). */

@@ -95,6 +95,18 @@ def inbox_forwarded(tg):
     return metric(tg, 'twigate_cluster_inbox_total{dir="forwarded"}')
 
 
+def goes_on_at(tg, client, receiver, sid, digit):
+    """After a hand-over to tg: the prompt is said again (at least once), a
+    key pressed then reaches the IVR's action URL, the call completes."""
+    wait_kaphila(tg, sid, lambda reqs: reqs.count(("/voice", {"text": PROMPT})) == 2,
+                 timeout=20, what="the new owner did not say the prompt again")
+    tg.sim_digits(sid, digit)
+    done = receiver.wait_for_requests("/resume/done", 1, call_sid=sid, timeout=20)
+    assert done[0].params["Digits"] == digit, done[0].params
+    assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
+        "completed"
+
+
 def test_gather_ivr_survives_kill9_of_its_owner_behind_the_balancer(cluster, receiver,
                                                                    slow_sim, pg_url):
     lb, tgs = cluster
@@ -116,13 +128,7 @@ def test_gather_ivr_survives_kill9_of_its_owner_behind_the_balancer(cluster, rec
     # Lease (3 s) + one adoption pass (0.5 s): within the issue's 5 s.
     wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=5,
              message="the call was not adopted within 5 s")
-    wait_kaphila(survivor, sid, lambda reqs: reqs.count(("/voice", {"text": PROMPT})) == 2,
-                 timeout=20, what="the adopter did not say the prompt again")
-    survivor.sim_digits(sid, "7")
-    done = receiver.wait_for_requests("/resume/done", 1, call_sid=sid, timeout=20)
-    assert done[0].params["Digits"] == "7", done[0].params
-    assert survivor.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
-        "completed"
+    goes_on_at(survivor, client, receiver, sid, "7")
     assert_callbacks_once(receiver, "/cl/st", sid)
     statuses = {r.params["CallStatus"] for r in receiver.requests("/cl/st", call_sid=sid)}
     assert statuses == {"initiated", "ringing", "in-progress", "completed"}, statuses
@@ -231,18 +237,12 @@ def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver
     try:
         wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=5,
                  message="the call was not adopted within 5 s of the pause")
-        wait_kaphila(survivor, sid, lambda reqs: reqs.count(("/voice", {"text": PROMPT})) == 2,
-                     timeout=20, what="the adopter did not say the prompt again")
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     assert paused.proc.wait(timeout=10) == 3, paused.log_tail()
     paused.proc = None
     assert "was fenced" in paused.log_text()
-    survivor.sim_digits(sid, "4")
-    done = receiver.wait_for_requests("/resume/done", 1, call_sid=sid, timeout=20)
-    assert done[0].params["Digits"] == "4", done[0].params
-    assert survivor.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
-        "completed"
+    goes_on_at(survivor, client, receiver, sid, "4")
     assert_callbacks_once(receiver, "/cl/st3", sid)
 
 
@@ -317,10 +317,4 @@ def test_a_clean_stop_hands_its_calls_over_at_once(make_twigate, make_haproxy, s
     leaving.stop()
     wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=10,
              message="the call was not handed over at once")
-    wait_kaphila(staying, sid, lambda reqs: reqs.count(("/voice", {"text": PROMPT})) == 2,
-                 timeout=20, what="the prompt was not said again")
-    staying.sim_digits(sid, "9")
-    done = receiver.wait_for_requests("/resume/done", 1, call_sid=sid, timeout=20)
-    assert done[0].params["Digits"] == "9"
-    assert staying.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
-        "completed"
+    goes_on_at(staying, client, receiver, sid, "9")

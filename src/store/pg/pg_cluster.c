@@ -164,6 +164,13 @@ store_status pg_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *
                       "  AND status IN ('in-progress', 'stopped', 'processing')) RETURNING sid",
                    2, v3, &st, "adopt owing calls");
     if (!owing) goto fail;
+    if (!(sids = array_literal(live, 1, owing, 0, NULL))) goto fail;
+    /* Their inbox rows move with them. */
+    const char *v4[] = {me, sids};
+    if (PQntuples(live) + PQntuples(owing) &&
+        (st = pg_do(c, "UPDATE call_inbox SET owner = $1 WHERE call_sid = ANY($2::text[])",
+                    2, v4, "adopt inbox")) != STORE_OK)
+        goto fail;
     if ((st = store_commit(c)) != STORE_OK) goto out;
     ps->unowned_taken = PQntuples(live) < max;   /* else more wait for the next pass */
     *n = PQntuples(live) + PQntuples(owing);
@@ -171,16 +178,15 @@ store_status pg_adopt(store_conn *c, int max, const store_adopt_cbs *cbs, void *
     /* Committed: the calls are this instance's now. */
     pg_calls_each_row(live, cbs->call, arg);
     if (*n) {
-        if (!(sids = array_literal(live, 1, owing, 0, NULL))) { st = STORE_ERROR; goto out; }
-        const char *v4[] = {sids};
+        const char *v5[] = {sids};
         r = pg_run(c, "SELECT id, call_sid, body FROM kevents WHERE done = 0"
-                      " AND call_sid = ANY($1::text[]) ORDER BY id", 1, v4, &st, "adopted kevents");
+                      " AND call_sid = ANY($1::text[]) ORDER BY id", 1, v5, &st, "adopted kevents");
         for (int i = 0; r && i < PQntuples(r); i++)
             cbs->kevent(col_i64(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), arg);
         PQclear(r);
         r = pg_run(c, "SELECT id, call_sid, account_sid, kind, seq, url, method, params, idem,"
                       " created FROM outbox WHERE state = 'pending' AND call_sid = ANY($1::text[])"
-                      " ORDER BY id", 1, v4, &st, "adopted outbox");
+                      " ORDER BY id", 1, v5, &st, "adopted outbox");
         pg_outbox_each_row(r, cbs->outbox, arg);
         PQclear(r);
         for (int i = 0; cbs->ended && i < PQntuples(owing); i++)
@@ -215,11 +221,14 @@ store_status pg_inbox_insert(store_conn *c, const char *call_sid, const char *ki
     /* The owner's wake-up goes out when the batch commits (NOTIFY is
      * transactional), named by the row, so an adoption that moved the call
      * meanwhile is the one woken. */
+    /* The row names the call's owner as it is now; FOR SHARE orders the
+     * insert against an adoption's UPDATE of the call (the adoption then
+     * moves the row with the call, or the insert sees the new owner). */
     store_status st = pg_do(c,
-        "WITH i AS (INSERT INTO call_inbox(call_sid, kind, body, received_ms)"
-        " VALUES($1, $2, $3, twigate_now_ms()) RETURNING call_sid)"
-        " SELECT pg_notify('twigate_inbox', c.owner) FROM i JOIN calls c ON c.sid = i.call_sid",
-        3, v, "inbox insert");
+        "WITH i AS (INSERT INTO call_inbox(call_sid, owner, kind, body, received_ms)"
+        " SELECT sid, owner, $2, $3, twigate_now_ms() FROM calls WHERE sid = $1 FOR SHARE"
+        " RETURNING owner)"
+        " SELECT pg_notify('twigate_inbox', owner) FROM i", 3, v, "inbox insert");
     free(b);
     return st;
 }
@@ -231,9 +240,9 @@ store_status pg_inbox_each(store_conn *c, int max,
     pg_num n;
     store_status st;
     const char *v[] = {c->owner->instance, pg_i64(&n, max)};
-    PGresult *r = pg_run(c, "SELECT i.id, i.call_sid, i.kind, i.body FROM call_inbox i"
-                            " JOIN calls c ON c.sid = i.call_sid WHERE c.owner = $1"
-                            " ORDER BY i.id LIMIT $2::bigint", 2, v, &st, "inbox");
+    /* One index range (call_inbox_owner): the others' rows are not read. */
+    PGresult *r = pg_run(c, "SELECT id, call_sid, kind, body FROM call_inbox WHERE owner = $1"
+                            " ORDER BY id LIMIT $2::bigint", 2, v, &st, "inbox");
     for (int i = 0; r && i < PQntuples(r); i++)
         cb(col_i64(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), arg);
     PQclear(r);

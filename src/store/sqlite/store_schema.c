@@ -122,9 +122,10 @@ static const char *const migrations[] = {
     "  WHERE status = 'queued' OR status = 'ringing' OR status = 'in-progress';"
     "CREATE INDEX IF NOT EXISTS calls_kaphila ON calls(kaphila_id) WHERE kaphila_id != '';"
     "CREATE TABLE IF NOT EXISTS call_inbox("
-    "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL,"
+    "  id INTEGER PRIMARY KEY, call_sid TEXT NOT NULL, owner TEXT NOT NULL,"
     "  kind TEXT NOT NULL, body TEXT NOT NULL, received_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS call_inbox_call ON call_inbox(call_sid, id);",
+    "CREATE INDEX IF NOT EXISTS call_inbox_call ON call_inbox(call_sid, id);"
+    "CREATE INDEX IF NOT EXISTS call_inbox_owner ON call_inbox(owner, id);",
     /* 7. The shared budget (docs/scale-out.md §7): PostgreSQL's, here for
      * the one schema; unused on SQLite, where budget.c's log in memory is
      * the only one. */

@@ -272,6 +272,8 @@ static void test_file_errors_name_key_and_line(void **state)
           "t.conf:2: account.demo.media_auth: 'sometimes' is not a boolean (true/false, yes/no, on/off, 1/0)" },
         { "[account.demo]\nkaphila_voice = \"en US\"\n",
           "t.conf:2: account.demo.kaphila_voice: 'en US' is not a voice name (letters, digits, - _ . : /)" },
+        { "[cluster]\ninstance_id = \"tg 1\"\n",
+          "t.conf:2: cluster.instance_id: 'tg 1' is not an instance name (letters, digits, - _ . :)" },
         { "[account.demo]\ncreated = yesterday\n",
           "t.conf:2: account.demo.created: 'yesterday' is not an ISO 8601 date-time (2024-01-31T12:00:00Z)" },
         { "[account.demo]\nfriendly_name = \"\"\n",

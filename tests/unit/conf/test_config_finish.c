@@ -125,6 +125,11 @@ static void test_finish_errors(void **state)
                         "[account.b]\nsid = " SID2 "\nauth_token = t\nkaphila_key = k\n"
                         "api_key_sid = " SK1 "\napi_key_secret = s\n",
                         "account.b.api_key_sid: same SID as account.a.api_key_sid");
+    /* A lease that would run out between two renewals. */
+    expect_finish_error("[cluster]\nlease_ms = 1000\nrenew_ms = 1000\n"
+                        "[account.a]\nsid = " SID1 "\nauth_token = t\nkaphila_key = k\n",
+                        "cluster.renew_ms: 1000 is not less than cluster.lease_ms (1000):"
+                        " the lease would run out between renewals");
 }
 
 /* --print-config's finish: no account needed, every other check and derived
