@@ -80,7 +80,7 @@ unit: $(UNIT_BIN)
 # them one by one, as without xdist. TWIGATE_TEST_DB=postgresql (on the command
 # line or in the environment) puts every twigate on PostgreSQL (conftest.py).
 INTEGRATION_JOBS ?= 3
-XDIST := $(if $(shell $(PYTHON) -c 'import xdist' 2>/dev/null && echo y),\
+XDIST = $(if $(shell $(PYTHON) -c 'import xdist' 2>/dev/null && echo y),\
            -n $(INTEGRATION_JOBS) --dist loadfile)
 integration: all
 	TWIGATE_BUILD=$(BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider $(XDIST) tests/integration
