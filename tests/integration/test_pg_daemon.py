@@ -6,8 +6,8 @@ a <Gather> IVR survives kill -9 of twigate from its checkpoint in PostgreSQL
 (test_resume.py's scenario, reading the checkpoint from the server);
 `twigate --migrate` brings an empty database to the schema's version and
 exits, on both backends, and never prints the password. The whole suites
-run on PostgreSQL too with TWIGATE_TEST_DB=postgresql (conftest.py), which
-make check does not do. Skipped, with the reason, where PostgreSQL is
+run on PostgreSQL too with TWIGATE_TEST_DB=postgresql (conftest.py), as
+make check's third pass does. Skipped, with the reason, where PostgreSQL is
 missing."""
 
 import subprocess
