@@ -14,7 +14,8 @@ for set in "${@:-build}"; do
                   libjansson-dev libxml2-dev libsqlite3-dev libssl-dev libmp3lame-dev
                   libpq-dev) ;;  # the PostgreSQL backend (issue 21) links libpq
     test)  want+=(libcmocka-dev python3 python3-twilio python3-pytest python3-jsonschema
-                  python3-requests curl sqlite3 clang libclang-rt-14-dev
+                  python3-requests python3-pytest-xdist   # make integration -n 3
+                  curl sqlite3 clang libclang-rt-14-dev
                   chromium    # the console's browser test (puppeteer-core drives it)
                   postgresql haproxy python3-psycopg2)  # pg: the scale-out harness (issue 21)
            node_wanted=1 ;;

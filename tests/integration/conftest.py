@@ -20,8 +20,10 @@
 
 TWIGATE_TEST_DB=postgresql runs every twigate these factories start on a
 fresh database of the session's PostgreSQL (db.url) instead of SQLite, unless
-the test sets db.url or db.path itself: any suite can be run on the
-PostgreSQL backend that way (docs/scale-out.md, step 2).
+the test sets db.url or db.path itself: every suite runs on the PostgreSQL
+backend that way (make check's third pass; docs/scale-out.md, step 2).
+Tests read rows under the API through harness/db.py, on either backend;
+the few about SQLite itself are marked harness.db.sqlite_only.
 
 Every daemon is stopped with SIGTERM at teardown and must exit 0 with no
 sanitizer report in its log."""

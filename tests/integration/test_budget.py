@@ -8,8 +8,8 @@ order as the budget allows, live calls' commands before new calls, and never
 lets the simulator refuse it. Outcomes are waited for as events (status
 callbacks at the webhook receiver, simulator transcripts), never slept for."""
 import datetime
+import json
 import math
-import sqlite3
 import time
 
 import pytest
@@ -17,6 +17,7 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
+from harness import db
 from harness.barriers import metric_value
 
 SAY_HANGUP = "<Response><Say>hi</Say><Hangup/></Response>"
@@ -279,9 +280,9 @@ def test_queued_calls_survive_a_restart_in_order(make_twigate, receiver, how):
     # keep their "dq" mark (never dialled). Reading it before the stop raced
     # the cps pacing: a call dialled in the meantime went to the simulator
     # that died with twigate, and rightly ended failed, not completed.
-    with sqlite3.connect(f"file:{tg.db_path}?mode=ro", uri=True) as db:
-        marked = {sid for sid, in db.execute(
-            "SELECT sid FROM calls WHERE status = 'queued' AND json_extract(params, '$.dq') IS NOT NULL")}
+    marked = {sid for sid, params in db.rows(tg, "SELECT sid, params FROM calls"
+                                                 " WHERE status = 'queued'")
+              if json.loads(params).get("dq") is not None}
     queued = [s for s in sids if s in marked]
     assert len(queued) >= 2, "nothing left in the queue to survive the restart"
     tg.start()

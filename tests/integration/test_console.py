@@ -281,22 +281,28 @@ def test_a_browser_that_stops_reading_is_cut_off(make_twigate):
 QUERIES = "twigate_console_stream_queries_total"
 
 
+# The reconciler's sweep lists each key's calls at Kaphila (GET /calls) once
+# per interval, whichever the storage backend, and with no live call it
+# touches no call row: the daemon's own clock for timer_barrier.
+SWEEP_MS = 1000
+
+
 def timer_barrier(t, seconds):
-    """Waits until the daemon itself has seen `seconds` more seconds pass: its
-    checkpointer makes one timer pass a second, whether or not anything was
-    written (docs/operations.md), and touches no call row."""
-    def passes():
-        return metric_value(t, "twigate_sqlite_checkpoints_total", 'trigger="timer"')
-    start = passes()
-    wait_for(lambda: passes() >= start + seconds, seconds + 20, interval=0.1,
-             message="the checkpointer's timer never ticked")
+    """Waits until the daemon itself has seen `seconds` more seconds pass:
+    seconds + 1 more sweeps of its reconciler (each SWEEP_MS after the last
+    one began), counted by the simulator as key a's GET /calls ("other")."""
+    def sweeps():
+        return t.sim_key("a")["requests"]["other"]
+    start = sweeps()
+    wait_for(lambda: sweeps() >= start + seconds + 1, seconds + 20, interval=0.1,
+             message="the reconciler's sweep never came")
 
 
 def test_an_idle_stream_reads_nothing_and_one_change_is_one_read(make_twigate):
     """The stream reads the store only after calls changed (docs/console.md,
     The stream): open, it reads once; idle for 3 s, not at all; one change,
     exactly once more."""
-    t = make_twigate({"console.enabled": True})
+    t = make_twigate({"console.enabled": True, "kaphila.reconcile_interval_ms": SWEEP_MS})
     assert metric_value(t, QUERIES) == 0       # shown from 0, before any stream
     c = t.client()
     sid = c.calls.create(to=fresh_number(), from_=DEFAULT_FROM,

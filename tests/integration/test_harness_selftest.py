@@ -7,7 +7,10 @@ writer and the SDK client plumbing do what the other tests rely on."""
 
 import copy
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -276,6 +279,20 @@ def test_free_port_and_wait_for():
     assert wait_for(lambda: calls.append(1) or len(calls) >= 3, timeout=2) is True
     with pytest.raises(AssertionError, match="timed out"):
         wait_for(lambda: False, timeout=0.1, message="never")
+
+
+@pytest.mark.parametrize("worker", ["gw0", "gw2"])
+def test_free_port_keeps_to_its_xdist_workers_share(worker):
+    """Under make check's -n 3, worker k hands out only ports that are k
+    modulo 3, so no two workers can give one port to two daemons."""
+    env = dict(os.environ, PYTEST_XDIST_WORKER=worker, PYTEST_XDIST_WORKER_COUNT="3")
+    r = subprocess.run([sys.executable, "-c", "from harness.util import free_port;"
+                        "print(*[free_port() for _ in range(40)])"],
+                       cwd=os.path.dirname(os.path.abspath(__file__)), env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    ports = [int(p) for p in r.stdout.split()]
+    assert len(set(ports)) == 40 and {p % 3 for p in ports} == {int(worker[2:])}, ports
 
 
 def test_numbers():

@@ -4,20 +4,19 @@ able to move a call backwards or repeat a status callback — whatever
 duplicates, late arrivals or garbage Kaphila (or anyone else) sends.
 Also the outbound policy for customer URLs (webhook.allow / webhook.deny)."""
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from harness import (DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, outbox_drained,
                      wait_for)
+from harness import db
 
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
 def token_of(tg, sid):
-    with sqlite3.connect(tg.db_path) as db:
-        return db.execute("SELECT token FROM calls WHERE sid = ?", (sid,)).fetchone()[0]
+    return db.one(tg, "SELECT token FROM calls WHERE sid = ?", (sid,))[0]
 
 
 def post_event(tg, token, body, raw=False):
@@ -76,9 +75,7 @@ def test_early_end_without_answer_skips_nothing_backwards(twigate, receiver):
 def test_unknown_token_is_404_and_changes_nothing(twigate):
     r = post_event(twigate, "not-a-token", {"event": "call.ended", "callId": "x"})
     assert r.status_code == 404
-    with sqlite3.connect(twigate.db_path) as db:
-        n = db.execute("SELECT count(*) FROM kevents WHERE body LIKE '%not-a-token%'").fetchone()[0]
-    assert n == 0
+    assert db.one(twigate, "SELECT count(*) FROM kevents WHERE body LIKE '%not-a-token%'") == (0,)
 
 
 def test_unknown_events_are_kept_and_garbage_refused(twigate):
@@ -88,9 +85,8 @@ def test_unknown_events_are_kept_and_garbage_refused(twigate):
     token = token_of(twigate, call.sid)
     r = post_event(twigate, token, {"event": "call.teleported", "callId": "x", "where": "moon"})
     assert r.status_code == 200
-    with sqlite3.connect(twigate.db_path) as db:
-        stored = db.execute("SELECT body FROM kevents WHERE call_sid = ? AND body LIKE '%teleported%'",
-                            (call.sid,)).fetchall()
+    stored = db.rows(twigate, "SELECT body FROM kevents WHERE call_sid = ? AND body LIKE '%teleported%'",
+                     (call.sid,))
     assert len(stored) == 1 and '"moon"' in stored[0][0]
     for body in (b"not json", b"[1,2]", b'{"no_event": 1}', b'{"event": 5}'):
         assert post_event(twigate, token, body, raw=True).status_code == 400, body
@@ -152,8 +148,7 @@ def test_unknown_tokens_are_404_and_change_nothing(twigate):
     for token in ("A" * 43, "x" * 43 + "y", "not.a.token", "a" * 200):
         r = post_event(twigate, token, {"event": "call.ended", "callId": "nobody-404"})
         assert r.status_code == 404, (token, r.status_code, r.text)
-    with sqlite3.connect(twigate.db_path) as db:
-        assert db.execute("SELECT count(*) FROM kevents WHERE body LIKE '%nobody-404%'").fetchone()[0] == 0
+    assert db.one(twigate, "SELECT count(*) FROM kevents WHERE body LIKE '%nobody-404%'") == (0,)
     after = twigate.client().calls.list(limit=1000)
     assert [(c.sid, c.status) for c in after] == [(c.sid, c.status) for c in before]
 
@@ -174,9 +169,7 @@ def test_event_effects_are_committed_when_acknowledged(make_twigate, receiver):
                      {"event": "call.answered", "callId": kid},
                      {"event": "call.ended", "callId": kid, "wasAnswered": True, "callDuration": 7}):
             assert post_event(tg, token, body).status_code == 200
-            with sqlite3.connect(tg.db_path) as db:
-                seen.append(db.execute("SELECT status FROM calls WHERE sid = ?",
-                                       (call.sid,)).fetchone()[0])
+            seen.append(db.one(tg, "SELECT status FROM calls WHERE sid = ?", (call.sid,))[0])
         # the ended call's token still reaches it (late recording events)
         assert post_event(tg, token, {"event": "recording.completed", "callId": kid,
                                       "recordingId": "r1"}).status_code == 200
@@ -204,11 +197,8 @@ def test_acknowledged_event_survives_kill9(make_twigate, receiver):
     assert post_event(tg, token, {"event": "call.ended", "callId": kid, "status": "busy",
                                   "hangupCause": "17", "wasAnswered": False}).status_code == 200
     tg.kill9()
-    with sqlite3.connect(tg.db_path) as db:
-        status, end_time = db.execute("SELECT status, end_time FROM calls WHERE sid = ?",
-                                      (call.sid,)).fetchone()
-        owed = db.execute("SELECT params FROM outbox WHERE call_sid = ? ORDER BY seq",
-                          (call.sid,)).fetchall()
+    status, end_time = db.one(tg, "SELECT status, end_time FROM calls WHERE sid = ?", (call.sid,))
+    owed = db.rows(tg, "SELECT params FROM outbox WHERE call_sid = ? ORDER BY seq", (call.sid,))
     assert status == "busy" and end_time > 0
     assert [("CallStatus=busy" in p[0]) for p in owed] == [False, False, True], owed
     receiver.set("/k9", delay=0)
@@ -226,11 +216,10 @@ def test_stored_pending_event_is_replayed_at_start(make_twigate, receiver):
     client = tg.client()
     call, _ = _quiet_call(tg, client, receiver, "/replay")
     tg.stop()
-    with sqlite3.connect(tg.db_path) as db:
-        for ev in ('{"event":"call.initiated","callId":"rp"}',
-                   '{"event":"call.ended","callId":"rp","status":"no-answer","hangupCause":"19"}'):
-            db.execute("INSERT INTO kevents(call_sid, received_at, body) VALUES(?, 0, ?)",
-                       (call.sid, ev))
+    for ev in ('{"event":"call.initiated","callId":"rp"}',
+               '{"event":"call.ended","callId":"rp","status":"no-answer","hangupCause":"19"}'):
+        db.execute(tg, "INSERT INTO kevents(call_sid, received_at, body) VALUES(?, 0, ?)",
+                   (call.sid, ev))
     tg.start()
     assert tg.wait_for_status(client, call.sid, {"no-answer"}).status == "no-answer"
     receiver.wait_for_requests("/replay", 1, call_sid=call.sid,
@@ -245,12 +234,12 @@ def test_stored_pending_event_is_replayed_at_start(make_twigate, receiver):
         assert first.header("I-Twilio-Idempotency-Token") == r.header("I-Twilio-Idempotency-Token")
     assert [by_seq[k].params["CallStatus"] for k in sorted(by_seq, key=int)] \
         == ["initiated", "ringing", "no-answer"]
-    with sqlite3.connect(tg.db_path) as db:
-        assert db.execute("SELECT count(*) FROM kevents WHERE done = 0").fetchone()[0] == 0
+    assert db.one(tg, "SELECT count(*) FROM kevents WHERE done = 0") == (0,)
 
 
 def test_event_whose_batch_fails_is_kept_or_refused(make_twigate, receiver, tmp_path, accounts):
-    """Fault injection with SQLite triggers. When the transaction holding an
+    """Fault injection with triggers (SQLite's RAISE, a PL/pgSQL function's
+    RAISE EXCEPTION on PostgreSQL). When the transaction holding an
     event's effects fails, the raw event is stored for replay and Kaphila
     still gets its 200; when even that cannot be stored, Kaphila gets a 503
     (and keeps the event) — never a 200 for something not durable. The
@@ -265,6 +254,18 @@ def test_event_whose_batch_fails_is_kept_or_refused(make_twigate, receiver, tmp_
         sim.stop()
 
 
+def _inject(tg, name, when, cond=None):
+    """A trigger `name` that fails every statement it fires on (when cond)."""
+    if db.is_pg(tg):
+        db.execute(tg, "CREATE OR REPLACE FUNCTION inj_abort() RETURNS trigger LANGUAGE plpgsql"
+                       " AS $$BEGIN RAISE EXCEPTION 'injected'; END$$")
+        db.execute(tg, f"CREATE TRIGGER {name} {when} FOR EACH ROW"
+                       + (f" WHEN ({cond})" if cond else "") + " EXECUTE FUNCTION inj_abort()")
+    else:
+        db.execute(tg, f"CREATE TRIGGER {name} {when}" + (f" WHEN {cond}" if cond else "")
+                       + " BEGIN SELECT RAISE(ABORT, 'injected'); END")
+
+
 def _batch_fault(tg, receiver):
     client = tg.client()
     (a, ta), (b, tb) = [_quiet_call(tg, client, receiver, "/inj") for _ in range(2)]
@@ -274,27 +275,19 @@ def _batch_fault(tg, receiver):
         """Both calls' Kaphila ids are committed. Until then b's id could ride
         in the batch that a's fault rolls back, and a restart would take b for
         a call twigate never heard back about (failed), which is another test."""
-        with sqlite3.connect(tg.db_path) as db:
-            ids = [db.execute("SELECT kaphila_id FROM calls WHERE sid = ?", (c.sid,)).fetchone()[0]
-                   for c in (a, b)]
-        return all(ids)
+        return all(db.one(tg, "SELECT kaphila_id FROM calls WHERE sid = ?", (c.sid,))[0]
+                   for c in (a, b))
     wait_for(dialled, timeout=10, message="the calls' /makecall answers were never committed")
-    with sqlite3.connect(tg.db_path) as db:
-        db.execute("CREATE TRIGGER inj_calls BEFORE UPDATE OF status ON calls"
-                   " WHEN NEW.status = 'busy' BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    _inject(tg, "inj_calls", "BEFORE UPDATE OF status ON calls", "NEW.status = 'busy'")
     assert post_event(tg, ta, busy).status_code == 200
-    with sqlite3.connect(tg.db_path) as db:
-        assert db.execute("SELECT status FROM calls WHERE sid = ?", (a.sid,)).fetchone()[0] == "queued"
-        pending = db.execute("SELECT body FROM kevents WHERE call_sid = ? AND done = 0",
-                             (a.sid,)).fetchall()
-        assert len(pending) == 1 and '"busy"' in pending[0][0], pending
-        db.execute("CREATE TRIGGER inj_kevents BEFORE INSERT ON kevents"
-                   " BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    assert db.one(tg, "SELECT status FROM calls WHERE sid = ?", (a.sid,)) == ("queued",)
+    pending = db.rows(tg, "SELECT body FROM kevents WHERE call_sid = ? AND done = 0", (a.sid,))
+    assert len(pending) == 1 and '"busy"' in pending[0][0], pending
+    _inject(tg, "inj_kevents", "BEFORE INSERT ON kevents")
     r = post_event(tg, tb, busy)
     assert r.status_code == 503, (r.status_code, r.text)
-    with sqlite3.connect(tg.db_path) as db:
-        db.execute("DROP TRIGGER inj_calls")
-        db.execute("DROP TRIGGER inj_kevents")
+    for name, table in (("inj_calls", "calls"), ("inj_kevents", "kevents")):
+        db.execute(tg, f"DROP TRIGGER {name} ON {table}" if db.is_pg(tg) else f"DROP TRIGGER {name}")
     tg.restart()
     # a: replayed from the stored event; b: Kaphila's retry is taken now.
     assert tg.wait_for_status(client, a.sid, {"busy"}).status == "busy"

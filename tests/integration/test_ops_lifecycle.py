@@ -19,7 +19,6 @@ import os
 import select
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ import requests
 
 from harness import (DEFAULT_FROM, SHORT_TWIML, KaphilaSim, fresh_number, free_port,
                      make_accounts, wait_for)
+from harness import db
 from harness.ops import ALL_EVENTS, reload_config, session, wait_log
 from harness.prom import Exposition
 
@@ -49,14 +49,6 @@ def _signal_and_wait(tg, sig=signal.SIGTERM, timeout=20):
     tg.proc = None
     tg.assert_clean_log()
     return code, time.monotonic() - t0
-
-
-def _db_rows(db_path, sql, args=()):
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 # ====================================================================
@@ -441,20 +433,20 @@ def _assert_outbox_delivered(tg, receiver, created, timeout=20):
 
     def drained():
         r = tg.http("GET", "/metrics", auth=None)
-        live = _db_rows(tg.db_path, f"SELECT 1 FROM calls WHERE sid IN ({marks}) AND status NOT IN"
-                                    " ('completed','busy','failed','no-answer','canceled') LIMIT 1",
-                        tuple(created))
+        live = db.rows(tg, f"SELECT 1 FROM calls WHERE sid IN ({marks}) AND status NOT IN"
+                           " ('completed','busy','failed','no-answer','canceled') LIMIT 1",
+                       tuple(created))
         return (not live and r.status_code == 200
                 and Exposition(r.text).value("twigate_outbox_pending") == 0
-                and not _db_rows(tg.db_path, "SELECT 1 FROM outbox WHERE kind = 'status'"
-                                             " AND state != 'done' LIMIT 1"))
+                and not db.rows(tg, "SELECT 1 FROM outbox WHERE kind = 'status'"
+                                    " AND state != 'done' LIMIT 1"))
     wait_for(drained, timeout, message="the outbox did not drain after the restart")
-    rows = _db_rows(tg.db_path, "SELECT call_sid, seq, idem, state, attempts FROM outbox"
-                                " WHERE kind = 'status'")
+    rows = db.rows(tg, "SELECT call_sid, seq, idem, state, attempts FROM outbox"
+                       " WHERE kind = 'status'")
     assert rows, "no status callbacks were written"
     failed = [r for r in rows if r[3] != "done"]
-    notes = _db_rows(tg.db_path, "SELECT call_sid, error_code, message_text FROM notifications"
-                                 " WHERE error_code IN (11200, 11205)")
+    notes = db.rows(tg, "SELECT call_sid, error_code, message_text FROM notifications"
+                        " WHERE error_code IN (11200, 11205)")
     assert not failed and not notes, (
         f"with the receiver up, {len(failed)} callbacks ended {sorted({r[3] for r in failed})} "
         f"and these failures were recorded: {notes[:3]}")
@@ -513,9 +505,9 @@ def test_sigterm_past_the_grace_leaves_deliveries_for_the_restart(make_twigate, 
     code, took = _signal_and_wait(tg)
     assert code == 0, tg.log_tail()
     assert took <= grace_ms / 1000 + 2.5, f"exit took {took:.1f}s with a {grace_ms} ms grace"
-    pending = _db_rows(tg.db_path, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0]
-    failed = _db_rows(tg.db_path, "SELECT state, attempts FROM outbox WHERE state != 'pending'"
-                                  " AND state != 'done'")
+    pending = db.one(tg, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0]
+    failed = db.rows(tg, "SELECT state, attempts FROM outbox WHERE state != 'pending'"
+                         " AND state != 'done'")
     assert not failed, f"deliveries cut by the stop were marked {failed}"
     assert pending == 4 * 3, f"{pending} rows pending, expected all 12"
     receiver.set("/slow", delay=0)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from harness import DEFAULT_FROM, LIVE_TWIML, SHORT_TWIML, fresh_number, free_port, wait_for
+from harness.db import sqlite_only
 from harness.ops import ALL_EVENTS, TERMINAL, session
 from harness.prom import Exposition, ExpositionError
 
@@ -227,6 +228,8 @@ def test_call_cache_metrics_move(make_twigate):
     assert after.value("twigate_call_cache_entries") == before.value("twigate_call_cache_entries")
 
 
+@sqlite_only("the checkpointer copies SQLite's write-ahead log into its file; "
+             "PostgreSQL's server checkpoints its own WAL")
 def test_checkpoints_follow_the_wal_volume(make_twigate):
     """The checkpointer runs once writers have added ~1,000 WAL pages, not
     only on its one-second timer (src/store/store.c: each pass then syncs a few MB,

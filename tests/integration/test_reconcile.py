@@ -14,13 +14,13 @@ for callbacks, and wait for events, never for fixed times:
   * a Kaphila call on our key that twigate does not own: hung up."""
 
 import concurrent.futures
-import sqlite3
 import time
 
 import requests
 from twilio.base.exceptions import TwilioRestException
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
+from harness import db
 
 LIVE = '<Response><Pause length="60"/></Response>'
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
@@ -70,9 +70,8 @@ def test_kill9_under_load_every_call_ends_once(make_twigate, receiver):
         stop.append(True)
         created = [f.result() for f in futs if f.result()]
     assert len(created) >= 150
-    with sqlite3.connect(tg.db_path) as db:
-        live = db.execute("SELECT count(*) FROM calls WHERE status IN "
-                          "('queued','ringing','in-progress')").fetchone()[0]
+    live = db.one(tg, "SELECT count(*) FROM calls WHERE status IN "
+                      "('queued','ringing','in-progress')")[0]
     assert live > 0, "the kill should leave live calls behind"
 
     tg.start()
@@ -91,11 +90,10 @@ def test_kill9_under_load_every_call_ends_once(make_twigate, receiver):
                  interval=0.2)
     except AssertionError:
         missing = sorted(set(created) - set(completed_tokens(receiver, "/k9cb")))
-        with sqlite3.connect(tg.db_path) as db:
-            rows = {s: (db.execute("SELECT status FROM calls WHERE sid=?", (s,)).fetchone(),
-                        db.execute("SELECT seq, state, attempts, kind FROM outbox "
-                                   "WHERE call_sid=? ORDER BY seq", (s,)).fetchall())
-                    for s in missing[:5]}
+        rows = {s: (db.one(tg, "SELECT status FROM calls WHERE sid=?", (s,)),
+                    db.rows(tg, "SELECT seq, state, attempts, kind FROM outbox "
+                                "WHERE call_sid=? ORDER BY seq", (s,)))
+                for s in missing[:5]}
         raise AssertionError(f"{len(missing)} calls without a completed callback: {rows}")
     toks = completed_tokens(receiver, "/k9cb")
     assert all(len(toks[s]) == 1 for s in created), \

@@ -22,12 +22,12 @@ the receiver's requests - never on fixed times:
   * a live call with no checkpoint (an older row) is ended as before."""
 
 import json
-import sqlite3
 import time
 
 import pytest
 
 from harness import DEFAULT_FROM, KaphilaSim, fresh_number, wait_for
+from harness import db
 from harness.ivr import create, kaphila_requests, notes, spoken, wait_kaphila
 
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
@@ -51,9 +51,7 @@ def slow_sim(tmp_path, accounts):
 
 def checkpoint(tg, sid):
     """The call's checkpoint state (a dict), None when it has none."""
-    with sqlite3.connect(tg.db_path) as db:
-        row = db.execute("SELECT state FROM call_checkpoints WHERE call_sid = ?",
-                         (sid,)).fetchone()
+    row = db.one(tg, "SELECT state FROM call_checkpoints WHERE call_sid = ?", (sid,))
     return json.loads(row[0]) if row else None
 
 
@@ -170,8 +168,7 @@ def test_a_call_without_checkpoint_is_ended_as_before(make_twigate, slow_sim, re
     wait_for(lambda: (checkpoint(tg, sid) or {}).get("wait") == W_PAUSE, timeout=20,
              message="no <Pause> checkpoint")
     tg.kill9()
-    with sqlite3.connect(tg.db_path) as db:
-        db.execute("DELETE FROM call_checkpoints WHERE call_sid = ?", (sid,))
+    assert db.execute(tg, "DELETE FROM call_checkpoints WHERE call_sid = ?", (sid,)) == 1
     tg.start()
     assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
         "completed"

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
+from harness.db import sqlite_only
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
@@ -67,6 +68,8 @@ def fill(path):
         os.close(fd)
 
 
+@sqlite_only("the full disk is a tmpfs under the SQLite file; PostgreSQL's disk is the "
+             "server's (test_pg_daemon.py cuts its sessions instead)")
 def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, receiver):
     # The first sweeps run while the disk is full; small intervals make
     # the end quick once it is not.
@@ -119,6 +122,8 @@ def test_disk_full_is_not_ready_and_calls_progress_after(tmpfs, make_twigate, re
         assert len(toks) == 1, (s, toks)
 
 
+@sqlite_only("it scribbles over a page of the SQLite file and expects PRAGMA quick_check "
+             "to find it; PostgreSQL's pages are the server's")
 def test_corrupt_database_is_not_ready(make_twigate):
     tg = make_twigate()
     client = tg.client()

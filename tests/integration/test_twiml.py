@@ -571,13 +571,19 @@ def test_live_redirect_with_url_abandons_gather(twigate, client, receiver):
     def build(r):
         r.gather(timeout=600, action="/never").say("Waiting for a key.")
     receiver.set("/voice", twiml(build))
-    receiver.set("/new", twiml(lambda r: r.say("New document.")))
+    # The new document holds the call up until the test ends it: ending by
+    # itself after its <Say>, it could be over before the key is pressed
+    # (a 409 from the simulator on a loaded machine).
+    receiver.set("/new", twiml(lambda r: (r.say("New document."), r.pause(length=600))))
     call = create(client, receiver, "/voice")
     wait_spoken(twigate, call.sid, "Waiting for a key.")
     client.calls(call.sid).update(url=receiver.url("/new"), method="GET")
     wait_spoken(twigate, call.sid, "New document.")
     twigate.sim_digits(call.sid, "1")       # the abandoned gather must not take it
+    client.calls(call.sid).update(status="completed")
     finish(twigate, client, call.sid)
+    names = [e["event"] for e in twigate.sim_get(call.sid)["events"]]
+    assert names.index("dtmf.received") < names.index("call.ended"), names
     reqs = receiver.requests(call_sid=call.sid)
     assert [(r.route, r.method) for r in reqs] == [("/voice", "POST"), ("/new", "GET")]
     assert_in_progress_request(reqs[1], call.sid, method="GET")

@@ -31,6 +31,7 @@ Clients: psycopg2 (Debian's python3-psycopg2) for the harness, ``psql()`` for
 a check through libpq's own URL parsing (what twigate will link)."""
 
 import atexit
+import fcntl
 import os
 import pwd
 import secrets
@@ -66,6 +67,14 @@ def _run_as():
     """(uid, gid) the server runs as, or None for 'as we are'."""
     if os.geteuid() != 0:
         return None
+    # make check's xdist workers start their servers at once: one useradd at
+    # a time, so a worker never sees the user half made and falls to nobody.
+    with open(os.path.join(tempfile.gettempdir(), "twigate-pg-useradd.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _find_or_add_user()
+
+
+def _find_or_add_user():
     for attempt in (PG_USER_NAME, "nobody"):
         try:
             pw = pwd.getpwnam(attempt)

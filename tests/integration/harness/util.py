@@ -2,6 +2,7 @@
 date and error-shape checks.  Nothing here talks to the daemon by itself."""
 
 import email.utils
+import os
 import random
 import re
 import socket
@@ -17,6 +18,12 @@ ERROR_KEYS = {"code", "message", "more_info", "status"}
 
 
 _HANDED_OUT = set()
+# Under pytest-xdist (make check runs the suites with -n), worker k of n
+# hands out only ports with port % n == k: each worker's set above cannot
+# see the others', and two workers probing the same free port before either
+# daemon binds it would configure two daemons with one port.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % _WORKERS
 
 
 def free_port():
@@ -28,7 +35,7 @@ def free_port():
     outgoing connection before the daemon binds it."""
     while True:
         port = random.randint(20000, 32000)
-        if port in _HANDED_OUT:
+        if port in _HANDED_OUT or port % _WORKERS != _WORKER:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
