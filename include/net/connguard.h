@@ -25,7 +25,10 @@
  * one atomic store.
  *
  * Ownership: the guard owns every connguard_conn; a connection's handle is
- * valid from _open until _close, which frees it. */
+ * valid from _open until _close, which frees it. An admitted handle no
+ * thread claims by its head deadline (the server dropped the connection
+ * untold) is freed by the sweep, its socket left alone: the number may be
+ * another socket's by then. */
 #ifndef TWIGATE_CONNGUARD_H
 #define TWIGATE_CONNGUARD_H
 

@@ -54,7 +54,7 @@ typedef struct http_config {
     int         port;             /* 0 = any free port */
     int         threads;
     size_t      max_body;         /* bytes; over → 413 */
-    int         max_connections;
+    int         max_connections;  /* > 0; open connections, counted by connguard (httpd.c: MHD's own limit is never met) */
     int         max_per_client;   /* open connections per client address; 0 = no limit */
     int         head_timeout_ms;  /* a connection's first request head must be in by then */
     const char *limit_exempt;     /* comma list of addresses max_per_client skips; may be NULL */

@@ -38,6 +38,7 @@ struct connguard_conn {
     unsigned char   key[16];
     bool            counted;   /* in the client table (not exempt) */
     bool            shut;      /* the sweep has shut it down */
+    bool            handed;    /* admitted, not yet claimed (in g->handed) */
     int             fd;
     atomic_llong    deadline_ms;   /* monotonic; 0 = no head being awaited */
     connguard_conn *hnext;     /* in the guard's handed list until claimed */
@@ -180,10 +181,9 @@ void connguard_request_done(connguard *g, connguard_conn *c)
                                  memory_order_relaxed);
 }
 
-void connguard_close(connguard *g, connguard_conn *c)
+/* Uncounts c and frees it (under g->lock). */
+static void forget_locked(connguard *g, connguard_conn *c)
 {
-    if (!c) return;
-    pthread_mutex_lock(&g->lock);
     if (c->counted) {
         client **slot = client_slot(g, c->key);
         if (*slot && --(*slot)->n == 0) {
@@ -196,8 +196,15 @@ void connguard_close(connguard *g, connguard_conn *c)
     else g->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     g->n_open--;
-    pthread_mutex_unlock(&g->lock);
     free(c);
+}
+
+void connguard_close(connguard *g, connguard_conn *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&g->lock);
+    forget_locked(g, c);
+    pthread_mutex_unlock(&g->lock);
 }
 
 /* Takes fd's handle out of the handed list (under g->lock). */
@@ -208,6 +215,7 @@ static connguard_conn *unhand(connguard *g, int fd)
         connguard_conn *c = *p;
         *p = c->hnext;
         c->hnext = NULL;
+        c->handed = false;
         return c;
     }
     return NULL;
@@ -228,6 +236,7 @@ connguard_conn *connguard_admit(connguard *g, const struct sockaddr *sa, int fd,
     if (!c) return NULL;
     pthread_mutex_lock(&g->lock);
     c->hnext = g->handed;
+    c->handed = true;
     g->handed = c;
     pthread_mutex_unlock(&g->lock);
     return c;
@@ -252,16 +261,38 @@ void connguard_get_stats(connguard *g, connguard_stats *out)
 
 /* ---- the sweep ---- */
 
+/* Forgets a handle its server never claimed (under g->lock). */
+static void drop_unclaimed(connguard *g, connguard_conn *c)
+{
+    for (connguard_conn **p = &g->handed; *p; p = &(*p)->hnext)
+        if (*p == c) {
+            *p = c->hnext;
+            break;
+        }
+    forget_locked(g, c);
+}
+
 /* Shuts down every connection past its deadline. The socket is only shut
  * down, never closed: libmicrohttpd sees the end of the stream, closes it
  * in its own thread and calls connguard_close, which needs the lock held
- * here — so the descriptor cannot have been closed and reused meanwhile. */
+ * here — so the descriptor cannot have been closed and reused meanwhile.
+ * That holds only for a claimed handle. One still unclaimed past its
+ * deadline is a connection its server dropped without a word (libmicrohttpd
+ * refusing it in its worker, or out of memory): its descriptor may be
+ * anyone's by now (a client's socket, another connection's), so the handle
+ * is only forgotten. Should the server still take the connection later, it
+ * finds no handle and opens a fresh one (httpd.c: conn_cb). */
 static uint64_t sweep(connguard *g, int64_t now)
 {
     uint64_t n = 0;
-    for (connguard_conn *c = g->conns; c; c = c->next) {
+    for (connguard_conn *c = g->conns, *next; c; c = next) {
+        next = c->next;
         long long dl = atomic_load_explicit(&c->deadline_ms, memory_order_relaxed);
         if (c->shut || !dl || now < dl) continue;
+        if (c->handed) {
+            drop_unclaimed(g, c);
+            continue;
+        }
         shutdown(c->fd, SHUT_RDWR);
         c->shut = true;
         n++;

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -53,6 +54,28 @@
  * through at most this many per second; the rest are counted and the count
  * is logged with the next line let through. */
 #define HTTP_MHD_LOG_PER_S 5
+
+/* MHD's own connection limit, which must never be met: libmicrohttpd
+ * 0.9.75 (Debian bookworm) splits it over the worker threads, and a worker
+ * meeting its share while taking a connection from MHD_add_connection
+ * refuses it ("Server reached connection limit", "Failed to start serving
+ * new connection") and leaves its cleanup_connection_mutex locked for ever
+ * (new_connection_process_; fixed in 1.0.0). Every later resume on that
+ * worker (the engine's or the simulator's replies) and the worker itself
+ * then wait: the server wedges. A share is easy to meet: a connection goes
+ * to worker fd % threads, and where one process is client and server
+ * (twigate and its built-in simulator) accepted descriptors alternate with
+ * the client's, mostly of one parity. So the limit is connguard's, exact on
+ * the acceptor thread (on_accept), and each worker's share of MHD's is twice
+ * all of it: every connection the server may hold, plus as many that MHD
+ * has closed (and reported) but not yet counted out. */
+static unsigned mhd_connection_limit(const http_config *cfg)
+{
+    uint64_t threads = (uint64_t)(cfg->threads > 0 ? cfg->threads : 1);
+    uint64_t per_worker = 2 * (uint64_t)(cfg->max_connections > 0 ? cfg->max_connections : 1);
+    uint64_t n = per_worker * threads;
+    return n > UINT_MAX ? UINT_MAX : (unsigned)n;
+}
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -616,7 +639,7 @@ http_server *http_start(const http_config *cfg, char *err, size_t errlen)
         MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
         MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
         MHD_OPTION_NOTIFY_CONNECTION, conn_cb, s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_connection_limit(cfg),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_END);

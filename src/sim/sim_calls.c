@@ -33,7 +33,39 @@ typedef struct sim_calls {
      * simulator's CPU per call. Bounded, so idle memory stays small. */
     CURL     *spare[SIM_SPARE_HANDLES];
     size_t    n_spare;
+    /* Event POSTs in flight, at most SIM_EVENT_WINDOW; calls with events
+     * queued and no slot wait in arrival order (see SIM_EVENT_WINDOW). */
+    size_t    n_posting;
+    sim_call *wait_head, *wait_tail;
 } sim_calls;
+
+static void pump(sim_call *c);
+
+static void wait_unlink(sim_calls *t, sim_call *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->wait_prev)
+        c->wait_prev->wait_next = c->wait_next;
+    else
+        t->wait_head = c->wait_next;
+    if (c->wait_next)
+        c->wait_next->wait_prev = c->wait_prev;
+    else
+        t->wait_tail = c->wait_prev;
+    c->wait_prev = c->wait_next = NULL;
+    c->waiting = false;
+}
+
+/* Gives the free slots to the calls waiting longest. */
+static void wake_waiting(sim_calls *t)
+{
+    while (t->wait_head && t->n_posting < SIM_EVENT_WINDOW) {
+        sim_call *c = t->wait_head;
+        wait_unlink(t, c);
+        pump(c);
+    }
+}
 
 int sim_calls_create(sim *s)
 {
@@ -135,6 +167,7 @@ static void detach(sim *s, sim_call *c)
         t->n_ended--;
     else
         t->n_live--;
+    wait_unlink(t, c);
     if (c->posting)
         c->orphan = true;
     else
@@ -258,21 +291,26 @@ static void event_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     (void)easy;   /* c->easy, kept for the next event */
     if (rc != CURLE_OK && rc != CURLE_ABORTED_BY_CALLBACK)
         log_debug("sim", "event post to call %s failed: %s", c->id, curl_easy_strerror(rc));
+    sim_calls *t = c->s->calls;   /* NULL after sim_calls_destroy: loop_destroy aborts the rest */
     free_event(e);
     c->posting = false;
+    if (t)
+        t->n_posting--;
     if (c->orphan) {
         free_call(c);
+        if (t)
+            wake_waiting(t);
         return;
     }
     if (atomic_load(&c->s->closing))
         return;
+    wake_waiting(t);
     pump(c);
     if (!c->posting && c->state == CS_ENDED) {
         /* An ended call is kept only for its transcript: its handle (libcurl's
          * buffers, ~10 KB a call) goes now — to the spares, for the next
          * call, or freed — and one comes back if a late event needs it.
          * Then the call may be the one evict() stopped at. */
-        sim_calls *t = c->s->calls;
         if (t->n_spare < SIM_SPARE_HANDLES)
             t->spare[t->n_spare++] = c->easy;
         else
@@ -317,10 +355,24 @@ static CURL *event_handle(sim_call *c)
 }
 
 /* Starts the next POST of c unless one is in flight: one call's events go
- * strictly one after another so the receiver sees them in order. */
+ * strictly one after another so the receiver sees them in order. With
+ * SIM_EVENT_WINDOW POSTs in flight, c waits for a slot instead. */
 static void pump(sim_call *c)
 {
+    sim_calls *t = c->s->calls;
     while (!c->posting && c->ev_head) {
+        if (t->n_posting >= SIM_EVENT_WINDOW) {
+            if (!c->waiting) {
+                c->waiting = true;
+                c->wait_prev = t->wait_tail;
+                if (t->wait_tail)
+                    t->wait_tail->wait_next = c;
+                else
+                    t->wait_head = c;
+                t->wait_tail = c;
+            }
+            return;
+        }
         event *e = c->ev_head;
         c->ev_head = e->next;
         if (!c->ev_head)
@@ -337,6 +389,7 @@ static void pump(sim_call *c)
             continue;
         }
         c->posting = true;
+        t->n_posting++;
     }
 }
 

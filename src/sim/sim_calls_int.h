@@ -88,6 +88,8 @@ struct sim_call {
     CURL       *easy;               /* posts the call's events, one after another; reused */
     bool        posting;
     bool        orphan;             /* detached from the table; freed when its POST ends */
+    bool        waiting;            /* on the table's wait list: events queued, no slot */
+    sim_call   *wait_prev, *wait_next;
 
     tline     **lines;              /* the transcript, in order (events and requests) */
     size_t      n_lines, cap_lines;

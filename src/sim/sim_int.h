@@ -37,6 +37,15 @@
 #define SIM_MAX_TEXT         4096     /* /voice and /gather text */
 #define SIM_MAX_CALL_MS      (4LL * 3600 * 1000)   /* hard max call length, as a trunk would enforce */
 #define SIM_EVENT_TIMEOUT_MS 5000     /* Kaphila's webhook timeout */
+/* Event POSTs in flight at once, all calls together; the rest wait their
+ * turn in the simulator. Each one in flight holds a connection to the
+ * receiver (one call's events go one after another, but every call posts
+ * at once), and a receiver slower than the calls' events — twigate's engine
+ * behind a burst of creates — had the simulator open a connection per call
+ * with an event due: over 4,000, past twigate's limits.max_connections,
+ * which refused the rest. 256 throttled the sustained create (each event
+ * waits for the engine's batched answer); 1024 kept up, far below 4,096. */
+#define SIM_EVENT_WINDOW 1024
 #define SIM_WAV_MAX_SECONDS  60       /* audio per recording (960 KB): a long call can't fill a disk */
 #define SIM_MAX_RECORDINGS   200000   /* remembered (~100 B each), oldest forgotten first; */
                                       /* >= SIM_MAX_KEPT_CALLS, so a kept call's file is kept */

@@ -1,8 +1,9 @@
 /* Unit tests for connguard: address parsing, per-client counting with
  * exemptions and v4-mapped folding, slots given back on close, the
  * acceptor's admit/claim hand-over (counted at admit, the open cap, a
- * handle its server dropped untold), and the sweep shutting down a socket
- * whose head deadline passed. */
+ * handle its server dropped untold), the sweep shutting down a socket
+ * whose head deadline passed, and forgetting (never shutting down) a handle
+ * no server claimed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "net/connguard.h"
+#include "../support/support.h"
 
 static struct sockaddr_in v4(const char *ip)
 {
@@ -192,6 +194,48 @@ static void test_admit_reaps_a_stale_handle(void **state)
     connguard_destroy(g);
 }
 
+/* A handle never claimed (its server refused the connection in a worker and
+ * closed it untold) is forgotten at its deadline, and the socket that now
+ * holds its descriptor number is left alone: shutting it down had cut
+ * twigate's own connections to its built-in simulator under load. */
+static void test_sweep_forgets_an_unclaimed_handle(void **state)
+{
+    (void)state;
+    char err[160];
+    int old[2], now[2];
+    struct sockaddr_in a = v4("10.0.0.1");
+    connguard_stats st;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, old), 0);
+    connguard *g = connguard_create(10, 100, 60000, NULL, err, sizeof err);
+    assert_non_null(connguard_admit(g, SA(a), old[0], 0));
+    int fd = old[0];
+    close(old[0]);
+    close(old[1]);
+    /* The descriptor goes to someone else's socket. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, now), 0);
+    if (now[0] != fd) {
+        assert_int_equal(now[1], fd);
+        int t = now[0]; now[0] = now[1]; now[1] = t;
+    }
+    /* Forgotten within a few sweeps of the 100 ms deadline. */
+    int64_t until = ut_now_ms() + 5000;
+    do {
+        connguard_get_stats(g, &st);
+    } while (st.open != 0 && ut_now_ms() < until && poll(NULL, 0, 10) == 0);
+    assert_int_equal(st.open, 0);
+    assert_int_equal(st.head_timeouts, 0);
+    /* The new owner's socket still carries bytes both ways. */
+    char ch = 'x';
+    assert_int_equal(write(now[1], &ch, 1), 1);
+    assert_int_equal(read(now[0], &ch, 1), 1);
+    assert_int_equal(write(now[0], &ch, 1), 1);
+    assert_int_equal(read(now[1], &ch, 1), 1);
+    assert_null(connguard_claim(g, fd));
+    connguard_destroy(g);
+    close(now[0]);
+    close(now[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_admit_counts_before_claim),
         cmocka_unit_test(test_admit_reaps_a_stale_handle),
         cmocka_unit_test(test_sweep_shuts_late_heads),
+        cmocka_unit_test(test_sweep_forgets_an_unclaimed_handle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
