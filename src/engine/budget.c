@@ -102,7 +102,13 @@ static void slot_used(bkey *k, int64_t free_at)
  * the hang-ups and commands already waiting. A dial needs more room than this. */
 static int reserve(const bkey *k)
 {
-    return BUDGET_RESERVE_PER_LIVE * k->live + k->qn[BUDGET_HANGUP] + k->qn[BUDGET_LIVE];
+    /* A call counts live from its /makecall's turn (dialq_send); while that
+     * /makecall waits in the class (put back by a 429, or by the shared
+     * log), the call needs no reserve yet: counting it made a queue of such
+     * calls reserve the very room they wait for, and nothing was dialled. */
+    int live = k->live - k->qn[BUDGET_NEW];
+    return BUDGET_RESERVE_PER_LIVE * (live > 0 ? live : 0) + k->qn[BUDGET_HANGUP] +
+           k->qn[BUDGET_LIVE];
 }
 
 static bool is_open(const bkey *k, int64_t now)

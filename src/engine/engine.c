@@ -486,12 +486,21 @@ static void on_msg(loop *l, void *msg)
         else if (engine_reply_some(m->r)) engine_reply_error(m->r, 20503, 503, NULL);
         goto out;
     }
+    /* Recovery before anything else: requests and Kaphila events accepted
+     * while the engine was not started yet (the HTTP server opens first;
+     * a shared database's join may wait out a lease) are queued ahead of
+     * M_RECOVER, and would otherwise find the calls they name not loaded. */
+    if (!e->recovered) {
+        e->recovered = true;
+        recover(e);
+        probe_tick(l, e);
+    }
     switch (m->k) {
     case M_ORIGINATE: eng_handle_originate(e, m); break;
     case M_UPDATE:    eng_handle_update(e, m); m->j = NULL; break;
     case M_DELETE:    handle_delete(e, m); break;
     case M_KEVENT:    if (engine_reply_some(m->r)) eng_handle_kevent_post(e, m); else eng_handle_kevent(e, m); break;
-    case M_RECOVER:   recover(e); probe_tick(l, e); break;
+    case M_RECOVER:   break;   /* done above, whichever message came first */
     case M_CALLBACK:  m->fn(e, m->arg); break;
     }
 out:

@@ -114,6 +114,7 @@ struct engine {
     atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */
     bool           probing;
     bool           started;
+    bool           recovered;      /* start-up recovery has run (on_msg, first message) */
     bool           stopping;       /* engine_destroy: start nothing new */
     bool           batch;          /* a write transaction is open (see txn_begin) */
     const kevent  *ending;         /* the call.ended being applied, for finish_call's log line */

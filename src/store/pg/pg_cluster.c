@@ -14,6 +14,8 @@
 
 #include <time.h>
 
+#include <openssl/rand.h>
+
 /* ---- instances and leases ---- */
 
 store_status pg_instance_join(store *s, const char *id, const char *version, int lease_ms,
@@ -27,6 +29,16 @@ store_status pg_instance_join(store *s, const char *id, const char *version, int
     pg_num n;
     const char *v[] = {id, pg_i64(&n, lease_ms), version};
     store_status st;
+    /* This process's name for its budget slots: a restart under the same
+     * instance name is another process, whose log in memory starts empty. */
+    unsigned char rnd[16];
+    pg_store *ps = (pg_store *)s;
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        snprintf(err, errlen, "no random bytes for the session name");
+        store_conn_release(c);
+        return STORE_ERROR;
+    }
+    for (size_t i = 0; i < sizeof rnd; i++) snprintf(ps->session + 2 * i, 3, "%02x", rnd[i]);
     /* A row still up with a running lease is another live process under
      * this name (or this one's previous life, killed: its lease runs out). */
     for (int waited = 0;; waited += 100) {
@@ -265,11 +277,12 @@ store_status pg_budget_take(store_conn *c, const char *label, int limit, int64_t
     store_status st;
     const char *v[] = {label, pg_i64(&n[0], limit), pg_i64(&n[1], hold_ms),
                        pg_i64(&n[2], reserve_per_live), c->owner->instance,
-                       pg_i64(&n[3], live), pg_i64(&n[4], pending_new)};
+                       pg_i64(&n[3], live), pg_i64(&n[4], pending_new),
+                       ((pg_store *)c->owner)->session};
     /* A SELECT outside any transaction: the function's writes commit with
      * it, and a session found cut is reopened and the take run again. */
     PGresult *r = pg_run(c, "SELECT twigate_budget_take($1, $2::bigint, $3::bigint, $4::bigint,"
-                            " $5, $6::bigint, $7::bigint)", 7, v, &st, "budget take");
+                            " $5, $6::bigint, $7::bigint, $8)", 8, v, &st, "budget take");
     if (r && PQntuples(r) == 1) {
         *wait_ms = col_i64(r, 0, 0);
         if (*wait_ms > 0) st = STORE_CONFLICT;

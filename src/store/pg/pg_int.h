@@ -53,6 +53,7 @@ typedef struct pg_store {
     pthread_mutex_t lock;
     pg_conn        *free_list;
     int             n_conns;
+    char            session[33];     /* pg_cluster.c: this process's budget slots */
     bool            unowned_taken;   /* pg_cluster.c: rows from before owners were
                                         looked for once (engine thread only) */
 } pg_store;

@@ -113,7 +113,8 @@ static const char *const pg_migrations[] = {
      * each instance's live calls per key for the reserve. The take is one
      * function, so one round trip under the key row's lock. */
     "CREATE TABLE budget_keys(label text PRIMARY KEY, used bigint NOT NULL DEFAULT 0);"
-    "CREATE TABLE budget_slots(label text NOT NULL, free_at_ms bigint NOT NULL);"
+    "CREATE TABLE budget_slots(label text NOT NULL, free_at_ms bigint NOT NULL,"
+    "  session text NOT NULL DEFAULT '');"
     "CREATE INDEX budget_slots_label ON budget_slots(label, free_at_ms);"
     "CREATE TABLE budget_usage(label text NOT NULL, instance text NOT NULL,"
     "  live bigint NOT NULL, PRIMARY KEY(label, instance));"
@@ -124,7 +125,8 @@ static const char *const pg_migrations[] = {
      * among them, which need no reserve), so that instances whose dials
      * all wait never reserve room for each other's waiting dials. */
     "CREATE OR REPLACE FUNCTION twigate_budget_take(p_label text, p_lim bigint,"
-    "  p_hold bigint, p_reserve bigint, p_me text, p_live bigint, p_pending bigint)"
+    "  p_hold bigint, p_reserve bigint, p_me text, p_live bigint, p_pending bigint,"
+    "  p_session text)"
     "  RETURNS bigint LANGUAGE plpgsql AS $$"
     "DECLARE now_ms bigint := twigate_now_ms(); n bigint; gone bigint; res bigint := 0;"
     "  first_free bigint;"
@@ -141,8 +143,17 @@ static const char *const pg_migrations[] = {
     "    SELECT coalesce(sum(u.live), 0) * p_reserve INTO res FROM budget_usage u"
     "      JOIN instances i ON i.id = u.instance AND i.state = 'up' WHERE u.label = p_label;"
     "  END IF;"
-    "  IF n + res < p_lim THEN"
-    "    INSERT INTO budget_slots VALUES (p_label, now_ms + p_hold);"
+    /* Alone — no other instance up, and no slot in the window but this
+     * process's own (p_session: a dead instance's, or this one's previous
+     * life's, still count at Kaphila) — the slot is recorded for those that
+     * join, but the process's own log in memory, which frees a slot a
+     * window after its answer rather than after the longest it could take,
+     * is the one that decides. */
+    "  IF n + res < p_lim OR (NOT EXISTS (SELECT 1 FROM instances"
+    "      WHERE state = 'up' AND id <> p_me AND lease_until_ms >= now_ms)"
+    "    AND NOT EXISTS (SELECT 1 FROM budget_slots WHERE label = p_label"
+    "      AND session <> p_session)) THEN"
+    "    INSERT INTO budget_slots VALUES (p_label, now_ms + p_hold, p_session);"
     "    UPDATE budget_keys SET used = n + 1 WHERE label = p_label;"
     "    RETURN 0;"
     "  END IF;"

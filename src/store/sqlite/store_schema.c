@@ -131,7 +131,8 @@ static const char *const migrations[] = {
      * the only one. */
     "CREATE TABLE IF NOT EXISTS budget_keys(label TEXT PRIMARY KEY,"
     "  used INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS budget_slots(label TEXT NOT NULL, free_at_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS budget_slots(label TEXT NOT NULL, free_at_ms INTEGER NOT NULL,"
+    "  session TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS budget_slots_label ON budget_slots(label, free_at_ms);"
     "CREATE TABLE IF NOT EXISTS budget_usage(label TEXT NOT NULL, instance TEXT NOT NULL,"
     "  live INTEGER NOT NULL, PRIMARY KEY(label, instance));",

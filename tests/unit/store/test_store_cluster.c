@@ -211,8 +211,13 @@ static void test_two_instances(void **state)
     assert_int_equal(none.inbox, 0);
     store_call_fini(&call);
 
-    /* The shared budget: two slots of two, then none, with the wait. */
-    char label[32];
+    /* The shared budget: two slots of two, then none, with the wait —
+     * while another instance (C) is up: alone, an instance's takes are
+     * recorded but its own log decides. */
+    char label[32], c_id[64];
+    snprintf(c_id, sizeof c_id, "ut-c-%u", ut_store_run());
+    store *c3 = ut_store_open(f);
+    assert_int_equal(store_instance_join(c3, c_id, "t", 60000, 0, err, sizeof err), STORE_OK);
     int64_t wait = 0;
     snprintf(label, sizeof label, "ut%u", ut_store_run());
     assert_int_equal(store_budget_take(ca, label, 2, 60000, 0, 0, 0, &wait), STORE_OK);
@@ -228,6 +233,17 @@ static void test_two_instances(void **state)
     assert_int_equal(store_budget_take(cb, label, 4, 60000, 2, 2, 2, &wait), STORE_OK);
     assert_int_equal(store_budget_take(cb, label, 4, 60000, 0, 0, 0, &wait), STORE_OK);
 
+    /* B alone (C gone): recorded, not refused. */
+    store_conn *cc = store_conn_acquire(c3);
+    assert_int_equal(store_instance_leave(cc), STORE_OK);
+    store_conn_release(cc);
+    store_close(c3);
+    assert_int_equal(store_budget_take(cb, label, 4, 60000, 2, 2, 0, &wait), STORE_OK);
+    assert_int_equal(store_budget_take(cb, label, 4, 60000, 0, 0, 0, &wait), STORE_OK);
+
+    /* B leaves, as a clean stop does: a run after this one on the same
+     * database finds nobody of this run up. */
+    assert_int_equal(store_instance_leave(cb), STORE_OK);
     store_conn_release(ca);
     store_conn_release(cb);
     store_close(a);
