@@ -36,8 +36,9 @@ def _pg_sql(sql):
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-def rows(tg, sql, args=()):
-    """Every row of one query, as a list of tuples."""
+def _run(tg, sql, args, result):
+    """Runs one statement on tg's database (autocommit, its own connection)
+    and returns result(cursor)."""
     if is_pg(tg):
         import psycopg2
         con = psycopg2.connect(tg.settings["db.url"])
@@ -45,14 +46,19 @@ def rows(tg, sql, args=()):
             con.autocommit = True
             with con.cursor() as cur:
                 cur.execute(_pg_sql(sql), tuple(args))
-                return cur.fetchall()
+                return result(cur)
         finally:
             con.close()
     con = sqlite3.connect(tg.db_path, timeout=10, isolation_level=None)
     try:
-        return con.execute(sql, tuple(args)).fetchall()
+        return result(con.execute(sql, tuple(args)))
     finally:
         con.close()
+
+
+def rows(tg, sql, args=()):
+    """Every row of one query, as a list of tuples."""
+    return _run(tg, sql, args, lambda cur: cur.fetchall())
 
 
 def one(tg, sql, args=()):
@@ -63,21 +69,7 @@ def one(tg, sql, args=()):
 
 def execute(tg, sql, args=()):
     """Runs one statement (autocommit); returns the rows it changed."""
-    if is_pg(tg):
-        import psycopg2
-        con = psycopg2.connect(tg.settings["db.url"])
-        try:
-            con.autocommit = True
-            with con.cursor() as cur:
-                cur.execute(_pg_sql(sql), tuple(args))
-                return cur.rowcount
-        finally:
-            con.close()
-    con = sqlite3.connect(tg.db_path, timeout=10, isolation_level=None)
-    try:
-        return con.execute(sql, tuple(args)).rowcount
-    finally:
-        con.close()
+    return _run(tg, sql, args, lambda cur: cur.rowcount)
 
 
 def pg_run():
