@@ -80,7 +80,9 @@ const key_def config_keys[] = {
     INT("cluster.lease_ms", cluster_lease_ms, "3000", 500, 600000, false,
         "An instance that has not renewed its lease for this long is fenced and its calls adopted"),
     INT("cluster.renew_ms", cluster_renew_ms, "1000", 100, 60000, false,
-        "How often an instance renews its lease (less than cluster.lease_ms)"),
+        "How often an instance renews its lease (less than cluster.lease_ms). Past lease_ms"
+        " - renew_ms without a renewal that succeeded, the instance holds its Kaphila"
+        " commands until one does"),
     INT("cluster.adopt_ms", cluster_adopt_ms, "500", 50, 60000, false,
         "How often each instance looks for calls whose owner is gone"),
     INT("cluster.poll_ms", cluster_poll_ms, "200", 10, 60000, false,

@@ -342,7 +342,7 @@ static void fire(bkey *k, breq *q)
     if (q->cls == BUDGET_NEW) budget_release_new(k);   /* the slot becomes in flight */
     if (!shared_take(k, q)) return;
     k->inflight++;
-    if (kaphila_call(e->l, &e->kc, k->api_key, q->method, q->path, q->body, on_answer, q) != 0) {
+    if (eng_kaphila_send(e, k->api_key, q->method, q->path, q->body, on_answer, q) != 0) {
         kaphila_result res = {.endpoint = "other", .curl_rc = CURLE_FAILED_INIT};
         k->inflight--;
         q->cb(e->l, q->arg, &res);
@@ -358,7 +358,7 @@ int budget_send(engine *e, bkey *k, const config_account *acct, int cls, const c
         if (k && cls == BUDGET_NEW) budget_release_new(k);
         const char *key = k ? k->api_key : acct ? acct->kaphila_key : NULL;
         if (!key) return -1;
-        return kaphila_call(e->l, &e->kc, key, method, path, body, cb, arg);
+        return eng_kaphila_send(e, key, method, path, body, cb, arg);
     }
     breq *q = calloc(1, sizeof *q);
     if (!q) return -1;

@@ -666,6 +666,7 @@ void engine_destroy(engine *e)
             }
         }
     budget_abort(e->bud);  /* waiting Kaphila requests: their callbacks run now */
+    eng_cluster_abort(e);  /* and those held for a lease renewal */
     bio_destroy(e->bio);  /* an engine that never started: its queued passes are cancelled */
     e->bio = NULL;
     loop_destroy(e->l);   /* in-flight transfers are cancelled: their callbacks run now */

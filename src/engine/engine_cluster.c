@@ -9,7 +9,16 @@
  *          itself fenced (another instance saw the lease run out and may be
  *          running its calls now) the process exits at once, status 3,
  *          sending nothing more: a supervisor starts it again, and the
- *          restart joins under the same name once the others are done;
+ *          restart joins under the same name once the others are done.
+ *          The lease is trusted for cluster.lease_ms - cluster.renew_ms
+ *          after the start of the last renewal that succeeded (this host's
+ *          monotonic clock): past that, a command for Kaphila (anything but
+ *          a GET) is held, not sent (eng_kaphila_send), until a renewal
+ *          succeeds (then it goes) or finds the instance fenced (then the
+ *          process exits, and it never goes). So an instance that was
+ *          paused, or cut off from the database, has been silent towards
+ *          Kaphila for at least one renewal interval when another may adopt
+ *          its calls (the lease ran out on the database's clock);
  *   adopt  (cluster.adopt_ms)  fences instances whose lease ran out and
  *          takes calls whose owner is not up, then loads each as start-up
  *          recovery does (engine.c) and has the reconciler ask Kaphila about
@@ -46,10 +55,22 @@
  * poll): connecting blocks the loop, so not at every poll. */
 #define CLUSTER_LISTEN_RETRY_MS 5000
 
+/* A Kaphila command held while the lease is not known to be good. */
+typedef struct held_cmd {
+    struct held_cmd *next;
+    char       *api_key, *method, *path;
+    json_t     *body;
+    kaphila_cb  cb;
+    void       *arg;
+} held_cmd;
+
 struct eng_cluster {
     loop_timer *renew, *adopt, *poll;
     store_listener *lis;          /* the inbox's wake-up; NULL: polled only */
     int64_t     lis_retry_at;     /* loop ms of the next attempt to reopen it */
+    int64_t     trusted_until_us; /* mono_us: commands go before this, are held after */
+    held_cmd   *held, **held_tail;/* in the order they were to be sent */
+    size_t      n_held;
 };
 
 static const config *ccfg(engine *e) { return app_config(e->a); }
@@ -113,15 +134,51 @@ static bool batch_closed(engine *e)
     return !e->batch || eng_batch_flush(e);
 }
 
+static void held_free(held_cmd *h)
+{
+    free(h->api_key);
+    free(h->method);
+    free(h->path);
+    json_decref(h->body);
+    free(h);
+}
+
+/* Sends (ok) or fails (!ok: the engine stops) every held command, in order. */
+static void held_release(engine *e, bool ok)
+{
+    held_cmd *h = e->cl->held;
+    size_t n = e->cl->n_held;
+    e->cl->held = NULL;
+    e->cl->held_tail = &e->cl->held;
+    e->cl->n_held = 0;
+    if (n && ok) log_info("cluster", "lease renewed: %zu held Kaphila command(s) sent", n);
+    while (h) {
+        held_cmd *next = h->next;
+        if (!ok || kaphila_call(e->l, &e->kc, h->api_key, h->method, h->path, h->body, h->cb,
+                                h->arg) != 0) {
+            kaphila_result res = {.endpoint = "other",
+                                  .curl_rc = ok ? CURLE_FAILED_INIT : CURLE_ABORTED_BY_CALLBACK};
+            h->cb(e->l, h->arg, &res);
+        }
+        held_free(h);
+        h = next;
+    }
+}
+
 static void renew_tick(loop *l, void *arg)
 {
     engine *e = arg;
     e->cl->renew = NULL;
     if (e->stopping) return;
-    store_status st = store_instance_renew(e->db, ccfg(e)->cluster_lease_ms);
+    const config *cfg = ccfg(e);
+    /* Outside the batch: a renewal rolled back with it would be believed. */
+    int64_t t0 = mono_us();
+    store_status st = batch_closed(e) ? store_instance_renew(e->db, cfg->cluster_lease_ms)
+                                      : STORE_ERROR;
     if (st == STORE_CONFLICT) {
         log_error("cluster", "instance %s was fenced (its lease ran out): its calls are run"
-                  " by other instances now; exiting", store_instance(e->a->store));
+                  " by other instances now; exiting%s", store_instance(e->a->store),
+                  e->cl->n_held ? ", its held Kaphila commands unsent" : "");
         _exit(CLUSTER_FENCED_EXIT);
     }
     if (st != STORE_OK) {
@@ -129,8 +186,33 @@ static void renew_tick(loop *l, void *arg)
         log_warn("cluster", "the lease could not be renewed; trying again");
     } else {
         metrics_inc(e->a->metrics, "twigate_cluster_lease_renewals_total", "outcome=\"ok\"", 1);
+        e->cl->trusted_until_us = t0 + (int64_t)(cfg->cluster_lease_ms - cfg->cluster_renew_ms) * 1000;
+        held_release(e, true);
     }
-    e->cl->renew = loop_timer_add(l, ccfg(e)->cluster_renew_ms, renew_tick, e);
+    e->cl->renew = loop_timer_add(l, cfg->cluster_renew_ms, renew_tick, e);
+}
+
+int eng_kaphila_send(engine *e, const char *api_key, const char *method, const char *path,
+                     json_t *body, kaphila_cb cb, void *arg)
+{
+    if (!e->cl || e->stopping || !strcmp(method, "GET") || mono_us() < e->cl->trusted_until_us)
+        return kaphila_call(e->l, &e->kc, api_key, method, path, body, cb, arg);
+    held_cmd *h = calloc(1, sizeof *h);
+    if (!h || !(h->api_key = strdup(api_key)) || !(h->method = strdup(method)) ||
+        !(h->path = strdup(path))) {
+        if (h) held_free(h);
+        return -1;
+    }
+    h->body = json_incref(body);
+    h->cb = cb;
+    h->arg = arg;
+    *e->cl->held_tail = h;
+    e->cl->held_tail = &h->next;
+    if (e->cl->n_held++ == 0)
+        log_warn("cluster", "the lease was last renewed too long ago to be trusted: Kaphila"
+                 " commands wait for the next renewal");
+    metrics_inc(e->a->metrics, "twigate_cluster_commands_held_total", NULL, 1);
+    return 0;
 }
 
 typedef struct adopt_ctx {
@@ -337,7 +419,10 @@ void eng_cluster_start(engine *e)
         return;
     }
     const config *cfg = ccfg(e);
-    e->cl->renew = loop_timer_add(e->l, cfg->cluster_renew_ms, renew_tick, e);
+    e->cl->held_tail = &e->cl->held;
+    /* Renewed at once: until then commands are held (the join's lease is
+     * not timed here). */
+    e->cl->renew = loop_timer_add(e->l, 0, renew_tick, e);
     e->cl->adopt = loop_timer_add(e->l, 0, adopt_tick, e);
     e->cl->poll = loop_timer_add(e->l, cfg->cluster_poll_ms, poll_tick, e);
     listen_open(e);
@@ -345,6 +430,11 @@ void eng_cluster_start(engine *e)
              " every %d ms", store_instance(e->a->store), cfg->cluster_lease_ms,
              cfg->cluster_renew_ms, e->cl->lis ? "woken by notifications" : "not notified",
              cfg->cluster_poll_ms);
+}
+
+void eng_cluster_abort(engine *e)
+{
+    if (e->cl) held_release(e, false);
 }
 
 void eng_cluster_destroy(engine *e)

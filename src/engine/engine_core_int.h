@@ -204,7 +204,14 @@ void eng_recover_outbox(store_outbox *o, void *arg);
 void eng_settle_recovered(engine *e, call *c);
 /* engine_cluster.c (nothing happens unless the database is shared) */
 void eng_cluster_start(engine *e);
+/* The engine stops: held Kaphila commands' callbacks run now, failed. */
+void eng_cluster_abort(engine *e);
 void eng_cluster_destroy(engine *e);
+/* Every Kaphila request goes out through here: sent now, or, for a command
+ * (not a GET) while this instance's lease is not known to be good, held
+ * until the next renewal (engine_cluster.c). As kaphila_call. */
+int eng_kaphila_send(engine *e, const char *api_key, const char *method, const char *path,
+                     json_t *body, kaphila_cb cb, void *arg);
 /* A posted Kaphila event or a REST update for a live call that is not in
  * this instance's memory, so another instance's: stored in the inbox for
  * its owner, in the open batch (the caller answers after the commit).

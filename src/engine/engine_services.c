@@ -302,7 +302,7 @@ int engine_kaphila(engine *e, const char *account_sid, const char *method, const
 int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
                        json_t *body, kaphila_cb cb, void *arg)
 {
-    return kaphila_call(e->l, &e->kc, api_key, method, path, body, cb, arg);
+    return eng_kaphila_send(e, api_key, method, path, body, cb, arg);
 }
 
 void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,

@@ -26,7 +26,7 @@ import pytest
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
 from harness.daemon import render_config
-from harness.ivr import create, wait_kaphila
+from harness.ivr import create, kaphila_requests, wait_kaphila
 from test_resume import ALL_EVENTS, DONE, IVR, PROMPT, assert_callbacks_once
 from test_resume import slow_sim  # noqa: F401  (the fixture, shared)
 
@@ -318,3 +318,102 @@ def test_a_clean_stop_hands_its_calls_over_at_once(make_twigate, make_haproxy, s
     wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=10,
              message="the call was not handed over at once")
     goes_on_at(staying, client, receiver, sid, "9")
+
+
+CUT_OFF = """
+CREATE FUNCTION twigate_test_cut_off() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'cut off from the database (test)'; END $$;
+CREATE TRIGGER twigate_test_cut_off BEFORE UPDATE ON instances FOR EACH ROW
+  WHEN (OLD.id = %s AND NEW.state = 'up') EXECUTE FUNCTION twigate_test_cut_off();
+"""
+
+
+def test_an_instance_that_cannot_renew_its_lease_sends_kaphila_nothing(cluster, receiver,
+                                                                        pg_url):
+    """The owner can no longer renew its lease (its renewals fail, as when it
+    is cut off from the database) but runs on. Once the lease has run out the
+    other instance adopts the call, and an update sent to the first instance
+    meanwhile is not carried out there: its Kaphila command is held for a
+    renewal that never comes. When the database takes the first instance's
+    renewal again it finds itself fenced and exits, status 3, the command
+    unsent; the call goes on under the adopter. (Without the hold the update's
+    <Say> reaches the simulator from the fenced instance.)"""
+    import psycopg2
+    lb, tgs = cluster
+    by_id = {"tg1": tgs[0], "tg2": tgs[1]}
+    client = lb_client(lb, tgs[0])
+    receiver.set("/cl/ivr4", twiml=IVR)
+    receiver.set("/resume/done", twiml=DONE)
+    sid = create(client, receiver, "/cl/ivr4", status_callback=receiver.url("/cl/st5"),
+                 status_callback_event=ALL_EVENTS).sid
+    first = owner(pg_url, sid)
+    cut, survivor = by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
+    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
+             message="no <Gather> checkpoint")
+    con = psycopg2.connect(pg_url)
+    con.autocommit = True
+    try:
+        with con.cursor() as cur:
+            cur.execute(CUT_OFF, (first,))
+        wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"),
+                 timeout=10, message="the call was not adopted once the lease ran out")
+        stale = "These words come from an instance that was fenced."
+        r = cut.http("POST", f"{cut.account_uri()}/Calls/{sid}.json",
+                     data={"Twiml": f"<Response><Say>{stale}</Say></Response>"})
+        assert r.status_code < 500, r.text
+
+        def said_stale():
+            return ("/voice", {"text": stale}) in kaphila_requests(survivor, sid)
+        wait_for(lambda: said_stale() or metric(cut, "twigate_cluster_commands_held_total") > 0,
+                 timeout=10, message="the update was neither held nor sent")
+        assert not said_stale(), "a fenced instance sent Kaphila a command"
+    finally:
+        with con.cursor() as cur:
+            cur.execute("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
+                        "DROP FUNCTION IF EXISTS twigate_test_cut_off()")
+        con.close()
+    assert cut.proc.wait(timeout=10) == 3, cut.log_tail()
+    cut.proc = None
+    assert "held Kaphila commands unsent" in cut.log_text()
+    goes_on_at(survivor, client, receiver, sid, "6")
+    assert ("/voice", {"text": stale}) not in kaphila_requests(survivor, sid)
+    assert_callbacks_once(receiver, "/cl/st5", sid)
+
+
+def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_sim, receiver,
+                                                             pg_url):
+    """One instance on PostgreSQL whose renewals fail for a while (nobody
+    else is up to fence it): an update made meanwhile waits, held, and is
+    carried out as soon as a renewal succeeds again; the call goes on."""
+    import psycopg2
+    tg = make_twigate(external_sim=slow_sim,
+                      overrides={"db.url": pg_url, "cluster.instance_id": "solo"})
+    client = tg.client()
+    receiver.set("/cl/ivr5", twiml=IVR)
+    sid = create(client, receiver, "/cl/ivr5").sid
+    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
+             message="no <Gather> checkpoint")
+    con = psycopg2.connect(pg_url)
+    con.autocommit = True
+    words = "Said once the lease was renewed."
+    try:
+        with con.cursor() as cur:
+            cur.execute(CUT_OFF, ("solo",))
+        wait_for(lambda: _sql(pg_url, "SELECT lease_until_ms < twigate_now_ms() FROM instances"
+                                      " WHERE id = 'solo'")[0][0],
+                 timeout=10, message="the lease did not run out")
+        r = client.calls(sid).update(twiml=f"<Response><Say>{words}</Say><Hangup/></Response>")
+        assert r.sid == sid
+        wait_for(lambda: metric(tg, "twigate_cluster_commands_held_total") > 0, timeout=10,
+                 message="the update's command was not held")
+        assert ("/voice", {"text": words}) not in kaphila_requests(tg, sid)
+    finally:
+        with con.cursor() as cur:
+            cur.execute("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
+                        "DROP FUNCTION IF EXISTS twigate_test_cut_off()")
+        con.close()
+    wait_kaphila(tg, sid, lambda reqs: ("/voice", {"text": words}) in reqs, timeout=10,
+                 what="the held command was not sent after the renewal")
+    assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
+        "completed"
+    assert "held Kaphila command(s) sent" in tg.log_text()
