@@ -137,6 +137,15 @@ void        store_conn_release(store_conn *c);
  * must not commit (see the engine's write batch in engine.c). */
 /* Takes and releases the write lock: the database is writable now. */
 __attribute__((warn_unused_result)) store_status store_check_writable(store_conn *c);
+/* Inside a transaction PostgreSQL sends the plain writes of the engine's
+ * batch (a call's update, its event log, outbox rows and their outcome,
+ * checkpoints, done marks) ahead without waiting for their answers
+ * (pg_defer in src/store/pg/pg_int.h): such a write answers STORE_OK and
+ * a refusal of it (a failure, or a call update that matched no row: the
+ * call is another instance's) comes from the next statement that waits,
+ * or from store_commit, which then rolls the whole transaction back. So a
+ * writer inside a transaction treats any failure as the loss of all of it,
+ * as the engine's batch does. An outbox row's id is set by the commit. */
 __attribute__((warn_unused_result)) store_status store_begin(store_conn *c);
 __attribute__((warn_unused_result)) store_status store_commit(store_conn *c);
 void store_rollback(store_conn *c);
@@ -214,7 +223,8 @@ typedef struct store_outbox {
 } store_outbox;
 void store_outbox_fini(store_outbox *o);
 __attribute__((warn_unused_result))
-store_status store_outbox_insert(store_conn *c, store_outbox *o);       /* sets id */
+store_status store_outbox_insert(store_conn *c, store_outbox *o);       /* sets id (in a
+                                                    transaction on PostgreSQL: by its commit) */
 /* state: "done" or "failed". */
 __attribute__((warn_unused_result))
 store_status store_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts);

@@ -132,10 +132,10 @@ store_status pg_call_update(store_conn *c, const store_call *call)
      * instance that was paused past its lease and whose call another has
      * adopted meanwhile matches nothing here, so its batch is refused until
      * its next renewal finds it fenced and it exits. */
-    store_status st = changed(c,
+    store_status st = pg_defer(c,
         "UPDATE calls SET status=$2, answered_by=$3, date_updated=$4, start_time=$5,"
         " end_time=$6, answered_at=$7, duration=$8, kaphila_id=$9, cb_seq=$10, params=$11,"
-        " queue_time=$12 WHERE sid = $1 AND owner = $13", 13, v, "call update");
+        " queue_time=$12 WHERE sid = $1 AND owner = $13", 13, v, NULL, true, "call update");
     if (st == STORE_NOTFOUND && c->owner->instance[0])
         log_warn("store", "call %s is owned by another instance now: write refused", call->sid);
     free(params);
@@ -255,12 +255,12 @@ store_status pg_ckpt_put(store_conn *c, const char *call_sid, int64_t seq, const
     pg_num n[2];
     const char *v[] = {pg_txt(call_sid), pg_i64(&n[0], seq), doc, pg_txt(state),
                        pg_i64(&n[1], now_ms)};
-    return pg_do(c,
+    return pg_defer(c,
         "INSERT INTO call_checkpoints(call_sid, seq, doc, state, updated_ms)"
         " VALUES($1, $2, coalesce($3::text, ''), $4, $5)"
         " ON CONFLICT(call_sid) DO UPDATE SET seq = excluded.seq,"
         " doc = coalesce($3::text, call_checkpoints.doc), state = excluded.state,"
-        " updated_ms = excluded.updated_ms", 5, v, "checkpoint write");
+        " updated_ms = excluded.updated_ms", 5, v, NULL, false, "checkpoint write");
 }
 
 store_status pg_ckpt_get(store_conn *c, const char *call_sid, char **doc, char **state)
@@ -284,8 +284,8 @@ store_status pg_ckpt_get(store_conn *c, const char *call_sid, char **doc, char *
 store_status pg_ckpt_delete(store_conn *c, const char *call_sid)
 {
     const char *v[] = {pg_txt(call_sid)};
-    return pg_do(c, "DELETE FROM call_checkpoints WHERE call_sid = $1", 1, v,
-                 "checkpoint delete");
+    return pg_defer(c, "DELETE FROM call_checkpoints WHERE call_sid = $1", 1, v, NULL, false,
+                    "checkpoint delete");
 }
 
 /* ---- account keys (keyauth.c) ---- */

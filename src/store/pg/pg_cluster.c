@@ -265,7 +265,7 @@ store_status pg_inbox_done(store_conn *c, int64_t id)
 {
     pg_num n;
     const char *v[] = {pg_i64(&n, id)};
-    return pg_do(c, "DELETE FROM call_inbox WHERE id = $1", 1, v, "inbox done");
+    return pg_defer(c, "DELETE FROM call_inbox WHERE id = $1", 1, v, NULL, false, "inbox done");
 }
 
 /* ---- the shared budget ---- */

@@ -75,24 +75,123 @@ static bool conn_usable(pg_conn *c)
     return PQstatus(c->pq) == CONNECTION_OK;
 }
 
+/* The cache slot of sql's prepared statement, or -1 (*free_slot: the
+ * first empty slot, or -1; *hash: sql's). */
+static int stmt_find(const pg_conn *c, const char *sql, uint64_t *hash, int *free_slot)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    *hash = h;
+    *free_slot = -1;
+    for (int i = 0; i < PG_STMT_CACHE; i++) {
+        if (!c->stmts[i].sql) { if (*free_slot < 0) *free_slot = i; continue; }
+        if (c->stmts[i].hash == h && !strcmp(c->stmts[i].sql, sql)) return i;
+    }
+    return -1;
+}
+
+static bool result_ok(const PGresult *r);
+
+/* ---- the batch's pipeline (pg_defer) ---- */
+
+/* Reads back every deferred write's answer and leaves pipeline mode. The
+ * first failure is returned (and poisons the batch); a later write after
+ * an error was not run (PGRES_PIPELINE_ABORTED). */
+static store_status pipe_drain(store_conn *base)
+{
+    pg_conn *c = PG(base);
+    if (!c->piped) return STORE_OK;
+    store_status st = PQpipelineSync(c->pq) ? STORE_OK : pg_status(base, NULL, "pipeline sync");
+    for (int i = 0; i < c->n_pend; i++) {
+        const pg_pending *p = &c->pend[i];
+        PGresult *r = PQgetResult(c->pq);
+        if (!r) {   /* the connection is gone: no answer for the rest */
+            if (st == STORE_OK) st = pg_status(base, NULL, p->what);
+            break;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+            /* not run: an earlier write failed */
+        } else if (!result_ok(r)) {
+            store_status e = pg_status(base, r, p->what);
+            if (st == STORE_OK) st = e;
+        } else if (p->id) {
+            if (PQntuples(r) == 1) *p->id = col_i64(r, 0, 0);
+            else if (st == STORE_OK) st = STORE_CONFLICT;
+        } else if (p->must_touch && !strcmp(PQcmdTuples(r), "0")) {
+            log_warn("store", "%s: no row matched (another instance's now, or gone); the batch is"
+                     " rolled back", p->what);
+            if (st == STORE_OK) st = STORE_NOTFOUND;
+        }
+        PQclear(r);
+        while ((r = PQgetResult(c->pq))) PQclear(r);   /* the statement's end (NULL) */
+    }
+    PGresult *r;
+    while ((r = PQgetResult(c->pq))) {   /* the sync's own result */
+        bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (sync) break;
+    }
+    if (!PQexitPipelineMode(c->pq) && st == STORE_OK) st = pg_status(base, NULL, "pipeline end");
+    c->piped = false;
+    c->n_pend = 0;
+    if (st != STORE_OK) c->poisoned = true;
+    return st;
+}
+
+store_status pg_defer(store_conn *base, const char *sql, int n, const char *const *vals,
+                      int64_t *id, bool must_touch, const char *what)
+{
+    pg_conn *c = PG(base);
+    uint64_t h;
+    int free_slot, slot = -1;
+    if (c->in_batch && PQstatus(c->pq) == CONNECTION_OK) slot = stmt_find(c, sql, &h, &free_slot);
+    if (slot < 0) {   /* at once: prepares it for the next time */
+        store_status st;
+        PGresult *r = pg_run(base, sql, n, vals, &st, what);
+        if (r && id) {
+            if (PQntuples(r) == 1) *id = col_i64(r, 0, 0);
+            else st = STORE_CONFLICT;
+        } else if (r && must_touch && !strcmp(PQcmdTuples(r), "0")) {
+            st = STORE_NOTFOUND;
+        }
+        PQclear(r);
+        return st;
+    }
+    if (c->n_pend == PG_PIPE_MAX) {
+        store_status st = pipe_drain(base);
+        if (st != STORE_OK) return st;
+    }
+    if (c->poisoned) return STORE_ERROR;   /* the batch is lost already */
+    if (!c->piped) {
+        if (!PQenterPipelineMode(c->pq)) return pg_status(base, NULL, what);
+        c->piped = true;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "t%d", slot);
+    if (!PQsendQueryPrepared(c->pq, name, n, vals, NULL, NULL, 0)) {
+        c->poisoned = true;
+        return pg_status(base, NULL, what);
+    }
+    c->pend[c->n_pend++] = (pg_pending){what, id, must_touch};
+    return STORE_OK;
+}
+
 /* The statement's result, failed or not (NULL: no connection, *st set). */
 static PGresult *run_once(store_conn *base, const char *sql, int n, const char *const *vals,
                           store_status *st, const char *what)
 {
     pg_conn *c = PG(base);
-    uint64_t h = 1469598103934665603ULL;
-    int slot = -1, free_slot = -1;
+    uint64_t h;
+    int slot, free_slot;
     char name[16];
     PGresult *r;
+    /* What was sent ahead is answered first; a failure there is this one's. */
+    if (c->piped && (*st = pipe_drain(base)) != STORE_OK) return NULL;
     if (!conn_usable(c)) {
         *st = pg_status(base, NULL, what);
         return NULL;
     }
-    for (const char *p = sql; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (int i = 0; i < PG_STMT_CACHE; i++) {
-        if (!c->stmts[i].sql) { if (free_slot < 0) free_slot = i; continue; }
-        if (c->stmts[i].hash == h && !strcmp(c->stmts[i].sql, sql)) { slot = i; break; }
-    }
+    slot = stmt_find(c, sql, &h, &free_slot);
     if (slot < 0 && free_slot >= 0 && PQtransactionStatus(c->pq) != PQTRANS_INERROR) {
         snprintf(name, sizeof name, "t%d", free_slot);
         r = PQprepare(c->pq, name, sql, n, NULL);
@@ -301,6 +400,7 @@ static store_status simple(store_conn *c, const char *sql, const char *what)
 static store_status pg_begin(store_conn *c)
 {
     if (pg_in_txn(c)) return STORE_CONFLICT;
+    PG(c)->poisoned = false;
     if (!conn_usable(PG(c))) return pg_status(c, NULL, "begin");
     /* A BEGIN that met a cut session changed nothing: once more, afresh. */
     PGresult *r = PQexec(PG(c)->pq, "BEGIN");
@@ -314,18 +414,29 @@ static store_status pg_begin(store_conn *c)
     return st;
 }
 
-static store_status pg_commit(store_conn *c)
-{
-    store_status st = simple(c, "COMMIT", "commit");
-    PG(c)->in_batch = false;
-    return st;
-}
-
 static void pg_rollback(store_conn *c)
 {
+    (void)pipe_drain(c);   /* answers to throw away, the mode left */
     if (pg_in_txn(c) && PQstatus(PG(c)->pq) == CONNECTION_OK)
         (void)simple(c, "ROLLBACK", "rollback");
     PG(c)->in_batch = false;
+    PG(c)->poisoned = false;
+}
+
+static store_status pg_commit(store_conn *c)
+{
+    /* The deferred writes first: one of them failed or matched nothing,
+     * and nothing of the batch may be kept. */
+    store_status st = pipe_drain(c);
+    if (st == STORE_OK && PG(c)->poisoned) st = STORE_ERROR;
+    if (st != STORE_OK) {
+        log_error("store", "commit: a write of the batch was refused; the batch is rolled back");
+        pg_rollback(c);
+        return st;
+    }
+    st = simple(c, "COMMIT", "commit");
+    PG(c)->in_batch = false;
+    return st;
 }
 
 static store_status pg_check_writable(store_conn *c)

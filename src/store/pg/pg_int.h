@@ -30,10 +30,20 @@
  * combinations of the lists; past it a statement is run unprepared. */
 #define PG_STMT_CACHE 96
 
+/* Writes of the open batch sent ahead without waiting (pg_defer) before
+ * their answers are read back. */
+#define PG_PIPE_MAX 64
+
 typedef struct pg_stmt {
     char    *sql;
     uint64_t hash;
 } pg_stmt;
+
+typedef struct pg_pending {
+    const char *what;             /* static: for the log */
+    int64_t    *id;               /* RETURNING id's destination, or NULL */
+    bool        must_touch;       /* no row matched = refused (STORE_NOTFOUND) */
+} pg_pending;
 
 typedef struct pg_conn pg_conn;
 struct pg_conn {
@@ -44,6 +54,13 @@ struct pg_conn {
      * lost meanwhile is not reset under the transaction (its statements
      * would run one by one, committed each), only after it ends. */
     bool       in_batch;
+    /* libpq's pipeline mode, on while deferred writes wait for their
+     * answers (pg_defer; read back by the next statement that waits, the
+     * commit at the latest). A deferred write that failed or matched
+     * nothing poisons the batch: its COMMIT becomes a ROLLBACK. */
+    bool       piped, poisoned;
+    int        n_pend;
+    pg_pending pend[PG_PIPE_MAX];
     pg_conn   *next_free;
 };
 
@@ -75,6 +92,18 @@ store_status pg_insert_id(store_conn *c, const char *sql, int n, const char *con
 /* pg_run for a statement whose rows are not wanted. */
 store_status pg_do(store_conn *c, const char *sql, int n, const char *const *vals,
                    const char *what);
+/* A write of the engine's batch whose outcome is only "done, or the batch
+ * is lost": inside a transaction it is sent without waiting for the answer
+ * (libpq's pipeline mode), so a batch of writes costs one round trip, read
+ * back before the next statement that waits for its own answer or at the
+ * commit. A write that fails, or with must_touch matches no row, turns the
+ * commit into a rollback (store_commit fails); *id, for an INSERT …
+ * RETURNING id, is set by then. Outside a transaction, or for a statement
+ * not prepared on this connection yet, it runs at once as pg_do (with
+ * must_touch: STORE_NOTFOUND when no row matched; with id: as
+ * pg_insert_id). The parameters are copied when sent. */
+store_status pg_defer(store_conn *c, const char *sql, int n, const char *const *vals,
+                      int64_t *id, bool must_touch, const char *what);
 /* The store_status of a failed result (NULL: the connection's state),
  * counting contention and faults on the connection's store. */
 store_status pg_status(store_conn *c, const PGresult *r, const char *what);

@@ -26,7 +26,8 @@ store_status pg_kevent_done(store_conn *c, int64_t id)
 {
     pg_num n;
     const char *v[] = {pg_i64(&n, id)};
-    return pg_do(c, "UPDATE kevents SET done = 1 WHERE id = $1", 1, v, "kevent done");
+    return pg_defer(c, "UPDATE kevents SET done = 1 WHERE id = $1", 1, v, NULL, false,
+                    "kevent done");
 }
 
 store_status pg_kevent_each_pending(store_conn *c,
@@ -54,17 +55,18 @@ store_status pg_outbox_insert(store_conn *c, store_outbox *o)
     const char *v[] = {o->call_sid, o->account_sid, o->kind, pg_i64(&n[0], o->seq),
                        pg_txt(o->url), pg_txt(o->method), pg_txt(o->params), o->idem,
                        pg_i64(&n[1], o->created)};
-    return pg_insert_id(c,
+    return pg_defer(c,
         "INSERT INTO outbox(call_sid, account_sid, kind, seq, url, method, params, idem,"
-        " created) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id", 9, v, &o->id, "outbox insert");
+        " created) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id", 9, v, &o->id, false,
+        "outbox insert");
 }
 
 store_status pg_outbox_finish(store_conn *c, int64_t id, const char *state, int attempts)
 {
     pg_num n[2];
     const char *v[] = {pg_i64(&n[0], id), pg_txt(state), pg_i64(&n[1], attempts)};
-    return pg_do(c, "UPDATE outbox SET state = $2, attempts = $3 WHERE id = $1", 3, v,
-                 "outbox finish");
+    return pg_defer(c, "UPDATE outbox SET state = $2, attempts = $3 WHERE id = $1", 3, v, NULL,
+                    false, "outbox finish");
 }
 
 store_status pg_outbox_each_pending(store_conn *c, void (*cb)(store_outbox *o, void *arg),
@@ -128,8 +130,8 @@ store_status pg_event_insert(store_conn *c, const char *account_sid, const char 
     if (rq && rs) {
         const char *v[] = {pg_txt(account_sid), pg_txt(call_sid), pg_i64(&n, ts), rq, rs,
                            params};
-        st = pg_do(c, "INSERT INTO call_events(account_sid, call_sid, ts, request, response,"
-                      " params) VALUES($1,$2,$3,$4,$5,$6)", 6, v, "event insert");
+        st = pg_defer(c, "INSERT INTO call_events(account_sid, call_sid, ts, request, response,"
+                         " params) VALUES($1,$2,$3,$4,$5,$6)", 6, v, NULL, false, "event insert");
     }
     free(rq);
     free(rs);

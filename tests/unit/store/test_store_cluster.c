@@ -201,6 +201,25 @@ static void test_two_instances(void **state)
     assert_int_equal(store_instance_renew(cb, 60000), STORE_OK);
     snprintf(call.status, sizeof call.status, "completed");
     assert_int_equal(store_call_update(ca, &call), STORE_NOTFOUND);
+    /* In a batch, as the engine writes, PostgreSQL's refusal comes at the
+     * commit (the batch's writes are sent ahead, pg_defer): either way
+     * nothing of the batch is kept. */
+    json_t *rq = json_pack("{s:s}", "url", "u"), *rs = json_pack("{s:i}", "status", 200);
+    assert_int_equal(store_begin(ca), STORE_OK);
+    assert_int_equal(store_event_insert(ca, acct, call.sid, 1, rq, NULL, rs), STORE_OK);
+    store_status up = store_call_update(ca, &call);
+    store_status cm = up == STORE_OK ? store_commit(ca) : STORE_ERROR;
+    if (up != STORE_OK) store_rollback(ca);
+    assert_true(up != STORE_OK || cm != STORE_OK);
+    assert_int_equal(store_begin(ca), STORE_OK);   /* the failed batch is over */
+    store_rollback(ca);
+    json_t *evs = json_array();
+    int64_t last = 0;
+    assert_int_equal(store_event_list(cb, acct, call.sid, 0, 0, 10, evs, &last), STORE_OK);
+    assert_int_equal(json_array_size(evs), 0);
+    json_decref(evs);
+    json_decref(rq);
+    json_decref(rs);
     seen after = {.sid = call.sid};
     assert_int_equal(store_inbox_each(cb, 100, on_inbox, &after), STORE_OK);
     assert_int_equal(after.inbox, 1);
