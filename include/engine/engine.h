@@ -133,6 +133,10 @@ size_t engine_live_calls(const engine *e);
 int engine_inflight_deliveries(engine *e);
 /* Whether Kaphila's GET /health answered at the last probe (every 2 s). */
 bool engine_kaphila_ready(engine *e);
+/* Whether this instance's lease on a shared database is trusted now (true
+ * on SQLite): false while its Kaphila commands are held for a renewal
+ * (engine_cluster.c). Any thread. */
+bool engine_lease_ok(engine *e);
 
 /* A Kaphila request with an explicit API key (keyauth's GET /api/me).
  * Engine thread only; 0 = under way, the callback then runs once. */

@@ -187,6 +187,7 @@ static void renew_tick(loop *l, void *arg)
     } else {
         metrics_inc(e->a->metrics, "twigate_cluster_lease_renewals_total", "outcome=\"ok\"", 1);
         e->cl->trusted_until_us = t0 + (int64_t)(cfg->cluster_lease_ms - cfg->cluster_renew_ms) * 1000;
+        atomic_store(&e->lease_trusted_until_us, e->cl->trusted_until_us);
         held_release(e, true);
     }
     e->cl->renew = loop_timer_add(l, cfg->cluster_renew_ms, renew_tick, e);
@@ -420,6 +421,7 @@ void eng_cluster_start(engine *e)
     }
     const config *cfg = ccfg(e);
     e->cl->held_tail = &e->cl->held;
+    atomic_store(&e->leased, true);
     /* Renewed at once: until then commands are held (the join's lease is
      * not timed here). */
     e->cl->renew = loop_timer_add(e->l, 0, renew_tick, e);
@@ -430,6 +432,11 @@ void eng_cluster_start(engine *e)
              " every %d ms", store_instance(e->a->store), cfg->cluster_lease_ms,
              cfg->cluster_renew_ms, e->cl->lis ? "woken by notifications" : "not notified",
              cfg->cluster_poll_ms);
+}
+
+bool engine_lease_ok(engine *e)
+{
+    return !e || !atomic_load(&e->leased) || mono_us() < atomic_load(&e->lease_trusted_until_us);
 }
 
 void eng_cluster_abort(engine *e)

@@ -252,6 +252,7 @@ static void readyz(void *ctx, http_req *r, const http_match *m)
     else if (fs.integrity_failed) why = "database failed its integrity check\n";
     else if (!db_ok || fs.write_failing) why = "database not writable\n";
     else if (!engine_kaphila_ready(a->engine)) why = "kaphila unreachable\n";
+    else if (!engine_lease_ok(a->engine)) why = "lease not renewed\n";
     if (why) {
         http_reply(r, 503, "text/plain", why, strlen(why), NULL);
         return;

@@ -384,7 +384,9 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
                                                              pg_url):
     """One instance on PostgreSQL whose renewals fail for a while (nobody
     else is up to fence it): an update made meanwhile waits, held, and is
-    carried out as soon as a renewal succeeds again; the call goes on."""
+    carried out as soon as a renewal succeeds again; the call goes on.
+    Meanwhile /readyz says `503 lease not renewed`, so a balancer sends the
+    instance nothing new."""
     import psycopg2
     tg = make_twigate(external_sim=slow_sim,
                       overrides={"db.url": pg_url, "cluster.instance_id": "solo"})
@@ -407,6 +409,8 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
         wait_for(lambda: metric(tg, "twigate_cluster_commands_held_total") > 0, timeout=10,
                  message="the update's command was not held")
         assert ("/voice", {"text": words}) not in kaphila_requests(tg, sid)
+        ready = tg.http("GET", "/readyz", auth=None)
+        assert (ready.status_code, ready.text) == (503, "lease not renewed\n")
     finally:
         with con.cursor() as cur:
             cur.execute("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
@@ -417,3 +421,4 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
     assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
         "completed"
     assert "held Kaphila command(s) sent" in tg.log_text()
+    assert tg.http("GET", "/readyz", auth=None).status_code == 200
