@@ -126,6 +126,9 @@ int64_t call_answered_ms(call *c);
 /* ---- engine-level services (no live call needed) ---- */
 engine       *call_engine(call *c);
 store_conn   *engine_db(engine *e);              /* the engine thread's connection */
+/* Whether other instances share the database (PostgreSQL): then a live
+ * call may be another instance's, not in this one's memory. */
+bool          engine_db_shared(engine *e);
 loop         *engine_loop(engine *e);
 /* The engine's background I/O thread (net/bio.h): recordings' file work. */
 struct bio   *engine_bio(engine *e);

@@ -254,6 +254,7 @@ json_t     *call_row_params(const call *c) { return c->row.params; }
 
 engine       *call_engine(call *c) { return c->e; }
 store_conn   *engine_db(engine *e) { return e->db; }
+bool          engine_db_shared(engine *e) { return store_shared(e->a->store); }
 loop         *engine_loop(engine *e) { return e->l; }
 bio          *engine_bio(engine *e) { return e->bio; }
 const config *engine_config(engine *e) { return app_config(e->a); }

@@ -284,11 +284,12 @@ static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
         suspect *s = &r->sus[i];
         if (strcmp(s->account_sid, lc->account_sid) != 0) { i++; continue; }
         if (!s->seen) { r->sus[i] = r->sus[--r->n_sus]; continue; }
-        if (!s->hung && now - s->first_seen_ms >= grace &&
+        if (!s->hung && now - s->first_seen_ms >= grace && engine_db_shared(e) &&
             store_call_live_kaphila(engine_db(e), s->call_id) == STORE_OK) {
             /* Live in the database, so owned — by another instance sharing
              * it (store/cluster.h), whose calls this one's memory does not
-             * hold: not a stranger. */
+             * hold: not a stranger. (Alone on SQLite, memory holds every
+             * live call: the database is not asked.) */
             r->sus[i] = r->sus[--r->n_sus];
             continue;
         }

@@ -73,7 +73,7 @@ def test_migrate_brings_an_empty_database_up_and_exits(postgres, pg_url, tmp_pat
     out = _migrate(f"db.url={pg_url}")
     assert out.returncode == 0, out.stderr
     assert "postgresql database schema is current" in out.stdout
-    assert postgres.psql("SELECT version FROM schema_version", url=pg_url).strip() == "7"
+    assert postgres.psql("SELECT version FROM schema_version", url=pg_url).strip() == "8"
     # Again: nothing to do, same answer.
     assert _migrate(f"db.url={pg_url}").returncode == 0
 
