@@ -107,26 +107,38 @@ def goes_on_at(tg, client, receiver, sid, digit):
         "completed"
 
 
-def test_gather_ivr_survives_kill9_of_its_owner_behind_the_balancer(cluster, receiver,
-                                                                   slow_sim, pg_url):
+def instance_name(tg):
+    """The instance name a twigate of start_cluster runs under."""
+    return tg.settings["cluster.instance_id"]
+
+
+def ivr_in_gather(cluster, receiver, pg_url, path, status_path):
+    """A <Gather> IVR created through the balancer and waiting for a key
+    (its checkpoint in mode 1; its action, /resume/done, is relative to
+    path). Returns (client, sid, its owner, the other)."""
     lb, tgs = cluster
     by_id = {"tg1": tgs[0], "tg2": tgs[1]}
     client = lb_client(lb, tgs[0])
-    receiver.set("/cl/ivr", twiml=IVR)
-    receiver.set("/resume/done", twiml=DONE)      # IVR's action, relative to /cl/ivr
-    sid = create(client, receiver, "/cl/ivr", status_callback=receiver.url("/cl/st"),
+    receiver.set(path, twiml=IVR)
+    receiver.set("/resume/done", twiml=DONE)
+    sid = create(client, receiver, path, status_callback=receiver.url(status_path),
                  status_callback_event=ALL_EVENTS).sid
     first = owner(pg_url, sid)
     assert first in by_id, first
-    dead, survivor = by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
+    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
+             message="no <Gather> checkpoint")
+    return client, sid, by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
+
+
+def test_gather_ivr_survives_kill9_of_its_owner_behind_the_balancer(cluster, receiver,
+                                                                   slow_sim, pg_url):
+    client, sid, dead, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr", "/cl/st")
     wait_kaphila(dead, sid, lambda reqs: ("/voice", {"text": PROMPT}) in reqs, timeout=20,
                  what="the prompt was never sent")
-    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=10,
-             message="no <Gather> checkpoint")
 
     dead.kill9()
     # Lease (3 s) + one adoption pass (0.5 s): within the issue's 5 s.
-    wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=5,
+    wait_for(lambda: owner(pg_url, sid) == instance_name(survivor), timeout=5,
              message="the call was not adopted within 5 s")
     goes_on_at(survivor, client, receiver, sid, "7")
     assert_callbacks_once(receiver, "/cl/st", sid)
@@ -222,20 +234,10 @@ def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver
     itself fenced and exits with status 3 (docs/twigate.8), and the call goes
     on under the adopter to `completed`, each callback once."""
     import signal
-    lb, tgs = cluster
-    by_id = {"tg1": tgs[0], "tg2": tgs[1]}
-    client = lb_client(lb, tgs[0])
-    receiver.set("/cl/ivr2", twiml=IVR)
-    receiver.set("/resume/done", twiml=DONE)
-    sid = create(client, receiver, "/cl/ivr2", status_callback=receiver.url("/cl/st3"),
-                 status_callback_event=ALL_EVENTS).sid
-    first = owner(pg_url, sid)
-    paused, survivor = by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
-    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
-             message="no <Gather> checkpoint")
+    client, sid, paused, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr2", "/cl/st3")
     paused.proc.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"), timeout=5,
+        wait_for(lambda: owner(pg_url, sid) == instance_name(survivor), timeout=5,
                  message="the call was not adopted within 5 s of the pause")
     finally:
         paused.proc.send_signal(signal.SIGCONT)
@@ -339,23 +341,13 @@ def test_an_instance_that_cannot_renew_its_lease_sends_kaphila_nothing(cluster, 
     unsent; the call goes on under the adopter. (Without the hold the update's
     <Say> reaches the simulator from the fenced instance.)"""
     import psycopg2
-    lb, tgs = cluster
-    by_id = {"tg1": tgs[0], "tg2": tgs[1]}
-    client = lb_client(lb, tgs[0])
-    receiver.set("/cl/ivr4", twiml=IVR)
-    receiver.set("/resume/done", twiml=DONE)
-    sid = create(client, receiver, "/cl/ivr4", status_callback=receiver.url("/cl/st5"),
-                 status_callback_event=ALL_EVENTS).sid
-    first = owner(pg_url, sid)
-    cut, survivor = by_id[first], by_id["tg2" if first == "tg1" else "tg1"]
-    wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
-             message="no <Gather> checkpoint")
+    client, sid, cut, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr4", "/cl/st5")
     con = psycopg2.connect(pg_url)
     con.autocommit = True
     try:
         with con.cursor() as cur:
-            cur.execute(CUT_OFF, (first,))
-        wait_for(lambda: owner(pg_url, sid) == ("tg2" if first == "tg1" else "tg1"),
+            cur.execute(CUT_OFF, (instance_name(cut),))
+        wait_for(lambda: owner(pg_url, sid) == instance_name(survivor),
                  timeout=10, message="the call was not adopted once the lease ran out")
         stale = "These words come from an instance that was fenced."
         r = cut.http("POST", f"{cut.account_uri()}/Calls/{sid}.json",
