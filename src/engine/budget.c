@@ -105,8 +105,13 @@ static int reserve(const bkey *k)
     /* A call counts live from its /makecall's turn (dialq_send); while that
      * /makecall waits in the class (put back by a 429, or by the shared
      * log), the call needs no reserve yet: counting it made a queue of such
-     * calls reserve the very room they wait for, and nothing was dialled. */
-    int live = k->live - k->qn[BUDGET_NEW];
+     * calls reserve the very room they wait for, and nothing was dialled.
+     * A call admitted but not yet sent (its slot taken, reserved_new, its
+     * /makecall leaving after the batch commits) will be live: it reserves
+     * now, or a burst of creates in one loop turn each saw the room the
+     * others had taken for their own later commands, and all were dialled
+     * at once with none left for their <Say>s. */
+    int live = k->live + k->reserved_new - k->qn[BUDGET_NEW];
     return BUDGET_RESERVE_PER_LIVE * (live > 0 ? live : 0) + k->qn[BUDGET_HANGUP] +
            k->qn[BUDGET_LIVE];
 }

@@ -15,6 +15,7 @@
 typedef struct play_ctx {
     call    *c;
     unsigned serial;
+    int64_t  fallback_ms;   /* armed once Kaphila has taken the playback */
 } play_ctx;
 
 /* ---------------------------------------------------------------- playbacks */
@@ -45,6 +46,8 @@ static int pb_match(const exec *x, const char *id)
     return -1;
 }
 
+static void on_play_fallback(loop *l, void *arg);
+
 static void on_play_answer(loop *l, void *arg, const kaphila_result *res)
 {
     (void)l;
@@ -72,6 +75,13 @@ static void on_play_answer(loop *l, void *arg, const kaphila_result *res)
     const char *id = json_string_value(json_object_get(res->body, "playbackId"));
     if (p && id && strlen(id) < sizeof p->id)
         snprintf(p->id, sizeof p->id, "%s", id);
+    /* The fallback counts from here, when Kaphila starts playing: the
+     * request may have waited in the key's budget for longer than the
+     * speech lasts, and must not be skipped for it. (Its tts.played may
+     * have come first: then nobody waits for it any more.) */
+    if (x->wait == W_PLAYBACK && x->wait_serial == k->serial && !x->t_play &&
+        !exec_timer_start(x, &x->t_play, k->fallback_ms, on_play_fallback))
+        exec_internal_failure(x, "cannot start a timer");
 out:
     free(k);
 }
@@ -103,8 +113,10 @@ static void on_play_fallback(loop *l, void *arg)
     call_unref(c);
 }
 
-/* POST path {key: value}, then wait for its end. False when it could not be
- * sent (the call is then being hung up). */
+/* POST path {key: value}, then wait for its end: its tts.played, or the
+ * fallback (fallback_ms from Kaphila's answer, not from now: the request
+ * may wait in the key's budget first). False when it could not be sent
+ * (the call is then being hung up). */
 bool exec_playback_send(exec *x, const char *path, const char *key, const char *value,
                           int64_t fallback_ms)
 {
@@ -125,14 +137,10 @@ bool exec_playback_send(exec *x, const char *path, const char *key, const char *
     x->n_pb++;
     k->c = x->c;
     k->serial = x->pb_serial;
+    k->fallback_ms = fallback_ms;
     x->wait = W_PLAYBACK;
     x->wait_serial = x->pb_serial;
-    if (!exec_timer_start(x, &x->t_play, fallback_ms, on_play_fallback)) {
-        free(k);
-        json_decref(body);
-        exec_internal_failure(x, "cannot start a timer");
-        return false;
-    }
+    exec_timer_stop(x, &x->t_play);   /* armed by Kaphila's answer (on_play_answer) */
     unsigned serial = x->pb_serial;
     if (call_kaphila(x->c, path, body, on_play_answer, k) != 0) {
         /* call_kaphila may or may not have run the callback before failing;

@@ -11,7 +11,14 @@
  *
  * Every statement is prepared once per connection (named "t<slot>") and run
  * with text parameters; a lost connection is reset on its next use, its
- * statements prepared again. READ COMMITTED, the server's default. */
+ * statements prepared again. READ COMMITTED, the server's default.
+ *
+ * Inside a transaction the engine batch's plain writes are sent ahead in
+ * libpq's pipeline mode (pg_defer) and their answers read back in one go
+ * (pipe_drain) by the next statement that waits for its own answer, or by
+ * the commit; a refused one poisons the transaction, whose COMMIT then
+ * rolls it back. One thread uses a connection at a time (pg_int.h), so the
+ * pending answers are that thread's. */
 #include "pg_int.h"
 
 #include <stdatomic.h>

@@ -167,6 +167,93 @@ static void test_unexpected_429_is_retried(void **state)
     ut_rig_stop(&r);
 }
 
+/* The call-control paths of a finished call's transcript, "a;b;c;". */
+static void transcript_paths(json_t *t, char *out, size_t size)
+{
+    size_t i, len = 0;
+    json_t *rq;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(t, "requests"), i, rq)
+        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s;",
+                                json_string_value(json_object_get(rq, "path")));
+}
+
+/* 6 calls created at once (in one turn of the engine's loop, before any
+ * is dialled) on a key allowed 6 requests per 3 s: each dial must leave
+ * room for the call's <Say> and hang-up, so at most 2 go out per window.
+ * Dialling all 6 at once left their /voice requests waiting a window —
+ * longer than the <Say>'s fallback — and every call hung up without its
+ * speech (the budget section of the bench: 0 of 60 said). */
+static void test_a_burst_of_creates_leaves_room_for_their_commands(void **state)
+{
+    (void)state;
+    ut_rig r;
+    enum { N = 6, WIN = 3000 };
+    char sids[N][SID_SIZE];
+    ut_ereq q[N];
+    const char *sets[] = {"kaphila.rate_window_ms=3000", "sim.rate_limit=6",
+                          "sim.rate_window_ms=3000", NULL};
+    ut_rig_start(&r, sets);
+    for (int i = 0; i < N; i++) {
+        store_call call;
+        ut_ereq_init(&q[i]);
+        ut_rig_call(&call, "+15005550100", json_pack("{s:s}", "twiml", SAY_HANGUP));
+        snprintf(sids[i], SID_SIZE, "%s", call.sid);
+        assert_true(engine_originate(r.a.engine, ut_ereq_reply(&q[i]), &call, NULL));
+        store_call_fini(&call);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_true(ut_waiter_wait(&q[i].done, 1, UT_RIG_WAIT_MS));
+        assert_int_equal(q[i].status, 201);
+        ut_ereq_fini(&q[i]);
+    }
+    int64_t dialled[N];
+    for (int i = 0; i < N; i++) {
+        json_t *t = ut_rig_sim_wait_status(&r, sids[i], "completed");
+        char paths[256];
+        transcript_paths(t, paths, sizeof paths);
+        assert_string_equal(paths, "/makecall;/voice;/hangup;");
+        dialled[i] = iso_ms(json_string_value(json_object_get(t, "createdAt")));
+        json_decref(t);
+    }
+    /* No window holds more dials than leave room for their commands. */
+    for (int i = 0; i < N; i++) {
+        int in_window = 0;
+        for (int j = 0; j < N; j++)
+            in_window += dialled[j] >= dialled[i] && dialled[j] < dialled[i] + WIN;
+        assert_true(in_window <= 2);
+    }
+    json_t *k = sim_key(&r);
+    assert_int_equal(key_int(k, "rateLimited", NULL), 0);
+    json_decref(k);
+    ut_rig_stop(&r);
+}
+
+/* A <Say> whose /voice is refused twice by a 429 (another client on the
+ * key) is retried after 1 s and then 2 s — longer than the <Say>'s own
+ * fallback (2.2 s for "Hi"). The fallback counts from Kaphila's answer, so
+ * the call still says it before hanging up. */
+static void test_a_playback_held_by_the_budget_is_still_said(void **state)
+{
+    (void)state;
+    ut_rig r;
+    char sid[SID_SIZE], paths[256];
+    int st = 0;
+    ut_rig_start(&r, NULL);
+    json_decref(ut_rig_sim(&r, "POST", "/sim/fail",
+                           "{\"status\":429,\"count\":2,\"endpoint\":\"/voice\"}", &st));
+    assert_true(st == 200 || st == 204);
+    start_call(&r, SAY_HANGUP, sid);
+    json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
+    transcript_paths(t, paths, sizeof paths);
+    assert_string_equal(paths, "/makecall;/voice;/hangup;");
+    json_decref(t);
+    json_t *k = sim_key(&r);
+    assert_int_equal(key_int(k, "injected", "429"), 2);
+    json_decref(k);
+    ut_rig_stop(&r);
+}
+
 /* Kaphila lowers a key's limit while twigate runs: the first 429 makes
  * twigate ask GET /api/me again at once, instead of running on the old
  * figure until kaphila.me_interval_ms (5 minutes by default) has passed. */
@@ -205,6 +292,8 @@ int main(void)
         cmocka_unit_test(test_window_is_kept_and_order_too),
         cmocka_unit_test(test_unexpected_429_is_retried),
         cmocka_unit_test(test_a_429_relearns_the_limit),
+        cmocka_unit_test(test_a_burst_of_creates_leaves_room_for_their_commands),
+        cmocka_unit_test(test_a_playback_held_by_the_budget_is_still_said),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
