@@ -131,6 +131,17 @@ static void test_window_is_kept_and_order_too(void **state)
     ut_rig_stop(&r);
 }
 
+/* The call-control paths of a finished call's transcript, "a;b;c;". */
+static void transcript_paths(json_t *t, char *out, size_t size)
+{
+    size_t i, len = 0;
+    json_t *rq;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(t, "requests"), i, rq)
+        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s;",
+                                json_string_value(json_object_get(rq, "path")));
+}
+
 /* A 429 the budget did not expect (another client on the key) puts the
  * command back: the call is not hung up, its text is spoken, the 429 is
  * counted. */
@@ -147,13 +158,8 @@ static void test_unexpected_429_is_retried(void **state)
     assert_true(st == 200 || st == 204);
     start_call(&r, SAY_HANGUP, sid);
     json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
-    size_t i;
-    json_t *rq;
-    char reqs[256] = "";
-    size_t len = 0;
-    json_array_foreach(json_object_get(t, "requests"), i, rq)
-        len += (size_t)snprintf(reqs + len, sizeof reqs - len, "%s;",
-                                json_string_value(json_object_get(rq, "path")));
+    char reqs[256];
+    transcript_paths(t, reqs, sizeof reqs);
     assert_string_equal(reqs, "/makecall;/voice;/hangup;");
     json_decref(t);
     ut_rig_wait_row(&r, sid, "completed");
@@ -165,17 +171,6 @@ static void test_unexpected_429_is_retried(void **state)
     assert_int_equal(engine_budget_snapshot(r.a.engine, snap, 4), 1);
     assert_int_equal(snap[0].received_429, 1);
     ut_rig_stop(&r);
-}
-
-/* The call-control paths of a finished call's transcript, "a;b;c;". */
-static void transcript_paths(json_t *t, char *out, size_t size)
-{
-    size_t i, len = 0;
-    json_t *rq;
-    out[0] = '\0';
-    json_array_foreach(json_object_get(t, "requests"), i, rq)
-        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s;",
-                                json_string_value(json_object_get(rq, "path")));
 }
 
 /* 6 calls created at once (in one turn of the engine's loop, before any
