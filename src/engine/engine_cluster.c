@@ -68,7 +68,6 @@ struct eng_cluster {
     loop_timer *renew, *adopt, *poll;
     store_listener *lis;          /* the inbox's wake-up; NULL: polled only */
     int64_t     lis_retry_at;     /* loop ms of the next attempt to reopen it */
-    int64_t     trusted_until_us; /* mono_us: commands go before this, are held after */
     held_cmd   *held, **held_tail;/* in the order they were to be sent */
     size_t      n_held;
 };
@@ -186,8 +185,8 @@ static void renew_tick(loop *l, void *arg)
         log_warn("cluster", "the lease could not be renewed; trying again");
     } else {
         metrics_inc(e->a->metrics, "twigate_cluster_lease_renewals_total", "outcome=\"ok\"", 1);
-        e->cl->trusted_until_us = t0 + (int64_t)(cfg->cluster_lease_ms - cfg->cluster_renew_ms) * 1000;
-        atomic_store(&e->lease_trusted_until_us, e->cl->trusted_until_us);
+        atomic_store(&e->lease_trusted_until_us,
+                     t0 + (int64_t)(cfg->cluster_lease_ms - cfg->cluster_renew_ms) * 1000);
         held_release(e, true);
     }
     e->cl->renew = loop_timer_add(l, cfg->cluster_renew_ms, renew_tick, e);
@@ -196,7 +195,7 @@ static void renew_tick(loop *l, void *arg)
 int eng_kaphila_send(engine *e, const char *api_key, const char *method, const char *path,
                      json_t *body, kaphila_cb cb, void *arg)
 {
-    if (!e->cl || e->stopping || !strcmp(method, "GET") || mono_us() < e->cl->trusted_until_us)
+    if (!e->cl || e->stopping || !strcmp(method, "GET") || engine_lease_ok(e))
         return kaphila_call(e->l, &e->kc, api_key, method, path, body, cb, arg);
     held_cmd *h = calloc(1, sizeof *h);
     if (!h || !(h->api_key = strdup(api_key)) || !(h->method = strdup(method)) ||

@@ -112,8 +112,9 @@ struct engine {
     atomic_size_t  live;
     atomic_int     inflight_deliveries;
     atomic_bool    kaphila_ok;     /* last /health probe answered 2xx */
-    /* Shared database only (engine_cluster.c writes, /readyz reads): the
-     * monotonic µs until which this instance's lease is trusted. */
+    /* Shared database only (engine_cluster.c writes; its command hold and
+     * /readyz read, through engine_lease_ok): the monotonic µs until which
+     * this instance's lease is trusted. */
     atomic_bool    leased;
     atomic_llong   lease_trusted_until_us;
     bool           probing;

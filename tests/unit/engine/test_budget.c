@@ -142,6 +142,29 @@ static void transcript_paths(json_t *t, char *out, size_t size)
                                 json_string_value(json_object_get(rq, "path")));
 }
 
+/* Starts the rig with the simulator refusing the next `count` /voice
+ * requests with 429 (another client on the key), runs a Say-then-Hangup
+ * call to its end and checks it said its text before hanging up, the
+ * 429s injected. The rig is left running for more checks. */
+static void said_despite_429s(ut_rig *r, int count)
+{
+    char sid[SID_SIZE], fail[96], paths[256];
+    int st = 0;
+    ut_rig_start(r, NULL);
+    snprintf(fail, sizeof fail, "{\"status\":429,\"count\":%d,\"endpoint\":\"/voice\"}", count);
+    json_decref(ut_rig_sim(r, "POST", "/sim/fail", fail, &st));
+    assert_true(st == 200 || st == 204);
+    start_call(r, SAY_HANGUP, sid);
+    json_t *t = ut_rig_sim_wait_status(r, sid, "completed");
+    transcript_paths(t, paths, sizeof paths);
+    assert_string_equal(paths, "/makecall;/voice;/hangup;");
+    json_decref(t);
+    ut_rig_wait_row(r, sid, "completed");
+    json_t *k = sim_key(r);
+    assert_int_equal(key_int(k, "injected", "429"), count);
+    json_decref(k);
+}
+
 /* A 429 the budget did not expect (another client on the key) puts the
  * command back: the call is not hung up, its text is spoken, the 429 is
  * counted. */
@@ -149,24 +172,7 @@ static void test_unexpected_429_is_retried(void **state)
 {
     (void)state;
     ut_rig r;
-    char sid[SID_SIZE];
-    int st = 0;
-
-    ut_rig_start(&r, NULL);
-    json_decref(ut_rig_sim(&r, "POST", "/sim/fail",
-                           "{\"status\":429,\"count\":1,\"endpoint\":\"/voice\"}", &st));
-    assert_true(st == 200 || st == 204);
-    start_call(&r, SAY_HANGUP, sid);
-    json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
-    char reqs[256];
-    transcript_paths(t, reqs, sizeof reqs);
-    assert_string_equal(reqs, "/makecall;/voice;/hangup;");
-    json_decref(t);
-    ut_rig_wait_row(&r, sid, "completed");
-
-    json_t *k = sim_key(&r);
-    assert_int_equal(key_int(k, "injected", "429"), 1);
-    json_decref(k);
+    said_despite_429s(&r, 1);
     engine_budget_key snap[4];
     assert_int_equal(engine_budget_snapshot(r.a.engine, snap, 4), 1);
     assert_int_equal(snap[0].received_429, 1);
@@ -232,20 +238,7 @@ static void test_a_playback_held_by_the_budget_is_still_said(void **state)
 {
     (void)state;
     ut_rig r;
-    char sid[SID_SIZE], paths[256];
-    int st = 0;
-    ut_rig_start(&r, NULL);
-    json_decref(ut_rig_sim(&r, "POST", "/sim/fail",
-                           "{\"status\":429,\"count\":2,\"endpoint\":\"/voice\"}", &st));
-    assert_true(st == 200 || st == 204);
-    start_call(&r, SAY_HANGUP, sid);
-    json_t *t = ut_rig_sim_wait_status(&r, sid, "completed");
-    transcript_paths(t, paths, sizeof paths);
-    assert_string_equal(paths, "/makecall;/voice;/hangup;");
-    json_decref(t);
-    json_t *k = sim_key(&r);
-    assert_int_equal(key_int(k, "injected", "429"), 2);
-    json_decref(k);
+    said_despite_429s(&r, 2);
     ut_rig_stop(&r);
 }
 
