@@ -44,6 +44,18 @@ def _sql(pg_url, query, args=()):
         con.close()
 
 
+def _sql_do(pg_url, statements, args=()):
+    """Runs statements (DDL) committed, no rows wanted."""
+    import psycopg2
+    con = psycopg2.connect(pg_url)
+    con.autocommit = True
+    try:
+        with con.cursor() as cur:
+            cur.execute(statements, args)
+    finally:
+        con.close()
+
+
 def owner(pg_url, sid):
     rows = _sql(pg_url, "SELECT owner FROM calls WHERE sid = %s", (sid,))
     return rows[0][0] if rows else None
@@ -228,24 +240,69 @@ def test_two_instances_on_one_key_stay_within_its_limit_together(make_twigate, s
     assert k["rateLimited"] == 0, k
 
 
-def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver, pg_url):
-    """SIGSTOP of the owner (a stalled VM, a long GC pause): the other adopts
-    the call once the lease runs out; when the paused one wakes it finds
-    itself fenced and exits with status 3 (docs/twigate.8), and the call goes
-    on under the adopter to `completed`, each callback once."""
+def paused_until_adopted(pg_url, sid, paused, survivor, timeout, message):
+    """SIGSTOP of paused until survivor owns sid (at most timeout s), then
+    SIGCONT: the woken instance finds itself fenced and exits, status 3."""
     import signal
-    client, sid, paused, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr2", "/cl/st3")
     paused.proc.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: owner(pg_url, sid) == instance_name(survivor), timeout=5,
-                 message="the call was not adopted within 5 s of the pause")
+        wait_for(lambda: owner(pg_url, sid) == instance_name(survivor), timeout=timeout,
+                 message=message)
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     assert paused.proc.wait(timeout=10) == 3, paused.log_tail()
     paused.proc = None
     assert "was fenced" in paused.log_text()
+
+
+def test_an_instance_paused_past_its_lease_is_fenced_and_exits(cluster, receiver, pg_url):
+    """SIGSTOP of the owner (a stalled VM, a long GC pause): the other adopts
+    the call once the lease runs out; when the paused one wakes it finds
+    itself fenced and exits with status 3 (docs/twigate.8), and the call goes
+    on under the adopter to `completed`, each callback once."""
+    client, sid, paused, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr2", "/cl/st3")
+    paused_until_adopted(pg_url, sid, paused, survivor, timeout=5,
+                         message="the call was not adopted within 5 s of the pause")
     goes_on_at(survivor, client, receiver, sid, "4")
     assert_callbacks_once(receiver, "/cl/st3", sid)
+
+
+SLOW_OWN_WRITES = """
+CREATE FUNCTION twigate_test_slow() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
+CREATE TRIGGER twigate_test_slow BEFORE UPDATE ON calls FOR EACH ROW
+  WHEN (OLD.owner = %s AND NEW.owner = OLD.owner) EXECUTE FUNCTION twigate_test_slow();
+"""
+
+
+def test_an_owner_paused_inside_its_transaction_does_not_keep_its_calls(cluster, receiver,
+                                                                       pg_url):
+    """SIGSTOP while the owner's batch holds the call's row: it is applying an
+    update that reached the other instance (so came through the inbox), its
+    UPDATE of the row done, its COMMIT not yet sent. The server ends the
+    stopped session once it has sat idle in its transaction for a lease
+    (idle_in_transaction_session_timeout, set at join), which rolls the batch
+    back and frees the row; the other instance adopts the call with the
+    update's inbox row and applies the update itself. Without that limit the
+    adopter's FOR UPDATE SKIP LOCKED passes the call over for as long as the
+    pause lasts. The owner's own writes of the row are made to take 1 s in
+    the server, so the stop is sure to land inside one."""
+    client, sid, paused, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr6", "/cl/st7")
+    _sql_do(pg_url, SLOW_OWN_WRITES, (instance_name(paused),))
+    r = survivor.http("POST", f"{survivor.account_uri()}/Calls/{sid}.json",
+                      data={"TimeLimit": "600"})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: _sql(pg_url, "SELECT count(*) FROM pg_stat_activity"
+                                  " WHERE wait_event = 'PgSleep'")[0][0] > 0,
+             timeout=10, message="the owner never wrote the call's row")
+    # The write's last second, the lease-long idle limit, one adoption pass.
+    paused_until_adopted(pg_url, sid, paused, survivor, timeout=10, message=(
+        "the call was not adopted while its owner sat stopped in a transaction"))
+    wait_for(lambda: _sql(pg_url, "SELECT params::json->>'time_limit' FROM calls WHERE sid = %s",
+                          (sid,))[0][0] == "600",
+             timeout=10, message="the update was lost with the rolled-back batch")
+    goes_on_at(survivor, client, receiver, sid, "5")
+    assert_callbacks_once(receiver, "/cl/st7", sid)
 
 
 def test_the_owner_is_woken_by_a_notification_not_only_by_its_poll(make_twigate, make_haproxy,

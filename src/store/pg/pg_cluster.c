@@ -39,6 +39,10 @@ store_status pg_instance_join(store *s, const char *id, const char *version, int
         return STORE_ERROR;
     }
     for (size_t i = 0; i < sizeof rnd; i++) snprintf(ps->session + 2 * i, 3, "%02x", rnd[i]);
+    /* From now on a session of this process left idle inside a transaction
+     * for a whole lease is ended by the server (idle_limit_apply, pg_conn.c);
+     * this one takes it when it is next taken from the pool. */
+    atomic_store(&ps->idle_txn_ms, lease_ms);
     /* A row still up with a running lease is another live process under
      * this name (or this one's previous life, killed: its lease runs out). */
     for (int waited = 0;; waited += 100) {

@@ -73,13 +73,38 @@ static void stmts_forget(pg_conn *c)
 /* A connection that broke (server restart, network) is reset once per use,
  * never inside a transaction (the rest of it would be lost in silence);
  * its prepared statements died with the old session. */
+static void idle_limit_apply(pg_conn *c);
+
 static bool conn_usable(pg_conn *c)
 {
     if (PQstatus(c->pq) == CONNECTION_OK) return true;
     if (c->in_batch) return false;
     stmts_forget(c);
     PQreset(c->pq);
-    return PQstatus(c->pq) == CONNECTION_OK;
+    c->idle_txn_ms = 0;   /* a new session: the server's settings again */
+    if (PQstatus(c->pq) != CONNECTION_OK) return false;
+    idle_limit_apply(c);
+    return true;
+}
+
+/* The store's idle-in-transaction limit on c's session, when it changed.
+ * Why: an instance stopped inside a transaction (SIGSTOP, a frozen VM)
+ * keeps its row locks for as long as it stays stopped, and an adopter's
+ * FOR UPDATE SKIP LOCKED would pass its calls over for all that time; the
+ * server ends such a session once the lease is over, which frees them. A
+ * connection is only taken or reset outside a transaction, where SET is
+ * allowed. */
+static void idle_limit_apply(pg_conn *c)
+{
+    int want = atomic_load(&((pg_store *)c->base.owner)->idle_txn_ms);
+    if (want == c->idle_txn_ms) return;
+    char sql[80];
+    snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %d", want);
+    PGresult *r = PQexec(c->pq, sql);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) c->idle_txn_ms = want;
+    else log_warn("store", "cannot set idle_in_transaction_session_timeout: %s",
+                  PQresultErrorMessage(r));
+    PQclear(r);
 }
 
 /* The cache slot of sql's prepared statement, or -1 (*free_slot: the
@@ -348,6 +373,7 @@ static store_conn *pg_conn_acquire(store *base)
         s->free_list = c->next_free;
         pthread_mutex_unlock(&s->lock);
         c->next_free = NULL;
+        idle_limit_apply(c);
         return &c->base;
     }
     if (s->n_conns >= PG_MAX_CONNS) {
@@ -368,6 +394,7 @@ static store_conn *pg_conn_acquire(store *base)
         return NULL;
     }
     c->base.owner = base;
+    idle_limit_apply(c);
     return &c->base;
 }
 

@@ -18,6 +18,7 @@
 
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,8 @@ struct pg_conn {
      * nothing poisons the batch: its COMMIT becomes a ROLLBACK. */
     bool       piped, poisoned;
     int        n_pend;
+    int        idle_txn_ms;       /* the session's idle_in_transaction_session_timeout
+                                     as set here (0: the server's own) */
     pg_pending pend[PG_PIPE_MAX];
     pg_conn   *next_free;
 };
@@ -71,6 +74,10 @@ typedef struct pg_store {
     pg_conn        *free_list;
     int             n_conns;
     char            session[33];     /* pg_cluster.c: this process's budget slots */
+    /* A session idle inside a transaction this long is ended by the server
+     * (pg_instance_join sets it to the lease; 0 until then). Read by every
+     * thread as it takes or resets a connection. */
+    _Atomic int     idle_txn_ms;
     bool            unowned_taken;   /* pg_cluster.c: rows from before owners were
                                         looked for once (engine thread only) */
 } pg_store;
