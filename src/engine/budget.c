@@ -160,17 +160,6 @@ static store_conn *shared_db(budget *b)
     return b->db;
 }
 
-void budget_live(bkey *k, int delta)
-{
-    k->live += delta;
-    if (k->live < 0) k->live = 0;
-    store_conn *db = k->limit > 0 ? shared_db(k->b) : NULL;
-    /* Those whose /makecall waits in the class need no reserve yet. */
-    int reserved = k->live - k->qn[BUDGET_NEW];
-    if (db && store_budget_live(db, k->label, reserved > 0 ? reserved : 0) != STORE_OK)
-        log_warn("budget", "key %s: the live calls could not be shared", k->label);
-}
-
 static void publish_key(bkey *k);
 static void tick_fired(loop *l, void *arg);
 static void pump(bkey *k);
@@ -183,6 +172,40 @@ static void wake_fired(loop *l, void *arg)
     bkey *k = arg;
     k->wake = NULL;
     pump(k);
+}
+
+/* Room may have come without an answer to wake the key: a live call ended
+ * on Kaphila's word (no /hangup of ours), calls were adopted or recovered
+ * into the queue. The pump runs at the loop's next turn, not inside the
+ * caller (which may be in the middle of a call's teardown). */
+static void pump_soon(bkey *k)
+{
+    if (k->b->stopping) return;
+    int64_t now = loop_now_ms(loop_of(k));
+    if (k->wake && k->wake_at <= now) return;
+    if (k->wake) loop_timer_cancel(loop_of(k), k->wake);
+    k->wake_at = now;
+    k->wake = loop_timer_add(loop_of(k), 0, wake_fired, k);
+}
+
+void budget_live(bkey *k, int delta)
+{
+    k->live += delta;
+    if (k->live < 0) k->live = 0;
+    store_conn *db = k->limit > 0 ? shared_db(k->b) : NULL;
+    /* Those whose /makecall waits in the class need no reserve yet. */
+    int reserved = k->live - k->qn[BUDGET_NEW];
+    if (db && store_budget_live(db, k->label, reserved > 0 ? reserved : 0) != STORE_OK)
+        log_warn("budget", "key %s: the live calls could not be shared", k->label);
+    /* One live call fewer is room its reserve held: a dial waiting on it
+     * goes now, not when some later answer or slot wakes the key. */
+    if (delta < 0 && (k->dq_n || k->qn[BUDGET_NEW])) pump_soon(k);
+}
+
+void budget_kick(budget *b)
+{
+    for (bkey *k = b ? b->keys : NULL; k; k = k->next)
+        if (k->dq_n || k->qn[BUDGET_NEW]) pump_soon(k);
 }
 
 /* The one timer that brings the key back when room may have come: the end

@@ -127,6 +127,10 @@ void    budget_pause(bkey *k);
 void    budget_balance(budget *b, engine_reply r, const char *account_sid);
 /* Publishes the keys' figures (metrics and the snapshot). */
 void    budget_publish(budget *b);
+/* Wakes every key with dials waiting (at the loop's next turn): calls were
+ * put in the queues by a recovery or an adoption, with no request of the
+ * key's own to come back and dial them. Accepts NULL. */
+void    budget_kick(budget *b);
 
 /* ---- engine_dialq.c ---- */
 /* A new call's row is in the open batch: dial it now (a slot taken, false

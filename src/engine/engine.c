@@ -449,7 +449,8 @@ static void recover(engine *e)
         log_error("engine", "could not load the outbox");
     rec_recover(e);
     log_info("engine", "recovered %zu live calls", atomic_load(&e->live));
-    budget_publish(e->bud);   /* the queues dial once their keys' limits are known */
+    budget_publish(e->bud);
+    budget_kick(e->bud);      /* the queues dial once their keys' limits are known */
     reconcile_start(e);
     eng_cluster_start(e);     /* shared database only: leases, adoption, the inbox */
 }

@@ -292,7 +292,8 @@ static void adopt_tick(loop *l, void *arg)
     }
     free(x.calls);
     if (x.n) {
-        budget_publish(e->bud);     /* adopted queued calls dial in their turn */
+        budget_publish(e->bud);
+        budget_kick(e->bud);        /* adopted queued calls dial in their turn */
         reconcile_check_now(e);     /* each adopted call is asked about at once */
     }
     /* A full batch: there may be more at once. */

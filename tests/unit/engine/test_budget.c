@@ -274,6 +274,54 @@ static void test_a_429_relearns_the_limit(void **state)
     ut_rig_stop(&r);
 }
 
+/* The queue's first call waits only for the room its key keeps for the two
+ * live calls' later commands (6 per 120 s: two /makecalls used, 2 × 2
+ * reserved). The far end hangs one of them up: the call ends on Kaphila's
+ * word, twigate sends no /hangup, so no answer wakes the key, and the room
+ * its reserve held must dial the queue at once. (It waited for a slot of
+ * the window to free, two minutes here: the same stall left an adopted
+ * queue undialled in test_cluster.py.) */
+static void test_a_live_call_ended_by_the_far_end_lets_the_queue_dial(void **state)
+{
+    (void)state;
+    ut_rig r;
+    const char *sets[] = {"kaphila.rate_window_ms=120000", "sim.rate_limit=6",
+                          "sim.rate_window_ms=120000", NULL};
+    const char *pause = "<Response><Pause length=\"100\"/></Response>";
+    char a[SID_SIZE], b[SID_SIZE], c[SID_SIZE], path[128];
+    int st = 0;
+    ut_rig_start(&r, sets);
+    start_call(&r, pause, a);
+    start_call(&r, pause, b);
+    ut_rig_wait_row(&r, a, "in-progress");
+    ut_rig_wait_row(&r, b, "in-progress");
+    start_call(&r, pause, c);
+
+    /* c is in the queue (the snapshot says so), not at the simulator. */
+    engine_budget_key snap[1];
+    int64_t until = ut_now_ms() + UT_RIG_WAIT_MS;
+    while (!(engine_budget_snapshot(r.a.engine, snap, 1) == 1 && snap[0].queued_calls == 1) &&
+           ut_now_ms() < until) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(snap[0].queued_calls, 1);
+    snprintf(path, sizeof path, "/sim/calls/%s", c);
+    json_decref(ut_rig_sim(&r, "GET", path, NULL, &st));
+    assert_int_equal(st, 404);
+
+    snprintf(path, sizeof path, "/sim/calls/%s/hangup", a);
+    json_decref(ut_rig_sim(&r, "POST", path, NULL, &st));
+    assert_true(st == 200 || st == 202 || st == 204);
+    ut_rig_wait_row(&r, a, "completed");
+    ut_rig_wait_row(&r, c, "in-progress");   /* within UT_RIG_WAIT_MS, not the window */
+    json_t *k = sim_key(&r);
+    assert_int_equal(key_int(k, "rateLimited", NULL), 0);
+    assert_int_equal(key_int(k, "requests", "makecall"), 3);
+    json_decref(k);
+    ut_rig_stop(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_a_429_relearns_the_limit),
         cmocka_unit_test(test_a_burst_of_creates_leaves_room_for_their_commands),
         cmocka_unit_test(test_a_playback_held_by_the_budget_is_still_said),
+        cmocka_unit_test(test_a_live_call_ended_by_the_far_end_lets_the_queue_dial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
