@@ -90,6 +90,23 @@ class _Pool:
             pytest.fail("daemon teardown failed:\n" + "\n\n".join(errors), pytrace=False)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tail of every daemon it started
+    (twigates and simulators, DEBUG lines included): CI runs in a clone that
+    is deleted afterwards, and a failure seen only under its load must be
+    readable from the report alone."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for name in ("make_twigate", "make_twigate_module"):
+        pool = getattr(item.funcargs.get(name), "__self__", None)
+        for p in getattr(pool, "procs", []):
+            rep.sections.append((f"log of {type(p).__name__} {p.workdir} (last 150 lines)",
+                                 p.log_tail(150)))
+
+
 @pytest.fixture(scope="session")
 def accounts():
     return make_accounts()
