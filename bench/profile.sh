@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/profile.sh BUILD_DIR fetch|create|relay|sim [SECONDS] — where twigate's
-# CPU goes under one of the benchmark loads, with perf (software clock: no
-# hardware counters are needed, so it works in VMs). sim: the create load
+# bench/profile.sh BUILD_DIR fetch|fetch-uncached|create|relay|sim [SECONDS] —
+# where twigate's CPU goes under one of the benchmark loads, with perf
+# (software clock: no hardware counters are needed, so it works in VMs).
+# fetch: one call, again and again (the call cache answers); fetch-uncached:
+# a random one of 100,000 each time, as run.sh's uncached row. sim: the create load
 # again, but twigate dials a kaphila-sim process, and that process is the
 # one sampled (the simulator's cost per call, as bench/cpuops.sh counts it).
 #
@@ -12,7 +14,7 @@
 # twigate functions by inclusive time (DWARF call graphs). Everything it
 # starts is stopped at exit; the perf data is kept with BENCH_KEEP=1.
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|create|relay|sim [SECONDS]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: bench/profile.sh BUILD_DIR fetch|fetch-uncached|create|relay|sim [SECONDS]" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 bench_init "$1"
@@ -30,6 +32,13 @@ fetch)
   SID=$(sql "$WORK/prof.db" "SELECT sid FROM calls ORDER BY id LIMIT 1 OFFSET 50000")
   load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" wrk -t2 -c50 -d"$((SECS + 1))s" -s "$BENCH/wrk/fetch.lua"
         "http://127.0.0.1:$TW_PORT$API/Calls/$SID.json")
+  ;;
+fetch-uncached)
+  make_db prof 100000
+  start_twigate prof "$WORK/prof.db"
+  sql "$WORK/prof.db" "SELECT sid FROM calls" > "$WORK/sids.txt"
+  load=(env BENCH_DIR="$BENCH" BENCH_AUTH="$AUTH" BENCH_SIDS="$WORK/sids.txt" BENCH_PREFIX="$API/Calls/"
+        wrk -t2 -c50 -d"$((SECS + 1))s" -s "$BENCH/wrk/fetch_random.lua" "http://127.0.0.1:$TW_PORT$API/Calls/x.json")
   ;;
 create)
   start_twigate prof "$WORK/prof.db"
