@@ -174,18 +174,25 @@ static void wake_fired(loop *l, void *arg)
     pump(k);
 }
 
-/* Room may have come without an answer to wake the key: a live call ended
- * on Kaphila's word (no /hangup of ours), calls were adopted or recovered
- * into the queue. The pump runs at the loop's next turn, not inside the
- * caller (which may be in the middle of a call's teardown). */
+/* The key's one wake-up timer, at loop ms `at`, unless it is due by then
+ * already. */
+static void wake_at(bkey *k, int64_t at)
+{
+    int64_t now = loop_now_ms(loop_of(k));
+    if (k->wake && k->wake_at <= at) return;
+    if (k->wake) loop_timer_cancel(loop_of(k), k->wake);
+    k->wake_at = at;
+    k->wake = loop_timer_add(loop_of(k), at > now ? at - now : 0, wake_fired, k);
+}
+
+/* Room may have come without an answer to wake the key, and a dial waits:
+ * a live call ended on Kaphila's word (no /hangup of ours), calls were
+ * adopted or recovered into the queue. The pump runs at the loop's next
+ * turn, not inside the caller (which may be in a call's teardown). */
 static void pump_soon(bkey *k)
 {
     if (k->b->stopping) return;
-    int64_t now = loop_now_ms(loop_of(k));
-    if (k->wake && k->wake_at <= now) return;
-    if (k->wake) loop_timer_cancel(loop_of(k), k->wake);
-    k->wake_at = now;
-    k->wake = loop_timer_add(loop_of(k), 0, wake_fired, k);
+    if (k->dq_n || k->qn[BUDGET_NEW]) wake_at(k, loop_now_ms(loop_of(k)));
 }
 
 void budget_live(bkey *k, int delta)
@@ -199,13 +206,12 @@ void budget_live(bkey *k, int delta)
         log_warn("budget", "key %s: the live calls could not be shared", k->label);
     /* One live call fewer is room its reserve held: a dial waiting on it
      * goes now, not when some later answer or slot wakes the key. */
-    if (delta < 0 && (k->dq_n || k->qn[BUDGET_NEW])) pump_soon(k);
+    if (delta < 0) pump_soon(k);
 }
 
 void budget_kick(budget *b)
 {
-    for (bkey *k = b ? b->keys : NULL; k; k = k->next)
-        if (k->dq_n || k->qn[BUDGET_NEW]) pump_soon(k);
+    for (bkey *k = b ? b->keys : NULL; k; k = k->next) pump_soon(k);
 }
 
 /* The one timer that brings the key back when room may have come: the end
@@ -222,10 +228,7 @@ static void rearm(bkey *k)
     else return;   /* only in-flight requests: their answers call back here */
     if (now >= k->closed_until && now < k->shared_until_new && k->shared_until_new < at)
         at = k->shared_until_new;
-    if (k->wake && k->wake_at <= at) return;
-    if (k->wake) loop_timer_cancel(loop_of(k), k->wake);
-    k->wake_at = at;
-    k->wake = loop_timer_add(loop_of(k), at > now ? at - now : 0, wake_fired, k);
+    wake_at(k, at);
 }
 
 static void q_push(bkey *k, breq *q, bool head)

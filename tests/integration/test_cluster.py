@@ -398,6 +398,8 @@ CREATE FUNCTION twigate_test_cut_off() RETURNS trigger LANGUAGE plpgsql AS
 CREATE TRIGGER twigate_test_cut_off BEFORE UPDATE ON instances FOR EACH ROW
   WHEN (OLD.id = %s AND NEW.state = 'up') EXECUTE FUNCTION twigate_test_cut_off();
 """
+UNCUT = ("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
+         " DROP FUNCTION IF EXISTS twigate_test_cut_off()")
 
 
 def test_an_instance_that_cannot_renew_its_lease_sends_kaphila_nothing(cluster, receiver,
@@ -410,13 +412,9 @@ def test_an_instance_that_cannot_renew_its_lease_sends_kaphila_nothing(cluster, 
     renewal again it finds itself fenced and exits, status 3, the command
     unsent; the call goes on under the adopter. (Without the hold the update's
     <Say> reaches the simulator from the fenced instance.)"""
-    import psycopg2
     client, sid, cut, survivor = ivr_in_gather(cluster, receiver, pg_url, "/cl/ivr4", "/cl/st5")
-    con = psycopg2.connect(pg_url)
-    con.autocommit = True
     try:
-        with con.cursor() as cur:
-            cur.execute(CUT_OFF, (instance_name(cut),))
+        _sql_do(pg_url, CUT_OFF, (instance_name(cut),))
         wait_for(lambda: owner(pg_url, sid) == instance_name(survivor),
                  timeout=10, message="the call was not adopted once the lease ran out")
         stale = "These words come from an instance that was fenced."
@@ -430,10 +428,7 @@ def test_an_instance_that_cannot_renew_its_lease_sends_kaphila_nothing(cluster, 
                  timeout=10, message="the update was neither held nor sent")
         assert not said_stale(), "a fenced instance sent Kaphila a command"
     finally:
-        with con.cursor() as cur:
-            cur.execute("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
-                        "DROP FUNCTION IF EXISTS twigate_test_cut_off()")
-        con.close()
+        _sql_do(pg_url, UNCUT)
     assert cut.proc.wait(timeout=10) == 3, cut.log_tail()
     cut.proc = None
     assert "held Kaphila commands unsent" in cut.log_text()
@@ -449,7 +444,6 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
     carried out as soon as a renewal succeeds again; the call goes on.
     Meanwhile /readyz says `503 lease not renewed`, so a balancer sends the
     instance nothing new."""
-    import psycopg2
     tg = make_twigate(external_sim=slow_sim,
                       overrides={"db.url": pg_url, "cluster.instance_id": "solo"})
     client = tg.client()
@@ -457,12 +451,9 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
     sid = create(client, receiver, "/cl/ivr5").sid
     wait_for(lambda: (checkpoint(pg_url, sid) or {}).get("mode") == 1, timeout=20,
              message="no <Gather> checkpoint")
-    con = psycopg2.connect(pg_url)
-    con.autocommit = True
     words = "Said once the lease was renewed."
     try:
-        with con.cursor() as cur:
-            cur.execute(CUT_OFF, ("solo",))
+        _sql_do(pg_url, CUT_OFF, ("solo",))
         wait_for(lambda: _sql(pg_url, "SELECT lease_until_ms < twigate_now_ms() FROM instances"
                                       " WHERE id = 'solo'")[0][0],
                  timeout=10, message="the lease did not run out")
@@ -474,10 +465,7 @@ def test_commands_held_for_a_renewal_go_out_once_it_succeeds(make_twigate, slow_
         ready = tg.http("GET", "/readyz", auth=None)
         assert (ready.status_code, ready.text) == (503, "lease not renewed\n")
     finally:
-        with con.cursor() as cur:
-            cur.execute("DROP TRIGGER IF EXISTS twigate_test_cut_off ON instances;"
-                        "DROP FUNCTION IF EXISTS twigate_test_cut_off()")
-        con.close()
+        _sql_do(pg_url, UNCUT)
     wait_kaphila(tg, sid, lambda reqs: ("/voice", {"text": words}) in reqs, timeout=10,
                  what="the held command was not sent after the renewal")
     assert tg.wait_for_status(client, sid, {"completed", "failed"}, timeout=20).status == \
