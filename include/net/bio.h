@@ -1,7 +1,8 @@
 /* bio — a background I/O thread (Redis's bio.c model): file work that may
  * take seconds (cutting a window out of a recording of up to 2 GiB,
- * deleting files) runs here instead of on a loop thread, where it would
- * hold up every timer and every call.
+ * deleting files), and parses too large for a loop (the reconciler's GET
+ * /calls listing: ~2 MB for 10,000 calls), run here instead of on a loop
+ * thread, where they would hold up every timer and every call.
  *
  * One named thread per bio, a mutex-protected FIFO capped at BIO_MAX_JOBS,
  * and a condition variable as the doorbell. Jobs run one at a time in

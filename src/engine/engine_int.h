@@ -130,7 +130,8 @@ store_conn   *engine_db(engine *e);              /* the engine thread's connecti
  * call may be another instance's, not in this one's memory. */
 bool          engine_db_shared(engine *e);
 loop         *engine_loop(engine *e);
-/* The engine's background I/O thread (net/bio.h): recordings' file work. */
+/* The engine's background thread (net/bio.h): recordings' file work, and
+ * the reconciler's parse of a GET /calls listing. */
 struct bio   *engine_bio(engine *e);
 const config *engine_config(engine *e);
 const char   *engine_public_url(engine *e);
@@ -147,6 +148,10 @@ void engine_enqueue_callback(engine *e, const char *account_sid, const char *cal
 /* A Kaphila request with an account's key, not tied to a live call. */
 int engine_kaphila(engine *e, const char *account_sid, const char *method, const char *path,
                    json_t *body, kaphila_cb cb, void *arg);
+/* kaphila_get_raw with an account's key: the answer is left unparsed for
+ * the caller to parse off the engine thread (the reconciler's GET /calls). */
+int engine_kaphila_get_raw(engine *e, const char *account_sid, const char *path, kaphila_cb cb,
+                           void *arg);
 /* A notification not tied to a live call (call_sid may be NULL). */
 void engine_notify(engine *e, const char *account_sid, const char *call_sid, int code,
                    int level, const char *message, const char *url);

@@ -300,6 +300,16 @@ int engine_kaphila(engine *e, const char *account_sid, const char *method, const
                        path, body, cb, arg);
 }
 
+int engine_kaphila_get_raw(engine *e, const char *account_sid, const char *path, kaphila_cb cb,
+                           void *arg)
+{
+    const config_account *acct = config_account_by_sid(app_config(e->a), account_sid);
+    if (!acct) return -1;
+    /* A GET is neither counted by the budget nor held by the cluster's
+     * lease: budget_send and eng_kaphila_send pass it straight through. */
+    return kaphila_get_raw(e->l, &e->kc, acct->kaphila_key, path, cb, arg);
+}
+
 int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
                        json_t *body, kaphila_cb cb, void *arg)
 {

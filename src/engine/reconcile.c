@@ -22,15 +22,23 @@
  *
  * One sweep every kaphila.reconcile_interval_ms does 1, 3 and 4. Nothing
  * here touches the hot paths: the engine only stamps last_event_ms.
- * Engine loop thread only. */
+ *
+ * Threads: the engine loop's, but for one step. A GET /calls answer is
+ * parsed on the engine's bio thread (parse_listing): 10,000 live calls are
+ * ~2 MB of JSON and 50–150 ms of jansson, which on the loop held every
+ * timer and exchange of every call for that long, once a sweep. The bio
+ * thread keeps only the ids of the calls Kaphila has up (a list_ctx it
+ * owns until engine_submit hands it back); the judging is on the loop. */
 #include "engine_int.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/log.h"
+#include "net/bio.h"
 #include "base/metrics.h"
 #include "store/cluster.h"
 
@@ -57,7 +65,7 @@ struct reconciler {
     engine     *e;
     loop_timer *tick;
     int         inflight;            /* GET /calls/:callId */
-    int         listing;             /* GET /calls */
+    atomic_int  listing;             /* GET /calls asked, not judged (bio cancels: any thread) */
     bool        backlog;             /* the last sweep hit RECONCILE_MAX_INFLIGHT */
     bool        sweeping;            /* in check_due: no re-entry from a callback */
     suspect    *sus;
@@ -65,10 +73,19 @@ struct reconciler {
 };
 
 typedef struct check_ctx { reconciler *r; call *c; } check_ctx;
+/* One key's GET /calls, from the request to its judgement. */
 typedef struct list_ctx {
     reconciler *r;
     int64_t     started_ms;
     char        account_sid[SID_SIZE];
+    /* the answer, for the bio thread */
+    char       *raw;
+    size_t      raw_len;
+    int         http_status;
+    /* what it made of it, for the loop */
+    bool        ok;                     /* kaphila_ok: a listing to judge */
+    char      (*ids)[STORE_KID_LEN];    /* the calls listed that are not ended */
+    size_t      n_ids;
 } list_ctx;
 
 static void check_due(reconciler *r);
@@ -244,14 +261,13 @@ static suspect *suspect_find(reconciler *r, const char *account_sid, const char 
 /* The calls Kaphila lists for one key, against the live calls: a call
  * nobody owns is a suspect; one listed for longer than a /makecall can
  * take to answer (kaphila.timeout_ms, plus a sweep) is hung up. */
-static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
+static void judge_listing(reconciler *r, const list_ctx *lc)
 {
     engine *e = r->e;
     const config *cfg = cfg_of(r);
     int64_t now = loop_now_ms(engine_loop(e));
     ids_ctx ids = {0};
     size_t i;
-    json_t *it;
 
     ids.cap = engine_live_calls(e) + 16;
     ids.ids = malloc(ids.cap * sizeof *ids.ids);
@@ -261,10 +277,8 @@ static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
 
     for (i = 0; i < r->n_sus; i++)
         if (!strcmp(r->sus[i].account_sid, lc->account_sid)) r->sus[i].seen = false;
-    json_array_foreach(calls, i, it) {
-        const char *id = json_string_value(json_object_get(it, "callId"));
-        const char *st = json_string_value(json_object_get(it, "status"));
-        if (!id || !*id || strlen(id) >= STORE_KID_LEN || classify(st) == K_ENDED) continue;
+    for (size_t j = 0; j < lc->n_ids; j++) {
+        const char *id = lc->ids[j];
         if (bsearch(&id, ids.ids, ids.n, sizeof *ids.ids, cmp_str)) continue;
         suspect *s = suspect_find(r, lc->account_sid, id);
         if (!s && r->n_sus < RECONCILE_MAX_SUSPECTS) {
@@ -310,15 +324,46 @@ static void judge_listing(reconciler *r, const list_ctx *lc, json_t *calls)
     }
 }
 
-static void on_list(loop *l, void *arg, const kaphila_result *res)
+static void list_free(list_ctx *lc)
 {
-    (void)l;
+    free(lc->raw);
+    free(lc->ids);
+    free(lc);
+}
+
+/* Any thread (the bio thread): the answer in lc->raw becomes lc->ok and
+ * lc->ids. classify is a pure function; nothing of the engine is read. */
+static void parse_listing(list_ctx *lc)
+{
+    kaphila_result res = {.endpoint = "/calls", .http_status = lc->http_status};
+    if (lc->raw) res.body = json_loadb(lc->raw, lc->raw_len, 0, NULL);
+    free(lc->raw);
+    lc->raw = NULL;
+    json_t *calls = json_object_get(res.body, "calls");
+    lc->ok = kaphila_ok(&res) && json_is_array(calls);
+    size_t n = lc->ok ? json_array_size(calls) : 0;
+    if (n && !(lc->ids = malloc(n * sizeof *lc->ids))) {
+        lc->ok = false;   /* as if the listing failed: the next sweep asks again */
+        n = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *it = json_array_get(calls, i);
+        const char *id = json_string_value(json_object_get(it, "callId"));
+        const char *st = json_string_value(json_object_get(it, "status"));
+        if (!id || !*id || strlen(id) >= STORE_KID_LEN || classify(st) == K_ENDED) continue;
+        memcpy(lc->ids[lc->n_ids++], id, strlen(id) + 1);
+    }
+    json_decref(res.body);
+}
+
+/* Engine thread: the parsed listing judged, and what it settles. */
+static void listing_done(engine *e, void *arg)
+{
     list_ctx *lc = arg;
     reconciler *r = lc->r;
-    r->listing--;
-    if (engine_is_stopping(r->e)) goto out;
-    json_t *calls = json_object_get(res->body, "calls");
-    if (kaphila_ok(res) && json_is_array(calls)) judge_listing(r, lc, calls);
+    atomic_fetch_sub(&r->listing, 1);
+    if (engine_is_stopping(e)) goto out;
+    if (lc->ok) judge_listing(r, lc);
     /* Lost /makecall answers old enough before this listing began: no event
      * named them, and GET /calls has now been asked (had Kaphila dialled,
      * the call is a suspect and will be hung up). */
@@ -333,7 +378,43 @@ static void on_list(loop *l, void *arg, const kaphila_result *res)
             call_drop_lost(lost.list[i]);
     }
 out:
-    free(lc);
+    list_free(lc);
+}
+
+static void parse_run(void *arg)
+{
+    list_ctx *lc = arg;
+    parse_listing(lc);
+    if (!engine_submit(lc->r->e, listing_done, lc)) {   /* the engine's queue is full */
+        atomic_fetch_sub(&lc->r->listing, 1);
+        list_free(lc);
+    }
+}
+
+/* The bio stopped before parsing (twigate is stopping): nothing is judged. */
+static void parse_cancel(void *arg)
+{
+    list_ctx *lc = arg;
+    atomic_fetch_sub(&lc->r->listing, 1);
+    list_free(lc);
+}
+
+static void on_list(loop *l, void *arg, const kaphila_result *res)
+{
+    (void)l;
+    list_ctx *lc = arg;
+    engine *e = lc->r->e;
+    lc->http_status = res->http_status;
+    lc->raw = kaphila_take_raw(res, &lc->raw_len);
+    if (engine_is_stopping(e)) {
+        listing_done(e, lc);
+        return;
+    }
+    if (!bio_submit(engine_bio(e), parse_run, parse_cancel, lc)) {
+        /* The bio's queue is full (of file work): parsed here, as before. */
+        parse_listing(lc);
+        listing_done(e, lc);
+    }
 }
 
 static void list_key(reconciler *r, const char *account_sid)
@@ -343,8 +424,8 @@ static void list_key(reconciler *r, const char *account_sid)
     lc->r = r;
     lc->started_ms = loop_now_ms(engine_loop(r->e));
     snprintf(lc->account_sid, sizeof lc->account_sid, "%s", account_sid);
-    r->listing++;
-    if (engine_kaphila(r->e, account_sid, "GET", "/calls", NULL, on_list, lc) != 0) {
+    atomic_fetch_add(&r->listing, 1);
+    if (engine_kaphila_get_raw(r->e, account_sid, "/calls", on_list, lc) != 0) {
         kaphila_result res = {.endpoint = "/calls", .curl_rc = CURLE_FAILED_INIT};
         on_list(engine_loop(r->e), lc, &res);
     }
@@ -368,7 +449,7 @@ static void sweep(reconciler *r)
     const config *cfg = cfg_of(r);
     engine_resync(r->e);
     check_due(r);
-    if (r->listing) return;   /* the last listing is still out */
+    if (atomic_load(&r->listing)) return;   /* the last listing is still out, or being judged */
     const char *keys[RECONCILE_MAX_KEYS];
     size_t nk = 0;
     for (size_t i = 0; i < cfg->n_accounts && nk < RECONCILE_MAX_KEYS; i++) {

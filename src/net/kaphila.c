@@ -19,6 +19,7 @@ typedef struct kreq {
     char               *body;
     buf                 resp;
     int64_t             t0;
+    bool                raw;    /* kaphila_get_raw: the callback parses, elsewhere */
 } kreq;
 
 static size_t on_data(char *p, size_t size, size_t n, void *arg)
@@ -51,10 +52,11 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     if (rc == CURLE_OK) {
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
         res.http_status = (int)status;
-        if (k->resp.len) res.body = json_loadb(k->resp.data, k->resp.len, 0, NULL);
+        if (k->raw) res.raw = &k->resp;
+        else if (k->resp.len) res.body = json_loadb(k->resp.data, k->resp.len, 0, NULL);
     }
     res.latency_ms = loop_now_ms(l) - k->t0;
-    if (res.http_status < 200 || res.http_status >= 300 || !res.body)
+    if (res.http_status < 200 || res.http_status >= 300 || (!res.body && !k->raw))
         log_info("kaphila", "%s -> %d (curl %d, %lld ms)", k->endpoint, res.http_status,
                  (int)rc, (long long)res.latency_ms);
     k->cb(l, k->arg, &res);
@@ -66,8 +68,8 @@ static void on_done(loop *l, CURL *easy, CURLcode rc, void *arg)
     free(k);
 }
 
-int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const char *method,
-                 const char *path, json_t *body, kaphila_cb cb, void *arg)
+static int request(loop *l, const kaphila_client *kc, const char *api_key, const char *method,
+                   const char *path, json_t *body, bool raw, kaphila_cb cb, void *arg)
 {
     kreq *k = calloc(1, sizeof *k);
     CURL *easy = NULL;
@@ -75,6 +77,7 @@ int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const c
     if (!k) return -1;
     k->cb = cb;
     k->arg = arg;
+    k->raw = raw;
     k->endpoint = endpoint_name(path);
     k->t0 = loop_now_ms(l);
     buf_init(&k->resp, KAPHILA_MAX_RESPONSE);
@@ -112,6 +115,26 @@ fail:
     buf_fini(&k->resp);
     free(k);
     return -1;
+}
+
+int kaphila_call(loop *l, const kaphila_client *kc, const char *api_key, const char *method,
+                 const char *path, json_t *body, kaphila_cb cb, void *arg)
+{
+    return request(l, kc, api_key, method, path, body, false, cb, arg);
+}
+
+int kaphila_get_raw(loop *l, const kaphila_client *kc, const char *api_key, const char *path,
+                    kaphila_cb cb, void *arg)
+{
+    return request(l, kc, api_key, "GET", path, NULL, true, cb, arg);
+}
+
+char *kaphila_take_raw(const kaphila_result *res, size_t *len)
+{
+    *len = 0;
+    if (!res->raw || !res->raw->len) return NULL;
+    *len = res->raw->len;
+    return buf_steal(res->raw);
 }
 
 bool kaphila_ok(const kaphila_result *res)

@@ -1,7 +1,7 @@
 /* sim_control — the simulator's own control API under /sim/ (tests and
  * demos drive the far end with it): DTMF and hang-up by the callee, call
- * transcripts, failure and latency injection, per-key counters, credits
- * and rate limits (/sim/keys), reset. Allowed from loopback
+ * transcripts, failure and latency injection, a padded GET /calls
+ * listing, per-key counters, credits and rate limits (/sim/keys), reset. Allowed from loopback
  * peers, or from anywhere with X-Sim-Admin-Token when an admin token is
  * configured. Loop thread only. */
 #include "sim_int.h"
@@ -196,10 +196,29 @@ out:
     json_decref(o);
 }
 
+/* POST /sim/listing {"ended": N}: every GET /calls also lists N ended
+ * calls (0 clears). */
+static void control_listing(sim *s, sim_req *r)
+{
+    json_t *o = sim_req_json(r);
+    if (!o)
+        return;
+    json_t *n = json_object_get(o, "ended");
+    if (!json_is_integer(n) || json_integer_value(n) < 0 ||
+        json_integer_value(n) > SIM_MAX_LISTED_ENDED)
+        sim_reply_error(r, 400, "ended must be an integer between 0 and 100000", NULL);
+    else {
+        s->listed_ended = (int)json_integer_value(n);
+        reply_ok(r);
+    }
+    json_decref(o);
+}
+
 static void control_reset(sim *s, sim_req *r)
 {
     sim_calls_reset(s);
     s->n_rules = 0;
+    s->listed_ended = 0;
     s->latency_all_ms = 0;
     for (size_t i = 0; i < s->n_keys; i++) {
         s->latency_key_ms[i] = -1;
@@ -339,6 +358,8 @@ void sim_control_route(sim *s, sim_req *r)
         control_fail(s, r);
     else if (n == 2 && strcmp(seg[1], "latency") == 0 && post)
         control_latency(s, r);
+    else if (n == 2 && strcmp(seg[1], "listing") == 0 && post)
+        control_listing(s, r);
     else if (n == 2 && strcmp(seg[1], "reset") == 0 && post)
         control_reset(s, r);
     else if (n >= 2 && n <= 4 && strcmp(seg[1], "keys") == 0)

@@ -34,6 +34,7 @@
 #define SIM_MAX_GATHER       64       /* numDigits upper bound */
 #define SIM_MAX_RULES        64       /* failure-injection rules */
 #define SIM_MAX_LATENCY_MS   60000    /* injected latency; beyond it clients just time out */
+#define SIM_MAX_LISTED_ENDED 100000   /* /sim/listing: ended calls GET /calls may carry */
 #define SIM_MAX_TEXT         4096     /* /voice and /gather text */
 #define SIM_MAX_CALL_MS      (4LL * 3600 * 1000)   /* hard max call length, as a trunk would enforce */
 #define SIM_EVENT_TIMEOUT_MS 5000     /* Kaphila's webhook timeout */
@@ -152,6 +153,7 @@ struct sim {
     size_t      n_rules;
     int         latency_all_ms;
     int        *latency_key_ms;   /* per key, -1 = use latency_all_ms */
+    int         listed_ended;     /* /sim/listing: ended calls every GET /calls adds */
     sim_req    *delayed;          /* requests waiting out injected latency */
     struct sim_calls *calls;
     struct sim_recs  *recs;

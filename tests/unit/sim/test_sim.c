@@ -1,7 +1,7 @@
 /* Unit tests for the Kaphila simulator's API and calls: auth and health, a
  * call's events in order, outcomes by number suffix, voice timing and the
- * command queue, Gather, failure injection, latency that blocks nobody, and
- * event order with a slow receiver. The sim runs in-process (fast mode,
+ * command queue, Gather, failure injection, latency that blocks nobody, the
+ * padded listing, and event order with a slow receiver. The sim runs in-process (fast mode,
  * port 0) in support/sim_rig.h's fixture, whose libmicrohttpd server
  * receives its events; libcurl drives its API and control API. What the sim
  * records and counts is test_sim_records.c's. */
@@ -378,6 +378,41 @@ static void test_latency_does_not_block(void **state)
     json_decref(j);
 }
 
+/* /sim/listing pads GET /calls with ended calls, refuses what is out of
+ * range (changing nothing), and reset clears it. */
+static void test_listing_padding(void **state)
+{
+    (void)state;
+    long st;
+    json_t *j = ut_api("POST", "/sim/listing", NULL, "{\"ended\":3}", &st);
+    assert_int_equal(st, 200);
+    json_decref(j);
+    const char *bad[] = {"{\"ended\":-1}", "{\"ended\":100001}", "{\"ended\":\"9\"}", "{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = ut_api("POST", "/sim/listing", NULL, bad[i], &st);
+        assert_int_equal(st, 400);
+        json_decref(j);
+    }
+    j = ut_api("GET", "/calls", UT_SIM_KEY1, NULL, &st);
+    assert_int_equal(st, 200);
+    json_t *calls = json_object_get(j, "calls");
+    size_t ended = 0, i;
+    json_t *it;
+    json_array_foreach(calls, i, it)
+        if (!strncmp(ut_jstr(it, "callId"), "1700000000.", 11)) {
+            assert_string_equal(ut_jstr(it, "status"), "completed");
+            ended++;
+        }
+    assert_int_equal(ended, 3);
+    json_decref(j);
+    j = ut_api("POST", "/sim/reset", NULL, "{}", &st);
+    assert_int_equal(st, 200);
+    json_decref(j);
+    j = ut_api("GET", "/calls", UT_SIM_KEY1, NULL, &st);
+    assert_int_equal(json_array_size(json_object_get(j, "calls")), 0);
+    json_decref(j);
+}
+
 /* A slow receiver still gets one call's events strictly in order. */
 static void test_events_ordered_with_slow_receiver(void **state)
 {
@@ -413,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_gather_timeout),
         cmocka_unit_test(test_failure_injection),
         cmocka_unit_test(test_latency_does_not_block),
+        cmocka_unit_test(test_listing_padding),
         cmocka_unit_test(test_events_ordered_with_slow_receiver),
     };
     int rc = cmocka_run_group_tests(tests, ut_sim_setup, ut_sim_teardown);
