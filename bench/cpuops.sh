@@ -177,9 +177,10 @@ cpu_section() {
     cpu_start base "$BASE_TREE/build-bench/twigate" "$BASE_TREE/build-bench/kaphila-sim"
     tags+=(base)
   fi
-  for ((r = 1; r <= RUNS; r++)); do
+  # shellcheck disable=SC2153 # CPU_RUNS is set by bench/run.sh, which sources this file
+  for ((r = 1; r <= CPU_RUNS; r++)); do
     for t in "${tags[@]}"; do
-      log "cpu: run $r/$RUNS, $t"
+      log "cpu: run $r/$CPU_RUNS, $t"
       cpu_run "$t"
     done
   done
