@@ -223,6 +223,12 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* For arrays of char[STORE_KID_LEN]: the same order as cmp_str. */
+static int cmp_kid(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 typedef struct ids_ctx { const char **ids; size_t n, cap; } ids_ctx;
 
 static void collect_id(call *c, void *arg)
@@ -250,11 +256,24 @@ static void on_unowned_hangup(loop *l, void *arg, const kaphila_result *res)
     free(id);
 }
 
-static suspect *suspect_find(reconciler *r, const char *account_sid, const char *id)
+/* This key's suspects, by call id (sus_index), for a binary search: a
+ * listing of 12,000 strangers against 1,024 suspects was 12 million strcmp
+ * (34 ms of the engine's thread) searched one by one. */
+static int cmp_sus(const void *a, const void *b)
 {
-    for (size_t i = 0; i < r->n_sus; i++)
-        if (!strcmp(r->sus[i].call_id, id) && !strcmp(r->sus[i].account_sid, account_sid))
-            return &r->sus[i];
+    return strcmp((*(suspect *const *)a)->call_id, (*(suspect *const *)b)->call_id);
+}
+
+static suspect *sus_lookup(suspect *const *idx, size_t n, const char *id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(idx[mid]->call_id, id);
+        if (c == 0) return idx[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 
@@ -271,16 +290,31 @@ static void judge_listing(reconciler *r, const list_ctx *lc)
 
     ids.cap = engine_live_calls(e) + 16;
     ids.ids = malloc(ids.cap * sizeof *ids.ids);
-    if (!ids.ids) return;
+    suspect **idx = malloc((r->n_sus + 1) * sizeof *idx);
+    size_t n_idx = 0, k = 0;
+    if (!ids.ids || !idx) {
+        free(ids.ids);
+        free(idx);
+        return;
+    }
     engine_each_live(e, collect_id, &ids);
     qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_str);
 
     for (i = 0; i < r->n_sus; i++)
-        if (!strcmp(r->sus[i].account_sid, lc->account_sid)) r->sus[i].seen = false;
+        if (!strcmp(r->sus[i].account_sid, lc->account_sid)) {
+            r->sus[i].seen = false;
+            idx[n_idx++] = &r->sus[i];
+        }
+    qsort(idx, n_idx, sizeof *idx, cmp_sus);
+    /* Both lists in strcmp order (the listing sorted and without repeats
+     * by parse_listing): one walk finds the listed calls that are ours. A
+     * suspect added below is not in idx, and need not be: no id comes
+     * twice. */
     for (size_t j = 0; j < lc->n_ids; j++) {
         const char *id = lc->ids[j];
-        if (bsearch(&id, ids.ids, ids.n, sizeof *ids.ids, cmp_str)) continue;
-        suspect *s = suspect_find(r, lc->account_sid, id);
+        while (k < ids.n && strcmp(ids.ids[k], id) < 0) k++;
+        if (k < ids.n && !strcmp(ids.ids[k], id)) continue;
+        suspect *s = sus_lookup(idx, n_idx, id);
         if (!s && r->n_sus < RECONCILE_MAX_SUSPECTS) {
             s = &r->sus[r->n_sus++];
             memset(s, 0, sizeof *s);
@@ -291,6 +325,7 @@ static void judge_listing(reconciler *r, const list_ctx *lc)
         if (s) s->seen = true;
     }
     free(ids.ids);
+    free(idx);
 
     /* Forget what Kaphila no longer lists; hang up what has waited enough. */
     int64_t grace = (int64_t)cfg->kaphila_timeout_ms + cfg->reconcile_interval_ms;
@@ -354,6 +389,14 @@ static void parse_listing(list_ctx *lc)
         memcpy(lc->ids[lc->n_ids++], id, strlen(id) + 1);
     }
     json_decref(res.body);
+    /* Sorted, each id once: the engine walks it beside its own sorted ids
+     * (judge_listing) instead of searching for each. */
+    if (lc->n_ids > 1) qsort(lc->ids, lc->n_ids, sizeof *lc->ids, cmp_kid);
+    size_t kept = 0;
+    for (size_t i = 0; i < lc->n_ids; i++)
+        if (!kept || strcmp(lc->ids[kept - 1], lc->ids[i]) != 0)
+            memmove(lc->ids[kept++], lc->ids[i], sizeof *lc->ids);
+    lc->n_ids = kept;
 }
 
 /* Engine thread: the parsed listing judged, and what it settles. */
