@@ -306,8 +306,13 @@ int engine_kaphila_get_raw(engine *e, const char *account_sid, const char *path,
     const config_account *acct = config_account_by_sid(app_config(e->a), account_sid);
     if (!acct) return -1;
     /* A GET is neither counted by the budget nor held by the cluster's
-     * lease: budget_send and eng_kaphila_send pass it straight through. */
-    return kaphila_get_raw(e->l, &e->kc, acct->kaphila_key, path, cb, arg);
+     * lease: budget_send and eng_kaphila_send pass it straight through.
+     * The key is looked up all the same, as budget_send does: the
+     * reconciler's first listing, at start-up, is what makes the budget ask
+     * /api/me for the key's limit before the first create needs it (a
+     * create that finds it unknown waits in the dial queue for the answer). */
+    bkey *k = e->bud ? budget_key(e->bud, acct) : NULL;
+    return kaphila_get_raw(e->l, &e->kc, k ? k->api_key : acct->kaphila_key, path, cb, arg);
 }
 
 int engine_kaphila_key(engine *e, const char *api_key, const char *method, const char *path,
