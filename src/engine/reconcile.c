@@ -38,8 +38,8 @@
 #include <strings.h>
 
 #include "base/log.h"
-#include "net/bio.h"
 #include "base/metrics.h"
+#include "net/bio.h"
 #include "store/cluster.h"
 
 /* GET /calls/:callId in flight at once: a restart with 20,000 live calls
@@ -256,9 +256,9 @@ static void on_unowned_hangup(loop *l, void *arg, const kaphila_result *res)
     free(id);
 }
 
-/* This key's suspects, by call id (sus_index), for a binary search: a
- * listing of 12,000 strangers against 1,024 suspects was 12 million strcmp
- * (34 ms of the engine's thread) searched one by one. */
+/* A key's suspects sorted by call id (judge_listing's idx), for a binary
+ * search: a listing of 12,000 strangers against 1,024 suspects was 12
+ * million strcmp (34 ms of the engine's thread) searched one by one. */
 static int cmp_sus(const void *a, const void *b)
 {
     return strcmp((*(suspect *const *)a)->call_id, (*(suspect *const *)b)->call_id);
@@ -424,22 +424,20 @@ out:
     list_free(lc);
 }
 
-static void parse_run(void *arg)
-{
-    list_ctx *lc = arg;
-    parse_listing(lc);
-    if (!engine_submit(lc->r->e, listing_done, lc)) {   /* the engine's queue is full */
-        atomic_fetch_sub(&lc->r->listing, 1);
-        list_free(lc);
-    }
-}
-
-/* The bio stopped before parsing (twigate is stopping): nothing is judged. */
+/* Bio thread: the bio stopped before parsing (twigate is stopping), or the
+ * engine's queue is full: nothing is judged, the next sweep asks again. */
 static void parse_cancel(void *arg)
 {
     list_ctx *lc = arg;
     atomic_fetch_sub(&lc->r->listing, 1);
     list_free(lc);
+}
+
+static void parse_run(void *arg)
+{
+    list_ctx *lc = arg;
+    parse_listing(lc);
+    if (!engine_submit(lc->r->e, listing_done, lc)) parse_cancel(lc);
 }
 
 static void on_list(loop *l, void *arg, const kaphila_result *res)

@@ -344,9 +344,10 @@ static void api_calls(sim *s, sim_req *r, int key)
     for (int i = 0; i < s->listed_ended; i++) {
         char id[32];
         snprintf(id, sizeof id, "1700000000.%d", i);
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:s, s:b}", "callId", id,
-                                             "status", "completed", "number", "15005550000", "amd",
-                                             "gather", "recording", "voiceName", "", "hasBridge", 0));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:n, s:n, s:n, s:s, s:b}",
+                                             "callId", id, "status", "completed", "number",
+                                             "15005550000", "amd", "gather", "recording",
+                                             "voiceName", "", "hasBridge", 0));
     }
     char ts[32];
     sim_iso_now(ts);

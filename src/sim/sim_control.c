@@ -1,9 +1,9 @@
 /* sim_control — the simulator's own control API under /sim/ (tests and
  * demos drive the far end with it): DTMF and hang-up by the callee, call
  * transcripts, failure and latency injection, a padded GET /calls
- * listing, per-key counters, credits and rate limits (/sim/keys), reset. Allowed from loopback
- * peers, or from anywhere with X-Sim-Admin-Token when an admin token is
- * configured. Loop thread only. */
+ * listing, per-key counters, credits and rate limits (/sim/keys), reset.
+ * Allowed from loopback peers, or from anywhere with X-Sim-Admin-Token when
+ * an admin token is configured. Loop thread only. */
 #include "sim_int.h"
 
 #include <stdio.h>

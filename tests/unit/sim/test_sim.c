@@ -1,10 +1,10 @@
 /* Unit tests for the Kaphila simulator's API and calls: auth and health, a
  * call's events in order, outcomes by number suffix, voice timing and the
  * command queue, Gather, failure injection, latency that blocks nobody, the
- * padded listing, and event order with a slow receiver. The sim runs in-process (fast mode,
- * port 0) in support/sim_rig.h's fixture, whose libmicrohttpd server
- * receives its events; libcurl drives its API and control API. What the sim
- * records and counts is test_sim_records.c's. */
+ * padded listing, and event order with a slow receiver. The sim runs
+ * in-process (fast mode, port 0) in support/sim_rig.h's fixture, whose
+ * libmicrohttpd server receives its events; libcurl drives its API and
+ * control API. What the sim records and counts is test_sim_records.c's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
