@@ -118,4 +118,4 @@ install: all
 clean:
 	rm -rf build build-san build-bench build-fuzz
 
--include $(shell find build build-san build-bench -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
