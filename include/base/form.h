@@ -22,10 +22,16 @@
 
 typedef struct form_pair { char *key; char *value; } form_pair;
 
+/* The pairs' strings live in chunks the form owns (a callback's ~30 pairs cost
+ * two or three allocations, not sixty): a key or value stays valid until
+ * form_fini, even after form_set_value replaced it. */
+typedef struct form_chunk form_chunk;
+
 typedef struct form {
-    form_pair *pairs;
-    size_t     n;
-    size_t     alloc;
+    form_pair  *pairs;
+    size_t      n;
+    size_t      alloc;
+    form_chunk *chunks;   /* newest first */
 } form;
 
 typedef enum {
@@ -43,6 +49,9 @@ __attribute__((warn_unused_result))
 form_status form_parse(form *f, const char *s, size_t len);
 __attribute__((warn_unused_result))
 form_status form_add(form *f, const char *key, const char *value);
+/* Replaces the value of pair i (< f->n) with a copy of value. */
+__attribute__((warn_unused_result))
+form_status form_set_value(form *f, size_t i, const char *value);
 /* First value for key (exact, case-sensitive), or NULL. */
 const char *form_get(const form *f, const char *key);
 /* Number of values for key. */

@@ -3,35 +3,84 @@
  * Decoding is strict about escapes ("%G1", a lone "%", "%00" are errors)
  * because a lenient decoder would let two different bodies mean the same
  * thing, which matters once values are signed. form_parse is all-or-nothing:
- * on error the pairs it had appended are removed again. */
+ * on error the pairs it had appended are removed again.
+ *
+ * Keys and values are copied into chunks of FORM_CHUNK bytes the form owns:
+ * a status callback's form is ~30 pairs built, encoded, signed and freed per
+ * event, and one allocation per string was a tenth of the engine's time per
+ * relayed event (malloc and free, docs/performance.md). Strings are never
+ * freed one by one: a removed or replaced one stays until form_fini. */
 #include "base/form.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FORM_CHUNK 2048
+
+struct form_chunk {
+    form_chunk *next;
+    size_t      used, cap;
+    char        data[];
+};
 
 void form_init(form *f)
 {
     f->pairs = NULL;
     f->n = 0;
     f->alloc = 0;
-}
-
-static void truncate_to(form *f, size_t n)
-{
-    while (f->n > n) {
-        f->n--;
-        free(f->pairs[f->n].key);
-        free(f->pairs[f->n].value);
-    }
+    f->chunks = NULL;
 }
 
 void form_fini(form *f)
 {
     if (f == NULL)
         return;
-    truncate_to(f, 0);
+    while (f->chunks != NULL) {
+        form_chunk *c = f->chunks;
+        f->chunks = c->next;
+        free(c);
+    }
     free(f->pairs);
     form_init(f);
+}
+
+/* A chunk with room for len more bytes: the newest, or a new one. A string
+ * over a quarter of a chunk gets a chunk of its own, put behind the newest,
+ * so that the newest keeps its free space for the small ones. The caller
+ * writes at c->data + c->used and adds what it used to c->used. */
+static form_chunk *room(form *f, size_t len)
+{
+    form_chunk *c = f->chunks;
+    if (c != NULL && c->cap - c->used >= len)
+        return c;
+    bool own = len > FORM_CHUNK / 4;
+    size_t cap = own ? len : FORM_CHUNK;
+    c = malloc(sizeof *c + cap);
+    if (c == NULL)
+        return NULL;
+    c->used = 0;
+    c->cap = cap;
+    if (own && f->chunks != NULL) {
+        c->next = f->chunks->next;
+        f->chunks->next = c;
+    } else {
+        c->next = f->chunks;
+        f->chunks = c;
+    }
+    return c;
+}
+
+static char *copy(form *f, const char *s, size_t len)
+{
+    form_chunk *c = room(f, len + 1);
+    if (c == NULL)
+        return NULL;
+    char *p = c->data + c->used;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    c->used += len + 1;
+    return p;
 }
 
 static int hexval(unsigned char c)
@@ -45,19 +94,11 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-/* Decodes s[0..len) into a new heap string; *status says why on NULL. */
-static char *decode(const char *s, size_t len, bool plus_is_space, form_status *status)
+/* Decodes s[0..len) into out (room for len + 1 bytes: decoding never
+ * lengthens); the decoded length, or -1 with *status saying why. */
+static long decode_into(char *out, const char *s, size_t len, bool plus_is_space,
+                        form_status *status)
 {
-    /* Each decoded byte takes at most 3 input bytes: refuse before allocating. */
-    if (len / 3 > FORM_MAX_VALUE_LEN) {
-        *status = FORM_ERR_TOO_LONG;
-        return NULL;
-    }
-    char *out = malloc(len + 1);   /* decoding never lengthens */
-    if (out == NULL) {
-        *status = FORM_ERR_NOMEM;
-        return NULL;
-    }
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -77,41 +118,62 @@ static char *decode(const char *s, size_t len, bool plus_is_space, form_status *
     }
     out[o] = '\0';
     if (o > FORM_MAX_VALUE_LEN) {
-        free(out);
+        *status = FORM_ERR_TOO_LONG;
+        return -1;
+    }
+    *status = FORM_OK;
+    return (long)o;
+bad:
+    *status = FORM_ERR_ENCODING;
+    return -1;
+}
+
+/* Decodes s[0..len) into the form's chunks; NULL with *status on error. */
+static char *decode(form *f, const char *s, size_t len, form_status *status)
+{
+    /* Each decoded byte takes at most 3 input bytes: refuse before allocating. */
+    if (len / 3 > FORM_MAX_VALUE_LEN) {
         *status = FORM_ERR_TOO_LONG;
         return NULL;
     }
-    *status = FORM_OK;
+    form_chunk *c = room(f, len + 1);
+    if (c == NULL) {
+        *status = FORM_ERR_NOMEM;
+        return NULL;
+    }
+    char *out = c->data + c->used;
+    long o = decode_into(out, s, len, true, status);
+    if (o < 0)
+        return NULL;
+    c->used += (size_t)o + 1;
     return out;
-bad:
-    free(out);
-    *status = FORM_ERR_ENCODING;
-    return NULL;
 }
 
 char *form_unescape(const char *s, size_t len, bool plus_is_space)
 {
     form_status st;
-    return decode(s, len, plus_is_space, &st);
+    if (len / 3 > FORM_MAX_VALUE_LEN)
+        return NULL;
+    char *out = malloc(len + 1);
+    if (out != NULL && decode_into(out, s, len, plus_is_space, &st) < 0) {
+        free(out);
+        out = NULL;
+    }
+    return out;
 }
 
-/* Appends a pair, taking ownership of key and value (freed on failure). */
+/* Appends a pair whose strings are in the form's chunks. */
 static form_status push(form *f, char *key, char *value)
 {
-    form_status st = FORM_OK;
-    if (f->n >= FORM_MAX_PAIRS) {
-        st = FORM_ERR_TOO_MANY;
-        goto fail;
-    }
+    if (f->n >= FORM_MAX_PAIRS)
+        return FORM_ERR_TOO_MANY;
     if (f->n == f->alloc) {
         size_t n = f->alloc ? f->alloc * 2 : 16;
         if (n > FORM_MAX_PAIRS)
             n = FORM_MAX_PAIRS;
         form_pair *p = realloc(f->pairs, n * sizeof *p);
-        if (p == NULL) {
-            st = FORM_ERR_NOMEM;
-            goto fail;
-        }
+        if (p == NULL)
+            return FORM_ERR_NOMEM;
         f->pairs = p;
         f->alloc = n;
     }
@@ -119,10 +181,6 @@ static form_status push(form *f, char *key, char *value)
     f->pairs[f->n].value = value;
     f->n++;
     return FORM_OK;
-fail:
-    free(key);
-    free(value);
-    return st;
 }
 
 form_status form_parse(form *f, const char *s, size_t len)
@@ -139,14 +197,13 @@ form_status form_parse(form *f, const char *s, size_t len)
             continue;
         const char *eq = memchr(seg, '=', seglen);
         size_t klen = eq ? (size_t)(eq - seg) : seglen;
-        char *key = decode(seg, klen, true, &st);
+        char *key = decode(f, seg, klen, &st);
         if (key == NULL)
             goto fail;
-        char *value = eq ? decode(eq + 1, seglen - klen - 1, true, &st) : strdup("");
+        char *value = eq ? decode(f, eq + 1, seglen - klen - 1, &st) : copy(f, "", 0);
         if (value == NULL) {
             if (!eq)
                 st = FORM_ERR_NOMEM;
-            free(key);
             goto fail;
         }
         st = push(f, key, value);
@@ -155,24 +212,36 @@ form_status form_parse(form *f, const char *s, size_t len)
     }
     return FORM_OK;
 fail:
-    truncate_to(f, n0);
+    f->n = n0;   /* what they took of the chunks stays until form_fini */
     return st;
 }
 
 form_status form_add(form *f, const char *key, const char *value)
 {
-    if (strlen(key) > FORM_MAX_VALUE_LEN || strlen(value) > FORM_MAX_VALUE_LEN)
+    size_t kl = strlen(key), vl = strlen(value);
+    if (kl > FORM_MAX_VALUE_LEN || vl > FORM_MAX_VALUE_LEN)
         return FORM_ERR_TOO_LONG;
     if (f->n >= FORM_MAX_PAIRS)
         return FORM_ERR_TOO_MANY;
-    char *k = strdup(key);
-    char *v = strdup(value);
-    if (k == NULL || v == NULL) {
-        free(k);
-        free(v);
+    char *k = copy(f, key, kl);
+    char *v = k != NULL ? copy(f, value, vl) : NULL;
+    if (v == NULL)
         return FORM_ERR_NOMEM;
-    }
     return push(f, k, v);
+}
+
+form_status form_set_value(form *f, size_t i, const char *value)
+{
+    size_t vl = strlen(value);
+    if (i >= f->n)
+        return FORM_ERR_TOO_MANY;
+    if (vl > FORM_MAX_VALUE_LEN)
+        return FORM_ERR_TOO_LONG;
+    char *v = copy(f, value, vl);
+    if (v == NULL)
+        return FORM_ERR_NOMEM;
+    f->pairs[i].value = v;
+    return FORM_OK;
 }
 
 const char *form_get(const form *f, const char *key)

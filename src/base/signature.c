@@ -6,6 +6,7 @@
  * node) sign the set of distinct values, and we must agree with them. */
 #include "base/signature.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,17 @@ static int pair_cmp(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->value, y->value);
 }
 
+/* HMAC's implementation, fetched once: a fetch per signature looked it up in
+ * OpenSSL's method store, behind its lock, for every callback. Never freed
+ * (one per process, like OpenSSL's own defaults). */
+static EVP_MAC *hmac;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_fetch(void)
+{
+    hmac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+}
+
 static bool mac_str(EVP_MAC_CTX *ctx, const char *s)
 {
     return EVP_MAC_update(ctx, (const unsigned char *)s, strlen(s)) == 1;
@@ -34,7 +46,6 @@ bool signature_compute(const char *auth_token, const char *url, const form *para
                        char out[SIGNATURE_SIZE])
 {
     bool ok = false;
-    EVP_MAC *mac = NULL;
     EVP_MAC_CTX *ctx = NULL;
     const form_pair **sorted = NULL;
     size_t n = params != NULL ? params->n : 0;
@@ -52,10 +63,10 @@ bool signature_compute(const char *auth_token, const char *url, const form *para
             sorted[i] = &params->pairs[i];
         qsort(sorted, n, sizeof *sorted, pair_cmp);
     }
-    mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
-    if (mac == NULL)
+    pthread_once(&hmac_once, hmac_fetch);
+    if (hmac == NULL)
         goto out;
-    ctx = EVP_MAC_CTX_new(mac);
+    ctx = EVP_MAC_CTX_new(hmac);
     if (ctx == NULL)
         goto out;
     OSSL_PARAM mp[] = {
@@ -82,7 +93,6 @@ out:
     if (!ok)
         out[0] = '\0';
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
     free(sorted);
     return ok;
 }

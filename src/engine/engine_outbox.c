@@ -106,16 +106,15 @@ void eng_status_callback(engine *e, call *c, const char *event, int bit)
 
     form_init(&f);
     call_voice_params(c, &f);
+    bool ok = true;
     /* CallStatus names the event, not the REST status, for these two. */
     if (bit == CB_INITIATED || bit == CB_RINGING)
-        for (size_t i = 0; i < f.n; i++)
-            if (!strcmp(f.pairs[i].key, "CallStatus")) {
-                char *v = strdup(event);
-                if (v) { free(f.pairs[i].value); f.pairs[i].value = v; }
-            }
+        for (size_t i = 0; i < f.n && ok; i++)
+            if (!strcmp(f.pairs[i].key, "CallStatus"))
+                ok = form_set_value(&f, i, event) == FORM_OK;
     snprintf(seq, sizeof seq, "%d", c->row.cb_seq);
     timefmt_rfc2822(timefmt_now_ms(), ts);
-    bool ok = form_add(&f, "CallbackSource", "call-progress-events") == FORM_OK &&
+    ok = ok && form_add(&f, "CallbackSource", "call-progress-events") == FORM_OK &&
               form_add(&f, "SequenceNumber", seq) == FORM_OK &&
               form_add(&f, "Timestamp", ts) == FORM_OK;
     if (ok && bit == CB_COMPLETED) {

@@ -308,6 +308,51 @@ static void test_unescape(void **state)
     free(s);
 }
 
+/* Strings live in the form's chunks: many pairs across chunks, values of
+ * every size (small ones, and large ones that get a chunk of their own
+ * between small ones), a replaced value, and a failed parse after all of
+ * them leave every earlier pointer intact. */
+static void test_strings_stay_put(void **state)
+{
+    (void)state;
+    form f;
+    form_init(&f);
+    char key[32], *big = malloc(5001), *mid = malloc(700);
+    const char *seen[200];
+    memset(big, 'b', 5000);
+    big[5000] = '\0';
+    memset(mid, 'm', 699);
+    mid[699] = '\0';
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "Key%03d", i);
+        const char *v = i % 50 == 7 ? big : i % 30 == 3 ? mid : key;
+        assert_int_equal(form_add(&f, key, v), FORM_OK);
+        seen[i] = f.pairs[i].value;
+    }
+    assert_int_equal(form_set_value(&f, 10, "replaced"), FORM_OK);
+    assert_string_equal(form_get(&f, "Key010"), "replaced");
+    assert_string_equal(seen[10], "Key010");   /* the old value is still readable */
+    assert_int_equal(form_set_value(&f, 200, "x"), FORM_ERR_TOO_MANY);
+    assert_int_equal(parse_str(&f, "A=1&B=%ZZ"), FORM_ERR_ENCODING);
+    assert_int_equal(f.n, 200);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "Key%03d", i);
+        assert_string_equal(f.pairs[i].key, key);
+        if (i == 10) continue;
+        assert_ptr_equal(f.pairs[i].value, seen[i]);
+        assert_string_equal(seen[i], i % 50 == 7 ? big : i % 30 == 3 ? mid : key);
+    }
+    form_fini(&f);
+    assert_int_equal(f.n, 0);
+    assert_null(f.chunks);
+    /* A fini'd form is empty and can be used again. */
+    assert_int_equal(parse_str(&f, "x=%41"), FORM_OK);
+    assert_string_equal(form_get(&f, "x"), "A");
+    form_fini(&f);
+    free(big);
+    free(mid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_encode_order_and_round_trip),
         cmocka_unit_test(test_round_trip_every_byte),
         cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_strings_stay_put),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
