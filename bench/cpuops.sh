@@ -20,6 +20,12 @@
 # other = the rest (main, rec-mp3, console); total = all of twigate's threads.
 # sim = the kaphila-sim process; loadgen = wrk or loadgen (user + system,
 # from bash's `time`), all per operation in µs.
+# The floor (bench/httpfloor.c, once per round): one HTTP exchange with
+# libmicrohttpd and libcurl alone, the request handed to another thread and
+# resumed as twigate's are; a <Hangup/> call is FLOOR_CREATE_SERVED exchanges
+# twigate serves (the create, five Kaphila events) and FLOOR_CREATE_SENT it
+# sends (/makecall, /hangup), a relayed event one of each.
+FLOOR_CREATE_SERVED=6 FLOOR_CREATE_SENT=2
 
 CPU_ROWS=${BENCH_CPU_ROWS:-$FETCH_ROWS}
 STEP_CALLS=${BENCH_STEP_CALLS:-500}
@@ -168,6 +174,27 @@ cpu_median() { # tag op
   echo "${col[*]}"
 }
 
+# The floor's rows: its medians, and the tree's create and relayed event
+# against what their exchanges cost with nothing of twigate's around them.
+cpu_floor_rows() {
+  local svs sts sv st m fc fr
+  mapfile -t svs < <(sed -n 's/.* server_us=\([^ ]*\).*/\1/p' "$WORK/cpu.floor")
+  mapfile -t sts < <(sed -n 's/.* client_us=\([^ ]*\).*/\1/p' "$WORK/cpu.floor")
+  [ "${#svs[@]}" -gt 0 ] || { detail "- HTTP floor: bench/httpfloor gave no figure"; return 0; }
+  sv=$(median "${svs[@]}") st=$(median "${sts[@]}")
+  detail "- HTTP floor runs (bench/httpfloor -s -n 20000 -c 32): $(tr '\n' ';' < "$WORK/cpu.floor")"
+  row "HTTP floor per exchange, libmicrohttpd + libcurl alone (µs): served / sent" "$(calc "$sv" 1) / $(calc "$st" 1)" \
+    "bench/httpfloor -s -c 32" "—" "—" "—"
+  m=$(cpu_median tree create)
+  fc=$(calc "$FLOOR_CREATE_SERVED * $sv + $FLOOR_CREATE_SENT * $st" 0)
+  row "CPU per create vs its HTTP floor ($FLOOR_CREATE_SERVED served + $FLOOR_CREATE_SENT sent) (µs)" "${m%% *}" "floor $fc" \
+    "$(calc "${m%% *} / $fc" 2)" "—" "—"
+  m=$(cpu_median tree relay)
+  fr=$(calc "$sv + $st" 0)
+  row "CPU per relayed event vs its HTTP floor (1 served + 1 sent) (µs)" "${m%% *}" "floor $fr" \
+    "$(calc "${m%% *} / $fr" 2)" "—" "—"
+}
+
 cpu_section() {
   section "0. CPU per operation (twigate and kaphila-sim processes per build; BENCH_BASELINE=${BASE_REV:-none})"
   local tags=(tree) t r op m b label
@@ -177,12 +204,16 @@ cpu_section() {
     cpu_start base "$BASE_TREE/build-bench/twigate" "$BASE_TREE/build-bench/kaphila-sim"
     tags+=(base)
   fi
+  HTTPFLOOR=$BDIR/bench/httpfloor
+  run cc -std=c11 -O2 -Wall -Wextra -o "$HTTPFLOOR" "$BENCH/httpfloor.c" -lmicrohttpd -lcurl -lpthread >&2
+  : > "$WORK/cpu.floor"
   # shellcheck disable=SC2153 # CPU_RUNS is set by bench/run.sh, which sources this file
   for ((r = 1; r <= CPU_RUNS; r++)); do
     for t in "${tags[@]}"; do
       log "cpu: run $r/$CPU_RUNS, $t"
       cpu_run "$t"
     done
+    run "$HTTPFLOOR" -s -n 20000 -c 32 | awk '/^FLOOR/ {print}' >> "$WORK/cpu.floor"
   done
   for op in $CPU_OPS; do
     label=$op
@@ -208,6 +239,7 @@ cpu_section() {
         "(BENCH_BASELINE for ratios)" "—"
     fi
   done
+  cpu_floor_rows
   for t in "${tags[@]}"; do
     detail "- CPU per operation, $t: create rate of the wrk runs $(tr "\n" " " < "$WORK/cpu.$t.create_rate")(calls/s)"
     stop "${CO_TW[$t]}"; stop "${CO_RTW[$t]}"; stop "${CO_SIM[$t]}"; stop "${CO_RSIM[$t]}"
