@@ -91,6 +91,7 @@ typedef struct config {
     int   max_live_calls;        /* limits.max_live_calls = 20000 */
     int   max_connections;       /* limits.max_connections = 4096 */
     int   max_queue_time_s;      /* limits.max_queue_time_s = 86400 */
+    int   engine_stall_ms;       /* limits.engine_stall_ms = 30000 */
     /* [webhook] */
     char *webhook_allow;         /* webhook.allow = "" (comma list of CIDRs/hosts; empty = all) */
     char *webhook_deny;          /* webhook.deny  = "" */

@@ -45,6 +45,12 @@ void *loop_ctx(loop *l);
  * caller keeps ownership of msg in that case. */
 __attribute__((warn_unused_result)) bool loop_post(loop *l, void *msg);
 
+/* Any thread: how long the loop has been in its current turn, in ms (0 while
+ * it waits for work). A turn normally takes micro- to milliseconds; one
+ * that lasts seconds is a callback blocked (a database that does not
+ * answer), and everything queued for the loop waits behind it. */
+int64_t loop_busy_ms(loop *l);
+
 /* Loop thread only. */
 int64_t loop_now_ms(const loop *l);            /* monotonic ms */
 loop_timer *loop_timer_add(loop *l, int64_t delay_ms, loop_timer_fn fn, void *arg);

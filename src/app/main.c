@@ -5,7 +5,9 @@
  * MP3 on request (stopped after the engine, before the HTTP server, so it
  * answers what it holds); with kaphila.url = sim, the embedded
  * simulator adds its own HTTP pool and its "sim" loop. Signals are blocked
- * in every thread and taken synchronously here with sigwait:
+ * in every thread and taken synchronously here with sigtimedwait, which
+ * also wakes main once a second to look at the engine's liveness
+ * (watch_engine: a loop turn past limits.engine_stall_ms is logged):
  *   SIGTERM/SIGINT  drain: refuse new calls, finish deliveries within
  *                   shutdown.grace_ms, stop, exit 0 (state is in SQLite);
  *   SIGHUP          reload the reloadable keys (accounts, log, webhook
@@ -357,12 +359,43 @@ static int start_serving(app *a, config *cfg)
     return 0;
 }
 
-/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads. */
+/* The engine's liveness, looked at once a second: a loop turn longer than
+ * limits.engine_stall_ms (a database call that does not return, say) holds
+ * every Kaphila event, REST request and timer behind it, and nothing inside
+ * the engine can say so. Logged once when it passes the limit and once when
+ * the loop turns again; /healthz answers 503 meanwhile (rest.c), so that a
+ * supervisor restarts the process and recovery takes the calls on. */
+static void watch_engine(app *a, int64_t *stalled_ms)
+{
+    int64_t busy = engine_busy_ms(a->engine);
+    int limit = app_config(a)->engine_stall_ms;
+    if (busy > limit) {
+        if (!*stalled_ms) {
+            metrics_inc(a->metrics, "twigate_engine_stalls_total", NULL, 1);
+            log_error("main", "the engine's loop has been in one turn for %lld ms"
+                      " (limits.engine_stall_ms = %d): Kaphila's events, REST requests and"
+                      " timers wait behind it; /healthz answers 503", (long long)busy, limit);
+        }
+        *stalled_ms = busy;
+    } else if (*stalled_ms) {
+        log_warn("main", "the engine's loop turns again after a turn of at least %lld ms",
+                 (long long)*stalled_ms);
+        *stalled_ms = 0;
+    }
+}
+
+/* Serves until SIGTERM or SIGINT (returned); SIGHUP reloads; between
+ * signals, the engine's liveness every second. */
 static int wait_for_stop(app *a, const options *o, const sigset_t *sigs)
 {
-    int sig = 0;
+    int64_t stalled_ms = 0;
     for (;;) {
-        if (sigwait(sigs, &sig) != 0) continue;
+        struct timespec second = {1, 0};
+        int sig = sigtimedwait(sigs, NULL, &second);
+        if (sig < 0) {   /* EAGAIN: the second passed; EINTR: again */
+            watch_engine(a, &stalled_ms);
+            continue;
+        }
         if (sig == SIGHUP) {
             reload(a, o);
             continue;

@@ -128,6 +128,8 @@ const key_def config_keys[] = {
         "Most simultaneous HTTP connections (bounded by the fd limit)"),
     INT("limits.max_queue_time_s", max_queue_time_s, "86400", 1, 864000, false,
         "A create whose estimated wait in its key's queue exceeds this is refused with 22005 (Twilio: 24 h)"),
+    INT("limits.engine_stall_ms", engine_stall_ms, "30000", 1000, 3600000, true,
+        "An engine loop turn longer than this fails /healthz (503) and is logged as a stall"),
 
     STR("webhook.allow", webhook_allow, "", true, NULL,
         "Comma list of CIDRs or host names webhooks may reach; empty = any public address (private ranges need a CIDR here)"),

@@ -348,6 +348,8 @@ static void probe_tick(loop *l, void *arg)
 
 bool engine_kaphila_ready(engine *e) { return e && atomic_load(&e->kaphila_ok); }
 
+int64_t engine_busy_ms(engine *e) { return e && e->l ? loop_busy_ms(e->l) : 0; }
+
 void eng_recover_call(store_call *row, void *arg)
 {
     engine *e = arg;

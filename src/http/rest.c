@@ -229,9 +229,17 @@ static void balance_fetch(void *ctx, http_req *r, const http_match *m)
 
 /* ---- health, readiness, metrics ---- */
 
+/* Liveness: the process serves HTTP and its engine is not stuck in one
+ * loop turn past limits.engine_stall_ms (main.c logs it). */
 static void healthz(void *ctx, http_req *r, const http_match *m)
 {
-    (void)ctx; (void)m;
+    (void)m;
+    app *a = ctx;
+    if (engine_busy_ms(a->engine) > app_config(a)->engine_stall_ms) {
+        static const char stalled[] = "engine stalled\n";
+        http_reply(r, 503, "text/plain", stalled, sizeof stalled - 1, NULL);
+        return;
+    }
     http_reply(r, 200, "text/plain", "ok\n", 3, NULL);
 }
 

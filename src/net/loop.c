@@ -281,7 +281,9 @@ static void *run(void *arg)
     pthread_setname_np(pthread_self(), l->name);
     for (;;) {
         int timeout = more ? 0 : next_timeout(l);
+        atomic_store_explicit(&l->busy_since_ms, 0, memory_order_relaxed);
         int n = epoll_wait(l->epfd, evs, EPOLL_BATCH, timeout);
+        atomic_store_explicit(&l->busy_since_ms, mono_ms(), memory_order_relaxed);
         if (n < 0 && errno != EINTR)
             break;   /* only EBADF/EINVAL: a broken loop, nothing to retry */
         for (int i = 0; i < n; i++) {
@@ -449,6 +451,13 @@ void loop_destroy(loop *l)
 void *loop_ctx(loop *l)
 {
     return l->ctx;
+}
+
+int64_t loop_busy_ms(loop *l)
+{
+    int64_t since = atomic_load_explicit(&l->busy_since_ms, memory_order_relaxed);
+    int64_t now = mono_ms();
+    return since > 0 && now > since ? now - since : 0;
 }
 
 int64_t loop_now_ms(const loop *l)

@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -108,6 +109,10 @@ struct loop {
     pthread_t thread;
     bool      started;
     bool      joined;
+    /* Monotonic ms at which the current turn began, 0 while the thread waits
+     * in epoll_wait: written by the loop thread, read by loop_busy_ms on any
+     * (the liveness check: a turn that never ends is a stuck engine). */
+    _Atomic int64_t busy_since_ms;
 
     /* Queue: everything below up to `stopping` is guarded by mu. */
     pthread_mutex_t mu;

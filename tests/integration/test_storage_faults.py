@@ -6,7 +6,11 @@
     before the fault reaches a terminal status with exactly one
     `completed` callback per idempotency token;
   * a database with corrupt pages: the start-up integrity check
-    (PRAGMA quick_check) fails and /readyz says so.
+    (PRAGMA quick_check) fails and /readyz says so;
+  * a database another process keeps locked: the engine's commit waits in
+    SQLite's busy handler, one loop turn past limits.engine_stall_ms, and
+    /healthz answers 503 until the engine turns again (the liveness check a
+    supervisor restarts on).
 
 The tmpfs needs root (CAP_SYS_ADMIN); without it the test is skipped with
 the reason."""
@@ -14,12 +18,15 @@ the reason."""
 import os
 import sqlite3
 import subprocess
+import threading
 
 import pytest
 import requests
 
 from harness import DEFAULT_FROM, fresh_number, wait_for
+from harness.barriers import metric_value
 from harness.db import sqlite_only
+from harness.ops import wait_log
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
@@ -147,3 +154,48 @@ def test_corrupt_database_is_not_ready(make_twigate):
     assert r.status_code == 503 and "integrity" in r.text, (r.status_code, r.text)
     assert "integrity check failed" in tg.log_text()
     assert tg.healthz().status_code == 200   # alive, just not ready
+
+
+@sqlite_only("it holds SQLite's write lock from another process; PostgreSQL's locks are "
+             "the server's")
+def test_an_engine_stuck_in_one_turn_fails_healthz_until_it_turns_again(make_twigate):
+    """Another process takes the database's write lock (BEGIN IMMEDIATE) and a
+    create comes: the engine's write waits in SQLite's busy handler, 5 s a
+    try, so its loop stays in one turn past limits.engine_stall_ms (1 s
+    here). /healthz answers 503 "engine stalled" meanwhile and the log says
+    so once; when the lock goes, /healthz is 200 again, the log says the
+    loop turns again, and /metrics counts the stall."""
+    tg = make_twigate(overrides={"limits.engine_stall_ms": 1000})
+    assert tg.healthz().status_code == 200
+    acct = tg.accounts["a"]
+    lock = sqlite3.connect(tg.db_path, timeout=0, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    answers = []
+
+    def create():
+        try:
+            answers.append(requests.post(
+                tg.base_url + tg.account_uri() + "/Calls.json", auth=(acct.sid, acct.auth_token),
+                data={"To": fresh_number(), "From": DEFAULT_FROM,
+                      "Twiml": "<Response><Hangup/></Response>"}, timeout=60).status_code)
+        except requests.RequestException as e:
+            answers.append(repr(e))
+
+    t = threading.Thread(target=create)
+    t.start()
+    try:
+        # (a tuple: a requests.Response for a 503 is falsy)
+        stalled = wait_for(lambda: (lambda r: (r.status_code, r.text) if r.status_code == 503
+                                    else None)(tg.healthz()),
+                           timeout=10, message="/healthz never answered 503 while the engine waited")
+        assert stalled == (503, "engine stalled\n"), stalled
+        wait_log(tg, r"engine's loop has been in one turn for \d+ ms \(limits\.engine_stall_ms = 1000\)")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: tg.healthz().status_code == 200, timeout=15,
+             message="/healthz stayed 503 after the lock was released")
+    wait_log(tg, r"engine's loop turns again after a turn of at least \d+ ms")
+    t.join(timeout=60)
+    assert answers, "the create never got an answer"
+    assert metric_value(tg, "twigate_engine_stalls_total") >= 1
