@@ -137,10 +137,10 @@ bool engine_kaphila_ready(engine *e);
  * on SQLite): false while its Kaphila commands are held for a renewal
  * (engine_cluster.c). Any thread. */
 bool engine_lease_ok(engine *e);
-/* How long the engine's loop has been in one turn (ms; 0 when it is
- * waiting for work, or not started): /healthz fails and main logs once it
- * passes limits.engine_stall_ms. Any thread. */
-int64_t engine_busy_ms(engine *e);
+/* How long the engine's loop has been in its current turn (ms) when that is
+ * past limits.engine_stall_ms, else 0: a stall, which /healthz answers with
+ * 503 and main logs. Any thread. */
+int64_t engine_stalled_ms(engine *e);
 
 /* A Kaphila request with an explicit API key (keyauth's GET /api/me).
  * Engine thread only; 0 = under way, the callback then runs once. */

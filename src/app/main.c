@@ -367,14 +367,14 @@ static int start_serving(app *a, config *cfg)
  * supervisor restarts the process and recovery takes the calls on. */
 static void watch_engine(app *a, int64_t *stalled_ms)
 {
-    int64_t busy = engine_busy_ms(a->engine);
-    int limit = app_config(a)->engine_stall_ms;
-    if (busy > limit) {
+    int64_t busy = engine_stalled_ms(a->engine);
+    if (busy) {
         if (!*stalled_ms) {
             metrics_inc(a->metrics, "twigate_engine_stalls_total", NULL, 1);
             log_error("main", "the engine's loop has been in one turn for %lld ms"
                       " (limits.engine_stall_ms = %d): Kaphila's events, REST requests and"
-                      " timers wait behind it; /healthz answers 503", (long long)busy, limit);
+                      " timers wait behind it; /healthz answers 503", (long long)busy,
+                      app_config(a)->engine_stall_ms);
         }
         *stalled_ms = busy;
     } else if (*stalled_ms) {

@@ -348,7 +348,11 @@ static void probe_tick(loop *l, void *arg)
 
 bool engine_kaphila_ready(engine *e) { return e && atomic_load(&e->kaphila_ok); }
 
-int64_t engine_busy_ms(engine *e) { return e && e->l ? loop_busy_ms(e->l) : 0; }
+int64_t engine_stalled_ms(engine *e)
+{
+    int64_t busy = e && e->l ? loop_busy_ms(e->l) : 0;
+    return busy > app_config(e->a)->engine_stall_ms ? busy : 0;
+}
 
 void eng_recover_call(store_call *row, void *arg)
 {

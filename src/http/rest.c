@@ -235,7 +235,7 @@ static void healthz(void *ctx, http_req *r, const http_match *m)
 {
     (void)m;
     app *a = ctx;
-    if (engine_busy_ms(a->engine) > app_config(a)->engine_stall_ms) {
+    if (engine_stalled_ms(a->engine)) {
         static const char stalled[] = "engine stalled\n";
         http_reply(r, 503, "text/plain", stalled, sizeof stalled - 1, NULL);
         return;
